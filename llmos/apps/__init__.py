@@ -1,0 +1,1 @@
+"""Apps: plugin discovery (entry point group `llmos.apps`) and, later, manifests."""

@@ -1,0 +1,1 @@
+"""Benchmarks: `llmos bench ...` prints figures; tests assert correctness, benchmarks measure."""

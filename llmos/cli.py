@@ -1,0 +1,183 @@
+"""The `llmos` command: the shell, `call`, `syscalls`, `audit verify`, `bench`, `model`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmos.errors import EXIT_STATUS, ErrorCode, LlmosError
+
+if TYPE_CHECKING:
+    from llmos.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from llmos.config import Settings
+
+    if getattr(args, "model", None):
+        return Settings(model=args.model)
+    return Settings()
+
+
+def _workspace(args: argparse.Namespace) -> Path:
+    return Path(args.workspace or os.getcwd())
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    """Open the interactive shell (direct-call mode until the kernel is wired in)."""
+    from llmos.shell.repl import run_shell
+    from llmos.system import System
+
+    settings = _settings(args)
+    with System(settings) as system:
+        return run_shell(system, _workspace(args))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Run one syscall through the dispatch path and print its result."""
+    from llmos.shell.grants import terminal_grant
+    from llmos.syscalls.cmdline import parse_line, parse_words
+    from llmos.system import System
+
+    settings = _settings(args)
+    try:
+        raw = parse_line(args.json) if args.json else parse_words(args.words)
+    except LlmosError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_STATUS[exc.code]
+    grant = terminal_grant if sys.stdin.isatty() and not os.environ.get("CI") else None
+    with System(settings) as system:
+        process = system.spawn("call", _workspace(args), grant=grant)
+        result = system.dispatch(process, raw)
+    if args.output_json:
+        print(result.model_dump_json())
+    elif result.ok:
+        print(result.render())
+    else:
+        print(result.render(), file=sys.stderr)
+    return 0 if result.ok else EXIT_STATUS[result.code or ErrorCode.E_INTERNAL]
+
+
+def cmd_syscalls(args: argparse.Namespace) -> int:
+    """List the syscall table, or print its JSON Schema."""
+    from llmos.apps.plugins import build_registry
+
+    registry, report = build_registry()
+    if args.schema:
+        print(json.dumps(registry.json_schema(), indent=2))
+        return 0
+    for spec in registry.specs():
+        print(f"{spec.name:18} {spec.description}")
+    for label, why in report.failed.items():
+        print(f"skipped plugin {label}: {why}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify the audit log's chain and signatures."""
+    from llmos.security.audit import verify_log
+    from llmos.security.keys import Signer, load_or_create_key
+
+    settings = _settings(args)
+    home = settings.ensure_home()
+    path = Path(args.log) if args.log else home / "audit.log"
+    signer = Signer(load_or_create_key(home / "keys" / "install.key"))
+    count, problems = verify_log(path, signer)
+    for problem in problems:
+        print(f"{path}:{problem.line}: {problem.reason}")
+    if problems:
+        print(f"audit log FAILED verification: {len(problems)} problem(s) in {count} lines")
+        return 1
+    print(f"audit log OK: {count} lines verified ({path})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Print benchmark figures."""
+    from llmos.bench.dispatch import bench_dispatch
+
+    if args.what == "dispatch":
+        bench_dispatch(args.n)
+        return 0
+    print(f"unknown benchmark {args.what!r}", file=sys.stderr)
+    return 2
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """Install and inspect models."""
+    from llmos.kernel import models
+
+    settings = _settings(args)
+    home = settings.ensure_home()
+    if args.action == "pull":
+        for name in args.names or ["default"]:
+            source = models.find_source(name)
+            path = models.pull(source, home, progress=models.bar(source.name))
+            print(f"{source.name}: {path} (sha256 verified)")
+        return 0
+    if args.action == "list":
+        for source in models.MODELS:
+            target = models.models_dir(home) / source.filename
+            state = "installed" if models.is_verified(source, target) else "not installed"
+            aliases = ",".join(source.aliases)
+            print(f"{source.name:40} {aliases:8} {source.size / 1e9:5.2f} GB  {state}")
+        return 0
+    path = models.resolve_model(args.names[0] if args.names else settings.model, home)
+    print(f"model: {path}\nsize: {path.stat().st_size} bytes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="llmos", description=__doc__)
+    parser.add_argument("--workspace", "-w", help="workspace folder (default: current folder)")
+    parser.add_argument("--model", help="GGUF path or model name")
+    parser.set_defaults(func=cmd_shell)
+    sub = parser.add_subparsers(dest="command")
+
+    call = sub.add_parser("call", help="run one syscall: llmos call fs.read path=notes.txt")
+    call.add_argument("words", nargs="*", help="NAME key=value ...")
+    call.add_argument("--json", help="the whole call as a JSON object")
+    call.add_argument("--output-json", action="store_true", help="print the result as JSON")
+    call.set_defaults(func=cmd_call)
+
+    syscalls = sub.add_parser("syscalls", help="list the syscall table")
+    syscalls.add_argument("--schema", action="store_true", help="print the union's JSON Schema")
+    syscalls.set_defaults(func=cmd_syscalls)
+
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit.add_argument("action", choices=["verify"])
+    audit.add_argument("--log", help="log file (default: LLMOS_HOME/audit.log)")
+    audit.set_defaults(func=cmd_audit)
+
+    bench = sub.add_parser("bench", help="print performance figures")
+    bench.add_argument("what", choices=["dispatch"])
+    bench.add_argument("-n", type=int, default=10_000, help="iterations")
+    bench.set_defaults(func=cmd_bench)
+
+    model = sub.add_parser("model", help="install and inspect models")
+    model.add_argument("action", choices=["pull", "list", "info"])
+    model.add_argument("names", nargs="*", help="model name or alias (default, small) or path")
+    model.set_defaults(func=cmd_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `llmos` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except LlmosError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_STATUS[exc.code]
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Configuration: one pydantic-settings object (LLMOS_ env prefix, TOML file under LLMOS_HOME), passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_home() -> Path:
+    return Path.home() / ".llmos"
+
+
+class Settings(BaseSettings):
+    """All of llmos's settings; environment variables win over `LLMOS_HOME/config.toml`."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMOS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Where llmos keeps its state.")
+    model: str | None = Field(default=None, description="GGUF path or installed model name.")
+    default_caps: list[str] = Field(
+        default_factory=lambda: ["fs.*", "image.*", "mem.*", "reply", "ask"],
+        description="Syscall patterns a shell session holds on its whole workspace.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read `config.toml` from the home that the environment (or default) names."""
+        import os
+
+        home = Path(os.environ.get("LLMOS_HOME") or _default_home())
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=home / "config.toml")
+        return (init_settings, env_settings, toml)
+
+    def ensure_home(self) -> Path:
+        """Create the home folder, private to the user, and return it."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.home
+
+    def dump(self) -> dict[str, Any]:
+        """Settings as plain JSON-able data, for `llmos model info` and the shell."""
+        return self.model_dump(mode="json")

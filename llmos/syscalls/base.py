@@ -1,0 +1,217 @@
+"""The syscall ABI: typed call models, results with stable error codes, and the registry table."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from llmos.errors import ErrorCode, LlmosError
+
+if TYPE_CHECKING:
+    from llmos.kernel.process import Process
+
+
+class Syscall(BaseModel):
+    """Base of every syscall model: a literal `call` discriminator plus typed arguments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call: str
+
+
+class SyscallResult(BaseModel):
+    """What every dispatch returns: `ok` with a value, or an error with a stable code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    call: str
+    value: Any = None
+    code: ErrorCode | None = None
+    message: str | None = None
+
+    @classmethod
+    def success(cls, call: str, value: Any) -> SyscallResult:
+        """An ok result; pydantic values are dumped to plain JSON-able data."""
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        return cls(ok=True, call=call, value=value)
+
+    @classmethod
+    def failure(cls, call: str, code: ErrorCode, message: str) -> SyscallResult:
+        """An error result carrying a stable code and a message a person can act on."""
+        return cls(ok=False, call=call, code=code, message=message)
+
+    def render(self) -> str:
+        """One human-readable line (or block) for the shell and `llmos call`."""
+        if not self.ok:
+            return f"{self.code}: {self.message}"
+        if isinstance(self.value, dict) and set(self.value) == {"text"}:
+            return str(self.value["text"])
+        import json
+
+        return json.dumps(self.value, indent=2, ensure_ascii=False)
+
+
+C = TypeVar("C", bound=Syscall)
+
+Handler = Callable[[C, "Process"], Any]
+ResourceFn = Callable[[C, "Process"], Iterable[str]]
+
+
+def _no_resources(call: Syscall, process: Process) -> Iterable[str]:
+    return ()
+
+
+@dataclass(frozen=True)
+class SyscallSpec(Generic[C]):
+    """One row of the syscall table: model, result model, capability, handler, prompt line."""
+
+    name: str
+    model: type[C]
+    handler: Handler[C]
+    result: type[BaseModel] | None = None
+    capability: str = ""
+    resources: ResourceFn[C] = field(default=_no_resources)
+    description: str = ""
+    family: str = ""
+
+    @property
+    def cap_name(self) -> str:
+        """The capability this call needs: its own name unless the spec says otherwise."""
+        return self.capability or self.name
+
+
+def call_name(model: type[Syscall]) -> str:
+    """The literal value of a syscall model's `call` field."""
+    annotation = model.model_fields["call"].annotation
+    args = getattr(annotation, "__args__", ())
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise TypeError(f"{model.__name__}.call must be a single Literal string")
+    return args[0]
+
+
+class Registry:
+    """The live syscall table; built-ins and plugins register into it the same way."""
+
+    family_order: ClassVar[tuple[str, ...]] = ("fs", "image", "mem", "tool", "control")
+
+    def __init__(self) -> None:
+        self._specs: dict[str, SyscallSpec[Any]] = {}
+        self.version = 0
+        self._adapter: TypeAdapter[Any] | None = None
+
+    def register(
+        self,
+        model: type[C],
+        handler: Handler[C],
+        *,
+        result: type[BaseModel] | None = None,
+        capability: str = "",
+        resources: ResourceFn[C] | None = None,
+        description: str = "",
+    ) -> SyscallSpec[C]:
+        """Add one syscall; its description defaults to the first line of the model's docstring."""
+        name = call_name(model)
+        if name in self._specs:
+            raise LlmosError(ErrorCode.E_EXISTS, f"syscall {name!r} is already registered")
+        doc = (model.__doc__ or "").strip().splitlines()
+        spec = SyscallSpec(
+            name=name,
+            model=model,
+            handler=handler,
+            result=result,
+            capability=capability,
+            resources=resources or _no_resources,
+            description=description or (doc[0] if doc else name),
+            family=name.split(".", 1)[0] if "." in name else "control",
+        )
+        self._specs[name] = spec
+        self._changed()
+        return spec
+
+    def unregister(self, name: str) -> None:
+        """Remove a syscall (a per-case eval tool, an unloaded plugin)."""
+        if self._specs.pop(name, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._adapter = None
+
+    def get(self, name: str) -> SyscallSpec[Any] | None:
+        """The spec for a call name, or None."""
+        return self._specs.get(name)
+
+    def names(self) -> list[str]:
+        """Registered call names, sorted."""
+        return sorted(self._specs)
+
+    def specs(self) -> list[SyscallSpec[Any]]:
+        """Registered specs in a stable order (by family, then name) for prompts and schemas."""
+
+        def key(spec: SyscallSpec[Any]) -> tuple[int, str]:
+            order = self.family_order
+            rank = order.index(spec.family) if spec.family in order else len(order)
+            return (rank, spec.name)
+
+        return sorted(self._specs.values(), key=key)
+
+    def matching(self, pattern: str) -> list[str]:
+        """Call names a capability pattern such as `fs.*` covers."""
+        return [n for n in self.names() if fnmatch.fnmatchcase(n, pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def adapter(self) -> TypeAdapter[Any]:
+        """A TypeAdapter for the discriminated union of all registered calls, rebuilt on change."""
+        if self._adapter is None:
+            models = tuple(spec.model for spec in self.specs())
+            if not models:
+                raise LlmosError(ErrorCode.E_NOSYS, "no syscalls are registered")
+            union: Any = models[0] if len(models) == 1 else Union[models]  # noqa: UP007
+            self._adapter = TypeAdapter(Annotated[union, Field(discriminator="call")])
+        return self._adapter
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the union of every registered call (one object per syscall)."""
+        return self.adapter().json_schema()
+
+    def parse(self, raw: Syscall | dict[str, Any]) -> Syscall:
+        """Validate raw data into its typed syscall, or raise a typed E_NOSYS/E_INVAL error."""
+        if isinstance(raw, Syscall):
+            spec = self._specs.get(raw.call)
+            if spec is None:
+                raise LlmosError(ErrorCode.E_NOSYS, f"unknown syscall {raw.call!r}")
+            if type(raw) is spec.model:
+                return raw
+            raw = raw.model_dump()
+        if not isinstance(raw, dict):
+            raise LlmosError(ErrorCode.E_INVAL, "a syscall must be a JSON object with a 'call'")
+        name = raw.get("call")
+        if not isinstance(name, str):
+            raise LlmosError(ErrorCode.E_INVAL, "a syscall needs a string 'call' field")
+        spec = self._specs.get(name)
+        if spec is None:
+            raise LlmosError(ErrorCode.E_NOSYS, f"unknown syscall {name!r}")
+        try:
+            return spec.model.model_validate(raw)
+        except ValidationError as exc:
+            raise LlmosError(ErrorCode.E_INVAL, describe_validation(name, exc)) from None
+
+
+def describe_validation(name: str, exc: ValidationError) -> str:
+    """A short, readable account of what was wrong with a call's arguments."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(call)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"invalid arguments for {name}: " + "; ".join(parts)

@@ -1,0 +1,90 @@
+"""The one dispatch path: validate -> capability check -> run -> audit -> result, for every caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.process import Process
+from llmos.security.audit import AuditLog
+from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
+from llmos.syscalls.base import Registry, Syscall, SyscallResult, SyscallSpec
+
+DispatchHook = Callable[[Process, Syscall, SyscallResult], None]
+
+
+class Dispatcher:
+    """Runs syscalls for processes; no handler is ever called any other way."""
+
+    def __init__(
+        self, registry: Registry, authority: CapabilityAuthority, audit: AuditLog | None
+    ) -> None:
+        self.registry = registry
+        self.authority = authority
+        self.audit = audit
+
+    def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
+        """Run one call for `process`; every outcome, allowed or denied, is audited."""
+        name, args = _name_and_args(raw)
+        resources: list[str] = []
+        try:
+            call = self.registry.parse(raw)
+            spec = self.registry.get(call.call)
+            assert spec is not None
+            resources = list(spec.resources(call, process))
+            self._authorize(process, spec, resources)
+            result = SyscallResult.success(call.call, spec.handler(call, process))
+        except LlmosError as exc:
+            result = SyscallResult.failure(name, exc.code, exc.message)
+        except OSError as exc:
+            result = SyscallResult.failure(name, ErrorCode.E_IO, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            result = SyscallResult.failure(
+                name, ErrorCode.E_INTERNAL, f"{name} failed: {type(exc).__name__}: {exc}"
+            )
+        if self.audit is not None:
+            self.audit.record(
+                pid=process.pid,
+                process=process.name,
+                call=name,
+                args=args,
+                ok=result.ok,
+                code=result.code.value if result.code else None,
+                resources=resources,
+            )
+        return result
+
+    def _authorize(self, process: Process, spec: SyscallSpec[Any], resources: list[str]) -> None:
+        """Pass if a held capability covers the call; else ask (interactive) or refuse (E_PERM)."""
+        cap_name = spec.cap_name
+        if process.caps.find(cap_name, resources) is not None:
+            return
+        wanted = process.caps.missing(cap_name, resources) if resources else [ANY]
+        shown = ", ".join(r if r else "/" for r in wanted if r != ANY)
+        need = f"{cap_name}" + (f" on {shown}" if shown else "")
+        if process.caps.is_denied(cap_name, resources):
+            raise LlmosError(ErrorCode.E_PERM, f"denied: {need}")
+        if process.grant is None:
+            raise LlmosError(ErrorCode.E_PERM, f"missing capability {need}")
+        for resource in wanted:
+            answer = process.grant(GrantRequest(process.name, cap_name, resource))
+            if answer is GrantAnswer.DENY:
+                process.caps.deny(cap_name, resource)
+                raise LlmosError(ErrorCode.E_PERM, f"denied by the user: {need}")
+            if answer in (GrantAnswer.SESSION, GrantAnswer.ALWAYS):
+                cap = self.authority.mint(cap_name, scope=resource or ANY)
+                process.caps.add(cap)
+                if answer is GrantAnswer.ALWAYS and process.grant_store is not None:
+                    process.grant_store.save(process.workspace.root, cap)
+
+
+def _name_and_args(raw: Syscall | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if isinstance(raw, Syscall):
+        data = raw.model_dump(mode="json")
+    elif isinstance(raw, dict):
+        data = dict(raw)
+    else:
+        return "?", {"raw": repr(raw)}
+    name = data.pop("call", "?")
+    return (name if isinstance(name, str) else repr(name)), data

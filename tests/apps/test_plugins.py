@@ -1,0 +1,122 @@
+"""Plugin apps: discovered through the `llmos.apps` entry point group; broken ones are skipped."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from llmos.apps.plugins import BUILTIN_FAMILIES, build_registry
+from llmos.config import Settings
+from llmos.system import System
+
+GOOD = '''
+from typing import Literal
+from llmos.apps.hooks import hookimpl
+from llmos.syscalls.base import Syscall
+
+
+class EchoUpper(Syscall):
+    """Shout the text back."""
+
+    call: Literal["demo.shout"] = "demo.shout"
+    text: str
+
+
+def shout(call, process):
+    return {"text": call.text.upper()}
+
+
+@hookimpl
+def register_syscalls(registry):
+    registry.register(EchoUpper, shout)
+'''
+
+RAISES = '''
+from typing import Literal
+from llmos.apps.hooks import hookimpl
+from llmos.syscalls.base import Syscall
+
+
+class Half(Syscall):
+    """Registered before the plugin fails: must be rolled back."""
+
+    call: Literal["demo.half"] = "demo.half"
+
+
+@hookimpl
+def register_syscalls(registry):
+    registry.register(Half, lambda call, process: None)
+    raise RuntimeError("plugin exploded during registration")
+'''
+
+BROKEN_IMPORT = "import this_module_does_not_exist_anywhere\n"
+
+ENTRY_POINTS = """\
+[llmos.apps]
+good = llmos_demo_good
+raises = llmos_demo_raises
+broken = llmos_demo_broken
+"""
+
+
+@pytest.fixture
+def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three plugin apps installed as a real distribution (dist-info with entry points)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "llmos_demo_good.py").write_text(GOOD)
+    (site / "llmos_demo_raises.py").write_text(RAISES)
+    (site / "llmos_demo_broken.py").write_text(BROKEN_IMPORT)
+    info = site / "llmos_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in ("llmos_demo_good", "llmos_demo_raises", "llmos_demo_broken"):
+        sys.modules.pop(name, None)
+
+
+def test_builtins_register_through_the_plugin_hook() -> None:
+    registry, report = build_registry(plugins=False)
+    assert report.loaded == list(BUILTIN_FAMILIES)
+    for name in ("fs.read", "fs.search", "image.crop", "reply", "ask"):
+        assert name in registry
+
+
+def test_good_plugin_loads_and_bad_ones_are_reported_and_skipped(installed_plugins: Path) -> None:
+    registry, report = build_registry()
+    assert "demo.shout" in registry
+    assert any(label.startswith("good") for label in report.loaded)
+    failed = {label.split(" ")[0]: why for label, why in report.failed.items()}
+    assert set(failed) == {"raises", "broken"}
+    assert "plugin exploded" in failed["raises"]
+    assert "ModuleNotFoundError" in failed["broken"]
+    assert "demo.half" not in registry, "a failed plugin's half-registration must be undone"
+    assert "fs.read" in registry
+
+
+def test_plugin_syscall_goes_through_dispatch_and_capabilities(
+    installed_plugins: Path, settings: Settings, workspace: Path
+) -> None:
+    with System(settings) as system:
+        allowed = system.spawn("app", workspace, patterns=["demo.*"])
+        result = system.dispatch(allowed, {"call": "demo.shout", "text": "hi"})
+        assert result.ok and result.value == {"text": "HI"}
+        denied = system.spawn("app", workspace, patterns=["fs.*"])
+        result = system.dispatch(denied, {"call": "demo.shout", "text": "hi"})
+        assert not result.ok and result.code == "E_PERM"
+        assert "demo.shout" in (result.message or "")
+
+
+def test_union_schema_covers_every_registered_call(installed_plugins: Path) -> None:
+    registry, _ = build_registry()
+    schema = registry.json_schema()
+    text = textwrap.shorten(str(schema), 10_000_000)
+    for name in registry.names():
+        assert f"'{name}'" in text
+    mapping = schema["discriminator"]["mapping"]
+    assert set(mapping) == set(registry.names())

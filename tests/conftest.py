@@ -1,0 +1,48 @@
+"""Shared fixtures: every test gets its own LLMOS_HOME and workspace, never the real home."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmos.config import Settings
+from llmos.kernel.process import Process
+from llmos.system import System
+
+
+@pytest.fixture(autouse=True)
+def llmos_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private LLMOS_HOME for each test; HOME is moved too so nothing leaks into ~/.llmos."""
+    home = tmp_path / "llmos-home"
+    monkeypatch.setenv("LLMOS_HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    return home
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An empty workspace folder."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def settings(llmos_home: Path) -> Settings:
+    """Settings rooted at the test's LLMOS_HOME."""
+    return Settings(home=llmos_home)
+
+
+@pytest.fixture
+def system(settings: Settings) -> Iterator[System]:
+    """An opened llmos system with only the built-in syscall families."""
+    with System(settings, plugins=False) as sys_:
+        yield sys_
+
+
+@pytest.fixture
+def proc(system: System, workspace: Path) -> Process:
+    """A non-interactive process with the shell's default capabilities on the workspace."""
+    return system.spawn("test", workspace)

@@ -1,0 +1,72 @@
+"""The shell in direct-call mode: lines, built-ins, pipes, and grant prompts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from llmos.security.capabilities import GrantAnswer, GrantRequest
+from llmos.shell.grants import parse_answer
+from llmos.shell.repl import Shell
+from llmos.system import System
+
+
+def test_direct_calls_and_builtins(system: System, workspace: Path) -> None:
+    shell = Shell(system, workspace, grant=None)
+    ok, text = shell.handle('fs.write path=a.txt content="two words"')
+    assert ok, text
+    assert (workspace / "a.txt").read_text() == "two words"
+    ok, text = shell.handle("!fs.read path=a.txt")
+    assert ok and '"two words"' in text
+    ok, text = shell.handle("fs.read path=../escape")
+    assert not ok and text.startswith("E_PERM")
+    ok, text = shell.handle("please tidy my files")
+    assert not ok and "direct-call mode" in text
+    ok, text = shell.handle(":caps")
+    assert ok and "fs.*" in text
+    ok, text = shell.handle(":audit")
+    assert ok and "3 lines verified" in text
+    ok, text = shell.handle(":bogus")
+    assert not ok
+
+
+def test_grant_prompt_answers_flow_into_capabilities(system: System, workspace: Path) -> None:
+    asked: list[GrantRequest] = []
+
+    def grant(request: GrantRequest) -> GrantAnswer:
+        asked.append(request)
+        return GrantAnswer.SESSION
+
+    shell = Shell(system, workspace, grant=grant)
+    shell.process.caps.caps.clear()
+    ok, _ = shell.handle("fs.write path=x.txt content=1")
+    assert ok and len(asked) == 1 and asked[0].call == "fs.write"
+    ok, _ = shell.handle("fs.write path=x.txt content=2")
+    assert ok and len(asked) == 1, "a session grant is not asked for again"
+
+
+def test_answers_are_parsed_like_denos_prompt() -> None:
+    assert parse_answer("o") is GrantAnswer.ONCE
+    assert parse_answer(" Session ") is GrantAnswer.SESSION
+    assert parse_answer("a") is GrantAnswer.ALWAYS
+    assert parse_answer("") is GrantAnswer.DENY
+    assert parse_answer("maybe") is None
+
+
+def test_piped_input_runs_line_by_line(workspace: Path) -> None:
+    script = "fs.write path=p.txt content=piped\nfs.read path=p.txt\nfs.read path=nope.txt\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmos.cli"],
+        cwd=workspace,
+        input=script,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert proc.returncode == 1, "a failed line makes the status non-zero"
+    assert '"piped"' in proc.stdout
+    assert "E_NOENT" in proc.stderr
+    assert (workspace / "p.txt").read_text() == "piped"

@@ -1,0 +1,82 @@
+"""`llmos call`, `llmos syscalls` and `llmos bench dispatch` from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmos.cli import main
+from llmos.errors import EXIT_STATUS, ErrorCode
+
+
+def run_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the real `llmos` entry point in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmos.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+
+
+def test_call_reads_a_file_in_the_current_folder(workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("buy milk\n")
+    proc = run_cli("call", "fs.read", "path=notes.txt", "--output-json", cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] and result["value"]["text"] == "buy milk\n"
+
+
+def test_call_failure_sets_exit_status_and_prints_the_code(workspace: Path) -> None:
+    proc = run_cli("call", "fs.read", "path=missing.txt", cwd=workspace)
+    assert proc.returncode == EXIT_STATUS[ErrorCode.E_NOENT]
+    assert "E_NOENT" in proc.stderr
+    proc = run_cli("call", "fs.read", "path=/etc/passwd", cwd=workspace)
+    assert proc.returncode == EXIT_STATUS[ErrorCode.E_PERM]
+    assert "E_PERM" in proc.stderr
+
+
+def test_call_json_form_and_typed_coercion(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    (workspace / "long.txt").write_text("abcdefghij")
+    assert main(["call", "fs.read", "path=long.txt", "limit=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "abcd"
+    payload = json.dumps({"call": "fs.write", "path": "j.txt", "content": "x=1 y"})
+    assert main(["call", "--json", payload]) == 0
+    assert (workspace / "j.txt").read_text() == "x=1 y"
+    assert main(["call", "fs.read", "path=long.txt", "limit=many"]) == EXIT_STATUS[ErrorCode.E_INVAL]
+    assert "limit" in capsys.readouterr().err
+    assert main(["call", "fs.read", "pathnotes"]) == EXIT_STATUS[ErrorCode.E_INVAL]
+
+
+def test_call_writes_are_audited_and_the_log_verifies(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, llmos_home: Path
+) -> None:
+    monkeypatch.chdir(workspace)
+    assert main(["call", "fs.write", "path=a.txt", "content=hello"]) == 0
+    assert main(["call", "fs.delete", "path=nope.txt"]) == EXIT_STATUS[ErrorCode.E_NOENT]
+    lines = (llmos_home / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["call"] for line in lines] == ["fs.write", "fs.delete"]
+    assert main(["audit", "verify"]) == 0
+
+
+def test_syscalls_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["syscalls"]) == 0
+    out = capsys.readouterr().out
+    assert "fs.read" in out and "image.thumbnail" in out
+
+
+def test_bench_dispatch_prints_figures(workspace: Path) -> None:
+    proc = run_cli("bench", "dispatch", "-n", "300", cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    assert "p50" in proc.stdout and "p99" in proc.stdout
