@@ -1,4 +1,4 @@
-"""Configuration: one pydantic-settings object (LLMOS_ env prefix, TOML file under LLMOS_HOME), passed in."""
+"""Configuration: one pydantic-settings object (LLMOS_ env, LLMOS_HOME/config.toml), passed in."""
 
 from __future__ import annotations
 

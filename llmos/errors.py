@@ -1,4 +1,4 @@
-"""One error tree with stable codes, shared by syscall results, the shell, scripts and the audit log."""
+"""One error tree with stable codes, shared by syscall results, shell, scripts and audit log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Stable error codes, errno-style: the same code reaches the kernel, shell, exit status and audit."""
+    """Stable errno-style codes: the same code reaches kernel, shell, exit status and audit."""
 
     E_PERM = "E_PERM"
     E_NOENT = "E_NOENT"

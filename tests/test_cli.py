@@ -50,11 +50,13 @@ def test_call_json_form_and_typed_coercion(
     monkeypatch.chdir(workspace)
     (workspace / "long.txt").write_text("abcdefghij")
     assert main(["call", "fs.read", "path=long.txt", "limit=4"]) == 0
-    assert json.loads(capsys.readouterr().out)["text"] == "abcd"
+    assert capsys.readouterr().out == "abcd [truncated: more from offset 4]\n"
     payload = json.dumps({"call": "fs.write", "path": "j.txt", "content": "x=1 y"})
     assert main(["call", "--json", payload]) == 0
     assert (workspace / "j.txt").read_text() == "x=1 y"
-    assert main(["call", "fs.read", "path=long.txt", "limit=many"]) == EXIT_STATUS[ErrorCode.E_INVAL]
+    assert (
+        main(["call", "fs.read", "path=long.txt", "limit=many"]) == EXIT_STATUS[ErrorCode.E_INVAL]
+    )
     assert "limit" in capsys.readouterr().err
     assert main(["call", "fs.read", "pathnotes"]) == EXIT_STATUS[ErrorCode.E_INVAL]
 

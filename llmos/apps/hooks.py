@@ -1,4 +1,4 @@
-"""The plugin API: pluggy hook specs that built-in syscall families and third-party apps implement."""
+"""The plugin API: pluggy hook specs that built-in families and third-party apps implement."""
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def bench_dispatch(n: int = 10_000) -> dict[str, float]:
                 samples.append((clock() - start) / 1000)
                 if not result.ok:
                     raise RuntimeError(f"fs.stat failed during the benchmark: {result.message}")
-            log_lines = sum(1 for _ in open(system.audit.path, "rb"))
+            with open(system.audit.path, "rb") as log:
+                log_lines = sum(1 for _ in log)
     figures = {
         "n": float(n),
         "p50_us": statistics.median(samples),
@@ -46,6 +47,8 @@ def bench_dispatch(n: int = 10_000) -> dict[str, float]:
         "mean_us": statistics.fmean(samples),
     }
     print(f"dispatch fs.stat x{n} (validate + capability check + run + audit append)")
-    print(f"  p50 {figures['p50_us']:.1f} µs   p99 {figures['p99_us']:.1f} µs   "
-          f"mean {figures['mean_us']:.1f} µs   audit lines {log_lines}   cpus {os.cpu_count()}")
+    print(
+        f"  p50 {figures['p50_us']:.1f} µs   p99 {figures['p99_us']:.1f} µs   "
+        f"mean {figures['mean_us']:.1f} µs   audit lines {log_lines}   cpus {os.cpu_count()}"
+    )
     return figures

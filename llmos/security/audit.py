@@ -152,7 +152,9 @@ def verify_log(path: Path, signer: Signer) -> tuple[int, list[AuditProblem]]:
             prev = _line_hash(raw)
             continue
         if not signer.verify(_canonical(entry), str(mac)):
-            problems.append(AuditProblem(number, "edited: its signature does not match its content"))
+            problems.append(
+                AuditProblem(number, "edited: its signature does not match its content")
+            )
         elif entry.get("seq") != seq + 1:
             problems.append(
                 AuditProblem(

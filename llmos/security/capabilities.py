@@ -82,7 +82,9 @@ class CapabilityAuthority:
     def mint(self, call: str, scope: str = ANY, ttl: float | None = None) -> Capability:
         """A new root capability for `call` on `scope`, expiring after `ttl` seconds if given."""
         expires = None if ttl is None else time.time() + ttl
-        return self._sign(Capability(id=secrets.token_hex(8), call=call, scope=scope, expires=expires))
+        return self._sign(
+            Capability(id=secrets.token_hex(8), call=call, scope=scope, expires=expires)
+        )
 
     def _sign(self, cap: Capability) -> Capability:
         return cap.model_copy(update={"sig": self._signer.sign(cap.payload())})
@@ -154,7 +156,9 @@ class CapabilityAuthority:
         try:
             self._revoked = set(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
-            raise LlmosError(ErrorCode.E_IO, f"revocation list {path} is unreadable: {exc}") from exc
+            raise LlmosError(
+                ErrorCode.E_IO, f"revocation list {path} is unreadable: {exc}"
+            ) from exc
         self._revocations_mtime = path.stat().st_mtime
 
     def _refresh_revocations(self) -> None:
@@ -254,7 +258,9 @@ class GrantStore:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as exc:
-            raise LlmosError(ErrorCode.E_IO, f"grants file {self.path} is unreadable: {exc}") from exc
+            raise LlmosError(
+                ErrorCode.E_IO, f"grants file {self.path} is unreadable: {exc}"
+            ) from exc
         return data if isinstance(data, dict) else {}
 
     def load(self, workspace: Path) -> list[Capability]:

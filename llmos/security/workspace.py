@@ -67,6 +67,7 @@ def os_error(exc: OSError, path: str) -> LlmosError:
         errno.EPERM: ErrorCode.E_PERM,
         errno.EFBIG: ErrorCode.E_TOOBIG,
         errno.ENAMETOOLONG: ErrorCode.E_INVAL,
+        errno.EINVAL: ErrorCode.E_INVAL,
     }
     code = codes.get(exc.errno or 0, ErrorCode.E_IO)
     reason = exc.strerror or str(exc)
@@ -167,7 +168,8 @@ class Workspace:
                         return self._located(stack, names, comp), stack
                     if not create_parents:
                         raise LlmosError(
-                            ErrorCode.E_NOENT, f"{shown}: folder {'/'.join([*names, comp])} does not exist"
+                            ErrorCode.E_NOENT,
+                            f"{shown}: folder {'/'.join([*names, comp])} does not exist",
                         ) from None
                     os.mkdir(comp, 0o777, dir_fd=stack[-1])
                     info = os.stat(comp, dir_fd=stack[-1], follow_symlinks=False)

@@ -12,7 +12,10 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def _temp_name(name: str) -> str:
-    return f".{name[:80]}.llmos-tmp-{secrets.token_hex(4)}"
+    # Cut by bytes, not characters: 80 CJK characters are 240 bytes, and the temp name must stay
+    # under NAME_MAX (255 bytes) for any name that is itself valid.
+    stem = os.fsencode(name)[:80].decode("utf-8", "ignore")
+    return f".{stem}.llmos-tmp-{secrets.token_hex(4)}"
 
 
 def write_atomic_at(
@@ -24,7 +27,9 @@ def write_atomic_at(
     which fails with E_EXISTS instead of clobbering) over the target; the directory is fsynced too.
     """
     tmp = _temp_name(name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd
+    )
     try:
         try:
             view = memoryview(data)

@@ -50,11 +50,28 @@ class SyscallResult(BaseModel):
         """One human-readable line (or block) for the shell and `llmos call`."""
         if not self.ok:
             return f"{self.code}: {self.message}"
-        if isinstance(self.value, dict) and set(self.value) == {"text"}:
-            return str(self.value["text"])
+        value = self.value
+        if isinstance(value, dict):
+            if isinstance(value.get("text"), str):
+                more = " [truncated: more from offset {}]".format(value.get("next_offset"))
+                return str(value["text"]) + (more if value.get("truncated") else "")
+            if isinstance(value.get("entries"), list):
+                return "\n".join([_entry_line(e) for e in value["entries"]] or ["(empty)"])
+            if isinstance(value.get("hits"), list) and "query" in value:
+                rows = [f"{h['path']}:{h['line']}: {h['text']}" for h in value["hits"]]
+                return "\n".join(rows or ["(no matches)"])
         import json
 
-        return json.dumps(self.value, indent=2, ensure_ascii=False)
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _entry_line(entry: dict[str, Any]) -> str:
+    """One fs.list entry as the shell shows it: `notes.txt  18 B`, `docs/`, `x (link)`."""
+    if entry["type"] == "file":
+        return f"{entry['path']}  {entry['size']} B"
+    if entry["type"] == "dir":
+        return f"{entry['path']}/"
+    return f"{entry['path']} ({entry['type']})"
 
 
 C = TypeVar("C", bound=Syscall)
@@ -89,10 +106,11 @@ class SyscallSpec(Generic[C]):
 def call_name(model: type[Syscall]) -> str:
     """The literal value of a syscall model's `call` field."""
     annotation = model.model_fields["call"].annotation
-    args = getattr(annotation, "__args__", ())
-    if len(args) != 1 or not isinstance(args[0], str):
+    args: tuple[object, ...] = getattr(annotation, "__args__", ())
+    value = args[0] if len(args) == 1 else None
+    if not isinstance(value, str):
         raise TypeError(f"{model.__name__}.call must be a single Literal string")
-    return args[0]
+    return value
 
 
 class Registry:
@@ -203,9 +221,10 @@ class Registry:
         if spec is None:
             raise LlmosError(ErrorCode.E_NOSYS, f"unknown syscall {name!r}")
         try:
-            return spec.model.model_validate(raw)
+            call: Syscall = spec.model.model_validate(raw)
         except ValidationError as exc:
             raise LlmosError(ErrorCode.E_INVAL, describe_validation(name, exc)) from None
+        return call
 
 
 def describe_validation(name: str, exc: ValidationError) -> str:

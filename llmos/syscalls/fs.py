@@ -25,7 +25,8 @@ from llmos.security.workspace import DIR_FLAGS, O_CLOEXEC, Located, Workspace, o
 from llmos.syscalls.atomic import write_atomic_at
 from llmos.syscalls.base import Registry, Syscall
 
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | O_CLOEXEC
+# O_NONBLOCK: opening a FIFO (or one swapped in) must not hang the caller; no effect on files.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
 PathArg = Field(description="Path inside the workspace, e.g. notes.txt or docs/a.md")
 
 
@@ -206,10 +207,15 @@ def _require(loc: Located, shown: str) -> os.stat_result:
 
 
 def _open_file(loc: Located, shown: str) -> int:
+    """Open a regular file for reading; a FIFO, socket or device is E_INVAL."""
     try:
-        return os.open(loc.name, FILE_FLAGS, dir_fd=loc.dir_fd)
+        fd = os.open(loc.name, FILE_FLAGS, dir_fd=loc.dir_fd)
     except OSError as exc:
         raise os_error(exc, shown) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LlmosError(ErrorCode.E_INVAL, f"{shown} is not a regular file")
+    return fd
 
 
 def _open_dir(loc: Located, shown: str) -> int:
@@ -219,10 +225,14 @@ def _open_dir(loc: Located, shown: str) -> int:
         raise os_error(exc, shown) from None
 
 
-def _decode_text(data: bytes, shown: str, at_start: bool) -> tuple[str, int, int]:
+def _decode_text(
+    data: bytes, shown: str, at_start: bool, at_eof: bool = False
+) -> tuple[str, int, int]:
     """Decode UTF-8, tolerating a character cut at either end of the range; binary is E_INVAL.
 
-    Returns (text, bytes skipped at the start, bytes decoded after them).
+    A character cut at the end of the file itself (not just of the range) is read as U+FFFD, so
+    paging with next_offset always makes progress. Returns (text, bytes skipped at the start,
+    bytes decoded after them).
     """
     skipped = 0
     if not at_start:
@@ -235,7 +245,10 @@ def _decode_text(data: bytes, shown: str, at_start: bool) -> tuple[str, int, int
         return data.decode("utf-8"), skipped, len(data)
     except UnicodeDecodeError as exc:
         if exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
-            return data[: exc.start].decode("utf-8"), skipped, exc.start
+            head = data[: exc.start].decode("utf-8")
+            if at_eof:
+                return head + "\ufffd", skipped, len(data)
+            return head, skipped, exc.start
         raise LlmosError(
             ErrorCode.E_INVAL, f"{shown} is not UTF-8 text (binary at byte {exc.start})"
         ) from None
@@ -254,7 +267,8 @@ def fs_read(call: FsRead, process: Process) -> FsReadResult:
             data = os.pread(fd, want, call.offset)
         finally:
             os.close(fd)
-    text, skipped, used = _decode_text(data, call.path, call.offset == 0)
+    at_eof = call.offset + len(data) >= size
+    text, skipped, used = _decode_text(data, call.path, call.offset == 0, at_eof)
     end = call.offset + skipped + used
     truncated = end < size
     return FsReadResult(
@@ -283,7 +297,10 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
             raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
         created = info is None
         if call.mode == "append":
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | O_CLOEXEC
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+            flags |= O_CLOEXEC
             try:
                 fd = os.open(loc.name, flags, 0o644, dir_fd=loc.dir_fd)
                 try:
@@ -300,7 +317,9 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
                 raise LlmosError(ErrorCode.E_EXISTS, f"{call.path} already exists")
             mode = stat.S_IMODE(info.st_mode) if info is not None else 0o644
             try:
-                write_atomic_at(loc.dir_fd, loc.name, data, exclusive=call.mode == "create", mode=mode)
+                write_atomic_at(
+                    loc.dir_fd, loc.name, data, exclusive=call.mode == "create", mode=mode
+                )
             except LlmosError as exc:
                 raise LlmosError(exc.code, f"{call.path}: {exc.message}") from None
             except OSError as exc:
@@ -308,8 +327,9 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
         return FsWriteResult(path=loc.rel, bytes_written=len(data), created=created)
 
 
-def _walk(dir_fd: int, recursive: bool) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(relative path, name, lstat) of each entry below `dir_fd`, sorted, never following links."""
+def _walk(dir_fd: int, recursive: bool) -> Iterator[tuple[str, str, os.stat_result, int]]:
+    """(relative path, name, lstat, parent dir fd) of each entry below `dir_fd`, sorted, never
+    following links. The parent fd is valid only until the next item is taken."""
     for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=dir_fd, follow_symlinks=False):
         dirnames.sort()
         base = "" if dirpath == "." else dirpath[2:] + "/"
@@ -318,7 +338,7 @@ def _walk(dir_fd: int, recursive: bool) -> Iterator[tuple[str, str, os.stat_resu
                 info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            yield base + name, name, info
+            yield base + name, name, info, dfd
         if not recursive:
             return
 
@@ -345,7 +365,7 @@ def fs_list(call: FsList, process: Process) -> FsListResult:
         entries: list[FsEntry] = []
         truncated = False
         try:
-            for rel, name, st in _walk(fd, call.recursive):
+            for rel, name, st, _dfd in _walk(fd, call.recursive):
                 if _is_temp(name) or not _glob_match(call.pattern, rel, name):
                     continue
                 if len(entries) >= MAX_LIST_ENTRIES:
@@ -429,7 +449,8 @@ def fs_move(call: FsMove, process: Process) -> FsMoveResult:
             probe_info = probe.lstat() if probe.name != "." else os.fstat(probe.dir_fd)
             into_dir = probe_info is not None and stat.S_ISDIR(probe_info.st_mode)
             if into_dir:
-                dst_path = f"{probe.rel}/{src.name}" if probe.rel else src.name
+                # "./" so that a folder or file named like "~x" is not read as the home folder.
+                dst_path = f"./{probe.rel}/{src.name}" if probe.rel else f"./{src.name}"
         with ws.locate(dst_path, follow=False, create_parents=True) as dst:
             if dst.rel == src.rel:
                 return FsMoveResult(src=src.rel, dst=dst.rel)
@@ -505,16 +526,24 @@ def fs_search(call: FsSearch, process: Process) -> FsSearchResult:
                 hits = _search_file(fd, loc.rel, rx, call.max_hits)
             finally:
                 os.close(fd)
-            return FsSearchResult(query=call.query, hits=hits, files_scanned=1, truncated=False)
+            truncated = len(hits) >= call.max_hits
+            return FsSearchResult(
+                query=call.query, hits=hits, files_scanned=1, truncated=truncated
+            )
         dfd = _open_dir(loc, call.path)
         prefix = f"{loc.rel}/" if loc.rel else ""
         try:
-            for rel, _name, st in _walk(dfd, recursive=True):
-                if not stat.S_ISREG(st.st_mode) or not _glob_match(call.pattern, rel, _name):
+            for rel, name, st, parent_fd in _walk(dfd, recursive=True):
+                if not stat.S_ISREG(st.st_mode) or not _glob_match(call.pattern, rel, name):
                     continue
                 try:
-                    fd = os.open(rel, FILE_FLAGS, dir_fd=dfd)
+                    # Open by name under the entry's own folder handle, never by a multi-part
+                    # path: a folder swapped for a symlink meanwhile must not be followed.
+                    fd = os.open(name, FILE_FLAGS, dir_fd=parent_fd)
                 except OSError:
+                    continue
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
                     continue
                 try:
                     scanned += 1

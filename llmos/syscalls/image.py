@@ -23,8 +23,16 @@ from llmos.syscalls.base import Registry, Syscall
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP",
-           "tiff": "TIFF", "tif": "TIFF"}
+FORMATS = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "webp": "WEBP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+    "tif": "TIFF",
+}
 OutputArg = Field(default=None, description="Output path; by default a new name beside the input.")
 OverwriteArg = Field(default=False, description="Replace output if it already exists.")
 
