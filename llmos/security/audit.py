@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from llmos.limits import AUDIT_INLINE_CHARS
 from llmos.security.keys import Signer
 
@@ -19,16 +21,63 @@ GENESIS = "0" * 64
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
+_MAX_ARGS_BYTES = 16 * 1024
+"""Arguments whose logged form is larger than this are logged as one digest (keeps lines short)."""
+
+_MAX_DEPTH = 8
+
+
+def _text(value: str) -> str:
+    """`value` if it is valid Unicode text; lone surrogates become backslash escapes."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _digest(data: bytes, unit: str, size: int) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), unit: size}
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """`value` as plain JSON data that always serialises: long strings and byte blobs become
+    digests, keys become strings, and anything else becomes its (digested if long) repr."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else {"int_bits": value.bit_length()}
+    if isinstance(value, str):
+        if len(value) > AUDIT_INLINE_CHARS:
+            return _digest(value.encode("utf-8", "surrogatepass"), "chars", len(value))
+        return _text(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return _digest(data, "bytes", len(data))
+    if depth < _MAX_DEPTH:
+        if isinstance(value, Mapping):
+            return {_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_jsonable(v, depth + 1) for v in value]
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not stop the audit line
+        text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+    return _jsonable(text, depth + 1)
+
+
 def digest_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments as logged: long strings and byte blobs become their sha256 and length."""
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, str) and len(value) > AUDIT_INLINE_CHARS:
-            out[key] = {"sha256": hashlib.sha256(value.encode()).hexdigest(), "chars": len(value)}
-        elif isinstance(value, bytes):
-            out[key] = {"sha256": hashlib.sha256(value).hexdigest(), "bytes": len(value)}
-        else:
-            out[key] = value
+    """Arguments as logged: long strings and byte blobs become their sha256 and length.
+
+    Whatever the caller passed (nested data, non-string keys, objects, invalid text), the
+    result is JSON data; if it is still over 16 KiB it is replaced by one digest of it.
+    """
+    out = {_text(str(key)): _jsonable(value) for key, value in args.items()}
+    if len(out) <= 8 and all(_small(k, v) for k, v in out.items()):
+        return out  # bounded well under the cap: skip serialising twice on the hot path
+    blob = _canonical(out)
+    if len(blob) > _MAX_ARGS_BYTES:
+        return {"digest": _digest(blob, "bytes", len(blob))}
     return out
 
 
@@ -36,8 +85,26 @@ def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
+def _small(key: str, value: Any) -> bool:
+    """A flat argument whose serialised size is bounded (short key, scalar or short string)."""
+    if len(key) > 64:
+        return False
+    return value is None or isinstance(value, bool | int | float) or (
+        isinstance(value, str) and len(value) <= AUDIT_INLINE_CHARS
+    )
+
+
 def _canonical(entry: Mapping[str, Any]) -> bytes:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes a line's MAC covers: compact JSON with sorted keys (orjson, for speed).
+
+    Lines we write never hold lone surrogates; an edited line read back may, which orjson
+    refuses, so those go through json with surrogatepass and then fail their MAC, not raise.
+    """
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "surrogatepass")
 
 
 class AuditLog:
@@ -97,15 +164,15 @@ class AuditLog:
                 "seq": self._seq + 1,
                 "t": round(time.time(), 6),
                 "pid": pid,
-                "proc": process,
-                "call": call,
+                "proc": _jsonable(process),
+                "call": _jsonable(call),
                 "args": digest_args(args),
                 "ok": ok,
                 "code": code,
                 "prev": self._prev,
             }
             if resources:
-                entry["res"] = resources
+                entry["res"] = _jsonable(resources)
             body = _canonical(entry)
             mac = self._signer.sign(body)
             line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
@@ -147,7 +214,7 @@ def verify_log(path: Path, signer: Signer) -> tuple[int, list[AuditProblem]]:
         try:
             entry = json.loads(raw)
             mac = entry.pop("mac")
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             problems.append(AuditProblem(number, "not a valid audit line (edited or corrupted)"))
             prev = _line_hash(raw)
             continue

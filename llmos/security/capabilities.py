@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import json
 import os
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.security.keys import Signer
@@ -47,7 +48,7 @@ class Capability(BaseModel):
 
 def call_matches(pattern: str, call: str) -> bool:
     """True when a capability's call pattern (`fs.read`, `fs.*`, `*`) covers `call`."""
-    return pattern == call or pattern == ANY or fnmatch.fnmatchcase(call, pattern)
+    return pattern in (call, ANY) or fnmatch.fnmatchcase(call, pattern)
 
 
 def scope_covers(scope: str, resource: str) -> bool:
@@ -63,9 +64,44 @@ def scope_covers(scope: str, resource: str) -> bool:
     return any(ch in base for ch in "*?[") and fnmatch.fnmatchcase(res, base)
 
 
+_GLOB = frozenset("*?[")
+
+
+def _has_glob(text: str) -> bool:
+    return any(ch in _GLOB for ch in text)
+
+
 def pattern_within(child: str, parent: str) -> bool:
-    """True when every call the child pattern covers is covered by the parent pattern."""
-    return parent == ANY or child == parent or fnmatch.fnmatchcase(child, parent)
+    """True when every call the child pattern covers is covered by the parent pattern.
+
+    Matching the child pattern *as a string* against the parent is only sound for a literal
+    child (`????` matches the text `[ab]`, yet `[ab]` covers `a`, which `????` does not). A
+    child with wildcards must equal the parent, or sit under a parent of the form `prefix*`.
+    """
+    if parent == ANY or child == parent:
+        return True
+    if not _has_glob(child):
+        return fnmatch.fnmatchcase(child, parent)
+    prefix = parent[:-1]
+    return parent.endswith("*") and not _has_glob(prefix) and child.startswith(prefix)
+
+
+def scope_within(child: str, parent: str) -> bool:
+    """True when every resource the child scope covers is covered by the parent scope.
+
+    A glob parent (`*.md`) only admits itself: `*.md/*` would cover `x.md/y`, which `*.md`
+    does not. A literal parent admits itself and anything below it, glob or not.
+    """
+    if parent == ANY:
+        return True
+    if child == ANY:
+        return False
+    base, sub = parent.strip("/"), child.strip("/")
+    if base in ("", "."):
+        return True
+    if _has_glob(base):
+        return sub == base
+    return sub == base or sub.startswith(base + "/")
 
 
 class CapabilityAuthority:
@@ -75,8 +111,8 @@ class CapabilityAuthority:
         self._signer = signer
         self._revocations_path = revocations
         self._revoked: set[str] = set()
-        self._verified: set[tuple[str, str]] = set()
-        self._revocations_mtime: float = -1.0
+        self._verified: dict[int, Capability] = {}
+        self._revocations_stamp: tuple[int, int, int, int] | None = None
         self._load_revocations()
 
     def mint(self, call: str, scope: str = ANY, ttl: float | None = None) -> Capability:
@@ -102,7 +138,7 @@ class CapabilityAuthority:
         scope = scope or parent.scope
         if not pattern_within(call, parent.call):
             raise LlmosError(ErrorCode.E_PERM, f"cannot widen {parent.call!r} to {call!r}")
-        if not scope_covers(parent.scope, scope) or (scope == ANY and parent.scope != ANY):
+        if not scope_within(scope, parent.scope):
             raise LlmosError(ErrorCode.E_PERM, f"cannot widen scope {parent.scope!r} to {scope!r}")
         expires = parent.expires
         if ttl is not None:
@@ -118,13 +154,15 @@ class CapabilityAuthority:
         return self._sign(child)
 
     def verify(self, cap: Capability, now: float | None = None) -> None:
-        """Raise E_PERM unless `cap` is genuine, unexpired and neither it nor an ancestor revoked."""
-        key = (cap.sig, cap.id)
-        if key not in self._verified:
+        """Raise E_PERM unless `cap` is genuine, unexpired and not revoked (nor any ancestor)."""
+        # Verified signatures are cached by object identity (holding the object, so its id is
+        # never reused): capabilities are frozen, and an edited copy is a new object that must
+        # pass the signature check itself.
+        if self._verified.get(id(cap)) is not cap:
             if not cap.sig or not self._signer.verify(cap.payload(), cap.sig):
                 raise LlmosError(ErrorCode.E_PERM, f"capability {cap.id} is forged or altered")
-            self._verified.add(key)
-        if cap.expires is not None and (now or time.time()) >= cap.expires:
+            self._verified[id(cap)] = cap
+        if cap.expires is not None and (time.time() if now is None else now) >= cap.expires:
             raise LlmosError(ErrorCode.E_PERM, f"capability {cap.describe()} has expired")
         self._refresh_revocations()
         if self._revoked and (cap.id in self._revoked or self._revoked.intersection(cap.chain)):
@@ -139,39 +177,68 @@ class CapabilityAuthority:
         return True
 
     def revoke(self, cap_id: str) -> None:
-        """Revoke a capability and, through the chain, every capability attenuated from it."""
-        self._refresh_revocations()
-        self._revoked.add(cap_id)
-        if self._revocations_path is not None:
-            from llmos.syscalls.atomic import write_atomic
+        """Revoke a capability and, through the chain, every capability attenuated from it.
 
-            data = json.dumps(sorted(self._revoked)).encode()
-            write_atomic(self._revocations_path, data)
-            self._revocations_mtime = self._revocations_path.stat().st_mtime
+        With a revocation file, the read-add-write runs under an exclusive lock and re-reads
+        the file first, so two llmos processes revoking at once never drop each other's entry.
+        """
+        path = self._revocations_path
+        if path is None:
+            self._revoked.add(cap_id)
+            return
+        from llmos.syscalls.atomic import write_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._load_revocations()
+            self._revoked.add(cap_id)
+            write_atomic(path, json.dumps(sorted(self._revoked)).encode())
+            self._revocations_stamp = _stamp(os.stat(path))
+        finally:
+            os.close(lock)
 
     def _load_revocations(self) -> None:
-        path = self._revocations_path
-        if path is None or not path.exists():
-            return
-        try:
-            self._revoked = set(json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
-            raise LlmosError(
-                ErrorCode.E_IO, f"revocation list {path} is unreadable: {exc}"
-            ) from exc
-        self._revocations_mtime = path.stat().st_mtime
-
-    def _refresh_revocations(self) -> None:
-        """Pick up revocations made by another llmos process (cheap: one stat)."""
+        """Merge the revocation file into the in-memory set (revocations are never undone)."""
         path = self._revocations_path
         if path is None:
             return
         try:
-            mtime = os.stat(path).st_mtime
+            with open(path, "rb") as fh:
+                stamp = _stamp(os.fstat(fh.fileno()))
+                data = json.loads(fh.read())
         except FileNotFoundError:
             return
-        if mtime != self._revocations_mtime:
+        except (OSError, ValueError) as exc:
+            raise LlmosError(
+                ErrorCode.E_IO, f"revocation list {path} is unreadable: {exc}"
+            ) from exc
+        if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
+            raise LlmosError(ErrorCode.E_IO, f"revocation list {path} is not a list of ids")
+        self._revoked.update(data)
+        self._revocations_stamp = stamp
+
+    def _refresh_revocations(self) -> None:
+        """Pick up revocations made by another llmos process (cheap: one stat).
+
+        The file is compared by inode, size and mtime in ns, not mtime alone: a coarse clock
+        can give two quick rewrites the same mtime, and every rewrite is a new inode.
+        """
+        path = self._revocations_path
+        if path is None:
+            return
+        try:
+            stamp = _stamp(os.stat(path))
+        except FileNotFoundError:
+            return
+        if stamp != self._revocations_stamp:
             self._load_revocations()
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies one version of a file: device, inode, size and mtime (ns)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class GrantAnswer(StrEnum):
@@ -266,8 +333,15 @@ class GrantStore:
     def load(self, workspace: Path) -> list[Capability]:
         """The still-valid capabilities granted "always" for this workspace."""
         raw = self._read().get(str(workspace), [])
-        caps = [Capability.model_validate(item) for item in raw]
-        return [c for c in caps if self.authority.is_valid(c)]
+        caps: list[Capability] = []
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                cap = Capability.model_validate(item)
+            except ValidationError:
+                continue  # an edited or damaged entry is not honoured, and does not stop a spawn
+            if self.authority.is_valid(cap):
+                caps.append(cap)
+        return caps
 
     def save(self, workspace: Path, cap: Capability) -> None:
         """Remember `cap` for every later session on this workspace."""

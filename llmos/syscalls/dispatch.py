@@ -1,4 +1,4 @@
-"""The one dispatch path: validate -> capability check -> run -> audit -> result, for every caller."""
+"""The one dispatch path: validate -> check capability -> run -> audit, for every caller."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Dispatcher:
         if process.grant is None:
             raise LlmosError(ErrorCode.E_PERM, f"missing capability {need}")
         for resource in wanted:
-            answer = process.grant(GrantRequest(process.name, cap_name, resource))
+            answer = _as_answer(process.grant(GrantRequest(process.name, cap_name, resource)))
             if answer is GrantAnswer.DENY:
                 process.caps.deny(cap_name, resource)
                 raise LlmosError(ErrorCode.E_PERM, f"denied by the user: {need}")
@@ -77,6 +77,22 @@ class Dispatcher:
                 process.caps.add(cap)
                 if answer is GrantAnswer.ALWAYS and process.grant_store is not None:
                     process.grant_store.save(process.workspace.root, cap)
+
+
+def _as_answer(value: object) -> GrantAnswer:
+    """A grant callback's answer as a GrantAnswer; anything unrecognised is a deny (fail closed).
+
+    Callbacks are plain code (scripts, manifests): one returning the string "deny", None or a
+    typo must never fall through to "allowed once".
+    """
+    if isinstance(value, GrantAnswer):
+        return value
+    if not isinstance(value, str):
+        return GrantAnswer.DENY
+    try:
+        return GrantAnswer(value.strip().lower())
+    except ValueError:
+        return GrantAnswer.DENY
 
 
 def _name_and_args(raw: Syscall | dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -133,6 +133,8 @@ def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
             raise os_error(exc, path) from None
         with os.fdopen(fd, "rb") as fh:
             data = fh.read(MAX_IMAGE_FILE_BYTES + 1)
+        if len(data) > MAX_IMAGE_FILE_BYTES:  # it grew after the lstat
+            raise LlmosError(ErrorCode.E_TOOBIG, f"{path} is over {MAX_IMAGE_FILE_BYTES} bytes")
         rel = loc.rel
     try:
         with warnings.catch_warnings():
@@ -143,7 +145,7 @@ def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
         raise LlmosError(ErrorCode.E_TOOBIG, f"{path}: too many pixels ({exc})") from None
     except UnidentifiedImageError:
         raise LlmosError(ErrorCode.E_INVAL, f"{path} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # Pillow's decoders raise many types (TypeError, KeyError...)
         raise LlmosError(ErrorCode.E_INVAL, f"{path} is a damaged image: {exc}") from None
     return img, rel
 
@@ -165,14 +167,23 @@ def _exif_summary(img: PILImage.Image) -> dict[str, str]:
 def image_info(call: ImageInfo, process: Process) -> ImageInfoResult:
     """Decode the image and report what it is."""
     img, rel = _load(process, call.path)
+    try:
+        # Counting frames reads every frame's header and EXIF is parsed lazily: a file damaged
+        # past its first frame fails here, after _load, and is still just a damaged image.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frames = getattr(img, "n_frames", 1)
+            exif = _exif_summary(img)
+    except Exception as exc:
+        raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is a damaged image: {exc}") from None
     return ImageInfoResult(
         path=rel,
         format=img.format,
         width=img.width,
         height=img.height,
         mode=img.mode,
-        frames=getattr(img, "n_frames", 1),
-        exif=_exif_summary(img),
+        frames=frames,
+        exif=exif,
     )
 
 
@@ -238,6 +249,10 @@ def image_resize(call: ImageResize, process: Process) -> ImageWriteResult:
     height = call.height or max(1, round(img.height * width / img.width))
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
         raise LlmosError(ErrorCode.E_TOOBIG, f"{width}x{height} is over {MAX_IMAGE_SIDE} px a side")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise LlmosError(
+            ErrorCode.E_TOOBIG, f"{width}x{height} is over the {MAX_IMAGE_PIXELS}-pixel limit"
+        )
     out = img.resize((width, height))
     output = call.output or _default_output(process, rel, f"_{width}x{height}")
     return _save(process, out, rel, output, _format_for(output, img.format), call.overwrite)
