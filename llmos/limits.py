@@ -34,3 +34,6 @@ AUDIT_INLINE_CHARS = 256
 
 MAX_STEPS_PER_TURN = 8
 """The kernel's step loop stops a turn after this many syscalls."""
+
+MAX_RESULT_CHARS = 2000
+"""A syscall result shown to the kernel is cut to this many characters (and says so)."""

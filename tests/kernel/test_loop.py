@@ -1,0 +1,117 @@
+"""The step loop with a scripted backend: calls, results, repair, retries, limits, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from llmos.kernel.backend import ScriptedBackend
+from llmos.kernel.loop import Conversation, Kernel, repair
+from llmos.kernel.process import Process
+from llmos.system import System
+
+
+def run(
+    system: System,
+    proc: Process,
+    outputs: list[str | dict[str, object]],
+    request: str,
+    max_steps: int = 8,
+) -> tuple[list[str], ScriptedBackend, Conversation]:
+    backend = ScriptedBackend(list(outputs))
+    kernel = Kernel(system, backend, max_steps=max_steps)
+    conv = Conversation()
+    kinds = [ev.kind for ev in kernel.turn(proc, conv, request)]
+    return kinds, backend, conv
+
+
+def test_file_task_runs_to_a_reply(system: System, proc: Process, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("one two")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "a.txt"},
+            {"call": "fs.write", "path": "b.txt", "content": "one two"},
+            {"call": "reply", "text": "Copied a.txt to b.txt."},
+        ],
+        "copy a.txt to b.txt",
+    )
+    assert kinds == ["call", "result", "call", "result", "call", "reply"]
+    assert (workspace / "b.txt").read_text() == "one two"
+    last_prompt = backend.prompts[-1]
+    assert last_prompt[0]["role"] == "system"
+    assert any("RESULT:" in m["content"] and "one two" in m["content"] for m in last_prompt)
+
+
+def test_errors_go_back_to_the_model(system: System, proc: Process) -> None:
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "/etc/hostname"},
+            {"call": "reply", "text": "That file is outside your workspace."},
+        ],
+        "read /etc/hostname",
+    )
+    assert kinds == ["call", "result", "call", "reply"]
+    assert "E_PERM" in backend.prompts[1][-1]["content"]
+
+
+def test_malformed_output_is_repaired(system: System, proc: Process, workspace: Path) -> None:
+    raw_newline = '{"call": "fs.write", "path": "n.txt", "content": "line1\nline2"'
+    kinds, _, _ = run(system, proc, [raw_newline, {"call": "reply", "text": "ok"}], "write it")
+    assert kinds[:2] == ["call", "result"]
+    assert (workspace / "n.txt").read_text() == "line1\nline2"
+
+
+def test_invalid_call_is_fed_back_once_then_retried(system: System, proc: Process) -> None:
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read"},
+            {"call": "fs.list"},
+            {"call": "reply", "text": "listed"},
+        ],
+        "list",
+    )
+    assert kinds == ["call", "result", "call", "reply"]
+    retry_prompt = backend.prompts[1]
+    assert retry_prompt[-1]["content"].startswith("ERROR: that was not a valid syscall")
+    assert "path" in retry_prompt[-1]["content"]
+
+
+def test_two_bad_outputs_give_a_clear_error_not_a_traceback(system: System, proc: Process) -> None:
+    backend = ScriptedBackend(["not json at all", '{"call": "fs.nope"}'])
+    events = list(Kernel(system, backend).turn(proc, Conversation(), "do something"))
+    assert [e.kind for e in events] == ["error"]
+    assert "E_INVAL" in events[0].text and "fs.nope" in events[0].text
+
+
+def test_step_limit_stops_with_a_message(system: System, proc: Process) -> None:
+    kinds, _, _ = run(system, proc, [{"call": "fs.list"}] * 3, "loop", max_steps=3)
+    assert kinds == ["call", "result"] * 3 + ["limit"]
+
+
+def test_prompt_prefix_is_byte_stable_across_steps_and_turns(system: System, proc: Process) -> None:
+    backend = ScriptedBackend(
+        [{"call": "fs.list"}, {"call": "reply", "text": "a"}, {"call": "reply", "text": "b"}]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    list(kernel.turn(proc, conv, "first"))
+    list(kernel.turn(proc, conv, "second"))
+    prompts = backend.prompts
+    for earlier, later in itertools.pairwise(prompts):
+        assert later[: len(earlier)] == earlier, "each step's prompt extends the previous one"
+
+
+def test_repair_handles_trailing_text_and_missing_braces() -> None:
+    assert repair('{"call": "fs.list"} and then some') == {"call": "fs.list"}
+    assert repair('noise {"call": "reply", "text": "hi"') == {"call": "reply", "text": "hi"}
+    assert repair("no json here") is None
+    assert json.dumps(repair('{"call": "reply", "text": "a\tb"}')) == (
+        '{"call": "reply", "text": "a\\tb"}'
+    )
