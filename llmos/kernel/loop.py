@@ -187,13 +187,10 @@ class Kernel:
             conversation.add("assistant", shown)
             yield Event("call", call=data, seconds=decided)
             result = self.system.dispatch(process, call)
-            if call.call in ENDS_TURN and result.ok:
-                yield Event(
-                    call.call,
-                    text=str((result.value or {}).get("text", "")),  # type: ignore[arg-type]
-                    call=data,
-                    result=result,
-                )
+            if result.ok and call.call in ENDS_TURN:
+                kind: EventKind = "reply" if call.call == "reply" else "ask"
+                value = result.value if isinstance(result.value, dict) else {}
+                yield Event(kind, text=str(value.get("text", "")), call=data, result=result)
                 return
             conversation.add("user", result_message(compact_result(result)))
             yield Event("result", call=data, result=result, text=result.render())

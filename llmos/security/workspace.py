@@ -76,6 +76,24 @@ def os_error(exc: OSError, path: str) -> LlmosError:
     return LlmosError(code, f"{path}: {reason}")
 
 
+def open_dir_at(dir_fd: int, name: str) -> int:
+    """Open the folder `name` under `dir_fd` without following a link.
+
+    O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR on Linux, not ELOOP; a link swapped in
+    after the check is reported as ELOOP (E_PERM) like any other refused link.
+    """
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except NotADirectoryError:
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+        raise
+
+
 class Workspace:
     """The directory a process may touch; every path the process names is resolved inside it."""
 
@@ -192,7 +210,7 @@ class Workspace:
                     return self._located(stack, names, comp), stack
                 if not stat.S_ISDIR(info.st_mode):
                     raise LlmosError(ErrorCode.E_NOTDIR, f"{shown}: {comp} is not a folder")
-                stack.append(os.open(comp, DIR_FLAGS, dir_fd=stack[-1]))
+                stack.append(open_dir_at(stack[-1], comp))
                 names.append(comp)
             return Located(dir_fd=stack[-1], name=".", rel="/".join(names)), stack
         except OSError as exc:

@@ -21,7 +21,7 @@ from llmos.limits import (
     MAX_SEARCH_HITS,
     MAX_WRITE_BYTES,
 )
-from llmos.security.workspace import DIR_FLAGS, O_CLOEXEC, Located, Workspace, os_error
+from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_atomic_at
 from llmos.syscalls.base import Registry, Syscall
 
@@ -220,7 +220,7 @@ def _open_file(loc: Located, shown: str) -> int:
 
 def _open_dir(loc: Located, shown: str) -> int:
     try:
-        return os.open(loc.name, DIR_FLAGS, dir_fd=loc.dir_fd)
+        return open_dir_at(loc.dir_fd, loc.name)
     except OSError as exc:
         raise os_error(exc, shown) from None
 
@@ -297,7 +297,8 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
             raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
         created = info is None
         if call.mode == "append":
-            if info is not None and not stat.S_ISREG(info.st_mode):
+            special = info is not None and not stat.S_ISREG(info.st_mode)
+            if special and not stat.S_ISLNK(info.st_mode):  # a link meets O_NOFOLLOW below
                 raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
             flags |= O_CLOEXEC
