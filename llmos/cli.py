@@ -107,6 +107,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run eval cases against the kernel and print per-family pass rates."""
+    from llmos.kernel.backend import open_backend
+    from llmos.kernel.evaluation import CaseResult, load_cases, run_eval
+    from llmos.system import System
+
+    settings = _settings(args)
+    cases = load_cases(Path(f) for f in args.files)
+    if args.limit:
+        cases = cases[: args.limit]
+    backend = open_backend(settings)
+
+    def show(r: CaseResult) -> None:
+        mark = "PASS" if r.passed else "FAIL"
+        print(f"{mark} {r.id:10} {r.family:10} {r.seconds:6.1f}s {r.detail}", flush=True)
+
+    with System(settings, plugins=False) as system:
+        summary = run_eval(system, backend, cases, report=show)
+    print(
+        f"model {summary['model']}: {summary['passed']}/{summary['cases']} passed "
+        f"({summary['pass_rate']:.0%}); median {summary['median_s']:.1f}s, "
+        f"p90 {summary['p90_s']:.1f}s per case"
+    )
+    for fam, stats in summary["families"].items():
+        print(f"  {fam:10} {stats['passed']}/{stats['cases']}  {stats['pass_rate']:.0%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     """Install and inspect models."""
     from llmos.kernel import models
@@ -158,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["dispatch"])
     bench.add_argument("-n", type=int, default=10_000, help="iterations")
     bench.set_defaults(func=cmd_bench)
+
+    evals = sub.add_parser("eval", help="run eval cases (JSONL) against the kernel")
+    evals.add_argument("files", nargs="+", help="case files in the shared eval format")
+    evals.add_argument("--json", help="write the report here")
+    evals.add_argument("--limit", type=int, default=0, help="run only the first N cases")
+    evals.set_defaults(func=cmd_eval)
 
     model = sub.add_parser("model", help="install and inspect models")
     model.add_argument("action", choices=["pull", "list", "info"])

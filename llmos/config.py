@@ -25,6 +25,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="Where llmos keeps its state.")
     model: str | None = Field(default=None, description="GGUF path or installed model name.")
+    server: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server to use instead."
+    )
+    n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
     default_caps: list[str] = Field(
         default_factory=lambda: ["fs.*", "image.*", "mem.*", "reply", "ask"],
         description="Syscall patterns a shell session holds on its whole workspace.",

@@ -10,9 +10,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
+
+if TYPE_CHECKING:
+    from llmos.config import Settings
 
 Message = dict[str, str]
 
@@ -151,6 +154,16 @@ class LlamaCppBackend:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             seconds=time.perf_counter() - start,
         )
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend the settings name: a server if `server` is set, else the local GGUF."""
+    from llmos.kernel.models import resolve_model
+
+    if settings.server:
+        return OpenAIBackend(settings.server, model=settings.model or "default")
+    path = resolve_model(settings.model, settings.ensure_home())
+    return LlamaCppBackend(path, n_ctx=settings.n_ctx)
 
 
 class OpenAIBackend:
