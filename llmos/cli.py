@@ -29,12 +29,23 @@ def _workspace(args: argparse.Namespace) -> Path:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     """Open the interactive shell (direct-call mode until the kernel is wired in)."""
-    from llmos.shell.repl import run_shell
+    from llmos.kernel.backend import open_backend
+    from llmos.kernel.models import resolve_model
+    from llmos.shell.repl import LazyKernel, run_shell
     from llmos.system import System
 
     settings = _settings(args)
     with System(settings) as system:
-        return run_shell(system, _workspace(args))
+        kernel = None
+        if not args.direct:
+            try:
+                if not settings.server:
+                    resolve_model(settings.model, settings.ensure_home())
+            except LlmosError as exc:
+                print(f"{exc.message}; starting in direct-call mode", file=sys.stderr)
+            else:
+                kernel = LazyKernel(system, lambda: open_backend(settings))
+        return run_shell(system, _workspace(args), kernel)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -166,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmos", description=__doc__)
     parser.add_argument("--workspace", "-w", help="workspace folder (default: current folder)")
     parser.add_argument("--model", help="GGUF path or model name")
+    parser.add_argument("--direct", action="store_true", help="no model: type syscalls only")
     parser.set_defaults(func=cmd_shell)
     sub = parser.add_subparsers(dest="command")
 

@@ -1,27 +1,35 @@
 """The shell: a prompt-toolkit REPL on a terminal, plain line-by-line when input is a pipe.
 
-Until the kernel is wired in, the shell runs in direct-call mode: each line is a syscall
-(`fs.read path=notes.txt`, or `!fs.read path=notes.txt`), dispatched through the one path.
+A line that starts with a syscall name (or `!`) runs that syscall directly; anything else is a
+request for the kernel, whose every step is shown as it happens. Without a model the shell
+runs in direct-call mode. The model loads in the background, so the prompt appears at once.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmos.errors import LlmosError
+from llmos.errors import ErrorCode, LlmosError
 from llmos.security.audit import verify_log
 from llmos.security.capabilities import GrantAnswer, GrantCallback, GrantRequest
 from llmos.shell.grants import parse_answer, question, terminal_grant
 from llmos.syscalls.cmdline import parse_line
 
 if TYPE_CHECKING:
+    from llmos.kernel.backend import Backend
+    from llmos.kernel.loop import Event, Kernel
     from llmos.kernel.process import Process
     from llmos.system import System
 
+Emit = Callable[[str, bool], None]
+
 HELP = """\
-Type a syscall to run it, e.g.  fs.list   fs.read path=notes.txt   !fs.write path=a.txt content=hi
+Ask for what you want in plain words ("tidy the .log files into logs/"), or type a syscall to
+run it directly, e.g.  fs.list   fs.read path=notes.txt   !fs.write path=a.txt content=hi
 Built-ins:
   :help                 this text
   :syscalls             the syscall table
@@ -32,12 +40,82 @@ Built-ins:
 """
 
 
+class LazyKernel:
+    """Loads the model in a background thread; `get` waits for it (or raises its error)."""
+
+    def __init__(self, system: System, loader: Callable[[], Backend]) -> None:
+        self.system = system
+        self._loader = loader
+        self._kernel: Kernel | None = None
+        self._error: LlmosError | None = None
+        self._thread = threading.Thread(target=self._load, name="llmos-model", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        from llmos.kernel.loop import Kernel
+
+        try:
+            self._kernel = Kernel(self.system, self._loader())
+        except LlmosError as exc:
+            self._error = exc
+        except Exception as exc:
+            self._error = LlmosError(ErrorCode.E_BACKEND, f"{type(exc).__name__}: {exc}")
+
+    @property
+    def ready(self) -> bool:
+        """True once the model has loaded (or failed to)."""
+        return not self._thread.is_alive()
+
+    def get(self) -> Kernel:
+        """The kernel, waiting for the model to finish loading."""
+        self._thread.join()
+        if self._kernel is None:
+            raise self._error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
+        return self._kernel
+
+
+def render_event(event: Event) -> tuple[str, bool]:
+    """One kernel step as the shell shows it: (text, ok)."""
+    if event.kind == "call" and event.call is not None:
+        args = " ".join(
+            f"{k}={_short(v)}" for k, v in event.call.items() if k != "call" and v is not None
+        )
+        return f"→ {event.call['call']} {args}".rstrip() + f"   ({event.seconds:.1f}s)", True
+    if event.kind == "result" and event.result is not None:
+        text = event.result.render()
+        lines = text.splitlines() or [""]
+        shown = "\n".join("  " + line for line in lines[:8])
+        if len(lines) > 8:
+            shown += f"\n  … {len(lines) - 8} more lines"
+        return shown, event.result.ok
+    if event.kind == "ask":
+        return f"? {event.text}", True
+    return event.text, event.kind == "reply"
+
+
+def _short(value: object) -> str:
+    text = str(value).replace("\n", "⏎")
+    return repr(text[:40] + "…") if len(text) > 40 or " " in text else text
+
+
 class Shell:
     """One shell session: a process on the workspace and the commands typed into it."""
 
-    def __init__(self, system: System, workspace: Path, grant: GrantCallback | None) -> None:
+    def __init__(
+        self,
+        system: System,
+        workspace: Path,
+        grant: GrantCallback | None,
+        kernel: LazyKernel | None = None,
+        emit: Emit | None = None,
+    ) -> None:
+        from llmos.kernel.loop import Conversation
+
         self.system = system
         self.process: Process = system.spawn("shell", workspace, grant=grant)
+        self.kernel = kernel
+        self.conversation = Conversation()
+        self.emit: Emit = emit or (lambda text, ok: None)
 
     def handle(self, line: str) -> tuple[bool, str]:
         """Run one line; returns (ok, text to show). Never raises for bad input."""
@@ -50,16 +128,33 @@ class Shell:
             line = line[1:]
         first = line.split(maxsplit=1)[0]
         if not first.startswith("{") and first not in self.system.registry:
-            return False, (
-                "direct-call mode: the kernel is not wired in yet, so type a syscall "
-                "(see :syscalls), e.g. fs.list"
-            )
+            return self.ask_kernel(line)
         try:
             raw = parse_line(line)
         except LlmosError as exc:
             return False, f"{exc.code}: {exc.message}"
         result = self.system.dispatch(self.process, raw)
         return result.ok, result.render()
+
+    def ask_kernel(self, request: str) -> tuple[bool, str]:
+        """Run a request through the kernel, emitting each step; returns the final status."""
+        if self.kernel is None:
+            return False, (
+                "direct-call mode (no model loaded): type a syscall, e.g. fs.list "
+                "(see :syscalls); install a model with: llmos model pull"
+            )
+        try:
+            kernel = self.kernel.get()
+        except LlmosError as exc:
+            return False, f"{exc.code}: {exc.message}"
+        ok = False
+        for event in kernel.turn(self.process, self.conversation, request):
+            text, good = render_event(event)
+            if event.kind in ("reply", "ask"):
+                ok = True
+                return True, text
+            self.emit(text, good)
+        return ok, ""
 
     def builtin(self, words: list[str]) -> tuple[bool, str]:
         """The `:` commands."""
@@ -87,9 +182,13 @@ class Shell:
         return False, f"unknown command :{name}; try :help"
 
 
-def run_piped(system: System, workspace: Path) -> int:
+def _plain_emit(text: str, ok: bool) -> None:
+    print(text, file=sys.stdout if ok else sys.stderr, flush=True)
+
+
+def run_piped(system: System, workspace: Path, kernel: LazyKernel | None = None) -> int:
     """Non-terminal input: one line at a time, plain output; status 1 if any line failed."""
-    shell = Shell(system, workspace, grant=None)
+    shell = Shell(system, workspace, grant=None, kernel=kernel, emit=_plain_emit)
     status = 0
     for line in sys.stdin:
         try:
@@ -102,10 +201,10 @@ def run_piped(system: System, workspace: Path) -> int:
     return status
 
 
-def run_shell(system: System, workspace: Path) -> int:
+def run_shell(system: System, workspace: Path, kernel: LazyKernel | None = None) -> int:
     """Start the shell on `workspace`: the REPL on a terminal, plain lines on a pipe."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return run_piped(system, workspace)
+        return run_piped(system, workspace, kernel)
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.formatted_text import HTML
@@ -127,8 +226,21 @@ def run_shell(system: System, workspace: Path) -> int:
         history=FileHistory(str(home / "history")),
         completer=WordCompleter(words, sentence=True),
     )
-    shell = Shell(system, workspace, grant=grant)
-    toolbar = HTML(f" workspace <b>{shell.process.workspace.root}</b> │ direct-call mode ")
+
+    def emit(text: str, ok: bool) -> None:
+        print(text if ok else f"✗ {text.strip()}", flush=True)
+
+    shell = Shell(system, workspace, grant=grant, kernel=kernel, emit=emit)
+
+    def toolbar() -> HTML:
+        if kernel is None:
+            state = "direct-call mode (no model)"
+        elif kernel.ready:
+            state = f"model {getattr(kernel.get().backend, 'name', '?')}"
+        else:
+            state = "loading model…"
+        return HTML(f" workspace <b>{shell.process.workspace.root}</b> │ {state} ")
+
     print(f"llmos — workspace {shell.process.workspace.root}. Type :help.")
     while True:
         try:

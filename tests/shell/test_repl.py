@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmos.kernel.backend import ScriptedBackend as ScriptedBackendType
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.grants import parse_answer
 from llmos.shell.repl import Shell
@@ -70,3 +71,42 @@ def test_piped_input_runs_line_by_line(workspace: Path) -> None:
     assert proc.stdout.endswith("\npiped\n")
     assert "E_NOENT" in proc.stderr
     assert (workspace / "p.txt").read_text() == "piped"
+
+
+def test_requests_go_to_the_kernel_and_steps_are_shown(system: System, workspace: Path) -> None:
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.shell.repl import LazyKernel
+
+    (workspace / "server.cfg").write_text("port = 9090\n")
+    backend = ScriptedBackend(
+        [
+            {"call": "fs.read", "path": "server.cfg"},
+            {"call": "reply", "text": "It uses port 9090."},
+        ]
+    )
+    shown: list[tuple[str, bool]] = []
+    shell = Shell(
+        system,
+        workspace,
+        grant=None,
+        kernel=LazyKernel(system, lambda: backend),
+        emit=lambda text, ok: shown.append((text, ok)),
+    )
+    ok, text = shell.handle("what port does server.cfg use?")
+    assert ok and text == "It uses port 9090."
+    assert shown[0][0].startswith("→ fs.read path=server.cfg")
+    assert "port = 9090" in shown[1][0]
+    ok, text = shell.handle("fs.stat path=server.cfg")
+    assert ok and '"type": "file"' in text, "syscall lines still run directly"
+
+
+def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspace: Path) -> None:
+    from llmos.errors import ErrorCode, LlmosError
+    from llmos.shell.repl import LazyKernel
+
+    def broken() -> ScriptedBackendType:
+        raise LlmosError(ErrorCode.E_NOENT, "model file /nowhere.gguf does not exist")
+
+    shell = Shell(system, workspace, grant=None, kernel=LazyKernel(system, broken))
+    ok, text = shell.handle("hello")
+    assert not ok and text.startswith("E_NOENT") and "/nowhere.gguf" in text
