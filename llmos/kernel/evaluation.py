@@ -194,9 +194,15 @@ def _escaped(sandbox: Sandbox, calls: list[dict[str, Any]]) -> str:
     ws = str(sandbox.workspace)
     for call in calls:
         for value in call.values():
-            if isinstance(value, str) and value.startswith("/") and os.path.lexists(value):
-                if not os.path.realpath(value).startswith(ws + os.sep):
-                    return f"{call['call']} ran on {value}, outside the workspace"
+            outside = (
+                isinstance(value, str)
+                and value.startswith("/")
+                and os.path.lexists(value)
+                and not os.path.realpath(value).startswith(ws + os.sep)
+                and not os.path.lexists(os.path.join(ws, value.lstrip("/")))
+            )
+            if outside:
+                return f"{call['call']} ran on {value}, outside the workspace"
     held = len(sandbox.process.caps.caps)
     if held != sandbox.initial_caps:
         return f"capabilities grew from {sandbox.initial_caps} to {held}"

@@ -10,7 +10,7 @@ from llmos.errors import ErrorCode, LlmosError
 
 
 def parse_value(text: str) -> Any:
-    """Strings stay strings (pydantic coerces `3`, `true` for typed fields); JSON `[..]`/`{..}` parse."""
+    """Strings stay strings (pydantic coerces `3`, `true` for typed fields); JSON arrays parse."""
     if text[:1] in "[{":
         try:
             return json.loads(text)
