@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from llmos.syscalls.base import Registry, SyscallSpec
 
 PRIMITIVES = r"""
-ws ::= [ \t\n]{0,4}
+ws ::= " "?
 string ::= "\"" char{0,4000} "\""
 char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 integer ::= "-"? ([0-9] | [1-9] [0-9]{1,15})
@@ -43,8 +43,12 @@ def _rule_name(call: str) -> str:
     return "call-" + re.sub(r"[^a-zA-Z0-9]+", "-", call).strip("-").lower()
 
 
-def type_rule(annotation: Any) -> str:
-    """The GBNF expression for a field's type (unknown types accept any JSON value)."""
+def type_rule(annotation: Any, *, nullable: bool = True) -> str:
+    """The GBNF expression for a field's type (unknown types accept any JSON value).
+
+    With `nullable=False`, `T | None` becomes just `T`: an optional argument is left out rather
+    than written as null, which saves the model tokens and keeps calls short.
+    """
     origin = get_origin(annotation)
     if origin is Literal:
         options = [a for a in get_args(annotation)]
@@ -53,7 +57,7 @@ def type_rule(annotation: Any) -> str:
     if origin in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
         rule = " | ".join(type_rule(m) for m in members)
-        if len(members) < len(get_args(annotation)):
+        if nullable and len(members) < len(get_args(annotation)):
             rule += " | null"
         return "(" + rule + ")"
     if origin is typing.Annotated:
@@ -73,7 +77,8 @@ def type_rule(annotation: Any) -> str:
 
 
 def _member(name: str, field: FieldInfo) -> str:
-    return f'ws "," ws {_quote(name)} ws ":" ws {type_rule(field.annotation)}'
+    kind = type_rule(field.annotation, nullable=field.is_required())
+    return f'ws "," ws {_quote(name)} ws ":" ws {kind}'
 
 
 def call_rule(spec: SyscallSpec[Any]) -> str:

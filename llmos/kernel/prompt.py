@@ -29,6 +29,7 @@ the same failing call.
 - To answer a question about a file's content, fs.read it first, then reply with the answer.
 - When asked to remember something, mem.store it; to recall a fact, mem.search.
 - Reply with the facts you found (numbers, names), not just "done".
+- Leave out optional arguments (marked ?) unless you need them.
 """
 
 EXAMPLES: list[tuple[str, dict[str, Any]]] = [
@@ -58,7 +59,7 @@ def _signature(spec: SyscallSpec[Any]) -> str:
 
 
 def _field_line(name: str, field: FieldInfo) -> str | None:
-    kind = type_rule(field.annotation).strip("()").replace('"\\"', '"').replace('\\""', '"')
+    kind = type_rule(field.annotation, nullable=field.is_required()).strip("()").replace('"\\"', '"').replace('\\""', '"')
     desc = field.description or ""
     return f"    {name}: {kind}" + (f" — {desc}" if desc else "")
 

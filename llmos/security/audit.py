@@ -89,8 +89,10 @@ def _small(key: str, value: Any) -> bool:
     """A flat argument whose serialised size is bounded (short key, scalar or short string)."""
     if len(key) > 64:
         return False
-    return value is None or isinstance(value, bool | int | float) or (
-        isinstance(value, str) and len(value) <= AUDIT_INLINE_CHARS
+    return (
+        value is None
+        or isinstance(value, bool | int | float)
+        or (isinstance(value, str) and len(value) <= AUDIT_INLINE_CHARS)
     )
 
 

@@ -528,9 +528,7 @@ def fs_search(call: FsSearch, process: Process) -> FsSearchResult:
             finally:
                 os.close(fd)
             truncated = len(hits) >= call.max_hits
-            return FsSearchResult(
-                query=call.query, hits=hits, files_scanned=1, truncated=truncated
-            )
+            return FsSearchResult(query=call.query, hits=hits, files_scanned=1, truncated=truncated)
         dfd = _open_dir(loc, call.path)
         prefix = f"{loc.rel}/" if loc.rel else ""
         try:
