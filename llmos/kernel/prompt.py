@@ -59,7 +59,12 @@ def _signature(spec: SyscallSpec[Any]) -> str:
 
 
 def _field_line(name: str, field: FieldInfo) -> str | None:
-    kind = type_rule(field.annotation, nullable=field.is_required()).strip("()").replace('"\\"', '"').replace('\\""', '"')
+    kind = (
+        type_rule(field.annotation, nullable=field.is_required())
+        .strip("()")
+        .replace('"\\"', '"')
+        .replace('\\""', '"')
+    )
     desc = field.description or ""
     return f"    {name}: {kind}" + (f" — {desc}" if desc else "")
 
