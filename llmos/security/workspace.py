@@ -130,7 +130,7 @@ class Workspace:
         return "/".join(parts)
 
     def _outside_absolute(self, first: str) -> bool:
-        """Whether `/first/...` names the machine's own top-level folder rather than the workspace's."""
+        """Whether `/first/...` names the machine's own top-level folder, not the workspace's."""
         if os.path.lexists(self.root / first):
             return False
         return os.path.lexists("/" + first)

@@ -1,7 +1,8 @@
-"""Crash-safe writes: temp file, fsync, rename, directory fsync; a killed writer leaves the old file."""
+"""Crash-safe writes: temp file, fsync, rename, directory fsync; a killed writer leaves the old."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -21,7 +22,7 @@ def _temp_name(name: str) -> str:
 def write_atomic_at(
     dir_fd: int, name: str, data: bytes, *, exclusive: bool = False, mode: int = 0o644
 ) -> None:
-    """Replace (or, if `exclusive`, create) `name` in the directory `dir_fd` with `data`, atomically.
+    """Replace (or, if `exclusive`, create) `name` in the folder `dir_fd` with `data`, atomically.
 
     The content goes to a temp file that is fsynced, then renamed (or hard-linked when exclusive,
     which fails with E_EXISTS instead of clobbering) over the target; the directory is fsynced too.
@@ -47,10 +48,8 @@ def write_atomic_at(
         else:
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         raise
     os.fsync(dir_fd)
 

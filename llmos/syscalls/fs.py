@@ -297,8 +297,8 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
             raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
         created = info is None
         if call.mode == "append":
-            special = info is not None and not stat.S_ISREG(info.st_mode)
-            if special and not stat.S_ISLNK(info.st_mode):  # a link meets O_NOFOLLOW below
+            kind = stat.S_IFMT(info.st_mode) if info is not None else stat.S_IFREG
+            if kind not in (stat.S_IFREG, stat.S_IFLNK):  # a link meets O_NOFOLLOW below
                 raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
             flags |= O_CLOEXEC

@@ -1,0 +1,836 @@
+"""The fs syscall family through the one dispatch path: results, limits and every error code."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llmos.syscalls.fs as fs_mod
+from llmos.errors import ErrorCode
+from llmos.kernel.process import Process
+from llmos.syscalls.base import SyscallResult
+from llmos.system import System
+
+
+@pytest.fixture
+def call(system: System, proc: Process) -> Any:
+    """Dispatch one call for the default process: call("fs.read", path="x")."""
+
+    def run(name: str, **args: Any) -> SyscallResult:
+        return system.dispatch(proc, {"call": name, **args})
+
+    return run
+
+
+def ok(result: SyscallResult) -> dict[str, Any]:
+    """The value of a successful result (fails the test with the message otherwise)."""
+    assert result.ok, f"{result.code}: {result.message}"
+    assert isinstance(result.value, dict)
+    return result.value
+
+
+def err(result: SyscallResult, code: ErrorCode) -> None:
+    """Assert that a result failed with exactly `code` and carries no value."""
+    assert not result.ok, f"expected {code}, got success {result.value}"
+    assert result.code is code, f"expected {code}, got {result.code}: {result.message}"
+    assert result.value is None
+    assert result.message
+
+
+def names(folder: Path) -> list[str]:
+    """Sorted entry names of a host folder."""
+    return sorted(os.listdir(folder))
+
+
+# ---------------------------------------------------------------- fs.read
+
+
+def test_read_whole_file(call: Any, workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("hello\nworld\n")
+    value = ok(call("fs.read", path="notes.txt"))
+    assert value == {
+        "path": "notes.txt",
+        "text": "hello\nworld\n",
+        "size": 12,
+        "offset": 0,
+        "bytes_read": 12,
+        "truncated": False,
+        "next_offset": None,
+    }
+
+
+@pytest.mark.parametrize("path", ["/notes.txt", "./notes.txt", ".//notes.txt", "notes.txt/"])
+def test_read_slash_and_dot_prefixes_mean_the_workspace_file(
+    call: Any, workspace: Path, path: str
+) -> None:
+    (workspace / "notes.txt").write_text("mine")
+    value = ok(call("fs.read", path=path))
+    assert value["text"] == "mine"
+    assert value["path"] == "notes.txt"
+
+
+def test_read_absolute_path_under_workspace_real_path(call: Any, proc: Process) -> None:
+    root = proc.workspace.root
+    (root / "sub").mkdir()
+    (root / "sub" / "notes.txt").write_text("deep")
+    value = ok(call("fs.read", path=f"{root}/sub/notes.txt"))
+    assert value["text"] == "deep"
+    assert value["path"] == "sub/notes.txt"
+    assert ok(call("fs.list", path=str(root)))["path"] == "."
+
+
+def test_read_in_subfolder(call: Any, workspace: Path) -> None:
+    (workspace / "docs" / "a").mkdir(parents=True)
+    (workspace / "docs" / "a" / "x.md").write_text("# x")
+    assert ok(call("fs.read", path="docs/a/x.md"))["text"] == "# x"
+
+
+def test_read_offset_and_limit(call: Any, workspace: Path) -> None:
+    (workspace / "n.txt").write_text("0123456789")
+    first = ok(call("fs.read", path="n.txt", offset=3, limit=4))
+    assert first["text"] == "3456"
+    assert first["offset"] == 3
+    assert first["bytes_read"] == 4
+    assert first["truncated"] is True
+    assert first["next_offset"] == 7
+    rest = ok(call("fs.read", path="n.txt", offset=7))
+    assert rest["text"] == "789"
+    assert rest["truncated"] is False
+    assert rest["next_offset"] is None
+    assert rest["size"] == 10
+
+
+def test_read_offset_past_end_is_empty(call: Any, workspace: Path) -> None:
+    (workspace / "n.txt").write_text("abc")
+    value = ok(call("fs.read", path="n.txt", offset=100))
+    assert value["text"] == ""
+    assert value["bytes_read"] == 0
+    assert value["truncated"] is False
+
+
+def test_read_empty_file(call: Any, workspace: Path) -> None:
+    (workspace / "empty.txt").write_bytes(b"")
+    value = ok(call("fs.read", path="empty.txt"))
+    assert value["text"] == ""
+    assert value["size"] == 0
+    assert value["truncated"] is False
+
+
+def test_read_truncates_at_byte_cap(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_mod, "MAX_READ_BYTES", 10)
+    text = "abcdefghijklmnopqrstuvwxy"
+    (workspace / "big.txt").write_text(text)
+    first = ok(call("fs.read", path="big.txt"))
+    assert first["text"] == "abcdefghij"
+    assert first["truncated"] is True
+    assert first["next_offset"] == 10
+    assert first["size"] == 25
+    # an explicit larger limit is still capped
+    capped = ok(call("fs.read", path="big.txt", limit=1000))
+    assert capped["text"] == "abcdefghij"
+    # paging with next_offset reassembles the whole file
+    parts, offset = [], 0
+    while True:
+        value = ok(call("fs.read", path="big.txt", offset=offset))
+        parts.append(value["text"])
+        if not value["truncated"]:
+            break
+        offset = value["next_offset"]
+    assert "".join(parts) == text
+
+
+def test_read_utf8_char_cut_at_range_end_is_left_for_next_page(call: Any, workspace: Path) -> None:
+    (workspace / "u.txt").write_text("xé€")  # 78 | c3 a9 | e2 82 ac
+    value = ok(call("fs.read", path="u.txt", limit=2))
+    assert value["text"] == "x"
+    assert value["bytes_read"] == 1
+    assert value["next_offset"] == 1
+    value = ok(call("fs.read", path="u.txt", offset=1, limit=4))
+    assert value["text"] == "é"
+    assert value["next_offset"] == 3
+
+
+def test_read_utf8_char_cut_at_range_start_is_skipped(call: Any, workspace: Path) -> None:
+    (workspace / "u.txt").write_text("é€x")  # c3 a9 | e2 82 ac | 78
+    value = ok(call("fs.read", path="u.txt", offset=1))
+    assert value["text"] == "€x"
+    assert value["bytes_read"] == 5
+    value = ok(call("fs.read", path="u.txt", offset=3))  # inside the euro sign
+    assert value["text"] == "x"
+    assert value["truncated"] is False
+
+
+def test_read_paging_with_small_limit_reassembles_multibyte_text(
+    call: Any, workspace: Path
+) -> None:
+    text = "aé€😀b" * 7 + "ü"
+    (workspace / "u.txt").write_text(text)
+    parts, offset, pages = [], 0, 0
+    while True:
+        value = ok(call("fs.read", path="u.txt", offset=offset, limit=5))
+        assert value["bytes_read"] <= 5
+        parts.append(value["text"])
+        pages += 1
+        assert pages < 200
+        if not value["truncated"]:
+            break
+        assert value["next_offset"] > offset
+        offset = value["next_offset"]
+    assert "".join(parts) == text
+
+
+def test_read_file_ending_in_a_cut_character_terminates(call: Any, workspace: Path) -> None:
+    (workspace / "cut.txt").write_bytes("abc€".encode()[:-1])  # last char cut by the file end
+    value = ok(call("fs.read", path="cut.txt"))
+    assert value["text"].startswith("abc")
+    assert value["truncated"] is False
+    assert value["next_offset"] is None
+    value = ok(call("fs.read", path="cut.txt", offset=3))
+    assert value["truncated"] is False
+
+
+def test_read_missing_file_is_enoent(call: Any) -> None:
+    err(call("fs.read", path="nope.txt"), ErrorCode.E_NOENT)
+    err(call("fs.read", path="no/such/folder.txt"), ErrorCode.E_NOENT)
+
+
+def test_read_folder_is_eisdir(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    err(call("fs.read", path="d"), ErrorCode.E_ISDIR)
+    err(call("fs.read", path="."), ErrorCode.E_ISDIR)
+    err(call("fs.read", path="/"), ErrorCode.E_ISDIR)
+
+
+def test_read_through_a_file_is_enotdir(call: Any, workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("x")
+    err(call("fs.read", path="notes.txt/inner"), ErrorCode.E_NOTDIR)
+
+
+def test_read_binary_file_is_einval(call: Any, workspace: Path) -> None:
+    (workspace / "bin.dat").write_bytes(b"abc\x00def")
+    err(call("fs.read", path="bin.dat"), ErrorCode.E_INVAL)
+    (workspace / "latin1.txt").write_bytes(b"caf\xe9 au lait")
+    err(call("fs.read", path="latin1.txt"), ErrorCode.E_INVAL)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"path": "n.txt", "offset": -1},
+        {"path": "n.txt", "limit": 0},
+        {"path": "n.txt", "limit": -5},
+        {"path": "n.txt", "offset": "soon"},
+        {"path": "n\x00.txt"},
+        {"path": "n.txt", "bogus": 1},
+        {},
+    ],
+)
+def test_read_invalid_arguments_are_einval(
+    call: Any, workspace: Path, args: dict[str, Any]
+) -> None:
+    (workspace / "n.txt").write_text("abc")
+    err(call("fs.read", **args), ErrorCode.E_INVAL)
+
+
+def test_read_fifo_is_einval_without_hanging(system: System, proc: Process) -> None:
+    fifo = proc.workspace.root / "pipe"
+    os.mkfifo(fifo)
+    results: list[SyscallResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(system.dispatch(proc, {"call": "fs.read", "path": "pipe"})),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():  # unblock the reader so the thread can end, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail("fs.read blocked on a FIFO")
+    err(results[0], ErrorCode.E_INVAL)
+
+
+def test_read_escape_is_eperm(call: Any) -> None:
+    err(call("fs.read", path="../notes.txt"), ErrorCode.E_PERM)
+
+
+def test_read_without_capability_is_eperm(system: System, workspace: Path) -> None:
+    (workspace / "n.txt").write_text("abc")
+    only_list = system.spawn("lister", workspace, patterns=["fs.list"])
+    err(system.dispatch(only_list, {"call": "fs.read", "path": "n.txt"}), ErrorCode.E_PERM)
+    assert system.dispatch(only_list, {"call": "fs.list"}).ok
+
+
+# ---------------------------------------------------------------- fs.write
+
+
+def test_write_creates_file_and_parents(call: Any, workspace: Path) -> None:
+    value = ok(call("fs.write", path="a/b/new.txt", content="héllo"))
+    assert value == {"path": "a/b/new.txt", "bytes_written": 6, "created": True}
+    assert (workspace / "a" / "b" / "new.txt").read_text() == "héllo"
+
+
+def test_write_overwrite_replaces_and_leaves_no_temp_files(call: Any, workspace: Path) -> None:
+    target = workspace / "notes.txt"
+    target.write_text("old content that is longer")
+    value = ok(call("fs.write", path="notes.txt", content="new"))
+    assert value["created"] is False
+    assert value["bytes_written"] == 3
+    assert target.read_text() == "new"
+    assert names(workspace) == ["notes.txt"]
+
+
+def test_write_overwrite_keeps_file_mode(call: Any, workspace: Path) -> None:
+    target = workspace / "private.txt"
+    target.write_text("x")
+    target.chmod(0o640)
+    ok(call("fs.write", path="private.txt", content="y"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert target.read_text() == "y"
+
+
+def test_write_append(call: Any, workspace: Path) -> None:
+    target = workspace / "log.txt"
+    target.write_text("one\n")
+    value = ok(call("fs.write", path="log.txt", content="two\n", mode="append"))
+    assert value == {"path": "log.txt", "bytes_written": 4, "created": False}
+    ok(call("fs.write", path="log.txt", content="three\n", mode="append"))
+    assert target.read_text() == "one\ntwo\nthree\n"
+
+
+def test_write_append_creates_missing_file(call: Any, workspace: Path) -> None:
+    value = ok(call("fs.write", path="sub/log.txt", content="first", mode="append"))
+    assert value["created"] is True
+    assert (workspace / "sub" / "log.txt").read_text() == "first"
+
+
+def test_write_create_mode(call: Any, workspace: Path) -> None:
+    value = ok(call("fs.write", path="fresh.txt", content="1", mode="create"))
+    assert value["created"] is True
+    err(call("fs.write", path="fresh.txt", content="2", mode="create"), ErrorCode.E_EXISTS)
+    assert (workspace / "fresh.txt").read_text() == "1"
+    assert names(workspace) == ["fresh.txt"]
+
+
+def test_write_over_limit_is_etoobig(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_mod, "MAX_WRITE_BYTES", 10)
+    err(call("fs.write", path="big.txt", content="x" * 11), ErrorCode.E_TOOBIG)
+    assert not (workspace / "big.txt").exists()
+    # the limit counts UTF-8 bytes, not characters
+    err(call("fs.write", path="big.txt", content="é" * 6), ErrorCode.E_TOOBIG)
+    err(call("fs.write", path="big.txt", content="x" * 11, mode="append"), ErrorCode.E_TOOBIG)
+    assert names(workspace) == []
+    assert ok(call("fs.write", path="big.txt", content="x" * 10))["bytes_written"] == 10
+
+
+def test_write_to_folder_is_eisdir(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    err(call("fs.write", path="d", content="x"), ErrorCode.E_ISDIR)
+    err(call("fs.write", path="d", content="x", mode="append"), ErrorCode.E_ISDIR)
+    err(call("fs.write", path=".", content="x"), ErrorCode.E_ISDIR)
+    err(call("fs.write", path="/", content="x"), ErrorCode.E_ISDIR)
+    assert names(workspace / "d") == []
+
+
+def test_write_through_a_file_is_enotdir(call: Any, workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("x")
+    err(call("fs.write", path="notes.txt/inner.txt", content="y"), ErrorCode.E_NOTDIR)
+    assert (workspace / "notes.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"path": "x.txt", "content": "y", "mode": "truncate"},
+        {"path": "x.txt"},
+        {"path": "x.txt", "content": 5},
+        {"path": "x\x00.txt", "content": "y"},
+    ],
+)
+def test_write_invalid_arguments_are_einval(
+    call: Any, workspace: Path, args: dict[str, Any]
+) -> None:
+    err(call("fs.write", **args), ErrorCode.E_INVAL)
+    assert names(workspace) == []
+
+
+def test_write_escape_is_eperm(call: Any, workspace: Path) -> None:
+    err(call("fs.write", path="../escaped.txt", content="x"), ErrorCode.E_PERM)
+    assert not (workspace.parent / "escaped.txt").exists()
+
+
+def test_write_through_in_workspace_symlink_updates_target(call: Any, workspace: Path) -> None:
+    (workspace / "real.txt").write_text("old")
+    (workspace / "alias.txt").symlink_to("real.txt")
+    value = ok(call("fs.write", path="alias.txt", content="new"))
+    assert value["path"] == "real.txt"
+    assert (workspace / "real.txt").read_text() == "new"
+    assert (workspace / "alias.txt").is_symlink()
+
+
+def test_write_long_non_ascii_name(call: Any, workspace: Path) -> None:
+    name = "文" * 80  # 240 bytes: a valid name whose temp file must still fit NAME_MAX
+    ok(call("fs.write", path=name, content="x"))
+    ok(call("fs.write", path=name, content="y"))
+    assert (workspace / name).read_text() == "y"
+    assert names(workspace) == [name]
+
+
+def test_write_too_long_name_is_einval(call: Any) -> None:
+    err(call("fs.write", path="a" * 300, content="x"), ErrorCode.E_INVAL)
+
+
+def test_append_to_fifo_is_einval_without_hanging(system: System, proc: Process) -> None:
+    fifo = proc.workspace.root / "pipe"
+    os.mkfifo(fifo)
+    results: list[SyscallResult] = []
+    request = {"call": "fs.write", "path": "pipe", "content": "x", "mode": "append"}
+    worker = threading.Thread(
+        target=lambda: results.append(system.dispatch(proc, request)), daemon=True
+    )
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        worker.join(5)
+        os.close(reader)
+        pytest.fail("fs.write append blocked on a FIFO")
+    err(results[0], ErrorCode.E_INVAL)
+
+
+# ---------------------------------------------------------------- fs.list
+
+
+@pytest.fixture
+def tree(workspace: Path) -> Path:
+    """a.txt (3 bytes), b.md, docs/c.txt, docs/deep/d.txt, docs/e.md, empty/, link -> a.txt."""
+    (workspace / "a.txt").write_text("abc")
+    (workspace / "b.md").write_text("# b")
+    (workspace / "docs" / "deep").mkdir(parents=True)
+    (workspace / "docs" / "c.txt").write_text("c")
+    (workspace / "docs" / "deep" / "d.txt").write_text("d")
+    (workspace / "docs" / "e.md").write_text("e")
+    (workspace / "empty").mkdir()
+    (workspace / "link").symlink_to("a.txt")
+    return workspace
+
+
+def entry_paths(value: dict[str, Any]) -> list[str]:
+    """The listed paths of an fs.list value."""
+    return [e["path"] for e in value["entries"]]
+
+
+def test_list_root(call: Any, tree: Path) -> None:
+    value = ok(call("fs.list"))
+    assert value["path"] == "."
+    assert value["truncated"] is False
+    by_path = {e["path"]: (e["type"], e["size"]) for e in value["entries"]}
+    assert by_path == {
+        "a.txt": ("file", 3),
+        "b.md": ("file", 3),
+        "docs": ("dir", 0),
+        "empty": ("dir", 0),
+        "link": ("link", 0),
+    }
+    assert entry_paths(value) == sorted(by_path)
+
+
+def test_list_subfolder_and_empty_folder(call: Any, tree: Path) -> None:
+    value = ok(call("fs.list", path="docs"))
+    assert value["path"] == "docs"
+    assert entry_paths(value) == ["c.txt", "deep", "e.md"]
+    assert ok(call("fs.list", path="empty"))["entries"] == []
+
+
+def test_list_glob(call: Any, tree: Path) -> None:
+    assert entry_paths(ok(call("fs.list", pattern="*.txt"))) == ["a.txt"]
+    assert entry_paths(ok(call("fs.list", pattern="*.md"))) == ["b.md"]
+
+
+def test_list_recursive(call: Any, tree: Path) -> None:
+    paths = entry_paths(ok(call("fs.list", recursive=True)))
+    assert set(paths) == {
+        "a.txt",
+        "b.md",
+        "docs",
+        "docs/c.txt",
+        "docs/deep",
+        "docs/deep/d.txt",
+        "docs/e.md",
+        "empty",
+        "link",
+    }
+    assert len(paths) == len(set(paths))
+
+
+def test_list_recursive_with_glob(call: Any, tree: Path) -> None:
+    txt = entry_paths(ok(call("fs.list", recursive=True, pattern="*.txt")))
+    assert sorted(txt) == ["a.txt", "docs/c.txt", "docs/deep/d.txt"]
+    nested = entry_paths(ok(call("fs.list", recursive=True, pattern="docs/*.md")))
+    assert nested == ["docs/e.md"]
+
+
+def test_list_a_file_gives_its_own_entry(call: Any, tree: Path) -> None:
+    value = ok(call("fs.list", path="docs/c.txt"))
+    assert value["entries"] == [{"path": "docs/c.txt", "type": "file", "size": 1}]
+
+
+def test_list_hides_temp_files(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("x")
+    (workspace / ".a.txt.llmos-tmp-deadbeef").write_text("partial")
+    assert entry_paths(ok(call("fs.list"))) == ["a.txt"]
+
+
+def test_list_truncates_at_entry_cap(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_mod, "MAX_LIST_ENTRIES", 3)
+    for i in range(5):
+        (workspace / f"f{i}.txt").write_text("x")
+    value = ok(call("fs.list"))
+    assert value["truncated"] is True
+    assert entry_paths(value) == ["f0.txt", "f1.txt", "f2.txt"]
+    monkeypatch.setattr(fs_mod, "MAX_LIST_ENTRIES", 5)
+    assert ok(call("fs.list"))["truncated"] is False
+
+
+def test_list_errors(call: Any, tree: Path) -> None:
+    err(call("fs.list", path="missing"), ErrorCode.E_NOENT)
+    err(call("fs.list", path="a.txt/x"), ErrorCode.E_NOTDIR)
+    err(call("fs.list", path=".."), ErrorCode.E_PERM)
+    err(call("fs.list", recursive="very"), ErrorCode.E_INVAL)
+
+
+# ---------------------------------------------------------------- fs.stat
+
+
+def test_stat_file(call: Any, workspace: Path) -> None:
+    target = workspace / "f.txt"
+    target.write_text("12345")
+    target.chmod(0o640)
+    value = ok(call("fs.stat", path="f.txt"))
+    assert value["path"] == "f.txt"
+    assert value["type"] == "file"
+    assert value["size"] == 5
+    assert value["mode"] == "-rw-r-----"
+    assert value["mtime"] == pytest.approx(target.stat().st_mtime)
+
+
+def test_stat_folder_root_and_link(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    (workspace / "l").symlink_to("d")
+    assert ok(call("fs.stat", path="d"))["type"] == "dir"
+    root = ok(call("fs.stat", path="."))
+    assert root["type"] == "dir"
+    assert root["path"] == "."
+    link = ok(call("fs.stat", path="l"))
+    assert link["type"] == "link"
+    assert link["path"] == "l"
+
+
+def test_stat_errors(call: Any, workspace: Path) -> None:
+    (workspace / "f.txt").write_text("x")
+    err(call("fs.stat", path="missing"), ErrorCode.E_NOENT)
+    err(call("fs.stat", path="f.txt/x"), ErrorCode.E_NOTDIR)
+    err(call("fs.stat", path="../f.txt"), ErrorCode.E_PERM)
+
+
+# ---------------------------------------------------------------- fs.delete
+
+
+def test_delete_file(call: Any, workspace: Path) -> None:
+    (workspace / "f.txt").write_text("x")
+    (workspace / "keep.txt").write_text("x")
+    assert ok(call("fs.delete", path="f.txt")) == {"path": "f.txt", "deleted": 1}
+    assert names(workspace) == ["keep.txt"]
+
+
+def test_delete_empty_folder(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    assert ok(call("fs.delete", path="d"))["deleted"] == 1
+    assert names(workspace) == []
+
+
+def test_delete_non_empty_folder_needs_recursive(call: Any, workspace: Path) -> None:
+    (workspace / "d" / "e").mkdir(parents=True)
+    (workspace / "d" / "f.txt").write_text("x")
+    (workspace / "d" / "e" / "g.txt").write_text("x")
+    err(call("fs.delete", path="d"), ErrorCode.E_NOTEMPTY)
+    assert (workspace / "d" / "e" / "g.txt").exists()
+    value = ok(call("fs.delete", path="d", recursive=True))
+    assert value == {"path": "d", "deleted": 4}
+    assert names(workspace) == []
+
+
+def test_delete_symlink_deletes_the_link_not_its_target(call: Any, workspace: Path) -> None:
+    (workspace / "target.txt").write_text("keep me")
+    (workspace / "dir").mkdir()
+    (workspace / "dir" / "inner.txt").write_text("keep me too")
+    (workspace / "file-link").symlink_to("target.txt")
+    (workspace / "dir-link").symlink_to("dir")
+    assert ok(call("fs.delete", path="file-link"))["path"] == "file-link"
+    assert ok(call("fs.delete", path="dir-link", recursive=True))["deleted"] == 1
+    assert names(workspace) == ["dir", "target.txt"]
+    assert (workspace / "target.txt").read_text() == "keep me"
+    assert (workspace / "dir" / "inner.txt").read_text() == "keep me too"
+
+
+def test_delete_recursive_does_not_follow_links_inside(call: Any, workspace: Path) -> None:
+    (workspace / "keep").mkdir()
+    (workspace / "keep" / "k.txt").write_text("k")
+    (workspace / "trash").mkdir()
+    (workspace / "trash" / "to-keep").symlink_to("../keep")
+    (workspace / "trash" / "to-file").symlink_to("../keep/k.txt")
+    assert ok(call("fs.delete", path="trash", recursive=True))["deleted"] == 3
+    assert names(workspace) == ["keep"]
+    assert (workspace / "keep" / "k.txt").read_text() == "k"
+
+
+def test_delete_errors(call: Any, workspace: Path) -> None:
+    (workspace / "f.txt").write_text("x")
+    err(call("fs.delete", path="missing"), ErrorCode.E_NOENT)
+    err(call("fs.delete", path="no/such/file"), ErrorCode.E_NOENT)
+    err(call("fs.delete", path="f.txt/x"), ErrorCode.E_NOTDIR)
+    err(call("fs.delete", path="../f.txt"), ErrorCode.E_PERM)
+    for root in (".", "/", "", str(workspace.resolve())):
+        err(call("fs.delete", path=root, recursive=True), ErrorCode.E_PERM)
+    assert names(workspace) == ["f.txt"]
+
+
+# ---------------------------------------------------------------- fs.move
+
+
+def test_move_renames_file(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    assert ok(call("fs.move", src="a.txt", dst="b.txt")) == {"src": "a.txt", "dst": "b.txt"}
+    assert names(workspace) == ["b.txt"]
+    assert (workspace / "b.txt").read_text() == "A"
+
+
+def test_move_into_existing_folder(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    (workspace / "docs").mkdir()
+    value = ok(call("fs.move", src="a.txt", dst="docs"))
+    assert value == {"src": "a.txt", "dst": "docs/a.txt"}
+    assert (workspace / "docs" / "a.txt").read_text() == "A"
+    assert not (workspace / "a.txt").exists()
+
+
+def test_move_into_root(call: Any, workspace: Path) -> None:
+    (workspace / "docs").mkdir()
+    (workspace / "docs" / "a.txt").write_text("A")
+    assert ok(call("fs.move", src="docs/a.txt", dst="."))["dst"] == "a.txt"
+    assert (workspace / "a.txt").read_text() == "A"
+
+
+def test_move_into_folder_named_like_home(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    (workspace / "~backup").mkdir()
+    assert ok(call("fs.move", src="a.txt", dst="./~backup"))["dst"] == "~backup/a.txt"
+    assert (workspace / "~backup" / "a.txt").read_text() == "A"
+
+
+def test_move_creates_parent_folders(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    assert ok(call("fs.move", src="a.txt", dst="x/y/z.txt"))["dst"] == "x/y/z.txt"
+    assert (workspace / "x" / "y" / "z.txt").read_text() == "A"
+    assert not (workspace / "a.txt").exists()
+
+
+def test_move_folder(call: Any, workspace: Path) -> None:
+    (workspace / "src" / "deep").mkdir(parents=True)
+    (workspace / "src" / "deep" / "f.txt").write_text("F")
+    assert ok(call("fs.move", src="src", dst="dst"))["dst"] == "dst"
+    assert (workspace / "dst" / "deep" / "f.txt").read_text() == "F"
+    assert names(workspace) == ["dst"]
+
+
+def test_move_does_not_clobber_without_overwrite(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    (workspace / "b.txt").write_text("B")
+    err(call("fs.move", src="a.txt", dst="b.txt"), ErrorCode.E_EXISTS)
+    assert (workspace / "a.txt").read_text() == "A"
+    assert (workspace / "b.txt").read_text() == "B"
+    (workspace / "docs").mkdir()
+    (workspace / "docs" / "a.txt").write_text("old")
+    err(call("fs.move", src="a.txt", dst="docs"), ErrorCode.E_EXISTS)
+    assert (workspace / "docs" / "a.txt").read_text() == "old"
+
+
+def test_move_overwrite_replaces(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    (workspace / "b.txt").write_text("B")
+    ok(call("fs.move", src="a.txt", dst="b.txt", overwrite=True))
+    assert names(workspace) == ["b.txt"]
+    assert (workspace / "b.txt").read_text() == "A"
+
+
+def test_move_overwrite_onto_folder_is_eisdir(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    (workspace / "docs" / "a.txt").mkdir(parents=True)
+    err(call("fs.move", src="a.txt", dst="docs", overwrite=True), ErrorCode.E_ISDIR)
+    assert (workspace / "a.txt").read_text() == "A"
+    assert (workspace / "docs" / "a.txt").is_dir()
+
+
+def test_move_to_itself_is_a_no_op(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    assert ok(call("fs.move", src="a.txt", dst="./a.txt")) == {"src": "a.txt", "dst": "a.txt"}
+    assert (workspace / "a.txt").read_text() == "A"
+
+
+def test_move_folder_into_itself_is_einval(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    err(call("fs.move", src="d", dst="d/sub"), ErrorCode.E_INVAL)
+    assert (workspace / "d").is_dir()
+
+
+def test_move_symlink_moves_the_link(call: Any, workspace: Path) -> None:
+    (workspace / "target.txt").write_text("T")
+    (workspace / "l1").symlink_to("target.txt")
+    ok(call("fs.move", src="l1", dst="l2"))
+    assert (workspace / "l2").is_symlink()
+    assert os.readlink(workspace / "l2") == "target.txt"
+    assert (workspace / "target.txt").read_text() == "T"
+    assert names(workspace) == ["l2", "target.txt"]
+
+
+def test_move_errors(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("A")
+    err(call("fs.move", src="missing", dst="b"), ErrorCode.E_NOENT)
+    err(call("fs.move", src="a.txt/x", dst="b"), ErrorCode.E_NOTDIR)
+    err(call("fs.move", src="a.txt", dst="../b.txt"), ErrorCode.E_PERM)
+    err(call("fs.move", src="../a.txt", dst="b.txt"), ErrorCode.E_PERM)
+    err(call("fs.move", src=".", dst="b"), ErrorCode.E_PERM)
+    err(call("fs.move", src="a.txt"), ErrorCode.E_INVAL)
+    assert names(workspace) == ["a.txt"]
+    assert not (workspace.parent / "b.txt").exists()
+
+
+# ---------------------------------------------------------------- fs.mkdir
+
+
+def test_mkdir(call: Any, workspace: Path) -> None:
+    assert ok(call("fs.mkdir", path="a/b/c")) == {"path": "a/b/c", "created": True}
+    assert (workspace / "a" / "b" / "c").is_dir()
+    assert ok(call("fs.mkdir", path="a/b")) == {"path": "a/b", "created": False}
+    assert ok(call("fs.mkdir", path=".")) == {"path": ".", "created": False}
+
+
+def test_mkdir_errors(call: Any, workspace: Path) -> None:
+    (workspace / "f.txt").write_text("x")
+    err(call("fs.mkdir", path="f.txt"), ErrorCode.E_EXISTS)
+    err(call("fs.mkdir", path="f.txt/sub"), ErrorCode.E_NOTDIR)
+    err(call("fs.mkdir", path="../d"), ErrorCode.E_PERM)
+    assert names(workspace) == ["f.txt"]
+    assert not (workspace.parent / "d").exists()
+
+
+# ---------------------------------------------------------------- fs.search
+
+
+@pytest.fixture
+def corpus(workspace: Path) -> Path:
+    """A few text files with known lines, a binary file and a nested folder."""
+    (workspace / "a.txt").write_text("alpha\n  Needle here  \nbeta\nneedle again\n")
+    (workspace / "b.md").write_text("no match\nNEEDLE in markdown\n")
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "c.txt").write_text("x\ny\nthe needle\n")
+    (workspace / "bin.dat").write_bytes(b"needle\x00\x01\x02")
+    return workspace
+
+
+def hit_tuples(value: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(path, line, text) of each hit of an fs.search value."""
+    return [(h["path"], h["line"], h["text"]) for h in value["hits"]]
+
+
+def test_search_finds_lines_case_insensitively(call: Any, corpus: Path) -> None:
+    value = ok(call("fs.search", query="needle"))
+    assert sorted(hit_tuples(value)) == [
+        ("a.txt", 2, "Needle here"),
+        ("a.txt", 4, "needle again"),
+        ("b.md", 2, "NEEDLE in markdown"),
+        ("sub/c.txt", 3, "the needle"),
+    ]
+    assert value["files_scanned"] == 4
+    assert value["truncated"] is False
+    assert value["query"] == "needle"
+
+
+def test_search_in_subfolder_and_single_file(call: Any, corpus: Path) -> None:
+    assert hit_tuples(ok(call("fs.search", query="needle", path="sub"))) == [
+        ("sub/c.txt", 3, "the needle")
+    ]
+    single = ok(call("fs.search", query="needle", path="a.txt"))
+    assert [h["line"] for h in single["hits"]] == [2, 4]
+    assert single["files_scanned"] == 1
+
+
+def test_search_glob_filter(call: Any, corpus: Path) -> None:
+    value = ok(call("fs.search", query="needle", pattern="*.md"))
+    assert hit_tuples(value) == [("b.md", 2, "NEEDLE in markdown")]
+
+
+def test_search_literal_and_regex(call: Any, workspace: Path) -> None:
+    (workspace / "r.txt").write_text("abc\na.c\nid-42\n")
+    assert [h["text"] for h in ok(call("fs.search", query="a.c"))["hits"]] == ["a.c"]
+    regex = ok(call("fs.search", query=r"a.c", regex=True))
+    assert [h["text"] for h in regex["hits"]] == ["abc", "a.c"]
+    digits = ok(call("fs.search", query=r"^id-\d+$", regex=True))
+    assert [h["line"] for h in digits["hits"]] == [3]
+
+
+def test_search_cap_marks_truncated(call: Any, workspace: Path) -> None:
+    (workspace / "one.txt").write_text("hit\n" * 10)
+    (workspace / "two.txt").write_text("hit\n" * 10)
+    value = ok(call("fs.search", query="hit", max_hits=15))
+    assert len(value["hits"]) == 15
+    assert value["truncated"] is True
+    single = ok(call("fs.search", query="hit", path="one.txt", max_hits=3))
+    assert len(single["hits"]) == 3
+    assert single["truncated"] is True
+    every = ok(call("fs.search", query="hit", path="one.txt", max_hits=50))
+    assert len(every["hits"]) == 10
+    assert every["truncated"] is False
+
+
+def test_search_skips_files_over_size_cap(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_mod, "MAX_SEARCH_FILE_BYTES", 20)
+    (workspace / "small.txt").write_text("needle\n")
+    (workspace / "large.txt").write_text("needle\n" + "x" * 30)
+    assert [h["path"] for h in ok(call("fs.search", query="needle"))["hits"]] == ["small.txt"]
+
+
+def test_search_does_not_follow_links(call: Any, workspace: Path) -> None:
+    (workspace / "real.txt").write_text("needle\n")
+    (workspace / "alias.txt").symlink_to("real.txt")
+    (workspace / "d").mkdir()
+    (workspace / "d-link").symlink_to("d")
+    (workspace / "d" / "x.txt").write_text("needle\n")
+    paths = [h["path"] for h in ok(call("fs.search", query="needle"))["hits"]]
+    assert sorted(paths) == ["d/x.txt", "real.txt"]
+
+
+def test_search_errors(call: Any, corpus: Path) -> None:
+    err(call("fs.search", query="(unclosed", regex=True), ErrorCode.E_INVAL)
+    err(call("fs.search", query=""), ErrorCode.E_INVAL)
+    err(call("fs.search", query="x", max_hits=0), ErrorCode.E_INVAL)
+    err(call("fs.search", query="x", max_hits=10_000), ErrorCode.E_INVAL)
+    err(call("fs.search", query="x", path="missing"), ErrorCode.E_NOENT)
+    err(call("fs.search", query="x", path="a.txt/x"), ErrorCode.E_NOTDIR)
+    err(call("fs.search", query="x", path=".."), ErrorCode.E_PERM)
+
+
+def test_unknown_fs_call_is_enosys(call: Any) -> None:
+    err(call("fs.chmod", path="x"), ErrorCode.E_NOSYS)
