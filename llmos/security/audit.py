@@ -43,6 +43,8 @@ def _digest(data: bytes, unit: str, size: int) -> dict[str, Any]:
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """`value` as plain JSON data that always serialises: long strings and byte blobs become
     digests, keys become strings, and anything else becomes its (digested if long) repr."""
+    if type(value) is str and len(value) <= AUDIT_INLINE_CHARS and value.isascii():
+        return value  # the common case, checked first: this runs on every dispatch
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):
@@ -164,7 +166,7 @@ class AuditLog:
                 self._sync_tail(size)
             entry: dict[str, Any] = {
                 "seq": self._seq + 1,
-                "t": round(time.time(), 6),
+                "t": time.time(),
                 "pid": pid,
                 "proc": _jsonable(process),
                 "call": _jsonable(call),

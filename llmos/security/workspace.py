@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,10 @@ class Workspace:
             raise LlmosError(ErrorCode.E_NOTDIR, f"workspace {root} is not a directory")
         self.root = real
         self._root_parts = real.parts
+        self.guard: Callable[[str], None] | None = None
+        """Called with the real workspace-relative path of everything `locate` resolves, so the
+        dispatch path can check capability scopes against where a path really leads (a symlink
+        inside the workspace must not carry a call out of its scope). Raises to refuse."""
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -152,6 +156,8 @@ class Workspace:
         rel = self.relpath(path)
         located, opened = self._walk(path, rel, follow=follow, create_parents=create_parents)
         try:
+            if self.guard is not None:
+                self.guard(located.rel)
             yield located
         finally:
             for fd in opened:

@@ -34,7 +34,7 @@ class Dispatcher:
             assert spec is not None
             resources = list(spec.resources(call, process))
             self._authorize(process, spec, resources)
-            result = SyscallResult.success(call.call, spec.handler(call, process))
+            result = SyscallResult.success(call.call, self._run(process, spec, call, resources))
         except LlmosError as exc:
             result = SyscallResult.failure(name, exc.code, exc.message)
         except OSError as exc:
@@ -54,6 +54,25 @@ class Dispatcher:
                 resources=resources,
             )
         return result
+
+    def _run(
+        self, process: Process, spec: SyscallSpec[Any], call: Syscall, resources: list[str]
+    ) -> Any:
+        """Call the handler with the workspace guarded: every path it resolves (after symlinks,
+        or derived, like a default output name) must be covered too, else E_PERM."""
+        allowed = set(resources)
+
+        def guard(real: str) -> None:
+            if real not in allowed:
+                self._authorize(process, spec, [real])
+                allowed.add(real)
+
+        workspace = process.workspace
+        previous, workspace.guard = workspace.guard, guard
+        try:
+            return spec.handler(call, process)
+        finally:
+            workspace.guard = previous
 
     def _authorize(self, process: Process, spec: SyscallSpec[Any], resources: list[str]) -> None:
         """Pass if a held capability covers the call; else ask (interactive) or refuse (E_PERM)."""

@@ -25,6 +25,7 @@ from llmos.security.capabilities import (
     scope_covers,
 )
 from llmos.security.keys import Signer
+from llmos.security.workspace import Workspace
 from llmos.system import System
 
 
@@ -578,3 +579,36 @@ def test_revoked_always_grant_is_not_loaded(system: System, workspace: Path) -> 
     system.authority.revoke(cap_id)
     later = system.spawn("later", workspace, patterns=[])
     assert _write(system, later, "a.txt").code == ErrorCode.E_PERM
+
+
+def test_scope_is_checked_where_a_symlink_really_leads(system: System, workspace: Path) -> None:
+    """A link inside an allowed folder must not carry a call into a folder out of scope."""
+    (workspace / "public").mkdir()
+    (workspace / "private").mkdir()
+    (workspace / "private" / "s.txt").write_text("secret")
+    (workspace / "public" / "ok.txt").write_text("fine")
+    os.symlink("../private/s.txt", workspace / "public" / "link")
+    os.symlink("../private", workspace / "public" / "dir")
+    caps = CapabilitySet(system.authority)
+    caps.add(system.authority.mint("fs.read", scope="public"))
+    proc = Process(name="scoped", workspace=Workspace(workspace), caps=caps)
+    assert system.dispatch(proc, {"call": "fs.read", "path": "public/ok.txt"}).ok
+    for path in ("public/link", "public/dir/s.txt"):
+        result = system.dispatch(proc, {"call": "fs.read", "path": path})
+        assert result.code == ErrorCode.E_PERM, path
+        assert "private/s.txt" in (result.message or "")
+    assert proc.workspace.guard is None, "the guard is removed after the call"
+
+
+def test_derived_output_paths_need_the_scope_too(system: System, workspace: Path) -> None:
+    """A default output name outside the granted scope is refused, not written."""
+    from PIL import Image
+
+    (workspace / "pics").mkdir()
+    Image.new("RGB", (64, 64)).save(workspace / "pics" / "cat.png")
+    caps = CapabilitySet(system.authority)
+    caps.add(system.authority.mint("image.thumbnail", scope="pics/cat.png"))
+    proc = Process(name="scoped", workspace=Workspace(workspace), caps=caps)
+    result = system.dispatch(proc, {"call": "image.thumbnail", "path": "pics/cat.png"})
+    assert result.code == ErrorCode.E_PERM
+    assert not (workspace / "pics" / "cat_thumb.png").exists()
