@@ -376,6 +376,7 @@ def fs_list(call: FsList, process: Process) -> FsListResult:
                 entries.append(FsEntry(path=rel, type=_kind(st.st_mode), size=size))
         finally:
             os.close(fd)
+        entries.sort(key=lambda e: e.path.split("/"))
         return FsListResult(path=_display(loc.rel), entries=entries, truncated=truncated)
 
 

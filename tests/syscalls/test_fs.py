@@ -469,6 +469,7 @@ def test_list_recursive(call: Any, tree: Path) -> None:
         "link",
     }
     assert len(paths) == len(set(paths))
+    assert paths == sorted(paths, key=lambda p: p.split("/")), "a folder's contents follow it"
 
 
 def test_list_recursive_with_glob(call: Any, tree: Path) -> None:
