@@ -103,10 +103,23 @@ class Workspace:
             raise LlmosError(ErrorCode.E_NOTDIR, f"workspace {root} is not a directory")
         self.root = real
         self._root_parts = real.parts
+        # Held for the workspace's lifetime: each resolution starts from a dup of this handle,
+        # which is cheaper than re-walking the root's path and keeps pointing at the same
+        # folder even if the path is later renamed or replaced.
+        self._root_fd = os.open(real, DIR_FLAGS)
         self.guard: Callable[[str], None] | None = None
         """Called with the real workspace-relative path of everything `locate` resolves, so the
         dispatch path can check capability scopes against where a path really leads (a symlink
         inside the workspace must not carry a call out of its scope). Raises to refuse."""
+
+    def close(self) -> None:
+        """Release the handle on the root."""
+        if getattr(self, "_root_fd", -1) >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -166,7 +179,9 @@ class Workspace:
     def _walk(
         self, shown: str, rel: str, *, follow: bool, create_parents: bool
     ) -> tuple[Located, list[int]]:
-        root_fd = os.open(self.root, DIR_FLAGS)
+        if self._root_fd < 0:
+            raise LlmosError(ErrorCode.E_IO, "the workspace has been closed")
+        root_fd = os.dup(self._root_fd)
         stack: list[int] = [root_fd]
         names: list[str] = []
         pending: deque[str] = deque(p for p in rel.split("/") if p)

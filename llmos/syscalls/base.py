@@ -39,7 +39,7 @@ class SyscallResult(BaseModel):
         """An ok result; pydantic values are dumped to plain JSON-able data."""
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
-        return cls(ok=True, call=call, value=value)
+        return cls.model_construct(ok=True, call=call, value=value, code=None, message=None)
 
     @classmethod
     def failure(cls, call: str, code: ErrorCode, message: str) -> SyscallResult:

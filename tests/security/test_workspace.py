@@ -826,3 +826,23 @@ def test_random_trees_and_calls_never_touch_outside(
         for entry in sorted(os.listdir(ws)):
             check({"call": "fs.delete", "path": entry, "recursive": True})
         assert snapshot(top, ws) == guarded
+
+
+def test_workspace_keeps_its_folder_when_the_path_is_swapped(tmp_path: Path) -> None:
+    """The root handle is held: renaming the folder and putting another in its place
+    does not redirect later calls to the new folder."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "mine.txt").write_text("mine")
+    ws = Workspace(root)
+    root.rename(tmp_path / "moved")
+    root.mkdir()
+    (root / "theirs.txt").write_text("theirs")
+    with ws.locate("mine.txt") as loc:
+        assert loc.lstat() is not None
+    with ws.locate("theirs.txt") as loc:
+        assert loc.lstat() is None
+    ws.close()
+    with pytest.raises(LlmosError) as err, ws.locate("mine.txt"):
+        pass
+    assert err.value.code == ErrorCode.E_IO
