@@ -19,6 +19,14 @@ def _temp_name(name: str) -> str:
     return f".{stem}.llmos-tmp-{secrets.token_hex(4)}"
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write fewer) and fsync, so the data is on disk."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
 def write_atomic_at(
     dir_fd: int, name: str, data: bytes, *, exclusive: bool = False, mode: int = 0o644
 ) -> None:
@@ -33,10 +41,7 @@ def write_atomic_at(
     )
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
         if exclusive:

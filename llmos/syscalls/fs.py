@@ -22,7 +22,7 @@ from llmos.limits import (
     MAX_WRITE_BYTES,
 )
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
-from llmos.syscalls.atomic import write_atomic_at
+from llmos.syscalls.atomic import write_all, write_atomic_at
 from llmos.syscalls.base import Registry, Syscall
 
 # O_NONBLOCK: opening a FIFO (or one swapped in) must not hang the caller; no effect on files.
@@ -305,10 +305,7 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
             try:
                 fd = os.open(loc.name, flags, 0o644, dir_fd=loc.dir_fd)
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
+                    write_all(fd, data)
                 finally:
                     os.close(fd)
             except OSError as exc:
