@@ -170,12 +170,14 @@ class Registry:
         return sorted(self._specs)
 
     def specs(self) -> list[SyscallSpec[Any]]:
-        """Registered specs in a stable order (by family, then name) for prompts and schemas."""
+        """Registered specs in a stable order for prompts and schemas: by family, then in the
+        order each family registered them (families list their most used calls first)."""
+        order = self.family_order
+        position = {name: i for i, name in enumerate(self._specs)}
 
-        def key(spec: SyscallSpec[Any]) -> tuple[int, str]:
-            order = self.family_order
+        def key(spec: SyscallSpec[Any]) -> tuple[int, int]:
             rank = order.index(spec.family) if spec.family in order else len(order)
-            return (rank, spec.name)
+            return (rank, position[spec.name])
 
         return sorted(self._specs.values(), key=key)
 

@@ -31,7 +31,7 @@ PathArg = Field(description="Path inside the workspace, e.g. notes.txt or docs/a
 
 
 class FsRead(Syscall):
-    """Read a text file (optionally a byte range of it)."""
+    """Read a text file's content (optionally a byte range of it)."""
 
     call: Literal["fs.read"] = "fs.read"
     path: str = PathArg
@@ -96,7 +96,7 @@ class FsListResult(BaseModel):
 
 
 class FsStat(Syscall):
-    """Show a file's or folder's type, size and modification time."""
+    """Show a file's or folder's type, size and modification time (not its content)."""
 
     call: Literal["fs.stat"] = "fs.stat"
     path: str = PathArg
