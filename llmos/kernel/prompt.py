@@ -34,6 +34,7 @@ the same failing call.
 
 EXAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("show me todo.md", {"call": "fs.read", "path": "todo.md"}),
+    ("what timeout does app.yaml set?", {"call": "fs.read", "path": "app.yaml"}),
     (
         "save 'call Bob' to reminders/today.txt",
         {"call": "fs.write", "path": "reminders/today.txt", "content": "call Bob"},
