@@ -62,7 +62,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_STATUS[exc.code]
     grant = terminal_grant if sys.stdin.isatty() and not os.environ.get("CI") else None
     with System(settings) as system:
-        process = system.spawn("call", _workspace(args), grant=grant)
+        patterns = [*settings.default_caps, *args.allow]
+        process = system.spawn("call", _workspace(args), patterns=patterns, grant=grant)
         result = system.dispatch(process, raw)
     if args.output_json:
         print(result.model_dump_json())
@@ -185,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("words", nargs="*", help="NAME key=value ...")
     call.add_argument("--json", help="the whole call as a JSON object")
     call.add_argument("--output-json", action="store_true", help="print the result as JSON")
+    call.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also hold this capability (e.g. fs.delete), repeatable",
+    )
     call.set_defaults(func=cmd_call)
 
     syscalls = sub.add_parser("syscalls", help="list the syscall table")

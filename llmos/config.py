@@ -30,8 +30,24 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
     default_caps: list[str] = Field(
-        default_factory=lambda: ["fs.*", "image.*", "mem.*", "reply", "ask"],
-        description="Syscall patterns a shell session holds on its whole workspace.",
+        default_factory=lambda: [
+            "fs.read",
+            "fs.write",
+            "fs.list",
+            "fs.stat",
+            "fs.move",
+            "fs.mkdir",
+            "fs.search",
+            "image.*",
+            "mem.*",
+            "reply",
+            "ask",
+        ],
+        description=(
+            "Syscall patterns a shell session holds on its whole workspace. Deleting is not "
+            "among them: a delete asks the person (or, with no one to ask, fails with E_PERM), "
+            "so a model fooled by a file's text cannot destroy anything unasked."
+        ),
     )
 
     @classmethod

@@ -44,5 +44,6 @@ def system(settings: Settings) -> Iterator[System]:
 
 @pytest.fixture
 def proc(system: System, workspace: Path) -> Process:
-    """A non-interactive process with the shell's default capabilities on the workspace."""
-    return system.spawn("test", workspace)
+    """A non-interactive process holding the fs, image and control families on the workspace
+    (the shell's defaults plus fs.delete, which a shell asks for)."""
+    return system.spawn("test", workspace, patterns=["fs.*", "image.*", "reply", "ask"])

@@ -66,9 +66,13 @@ def test_call_writes_are_audited_and_the_log_verifies(
 ) -> None:
     monkeypatch.chdir(workspace)
     assert main(["call", "fs.write", "path=a.txt", "content=hello"]) == 0
-    assert main(["call", "fs.delete", "path=nope.txt"]) == EXIT_STATUS[ErrorCode.E_NOENT]
+    assert main(["call", "fs.delete", "path=a.txt"]) == EXIT_STATUS[ErrorCode.E_PERM]
+    assert (workspace / "a.txt").exists(), "deleting needs a grant; with no terminal it fails"
+    allowed = ["call", "--allow", "fs.delete", "fs.delete", "path=nope.txt"]
+    assert main(allowed) == EXIT_STATUS[ErrorCode.E_NOENT]
     lines = (llmos_home / "audit.log").read_text().splitlines()
-    assert [json.loads(line)["call"] for line in lines] == ["fs.write", "fs.delete"]
+    assert [json.loads(line)["call"] for line in lines] == ["fs.write", "fs.delete", "fs.delete"]
+    assert [json.loads(line)["code"] for line in lines] == [None, "E_PERM", "E_NOENT"]
     assert main(["audit", "verify"]) == 0
 
 

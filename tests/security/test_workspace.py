@@ -784,7 +784,7 @@ def test_random_trees_and_calls_never_touch_outside(
         before, guarded = snapshot(root, ws), snapshot(top, ws)
         made = _build_tree(tree, root, ws)
         assert snapshot(top, ws) == guarded
-        process = shared_system.spawn("prop", ws)
+        process = shared_system.spawn("prop", ws, patterns=["fs.*"])
 
         def check(args: dict[str, Any]) -> None:
             result = shared_system.dispatch(process, args)
