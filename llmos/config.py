@@ -36,6 +36,7 @@ class Settings(BaseSettings):
             "fs.list",
             "fs.stat",
             "fs.move",
+            "fs.copy",
             "fs.mkdir",
             "fs.search",
             "image.*",

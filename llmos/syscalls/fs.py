@@ -136,6 +136,15 @@ class FsMove(Syscall):
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
+class FsCopy(Syscall):
+    """Copy a file (into dst if dst is an existing folder)."""
+
+    call: Literal["fs.copy"] = "fs.copy"
+    src: str = Field(description="File to copy.")
+    dst: str = Field(description="New path, or an existing folder to copy into.")
+    overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
+
+
 class FsMoveResult(BaseModel):
     """Where it went."""
 
@@ -436,6 +445,51 @@ def fs_delete(call: FsDelete, process: Process) -> FsDeleteResult:
         return FsDeleteResult(path=loc.rel, deleted=count + 1)
 
 
+def _destination(ws: Workspace, dst: str, src_name: str) -> str:
+    """`dst`, or `dst/src_name` when `dst` is an existing folder (like mv and cp)."""
+    with ws.locate(dst, create_parents=True) as probe:
+        info = probe.lstat() if probe.name != "." else os.fstat(probe.dir_fd)
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            # "./" so that a folder or file named like "~x" is not read as the home folder.
+            return f"./{probe.rel}/{src_name}" if probe.rel else f"./{src_name}"
+    return dst
+
+
+def fs_copy(call: FsCopy, process: Process) -> FsMoveResult:
+    """Copy a file (atomically written, never clobbering unless `overwrite`)."""
+    ws = process.workspace
+    with ws.locate(call.src) as src:
+        info = _require(src, call.src)
+        if stat.S_ISDIR(info.st_mode):
+            raise LlmosError(ErrorCode.E_ISDIR, f"{call.src} is a folder; copy its files")
+        if info.st_size > MAX_WRITE_BYTES:
+            raise LlmosError(
+                ErrorCode.E_TOOBIG, f"{call.src} is over the {MAX_WRITE_BYTES}-byte write limit"
+            )
+        fd = _open_file(src, call.src)
+        try:
+            data = os.read(fd, MAX_WRITE_BYTES + 1)
+        finally:
+            os.close(fd)
+        mode = stat.S_IMODE(info.st_mode)
+        src_rel, src_name = src.rel, src.name
+    with ws.locate(_destination(ws, call.dst, src_name), create_parents=True) as dst:
+        if dst.rel == src_rel:
+            raise LlmosError(ErrorCode.E_INVAL, f"{call.src} and {call.dst} are the same file")
+        existing = dst.lstat()
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise LlmosError(ErrorCode.E_ISDIR, f"{dst.rel} is a folder")
+        if existing is not None and not call.overwrite:
+            raise LlmosError(ErrorCode.E_EXISTS, f"{dst.rel} already exists")
+        try:
+            write_atomic_at(dst.dir_fd, dst.name, data, exclusive=not call.overwrite, mode=mode)
+        except LlmosError as exc:
+            raise LlmosError(exc.code, f"{dst.rel}: {exc.message}") from None
+        except OSError as exc:
+            raise os_error(exc, call.dst) from None
+        return FsMoveResult(src=src_rel, dst=dst.rel)
+
+
 def fs_move(call: FsMove, process: Process) -> FsMoveResult:
     """Rename within the workspace; never clobbers unless `overwrite`."""
     ws = process.workspace
@@ -443,13 +497,7 @@ def fs_move(call: FsMove, process: Process) -> FsMoveResult:
         if src.is_root or src.name == ".":
             raise LlmosError(ErrorCode.E_PERM, "the workspace root cannot be moved")
         src_info = _require(src, call.src)
-        dst_path = call.dst
-        with ws.locate(dst_path, create_parents=True) as probe:
-            probe_info = probe.lstat() if probe.name != "." else os.fstat(probe.dir_fd)
-            into_dir = probe_info is not None and stat.S_ISDIR(probe_info.st_mode)
-            if into_dir:
-                # "./" so that a folder or file named like "~x" is not read as the home folder.
-                dst_path = f"./{probe.rel}/{src.name}" if probe.rel else f"./{src.name}"
+        dst_path = _destination(ws, call.dst, src.name)
         with ws.locate(dst_path, follow=False, create_parents=True) as dst:
             if dst.rel == src.rel:
                 return FsMoveResult(src=src.rel, dst=dst.rel)
@@ -566,7 +614,7 @@ def _search_resource(call: FsSearch, process: Process) -> Iterable[str]:
     return [process.workspace.relpath(call.path)]
 
 
-def _move_resources(call: FsMove, process: Process) -> Iterable[str]:
+def _move_resources(call: FsMove | FsCopy, process: Process) -> Iterable[str]:
     ws: Workspace = process.workspace
     return [ws.relpath(call.src), ws.relpath(call.dst)]
 
@@ -580,5 +628,6 @@ def register_syscalls(registry: Registry) -> None:
     registry.register(FsStat, fs_stat, result=FsStatResult, resources=_path_resource)
     registry.register(FsDelete, fs_delete, result=FsDeleteResult, resources=_path_resource)
     registry.register(FsMove, fs_move, result=FsMoveResult, resources=_move_resources)
+    registry.register(FsCopy, fs_copy, result=FsMoveResult, resources=_move_resources)
     registry.register(FsMkdir, fs_mkdir, result=FsMkdirResult, resources=_path_resource)
     registry.register(FsSearch, fs_search, result=FsSearchResult, resources=_search_resource)

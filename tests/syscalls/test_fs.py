@@ -835,3 +835,32 @@ def test_search_errors(call: Any, corpus: Path) -> None:
 
 def test_unknown_fs_call_is_enosys(call: Any) -> None:
     err(call("fs.chmod", path="x"), ErrorCode.E_NOSYS)
+
+
+def test_copy_file_and_into_folder(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("one two")
+    (workspace / "a.txt").chmod(0o640)
+    value = ok(call("fs.copy", src="a.txt", dst="b.txt"))
+    assert value == {"src": "a.txt", "dst": "b.txt"}
+    assert (workspace / "b.txt").read_text() == "one two"
+    assert (workspace / "a.txt").read_text() == "one two"
+    assert stat.S_IMODE((workspace / "b.txt").stat().st_mode) == 0o640
+    (workspace / "backup").mkdir()
+    assert ok(call("fs.copy", src="a.txt", dst="backup"))["dst"] == "backup/a.txt"
+    assert ok(call("fs.copy", src="a.txt", dst="new/dir/c.txt"))["dst"] == "new/dir/c.txt"
+
+
+def test_copy_errors(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("new")
+    (workspace / "b.txt").write_text("old")
+    err(call("fs.copy", src="a.txt", dst="b.txt"), ErrorCode.E_EXISTS)
+    assert (workspace / "b.txt").read_text() == "old"
+    ok(call("fs.copy", src="a.txt", dst="b.txt", overwrite=True))
+    assert (workspace / "b.txt").read_text() == "new"
+    err(call("fs.copy", src="missing.txt", dst="c.txt"), ErrorCode.E_NOENT)
+    err(call("fs.copy", src="a.txt", dst="a.txt"), ErrorCode.E_INVAL)
+    (workspace / "d").mkdir()
+    err(call("fs.copy", src="d", dst="e"), ErrorCode.E_ISDIR)
+    err(call("fs.copy", src="a.txt", dst="../out.txt"), ErrorCode.E_PERM)
+    err(call("fs.copy", src="/etc/hostname", dst="h.txt"), ErrorCode.E_PERM)
+    assert not (workspace / "h.txt").exists()
