@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from llmos.apps.plugins import PluginReport, build_registry
+from llmos.apps.plugins import build_registry
 from llmos.config import Settings
 from llmos.kernel.process import Process
 from llmos.security.audit import AuditLog
@@ -34,11 +34,6 @@ class System:
         self.audit = AuditLog(home / "audit.log", self.signer)
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
-
-    @property
-    def plugin_report(self) -> PluginReport:
-        """Which plugin apps loaded and which were skipped, with why."""
-        return self.plugins
 
     def spawn(
         self,

@@ -152,10 +152,6 @@ class Workspace:
             return False
         return os.path.lexists("/" + first)
 
-    def host_path(self, rel: str) -> Path:
-        """The absolute host path of a workspace-relative path, for display and audit only."""
-        return self.root / rel if rel else self.root
-
     @contextmanager
     def locate(
         self, path: str, *, follow: bool = True, create_parents: bool = False

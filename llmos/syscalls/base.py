@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, Union
@@ -180,10 +179,6 @@ class Registry:
             return (rank, position[spec.name])
 
         return sorted(self._specs.values(), key=key)
-
-    def matching(self, pattern: str) -> list[str]:
-        """Call names a capability pattern such as `fs.*` covers."""
-        return [n for n in self.names() if fnmatch.fnmatchcase(n, pattern)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

@@ -605,12 +605,8 @@ def fs_search(call: FsSearch, process: Process) -> FsSearchResult:
 
 
 def _path_resource(
-    call: FsRead | FsWrite | FsList | FsStat | FsDelete | FsMkdir, process: Process
+    call: FsRead | FsWrite | FsList | FsStat | FsDelete | FsMkdir | FsSearch, process: Process
 ) -> Iterable[str]:
-    return [process.workspace.relpath(call.path)]
-
-
-def _search_resource(call: FsSearch, process: Process) -> Iterable[str]:
     return [process.workspace.relpath(call.path)]
 
 
@@ -630,4 +626,4 @@ def register_syscalls(registry: Registry) -> None:
     registry.register(FsMove, fs_move, result=FsMoveResult, resources=_move_resources)
     registry.register(FsCopy, fs_copy, result=FsMoveResult, resources=_move_resources)
     registry.register(FsMkdir, fs_mkdir, result=FsMkdirResult, resources=_path_resource)
-    registry.register(FsSearch, fs_search, result=FsSearchResult, resources=_search_resource)
+    registry.register(FsSearch, fs_search, result=FsSearchResult, resources=_path_resource)
