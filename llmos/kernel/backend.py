@@ -16,18 +16,27 @@ from llmos.errors import ErrorCode, LlmosError
 
 if TYPE_CHECKING:
     from llmos.config import Settings
+    from llmos.kernel.grammar import Constraint
 
 Message = dict[str, str]
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One decoded output and what it cost."""
+    """One decoded output and what it cost.
+
+    `prefill_tokens` are the prompt tokens evaluated this time (the rest came from the KV
+    cache); `forced_tokens` are output tokens the format forced and were evaluated in a batch
+    rather than sampled."""
 
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    prefill_tokens: int = 0
+    forced_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
 
 class Backend(Protocol):
@@ -39,11 +48,10 @@ class Backend(Protocol):
         self,
         messages: list[Message],
         *,
-        grammar: str | None,
-        schema: dict[str, Any] | None,
+        constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
-        """Decode one reply; with `grammar`/`schema` the output is constrained to it."""
+        """Decode one reply; with a `constraint` the output is one well-formed syscall."""
         ...
 
 
@@ -54,16 +62,17 @@ class ScriptedBackend:
     outputs: list[str | dict[str, Any]]
     name: str = "scripted"
     prompts: list[list[Message]] = field(default_factory=list)
+    constraints: list[Constraint | None] = field(default_factory=list)
 
     def complete(
         self,
         messages: list[Message],
         *,
-        grammar: str | None,
-        schema: dict[str, Any] | None,
+        constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
         """The next scripted output; E_BACKEND when the script has run out."""
+        self.constraints.append(constraint)
         self.prompts.append([dict(m) for m in messages])
         if not self.outputs:
             raise LlmosError(ErrorCode.E_BACKEND, "the scripted backend has no outputs left")
@@ -93,7 +102,12 @@ def physical_cores() -> int:
 
 class LlamaCppBackend:
     """Any GGUF in-process through llama-cpp-python; every layer on the GPU when llama.cpp was
-    built with CUDA or Metal (n_gpu_layers=-1 is ignored by a CPU build)."""
+    built with CUDA or Metal (n_gpu_layers=-1 is ignored by a CPU build).
+
+    Decoding is our own greedy loop over llama.cpp's low-level API rather than
+    `create_chat_completion`, for speed under the grammar: the top token is checked against the
+    grammar alone and the whole vocabulary is masked only when it is rejected (as llama.cpp's
+    own common sampler does), and text the call format forces is evaluated in one batch."""
 
     def __init__(
         self, model_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0
@@ -107,53 +121,210 @@ class LlamaCppBackend:
             model_path=str(model_path),
             n_ctx=n_ctx,
             n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
             n_gpu_layers=-1,
             seed=seed,
             verbose=False,
         )
-        self._grammars: dict[str, Any] = {}
-
-    def grammar(self, text: str) -> Any:
-        """A compiled LlamaGrammar, cached by its text (rebuilt only when the table changes)."""
-        compiled = self._grammars.get(text)
-        if compiled is None:
-            from llama_cpp.llama_grammar import LlamaGrammar
-
-            compiled = LlamaGrammar.from_string(text, verbose=False)
-            self._grammars = {text: compiled}
-        return compiled
+        self.decoder = Decoder(self.llm)
+        self._formatter: Any = None
 
     def tokens(self, text: str) -> int:
         """How many tokens the model's own tokenizer makes of `text`."""
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
 
+    def prompt(self, messages: list[Message]) -> str:
+        """The chat as the model's own template writes it, ready for the assistant's turn."""
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self.llm.metadata.get("tokenizer.chat_template") or CHATML
+            bos, eos = self.llm.token_bos(), self.llm.token_eos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+            )
+        return str(self._formatter(messages=messages).prompt)
+
     def complete(
         self,
         messages: list[Message],
         *,
-        grammar: str | None,
-        schema: dict[str, Any] | None,
+        constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
-        """Greedy decoding under the grammar; llama.cpp reuses the KV cache of the shared prefix."""
-        start = time.perf_counter()
+        """Greedy decoding under the constraint; the KV cache of the shared prefix is reused."""
         try:
-            out = self.llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                grammar=self.grammar(grammar) if grammar else None,
-                temperature=0.0,
-                max_tokens=max_tokens,
-            )
+            tokens = self.llm.tokenize(self.prompt(messages).encode(), add_bos=True, special=True)
+            return self.decoder.decode(tokens, constraint=constraint, max_tokens=max_tokens)
         except (RuntimeError, ValueError) as exc:
             raise LlmosError(ErrorCode.E_BACKEND, f"llama.cpp failed: {exc}") from exc
-        usage = out.get("usage", {})  # type: ignore[union-attr]
-        text = out["choices"][0]["message"]["content"] or ""  # type: ignore[index]
-        return Completion(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            seconds=time.perf_counter() - start,
+
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class Decoder:
+    """Greedy decoding of one output on a llama-cpp-python `Llama`, reusing its KV cache."""
+
+    def __init__(self, llm: Any) -> None:
+        import ctypes
+
+        import llama_cpp
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        self.llm = llm
+        self.lib = llama_cpp
+        self.vocab = llm._model.vocab
+        self.n_vocab = int(llm.n_vocab())
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._one, llama_cpp.llama_token_data_p),
+            size=1,
+            selected=-1,
+            sorted=False,
         )
+        self._all = LlamaTokenDataArray(n_vocab=self.n_vocab)
+        self._byref = ctypes.byref
+        self._samplers: dict[str, Any] = {}
+
+    def _sampler(self, grammar: str) -> Any:
+        """A grammar sampler for `grammar`, compiled once and reset for each use."""
+        sampler = self._samplers.get(grammar)
+        if sampler is None:
+            for old in self._samplers.values():
+                self.lib.llama_sampler_free(old)
+            self._samplers.clear()
+            sampler = self.lib.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+            if not sampler:
+                raise LlmosError(ErrorCode.E_BACKEND, "llama.cpp could not parse the grammar")
+            self._samplers[grammar] = sampler
+        else:
+            self.lib.llama_sampler_reset(sampler)
+        return sampler
+
+    def _allowed(self, sampler: Any, token: int) -> bool:
+        """Whether the grammar accepts `token` next (checked on a one-token array: cheap)."""
+        self._one[0].id = token  # type: ignore[assignment]
+        self._one[0].logit = 0.0
+        self._one[0].p = 0.0
+        self._one_array.size = 1
+        self._one_array.selected = -1
+        self._one_array.sorted = False
+        self.lib.llama_sampler_apply(sampler, self._byref(self._one_array))
+        return bool(self._one[0].logit != float("-inf"))
+
+    def _masked_best(self, sampler: Any, logits: Any) -> int:
+        """The best token the grammar allows, masking the whole vocabulary."""
+        import numpy as np
+
+        self._all.copy_logits(logits)
+        self.lib.llama_sampler_apply(sampler, self._byref(self._all.candidates))
+        data = self._all.candidates_data
+        best = int(np.argmax(data.logit[: self._all.candidates.size]))
+        if data.logit[best] == float("-inf"):
+            raise LlmosError(ErrorCode.E_BACKEND, "the grammar allows no token here")
+        return int(data.id[best])
+
+    def _logits(self) -> Any:
+        import numpy as np
+
+        pointer = self.lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def prefill(self, tokens: list[int]) -> int:
+        """Evaluate `tokens` after the longest prefix already in the KV cache; returns how many
+        were evaluated (at least one, so there are fresh logits)."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        keep = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)
+        if len(tokens) >= llm.n_ctx():
+            raise LlmosError(
+                ErrorCode.E_TOOBIG,
+                f"the prompt is {len(tokens)} tokens; the context holds {llm.n_ctx()}",
+            )
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return len(tokens) - keep
+
+    def decode(
+        self, prompt: list[int], *, constraint: Constraint | None, max_tokens: int
+    ) -> Completion:
+        """Decode greedily after `prompt`: under the constraint's grammar, with forced text
+        evaluated in batches, until the call is complete, an end token, or `max_tokens`."""
+        llm = self.llm
+        start = time.perf_counter()
+        sampler = self._sampler(constraint.grammar) if constraint else None
+        out = b""
+        forced_count = sampled = 0
+        head = constraint.format.forced("")[0] if constraint else ""
+        head_tokens = self._tokenize(head)
+        for token in head_tokens:
+            if sampler is not None:
+                self.lib.llama_sampler_accept(sampler, token)
+        prefilled = self.prefill(list(prompt) + head_tokens)
+        out, forced_count = head.encode(), len(head_tokens)
+        prefill_done = time.perf_counter()
+        room = max(0, min(max_tokens, llm.n_ctx() - llm.n_tokens - 1))
+        while sampled + forced_count < room:
+            logits = self._logits()
+            token = int(logits.argmax())
+            if sampler is not None and not self._allowed(sampler, token):
+                token = self._masked_best(sampler, logits)
+            if self.lib.llama_vocab_is_eog(self.vocab, token):
+                break
+            if sampler is not None:
+                self.lib.llama_sampler_accept(sampler, token)
+            out += llm.detokenize([token])
+            sampled += 1
+            batch = [token]
+            if constraint is not None:
+                forced, done = constraint.format.forced(out.decode(errors="replace"))
+                if done:
+                    out += forced.encode()
+                    break
+                taken = self._force(sampler, forced)
+                out += llm.detokenize(taken) if taken else b""
+                forced_count += len(taken)
+                batch += taken
+            llm.eval(batch)
+        end = time.perf_counter()
+        return Completion(
+            text=out.decode(errors="replace"),
+            prompt_tokens=len(prompt),
+            completion_tokens=sampled + forced_count,
+            seconds=end - start,
+            prefill_tokens=prefilled,
+            forced_tokens=forced_count,
+            prefill_seconds=prefill_done - start,
+            decode_seconds=end - prefill_done,
+        )
+
+    def _tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def _force(self, sampler: Any, text: str) -> list[int]:
+        """Accept the tokens of forced `text` into the grammar, stopping at any it rejects."""
+        taken: list[int] = []
+        for token in self._tokenize(text):
+            if sampler is not None:
+                if not self._allowed(sampler, token):
+                    break
+                self.lib.llama_sampler_accept(sampler, token)
+            taken.append(token)
+        return taken
 
 
 def open_backend(settings: Settings) -> Backend:
@@ -185,12 +356,13 @@ class OpenAIBackend:
         self,
         messages: list[Message],
         *,
-        grammar: str | None,
-        schema: dict[str, Any] | None,
+        constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
         """POST /chat/completions with a json_schema response format (and the grammar, which
         llama-server honours directly)."""
+        schema = constraint.schema if constraint else None
+        grammar = constraint.grammar if constraint else None
         body: dict[str, Any] = {
             "model": self.name,
             "messages": messages,

@@ -1,5 +1,10 @@
 """GBNF for the live syscall table: the model can only emit a well-formed call of a registered
-syscall, keys in a fixed order with `call` first (so the name is chosen before the arguments).
+syscall, keys in a fixed order with `call` first (so the name is chosen before the arguments),
+separators fixed as `json.dumps` writes them.
+
+`CallFormat` knows the same shapes in Python, so a decoder can tell which text the format forces
+next (`{"call": "`, the rest of a name or key once it is unambiguous, a required key, `}`) and
+evaluate it in one batch instead of sampling it token by token.
 
 We generate the grammar ourselves rather than through llama.cpp's JSON-Schema converter: that
 converter breaks on `anyOf` (pydantic's Optional) and `$ref`/`$defs` (llama-cpp-python issues
@@ -8,9 +13,11 @@ converter breaks on `anyOf` (pydantic's Optional) and `$ref`/`$defs` (llama-cpp-
 
 from __future__ import annotations
 
+import json
 import re
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -20,7 +27,7 @@ from llmos.syscalls.base import Registry, SyscallSpec
 
 PRIMITIVES = r"""
 ws ::= " "?
-string ::= "\"" char{0,4000} "\""
+string ::= "\"" char* "\""
 char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 integer ::= "-"? ([0-9] | [1-9] [0-9]{1,15})
 number ::= integer ("." [0-9]{1,12})? ([eE] [-+]? [0-9]{1,3})?
@@ -37,6 +44,11 @@ def _quote(text: str) -> str:
     """A GBNF literal for the JSON text `"text"`."""
     escaped = text.replace("\\", "\\\\\\\\").replace('"', '\\\\\\"')
     return '"\\"' + escaped + '\\""'
+
+
+def _literal(text: str) -> str:
+    """A GBNF literal matching `text` exactly."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _rule_name(call: str) -> str:
@@ -76,40 +88,241 @@ def type_rule(annotation: Any, *, nullable: bool = True) -> str:
     return "value"
 
 
+def ordered_fields(spec: SyscallSpec[Any]) -> list[tuple[str, FieldInfo]]:
+    """A call's arguments in the order the grammar writes them: required ones, then optional."""
+    fields = [(k, f) for k, f in spec.model.model_fields.items() if k != "call"]
+    return [kf for kf in fields if kf[1].is_required()] + [
+        kf for kf in fields if not kf[1].is_required()
+    ]
+
+
 def _member(name: str, field: FieldInfo) -> str:
     kind = type_rule(field.annotation, nullable=field.is_required())
-    return f'ws "," ws {_quote(name)} ws ":" ws {kind}'
+    return f"{_literal(f', {json.dumps(name)}: ')} {kind}"
 
 
 def call_rule(spec: SyscallSpec[Any]) -> str:
     """One syscall's object: `call` first, then required fields, then optional ones, in order."""
-    fields = {k: v for k, v in spec.model.model_fields.items() if k != "call"}
-    required = [_member(k, f) for k, f in fields.items() if f.is_required()]
-    optional = [f"( {_member(k, f)} )?" for k, f in fields.items() if not f.is_required()]
-    head = f'"{{" ws {_quote("call")} ws ":" ws {_quote(spec.name)}'
-    body = " ".join([head, *required, *optional])
-    return f'{_rule_name(spec.name)} ::= {body} ws "}}"'
+    members = [
+        _member(k, f) if f.is_required() else f"( {_member(k, f)} )?"
+        for k, f in ordered_fields(spec)
+    ]
+    head = _literal('{"call": ' + json.dumps(spec.name))
+    body = " ".join([head, *members])
+    return f'{_rule_name(spec.name)} ::= {body} "}}"'
 
 
 def build_grammar(registry: Registry, only: list[str] | None = None) -> str:
     """The GBNF text for one call of any registered syscall (or of those named in `only`)."""
     specs = [s for s in registry.specs() if only is None or s.name in only]
     rules = [call_rule(spec) for spec in specs]
-    root = "root ::= ws ( " + " | ".join(_rule_name(s.name) for s in specs) + " ) ws"
+    root = "root ::= " + " | ".join(_rule_name(s.name) for s in specs)
     return "\n".join([root, *rules, PRIMITIVES]) + "\n"
 
 
+HEAD = '{"call": "'
+_NUMBER_CHARS = frozenset("-+0123456789.eE")
+
+
+@dataclass(frozen=True)
+class FieldShape:
+    """One argument as the format writes it; `options` are a Literal's JSON encodings."""
+
+    key: str
+    required: bool
+    options: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """One syscall's arguments in grammar order."""
+
+    name: str
+    fields: tuple[FieldShape, ...]
+
+
+def _options(annotation: Any) -> tuple[str, ...] | None:
+    if get_origin(annotation) is Literal:
+        return tuple(json.dumps(o) for o in get_args(annotation))
+    return None
+
+
+def call_shape(spec: SyscallSpec[Any]) -> CallShape:
+    """The shape `call_rule` writes for `spec`."""
+    return CallShape(
+        spec.name,
+        tuple(
+            FieldShape(k, f.is_required(), _options(f.annotation)) for k, f in ordered_fields(spec)
+        ),
+    )
+
+
+def _common_prefix(words: list[str]) -> str:
+    if not words:
+        return ""
+    first, last = min(words), max(words)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def _choose(partial: str, words: list[str], closer: str) -> str:
+    """Forced text to finish `partial` as one of `words` (then `closer`, once unambiguous)."""
+    left = [w[len(partial) :] for w in words if w.startswith(partial)]
+    if len(left) == 1:
+        return left[0] + closer
+    return _common_prefix(left)
+
+
+def _scan_value(text: str, options: tuple[str, ...] | None) -> tuple[int | None, str]:
+    """(length of the complete JSON value at the start of `text` or None, forced text)."""
+    if options is not None:
+        for option in options:
+            if text.startswith(option):
+                return len(option), ""
+        return None, _choose(text, list(options), "")
+    if not text:
+        return None, ""
+    first = text[0]
+    for word in ("true", "false", "null"):
+        if first == word[0]:
+            return (len(word), "") if text.startswith(word) else (None, _choose(text, [word], ""))
+    if first in _NUMBER_CHARS:
+        n = 1
+        while n < len(text) and text[n] in _NUMBER_CHARS:
+            n += 1
+        return (n, "") if n < len(text) else (None, "")
+    depth, in_string, escape = 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_string = False
+                if depth == 0:
+                    return i + 1, ""
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1, ""
+    return None, ""
+
+
+class CallFormat:
+    """The grammar's shapes in Python: what text the format forces after a partial output."""
+
+    def __init__(self, shapes: list[CallShape]) -> None:
+        self.shapes = {s.name: s for s in shapes}
+
+    @classmethod
+    def from_registry(cls, registry: Registry) -> CallFormat:
+        """The format of every registered syscall."""
+        return cls([call_shape(spec) for spec in registry.specs()])
+
+    def forced(self, text: str) -> tuple[str, bool]:
+        """(the text the format forces next, whether the call is already complete).
+
+        Whitespace the format forces is left to the model (its tokens merge a space with what
+        follows, and splitting them would push it off its usual tokens)."""
+        out = ""
+        while True:
+            chunk, done = self._step(text + out)
+            if done:
+                return out, True
+            if not chunk or chunk.isspace():
+                return out.rstrip(" "), False
+            out += chunk
+
+    def _step(self, text: str) -> tuple[str, bool]:
+        if len(text) < len(HEAD):
+            return (HEAD[len(text) :] if HEAD.startswith(text) else ""), False
+        if not text.startswith(HEAD):
+            return "", False
+        end = text.find('"', len(HEAD))
+        if end < 0:
+            return _choose(text[len(HEAD) :], list(self.shapes), '"'), False
+        shape = self.shapes.get(text[len(HEAD) : end])
+        if shape is None:
+            return "", False
+        return self._members(shape, text[end + 1 :])
+
+    @staticmethod
+    def _members(shape: CallShape, rest: str) -> tuple[str, bool]:
+        index = 0
+        while True:
+            allowed = [f for f in shape.fields[index:]]
+            if allowed and allowed[0].required:
+                allowed = allowed[:1]
+            if rest == "":
+                if not allowed:
+                    return "}", False
+                if allowed[0].required:
+                    return f", {json.dumps(allowed[0].key)}: ", False
+                return "", False
+            if rest[0] == "}":
+                return "", rest == "}"
+            sep = ', "'
+            if len(rest) < len(sep):
+                return (sep[len(rest) :] if sep.startswith(rest) and allowed else ""), False
+            if not rest.startswith(sep):
+                return "", False
+            rest = rest[len(sep) :]
+            close = rest.find('"')
+            keys = [f.key for f in allowed]
+            if close < 0:
+                return _choose(rest, keys, '": '), False
+            if rest[:close] not in keys:
+                return "", False
+            index += keys.index(rest[:close])
+            field = shape.fields[index]
+            index += 1
+            rest = rest[close + 1 :]
+            colon = ": "
+            if len(rest) < len(colon):
+                return (colon[len(rest) :] if colon.startswith(rest) else ""), False
+            rest = rest[len(colon) :]
+            size, forced = _scan_value(rest, field.options)
+            if size is None:
+                return forced, False
+            rest = rest[size:]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Everything a backend may use to constrain one call: the GBNF, the JSON Schema (for
+    servers that take one) and the format's forced text (for a decoder that fast-forwards)."""
+
+    grammar: str
+    schema: dict[str, Any]
+    format: CallFormat
+
+
 class GrammarCache:
-    """Builds the grammar text once per registry version (the table rarely changes)."""
+    """Builds the constraint once per registry version (the table rarely changes)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._version = -1
-        self._text = ""
+        self._constraint: Constraint | None = None
+
+    def constraint(self) -> Constraint:
+        """The current constraint, rebuilt only if the syscall table changed."""
+        if self._constraint is None or self._version != self.registry.version:
+            self._constraint = Constraint(
+                build_grammar(self.registry),
+                self.registry.json_schema(),
+                CallFormat.from_registry(self.registry),
+            )
+            self._version = self.registry.version
+        return self._constraint
 
     def text(self) -> str:
-        """The current grammar, rebuilt only if the syscall table changed."""
-        if self._version != self.registry.version:
-            self._text = build_grammar(self.registry)
-            self._version = self.registry.version
-        return self._text
+        """The current grammar text."""
+        return self.constraint().grammar

@@ -151,8 +151,7 @@ class Kernel:
                 messages = [*messages, {"role": "user", "content": error}]
             out = self.backend.complete(
                 messages,
-                grammar=self.grammars.text(),
-                schema=None,
+                constraint=self.grammars.constraint(),
                 max_tokens=self.max_tokens,
             )
             try:

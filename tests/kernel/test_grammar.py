@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Literal, get_args, get_origin
 
 from llmos.apps.plugins import build_registry
-from llmos.kernel.grammar import GrammarCache, build_grammar
-from llmos.syscalls.base import Syscall
+from llmos.kernel.grammar import CallFormat, GrammarCache, build_grammar, ordered_fields
+from llmos.syscalls.base import Registry, Syscall
 
 
 class Ping(Syscall):
@@ -21,7 +22,7 @@ def test_grammar_covers_exactly_the_registered_calls() -> None:
     registry, _ = build_registry(plugins=False)
     text = build_grammar(registry)
     for name in registry.names():
-        assert f'"\\"{name}\\""' in text
+        assert f'"{{\\"call\\": \\"{name}\\""' in text
     assert "net.ping" not in text
 
 
@@ -44,3 +45,66 @@ def test_llama_cpp_compiles_the_grammar() -> None:
     registry.register(Ping, lambda call, process: None)
     grammar = LlamaGrammar.from_string(build_grammar(registry), verbose=False)
     assert grammar is not None
+
+
+def _valid_calls(registry: Registry) -> list[str]:
+    """One call per syscall with every argument, and one with only the required ones, written
+    in grammar order with json.dumps's separators."""
+    samples = {"str": 'a "quoted" b', "int": 12, "bool": True, "list": ["x", "y"]}
+    out = []
+    for spec in registry.specs():
+        full: dict[str, object] = {"call": spec.name}
+        required: dict[str, object] = {"call": spec.name}
+        for key, field in ordered_fields(spec):
+            options = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+            kind = str(field.annotation)
+            value: object = (
+                options[-1]
+                if options
+                else samples["int"]
+                if "int" in kind
+                else samples["bool"]
+                if "bool" in kind
+                else samples["list"]
+                if "list" in kind
+                else samples["str"]
+            )
+            full[key] = value
+            if field.is_required():
+                required[key] = value
+        out += [json.dumps(full), json.dumps(required)]
+    return out
+
+
+def test_forced_text_is_always_what_a_valid_call_continues_with() -> None:
+    registry, _ = build_registry(plugins=False)
+    registry.register(Ping, lambda call, process: None)
+    fmt = CallFormat.from_registry(registry)
+    forced_total = 0
+    for text in _valid_calls(registry):
+        for cut in range(len(text)):
+            forced, done = fmt.forced(text[:cut])
+            assert text[cut:].startswith(forced), (text[:cut], forced)
+            assert done == (text[:cut] + forced == text), (text, cut)
+            forced_total += len(forced)
+        assert fmt.forced(text) == ("", True)
+    assert forced_total > 0
+
+
+def test_forced_text_fills_the_head_names_and_required_keys() -> None:
+    registry, _ = build_registry(plugins=False)
+    registry.register(Ping, lambda call, process: None)
+    fmt = CallFormat.from_registry(registry)
+    assert fmt.forced("") == ('{"call": "', False)
+    assert fmt.forced('{"call": "net.p') == ('ing", "host":', False)
+    assert fmt.forced('{"call": "net.ping", "host": "h"') == ("", False)
+    assert fmt.forced('{"call": "net.ping", "host": "h", "c') == ('ount":', False)
+    assert fmt.forced('{"call": "net.ping", "host": "h", "count": 3') == ("", False)
+    assert fmt.forced('{"call": "net.ping", "host": "h", "count": 3}') == ("", True)
+    assert fmt.forced('{"call": "fs.list", "path": "a",') == (' "', False)
+    assert fmt.forced('{"call": "fs.list", "path": "a", "r') == ('ecursive":', False)
+    assert fmt.forced('{"call": "reply", "text": "ok"}') == ("", True)
+    assert fmt.forced('{"call": "fs.write", "path": "a", "content": "b", "mode": "c') == (
+        'reate"}',
+        True,
+    )

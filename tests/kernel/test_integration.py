@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
+from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Event, Kernel
 from llmos.kernel.models import find_source, pull
 from llmos.system import System
@@ -70,11 +71,10 @@ class Unconstrained:
         self,
         messages: list[Message],
         *,
-        grammar: str | None,
-        schema: dict[str, object] | None,
+        constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
-        out = self.inner.complete(messages, grammar=None, schema=None, max_tokens=max_tokens)
+        out = self.inner.complete(messages, constraint=None, max_tokens=max_tokens)
         self.raw.append(out.text)
         return out
 
