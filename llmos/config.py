@@ -29,6 +29,17 @@ class Settings(BaseSettings):
         default=None, description="Base URL of an OpenAI-compatible server to use instead."
     )
     n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
+    memory_server: str | None = Field(
+        default=None,
+        description="URL of a Chroma server for the memory index; a local index when unset.",
+    )
+    memory_encrypt: bool = Field(
+        default=False, description="Encrypt stored memory text at rest (AES-GCM)."
+    )
+    memory_embedder: Path | None = Field(
+        default=None,
+        description="A sentence-transformers model folder; the packaged all-MiniLM-L6-v2 if unset.",
+    )
     default_caps: list[str] = Field(
         default_factory=lambda: [
             "fs.read",

@@ -37,3 +37,21 @@ MAX_STEPS_PER_TURN = 8
 
 MAX_RESULT_CHARS = 2000
 """A syscall result shown to the kernel is cut to this many characters (and says so)."""
+
+MAX_MEM_TEXT_CHARS = 8000
+"""mem.store refuses a text longer than this (E_TOOBIG): a memory is a fact, not a document."""
+
+MAX_MEM_TAGS = 8
+"""A memory carries at most this many tags."""
+
+MAX_MEM_SEARCH_K = 50
+"""mem.search returns at most this many hits."""
+
+MAX_MEM_FORGET = 50
+"""mem.forget by query forgets at most this many memories at once."""
+
+MEM_FORGET_MIN_SCORE = 0.35
+"""mem.forget by query takes only memories at least this similar (cosine) to the query."""
+
+MEM_PROBE_TIMEOUT_S = 60.0
+"""The index health probe (a subprocess) counts as failed when it runs longer than this."""

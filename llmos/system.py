@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
@@ -21,6 +22,9 @@ from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Syscall, SyscallResult
 from llmos.syscalls.dispatch import Dispatcher
 
+if TYPE_CHECKING:
+    from llmos.memory.memory import Memory
+
 
 class System:
     """One llmos installation, opened: everything a caller needs to spawn processes and dispatch."""
@@ -34,6 +38,19 @@ class System:
         self.audit = AuditLog(home / "audit.log", self.signer)
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
+        self._memory: Memory | None = None
+        self._memory_lock = threading.Lock()
+
+    @property
+    def memory(self) -> Memory:
+        """The installation's memory, opened on first use: a command that never remembers never
+        loads Chroma or the embedder, nor takes the memory store's lock."""
+        with self._memory_lock:
+            if self._memory is None:
+                from llmos.memory.memory import Memory
+
+                self._memory = Memory.open(self.settings)
+            return self._memory
 
     def spawn(
         self,
@@ -53,15 +70,28 @@ class System:
         if remembered:
             for cap in self.grants.load(ws.root):
                 caps.add(cap)
-        return Process(name=name, workspace=ws, caps=caps, grant=grant, grant_store=self.grants)
+        return Process(
+            name=name,
+            workspace=ws,
+            caps=caps,
+            grant=grant,
+            grant_store=self.grants,
+            open_memory=lambda: self.memory,
+        )
 
     def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
         """Run one syscall for `process` through the one dispatch path."""
         return self.dispatcher.dispatch(process, raw)
 
     def close(self) -> None:
-        """Release the audit log."""
-        self.audit.close()
+        """Release the memory store (if opened) and the audit log."""
+        with self._memory_lock:
+            memory, self._memory = self._memory, None
+        try:
+            if memory is not None:
+                memory.close()
+        finally:
+            self.audit.close()
 
     def __enter__(self) -> System:
         return self

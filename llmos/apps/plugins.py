@@ -15,6 +15,7 @@ from llmos.syscalls.base import Registry
 BUILTIN_FAMILIES = (
     "llmos.syscalls.fs",
     "llmos.syscalls.image",
+    "llmos.syscalls.mem",
     "llmos.syscalls.control",
 )
 ENTRY_POINT_GROUP = "llmos.apps"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmos.security.capabilities import CapabilitySet, GrantCallback, GrantStore
 from llmos.security.workspace import Workspace
+
+if TYPE_CHECKING:
+    from llmos.memory.memory import Memory
 
 _pids = itertools.count(1)
 
@@ -20,6 +25,8 @@ class Process:
     caps: CapabilitySet
     grant: GrantCallback | None = None
     grant_store: GrantStore | None = None
+    open_memory: Callable[[], Memory] | None = None
+    """Opens (on first use) the installation's memory; None for a process without one."""
     pid: int = field(default_factory=lambda: next(_pids))
 
     @property

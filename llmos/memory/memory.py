@@ -1,0 +1,397 @@
+"""Memory: the store (truth), the index (search) and the embedder behind one small API.
+
+Writes go to the SQLite store first and are durable before they return; the Chroma index is
+updated after, best effort, and rebuilt from the store whenever it is found missing, stale or
+damaged. Searches embed the query, ask the index for the nearest ids, and read the records
+back from the store, so a hit is never something the store does not hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmos.errors import LlmosError
+from llmos.limits import MAX_MEM_FORGET, MEM_FORGET_MIN_SCORE
+from llmos.memory.embedder import Embedder
+from llmos.memory.index import (
+    INDEX_DIR,
+    Expected,
+    Health,
+    MemoryIndex,
+    ProbeResult,
+    Where,
+    probe_in_subprocess,
+)
+from llmos.memory.store import COLLECTIONS, Collection, MemoryStore, MetaValue, NewRecord, Record
+from llmos.memory.tags import normalize_tags
+
+if TYPE_CHECKING:
+    from llmos.config import Settings
+
+log = logging.getLogger(__name__)
+
+MEMORY_DIR = "memory"
+KEY_FILE = ("keys", "memory.key")
+REINDEX_BATCH = 256
+PROBE_RECENT = 16
+QUERY_CACHE = 64
+
+Allow = Callable[[Record], bool]
+"""A filter on what a caller may see (the mem syscalls pass the process's capability check)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the stored record and its cosine similarity to the query."""
+
+    record: Record
+    score: float
+
+    @property
+    def id(self) -> str:
+        """The record's id."""
+        return self.record.id
+
+    @property
+    def text(self) -> str:
+        """The record's text."""
+        return self.record.text
+
+
+def _index_metadata(record: Record) -> dict[str, Any]:
+    """What Chroma keeps beside a vector: enough to filter by tag, session and time."""
+    meta: dict[str, Any] = {"collection": record.collection, "created": record.created}
+    session = record.meta.get("session")
+    if session is not None:
+        meta["session"] = str(session)
+    for tag in record.tags:
+        meta[f"tag:{tag}"] = True
+    return meta
+
+
+def _where(tags: Sequence[str], session: str | None) -> Where | None:
+    """A Chroma filter for records carrying every tag (and from one session, if given)."""
+    clauses: list[Where] = [{f"tag:{t}": True} for t in tags]
+    if session is not None:
+        clauses.append({"session": session})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+class Memory:
+    """Archival facts and recalled conversation: durable writes, semantic search, forgetting."""
+
+    def __init__(self, store: MemoryStore, index: MemoryIndex, embedder: Embedder) -> None:
+        self.db = store
+        self.index = index
+        self.embedder = embedder
+        self.last_probe: ProbeResult | None = None
+        self._index_lock = threading.Lock()
+        self._index_ready = False
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        self._queries_lock = threading.Lock()
+        self._warmer: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> Memory:
+        """The memory of one installation: store under LLMOS_HOME/memory (locked at once, so a
+        second opener fails fast), index and embedder set up lazily."""
+        folder = settings.ensure_home() / MEMORY_DIR
+        store = MemoryStore(
+            folder, encrypt=settings.memory_encrypt, key_path=settings.home.joinpath(*KEY_FILE)
+        )
+        if settings.memory_server:
+            index = MemoryIndex(namespace=store.store_id, server=settings.memory_server)
+        else:
+            index = MemoryIndex(namespace=store.store_id, path=folder / INDEX_DIR)
+        return cls(store, index, Embedder(settings.memory_embedder))
+
+    def warm(self) -> None:
+        """Load the embedder and make the index ready on background threads, so the first
+        store or search does not wait for them (errors surface on that first use)."""
+        self.embedder.warm()
+        if self._index_ready or (self._warmer is not None and self._warmer.is_alive()):
+            return
+
+        def prepare() -> None:
+            try:
+                self._ready_index()
+            except LlmosError as exc:
+                log.warning("memory index not ready: %s", exc.message)
+
+        self._warmer = threading.Thread(target=prepare, name="llmos-memory-index", daemon=True)
+        self._warmer.start()
+
+    def _embed_query(self, text: str) -> list[float]:
+        """A query's vector, from a small cache (the pager asks about the same request often)."""
+        with self._queries_lock:
+            found = self._queries.get(text)
+            if found is not None:
+                self._queries.move_to_end(text)
+                return found
+        vector = self.embedder.embed_one(text)
+        with self._queries_lock:
+            self._queries[text] = vector
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return vector
+
+    def store(
+        self,
+        text: str,
+        *,
+        tags: Iterable[str] = (),
+        collection: Collection = "archival",
+        meta: Mapping[str, MetaValue] | None = None,
+    ) -> Record:
+        """Keep one text; it is durable (committed) when this returns."""
+        return self.store_many([NewRecord(text=text, tags=tuple(tags), meta=meta)], collection)[0]
+
+    def store_many(self, items: Sequence[NewRecord], collection: Collection) -> list[Record]:
+        """Keep several texts in one transaction, embedded in one batch (a page-out)."""
+        if not items:
+            return []
+        vectors = self.embedder.embed([item.text for item in items])
+        model = self.embedder.name
+        prepared = [
+            NewRecord(
+                text=item.text,
+                tags=normalize_tags(item.tags),
+                meta=item.meta,
+                vector=vector,
+                model=model,
+            )
+            for item, vector in zip(items, vectors, strict=True)
+        ]
+        records = self.db.add_many(collection, prepared)
+        self._index_upsert(collection, records, vectors)
+        return records
+
+    def _index_upsert(
+        self, collection: Collection, records: Sequence[Record], vectors: Sequence[Sequence[float]]
+    ) -> None:
+        """Index stored records; on failure the store still holds them, and the index is marked
+        for a check (and rebuild) before its next use."""
+        try:
+            self._ready_index().upsert(
+                collection,
+                [r.id for r in records],
+                vectors,
+                [_index_metadata(r) for r in records],
+            )
+        except LlmosError as exc:
+            log.warning("memory index update failed, it will be rebuilt: %s", exc.message)
+            self._index_ready = False
+
+    def _index_delete(self, records: Sequence[Record]) -> None:
+        """Remove deleted records from the index, best effort like `_index_upsert`."""
+        try:
+            index = self._ready_index()
+            for collection in COLLECTIONS:
+                index.delete(collection, [r.id for r in records if r.collection == collection])
+        except LlmosError as exc:
+            log.warning("memory index delete failed, it will be rebuilt: %s", exc.message)
+            self._index_ready = False
+
+    def get(self, ids: Sequence[str]) -> list[Record]:
+        """Stored records by id (unknown ids are left out)."""
+        return self.db.get_many(ids)
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        tags: Iterable[str] = (),
+        collections: Sequence[Collection] = COLLECTIONS,
+        session: str | None = None,
+        allow: Allow | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """The `k` stored records nearest in meaning to `query`, best first, among those that
+        carry every tag (of `session`, if given) and that `allow` lets the caller see."""
+        vector = self._embed_query(query)
+        index = self._ready_index()
+        where = _where(normalize_tags(tags), session)
+        hits: list[Hit] = []
+        for collection in collections:
+            hits.extend(self._search_one(index, collection, vector, k, where, allow, min_score))
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:k]
+
+    def _search_one(
+        self,
+        index: MemoryIndex,
+        collection: Collection,
+        vector: Sequence[float],
+        k: int,
+        where: Where | None,
+        allow: Allow | None,
+        min_score: float | None,
+    ) -> list[Hit]:
+        """Nearest records of one collection; with a filter, ask the index for more until `k`
+        pass it (or the collection runs out)."""
+        total = self.db.count(collection)
+        n = min(k if allow is None else k * 4, total)
+        while n > 0:
+            found = index.query(collection, vector, n, where)
+            records = {r.id: r for r in self.db.get_many([i for i, _ in found])}
+            orphans = [i for i, _ in found if i not in records]
+            if orphans:
+                # In the index but not the store: a delete that did not reach the index.
+                index.delete(collection, orphans)
+            hits = [
+                Hit(records[i], round(1.0 - distance, 4)) for i, distance in found if i in records
+            ]
+            hits = [h for h in hits if (allow is None or allow(h.record))]
+            below = min_score is not None and bool(found) and 1.0 - found[-1][1] < min_score
+            if min_score is not None:
+                hits = [h for h in hits if h.score >= min_score]
+            if len(hits) >= k or len(found) < n or n >= total or below:
+                return hits[:k]
+            n = min(n * 4, total)
+        return []
+
+    def forget(self, ids: Iterable[str]) -> list[Record]:
+        """Delete records by id from the store (durably) and the index; returns what went."""
+        gone = self.db.delete(ids)
+        if gone:
+            self._index_delete(gone)
+        return gone
+
+    def forget_matching(
+        self,
+        query: str,
+        *,
+        apply: bool = False,
+        allow: Allow | None = None,
+        limit: int = MAX_MEM_FORGET,
+        min_score: float = MEM_FORGET_MIN_SCORE,
+        collections: Sequence[Collection] = COLLECTIONS,
+    ) -> list[Hit]:
+        """The records close enough to `query` to count as matching it: a preview, or (with
+        `apply`) forgotten. Only records `allow` admits are considered."""
+        hits = self.search(
+            query, k=limit, allow=allow, min_score=min_score, collections=collections
+        )
+        if apply and hits:
+            self.forget(h.id for h in hits)
+        return hits
+
+    def _ready_index(self) -> MemoryIndex:
+        """The index, checked (and rebuilt if need be) on first use after opening or a failure."""
+        with self._index_lock:
+            if not self._index_ready:
+                self._prepare_index()
+                self._index_ready = True
+            return self.index
+
+    def _expected(self) -> dict[Collection, Expected]:
+        """What the index must hold, according to the store."""
+        expected: dict[Collection, Expected] = {}
+        for collection in COLLECTIONS:
+            recent = self.db.recent_ids(collection, PROBE_RECENT)
+            vector = self.db.vector(recent[0]) if recent else None
+            expected[collection] = Expected(
+                count=self.db.count(collection),
+                recent=recent,
+                probe_id=recent[0] if vector is not None else None,
+                probe_vector=vector,
+            )
+        return expected
+
+    def _prepare_index(self) -> None:
+        """Check the index against the store and rebuild it when it is missing, stale, damaged
+        or built with another embedding model.
+
+        An index closed cleanly is checked in this process; one that may have been killed
+        mid-write is probed in a subprocess first, because opening a damaged Chroma segment
+        can crash (chroma-core/chroma 7238).
+        """
+        state = self.db.get_meta("index_state")
+        model = self.db.get_meta("index_model")
+        self.db.set_meta("index_state", "dirty")
+        if not self.index.exists():
+            result = ProbeResult(Health.MISSING, "no index yet")
+        elif model != self.embedder.name and self.db.count() > 0:
+            result = ProbeResult(Health.STALE, f"built with {model}, not {self.embedder.name}")
+        elif self.index.path is not None and state != "clean":
+            result = probe_in_subprocess(self.index.path, self.index.namespace, self._expected())
+        else:
+            result = self.index.check(self._expected())
+        self.last_probe = result
+        if result.health is not Health.OK:
+            log.info("rebuilding the memory index (%s: %s)", result.health, result.reason)
+            self._rebuild(wipe=result.health is Health.DAMAGED)
+
+    def _rebuild(self, *, wipe: bool) -> int:
+        """Refill the index from the store: stored vectors as they are, others re-embedded (and
+        saved back, so the next rebuild is fast). Returns how many records were indexed."""
+        if wipe and self.index.local:
+            self.index.wipe()
+        self.index.reset()
+        model = self.embedder.name
+        total = 0
+        for collection in COLLECTIONS:
+            batch: list[tuple[Record, list[float] | None]] = []
+            for item in self.db.iter_vectors(collection, batch=REINDEX_BATCH):
+                vector = item.vector if item.model == model else None
+                batch.append((item.record, vector))
+                if len(batch) >= REINDEX_BATCH:
+                    total += self._index_batch(collection, batch)
+                    batch = []
+            total += self._index_batch(collection, batch)
+        self.db.set_meta("index_model", model)
+        return total
+
+    def _index_batch(
+        self, collection: Collection, batch: Sequence[tuple[Record, list[float] | None]]
+    ) -> int:
+        if not batch:
+            return 0
+        missing = [r for r, v in batch if v is None]
+        vectors = self.embedder.embed([r.text for r in missing])
+        fresh = dict(zip([r.id for r in missing], vectors, strict=True))
+        if fresh:
+            self.db.set_vectors(fresh, self.embedder.name)
+        filled = [v if v is not None else fresh[r.id] for r, v in batch]
+        records = [r for r, _ in batch]
+        self.index.upsert(
+            collection, [r.id for r in records], filled, [_index_metadata(r) for r in records]
+        )
+        return len(batch)
+
+    def reindex(self) -> int:
+        """Rebuild the index from the store now (wiping a local one); returns records indexed."""
+        with self._index_lock:
+            self.db.set_meta("index_state", "dirty")
+            total = self._rebuild(wipe=True)
+            self.last_probe = ProbeResult(Health.OK, "rebuilt")
+            self._index_ready = True
+            return total
+
+    def health(self) -> ProbeResult:
+        """Check the open index against the store now, in this process."""
+        return self._ready_index().check(self._expected())
+
+    def close(self) -> None:
+        """Mark the index clean (when it is in step with the store) and release everything."""
+        with self._index_lock:
+            try:
+                if self._index_ready:
+                    self.db.set_meta("index_state", "clean")
+            finally:
+                self.index.close()
+                self.db.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

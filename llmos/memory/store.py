@@ -1,0 +1,408 @@
+"""The memory system of record: SQLite (WAL, synchronous FULL) under LLMOS_HOME/memory.
+
+Every fact and every paged-out turn is committed here before the call that stored it returns,
+so it survives `kill -9`; the Chroma index is rebuilt from this store whenever it is in doubt.
+One process at a time holds the store (an flock), and a second opener fails at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.memory.cipher import RecordCipher
+
+Collection = Literal["archival", "recall"]
+"""archival: facts the person asked to keep; recall: conversation paged out of the context."""
+
+COLLECTIONS: tuple[Collection, ...] = get_args(Collection)
+ID_PREFIX: dict[str, str] = {"archival": "a", "recall": "r"}
+
+MetaValue = str | int | float | bool
+"""Metadata values are JSON scalars (process, session, turn_start, turn_end, source...)."""
+
+DB_FILE = "store.sqlite3"
+LOCK_FILE = "lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    collection TEXT NOT NULL,
+    text BLOB NOT NULL,
+    encrypted INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    vector BLOB,
+    model TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_collection ON records (collection, seq);
+"""
+_COLUMNS = "id, collection, text, encrypted, tags, meta, created"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored memory: a fact (archival) or a page of conversation (recall)."""
+
+    id: str
+    collection: Collection
+    text: str
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, MetaValue] = field(default_factory=dict)
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """What `MemoryStore.add_many` takes: the text, its labels and (optionally) its embedding."""
+
+    text: str
+    tags: Sequence[str] = ()
+    meta: Mapping[str, MetaValue] | None = None
+    vector: Sequence[float] | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    """A record with the embedding stored beside it (None when it was stored without one)."""
+
+    record: Record
+    vector: list[float] | None
+    model: str | None
+
+
+class StoreLock:
+    """An exclusive, non-blocking flock on the store's lock file (released by the kernel even
+    when the holder is killed), so a second opener fails fast instead of hanging."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise E_IO naming the process that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LlmosError(
+                ErrorCode.E_IO,
+                f"the memory store {self.path.parent} is in use by another llmos process "
+                f"(pid {holder}); close that one, or use another LLMOS_HOME",
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class MemoryStore:
+    """Records in SQLite, one writer (this process), each write committed before it returns."""
+
+    def __init__(
+        self, folder: Path, *, encrypt: bool = False, key_path: Path | None = None
+    ) -> None:
+        self.folder = folder
+        self.encrypt = encrypt
+        self.key_path = key_path
+        self._lock = threading.RLock()
+        self._cipher: RecordCipher | None = None
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Embeddings and texts leak meaning: the folder is the owner's alone, even if it existed.
+        os.chmod(folder, 0o700)
+        self._flock = StoreLock(folder / LOCK_FILE)
+        self._flock.acquire()
+        try:
+            if encrypt:
+                self._cipher = self._load_cipher(create=True)
+            self._db = self._connect(folder / DB_FILE)
+            self.store_id = self._init_meta()
+            self._next_seq = self._last_seq() + 1
+        except BaseException:
+            self._flock.release()
+            raise
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        # Create the file 0600 first: SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LlmosError(ErrorCode.E_IO, f"memory store {path}: cannot use WAL ({mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LlmosError(ErrorCode.E_IO, f"memory store {path} is unreadable: {exc}") from exc
+        return db
+
+    def _init_meta(self) -> str:
+        found = self.get_meta("store_id")
+        if found is not None:
+            return found
+        store_id = secrets.token_hex(6)
+        self.set_meta("store_id", store_id)
+        return store_id
+
+    def _last_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _load_cipher(self, *, create: bool) -> RecordCipher:
+        if self.key_path is None:
+            raise LlmosError(ErrorCode.E_IO, "memory encryption needs a key file; none was given")
+        if not create and not self.key_path.exists():
+            raise LlmosError(
+                ErrorCode.E_IO,
+                f"memory is encrypted but its key {self.key_path} is missing; restore it",
+            )
+        return RecordCipher.from_key_file(self.key_path)
+
+    def _cipher_for_read(self) -> RecordCipher:
+        if self._cipher is None:
+            self._cipher = self._load_cipher(create=False)
+        return self._cipher
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the thread lock; ROLLBACK on any failure."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the store's own key/value table (store id, index state...)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set (and commit) one key/value entry."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def add(
+        self,
+        collection: Collection,
+        text: str,
+        tags: Sequence[str] = (),
+        meta: Mapping[str, MetaValue] | None = None,
+        *,
+        vector: Sequence[float] | None = None,
+        model: str | None = None,
+    ) -> Record:
+        """Store one record and commit it (durable when this returns)."""
+        item = NewRecord(text=text, tags=tags, meta=meta, vector=vector, model=model)
+        return self.add_many(collection, [item])[0]
+
+    def add_many(self, collection: Collection, items: Sequence[NewRecord]) -> list[Record]:
+        """Store several records in one transaction: all of them are durable, or none."""
+        if collection not in COLLECTIONS:
+            raise LlmosError(ErrorCode.E_INVAL, f"unknown memory collection {collection!r}")
+        records: list[Record] = []
+        with self._transaction() as db:
+            seq = self._next_seq
+            for item in items:
+                record_id = f"{ID_PREFIX[collection]}{seq}"
+                record = Record(
+                    id=record_id,
+                    collection=collection,
+                    text=item.text,
+                    tags=tuple(item.tags),
+                    meta=dict(item.meta or {}),
+                    created=time.time(),
+                )
+                db.execute(
+                    "INSERT INTO records (seq, id, collection, text, encrypted, tags, meta,"
+                    " vector, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        record_id,
+                        collection,
+                        self._seal(record_id, "text", item.text.encode(), self.encrypt),
+                        int(self.encrypt),
+                        json.dumps(list(record.tags)),
+                        json.dumps(record.meta, sort_keys=True),
+                        None
+                        if item.vector is None
+                        else self._seal_vector(record_id, item.vector, self.encrypt),
+                        item.model,
+                        record.created,
+                    ),
+                )
+                records.append(record)
+                seq += 1
+        self._next_seq = seq
+        return records
+
+    def _seal(self, record_id: str, purpose: str, data: bytes, sealed: bool) -> bytes:
+        if not sealed:
+            return data
+        if self._cipher is None:
+            self._cipher = self._load_cipher(create=False)
+        return self._cipher.seal(record_id, purpose, data)
+
+    def _seal_vector(self, record_id: str, vector: Sequence[float], sealed: bool) -> bytes:
+        return self._seal(record_id, "vector", array("f", vector).tobytes(), sealed)
+
+    def _record(self, row: Sequence[object]) -> Record:
+        record_id, collection, blob, encrypted, tags, meta, created = row
+        assert isinstance(record_id, str) and isinstance(blob, bytes)
+        if encrypted:
+            blob = self._cipher_for_read().open(record_id, "text", blob)
+        return Record(
+            id=record_id,
+            collection=collection,  # type: ignore[arg-type]
+            text=blob.decode(),
+            tags=tuple(json.loads(str(tags))),
+            meta=json.loads(str(meta)),
+            created=float(created),  # type: ignore[arg-type]
+        )
+
+    def get(self, record_id: str) -> Record | None:
+        """The record with this id, or None."""
+        found = self.get_many([record_id])
+        return found[0] if found else None
+
+    def get_many(self, ids: Sequence[str]) -> list[Record]:
+        """The records with these ids, in the order asked, leaving out ids not stored."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE id IN ({marks})", list(ids)
+            ).fetchall()
+        by_id = {row[0]: self._record(row) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def delete(self, ids: Iterable[str]) -> list[Record]:
+        """Delete records (committed when this returns) and return the ones that existed."""
+        wanted = list(dict.fromkeys(ids))
+        with self._lock:
+            gone = self.get_many(wanted)
+            with self._transaction() as db:
+                db.executemany("DELETE FROM records WHERE id = ?", [(r.id,) for r in gone])
+        return gone
+
+    def all(self, collection: Collection | None = None) -> list[Record]:
+        """Every record (of one collection), oldest first."""
+        return [item.record for item in self.iter_vectors(collection, with_vectors=False)]
+
+    def count(self, collection: Collection | None = None) -> int:
+        """How many records there are (in one collection)."""
+        with self._lock:
+            if collection is None:
+                row = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection = ?", (collection,)
+                ).fetchone()
+        return int(row[0])
+
+    def recent_ids(self, collection: Collection, n: int) -> list[str]:
+        """The ids of the newest `n` records of a collection, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM records WHERE collection = ? ORDER BY seq DESC LIMIT ?",
+                (collection, n),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def iter_vectors(
+        self, collection: Collection | None = None, *, batch: int = 512, with_vectors: bool = True
+    ) -> Iterator[StoredVector]:
+        """Every record with its stored embedding, oldest first, read in batches (for reindex)."""
+        last = 0
+        where = "" if collection is None else "AND collection = ?"
+        args: tuple[object, ...] = () if collection is None else (collection,)
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT seq, {_COLUMNS}, vector, model FROM records"
+                    f" WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                    (last, *args, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                record = self._record(row[1:8])
+                vector = self._vector(record.id, row[8], bool(row[4])) if with_vectors else None
+                yield StoredVector(record, vector, row[9] if vector is not None else None)
+            last = int(rows[-1][0])
+
+    def _vector(self, record_id: str, blob: bytes | None, sealed: bool) -> list[float] | None:
+        if blob is None:
+            return None
+        if sealed:
+            blob = self._cipher_for_read().open(record_id, "vector", blob)
+        values = array("f")
+        values.frombytes(blob)
+        return values.tolist()
+
+    def set_vectors(self, vectors: Mapping[str, Sequence[float]], model: str) -> None:
+        """Replace the stored embeddings of some records (after re-embedding with `model`)."""
+        with self._transaction() as db:
+            for record_id, vector in vectors.items():
+                row = db.execute(
+                    "SELECT encrypted FROM records WHERE id = ?", (record_id,)
+                ).fetchone()
+                if row is not None:
+                    blob = self._seal_vector(record_id, vector, bool(row[0]))
+                    db.execute(
+                        "UPDATE records SET vector = ?, model = ? WHERE id = ?",
+                        (blob, model, record_id),
+                    )
+
+    def vector(self, record_id: str) -> list[float] | None:
+        """The stored embedding of one record (None when absent)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT vector, encrypted FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+        return None if row is None else self._vector(record_id, row[0], bool(row[1]))
+
+    def close(self) -> None:
+        """Close the database and release the lock (idempotent)."""
+        with self._lock:
+            self._db.close()
+            self._flock.release()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
