@@ -115,6 +115,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dispatch":
         bench_dispatch(args.n)
         return 0
+    if args.what == "kernel":
+        from llmos.bench.kernel import bench_kernel
+
+        sizes = tuple(int(n) for n in args.table_sizes.split(",") if n.strip())
+        figures = bench_kernel(_settings(args), table_sizes=sizes, repeat=args.repeat)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -205,8 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("what", choices=["dispatch"])
-    bench.add_argument("-n", type=int, default=10_000, help="iterations")
+    bench.add_argument("what", choices=["dispatch", "kernel"])
+    bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
+    bench.add_argument(
+        "--table-sizes",
+        default="0,16",
+        help="kernel: extra syscalls to register when measuring step-2 prefill (comma list)",
+    )
+    bench.add_argument("--repeat", type=int, default=1, help="kernel: rounds of the requests")
+    bench.add_argument("--json", help="kernel: also write the figures here")
     bench.set_defaults(func=cmd_bench)
 
     evals = sub.add_parser("eval", help="run eval cases (JSONL) against the kernel")

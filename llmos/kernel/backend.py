@@ -192,6 +192,7 @@ class Decoder:
         self._all = LlamaTokenDataArray(n_vocab=self.n_vocab)
         self._byref = ctypes.byref
         self._samplers: dict[str, Any] = {}
+        self.fast_forward = True
 
     def _sampler(self, grammar: str) -> Any:
         """A grammar sampler for `grammar`, compiled once and reset for each use."""
@@ -267,7 +268,7 @@ class Decoder:
         sampler = self._sampler(constraint.grammar) if constraint else None
         out = b""
         forced_count = sampled = 0
-        head = constraint.format.forced("")[0] if constraint else ""
+        head = constraint.format.forced("")[0] if constraint and self.fast_forward else ""
         head_tokens = self._tokenize(head)
         for token in head_tokens:
             if sampler is not None:
@@ -288,7 +289,7 @@ class Decoder:
             out += llm.detokenize([token])
             sampled += 1
             batch = [token]
-            if constraint is not None:
+            if constraint is not None and self.fast_forward:
                 forced, done = constraint.format.forced(out.decode(errors="replace"))
                 if done:
                     out += forced.encode()

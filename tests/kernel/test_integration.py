@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from llmos.bench.kernel import padding_syscalls, second_step_prefill
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Event, Kernel
@@ -90,3 +92,34 @@ def test_unconstrained_output_is_repaired_or_retried(
     call, _ = kernel.decide(conv)
     assert call.call == "fs.read"
     assert loose.raw, "the model was asked"
+
+
+def test_step_prefill_does_not_grow_with_the_table(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    """After the first step only the new messages are prefilled, however many syscalls the
+    system prompt describes: the prefix stays byte-stable and llama.cpp reuses its cache."""
+    kernel = Kernel(system, backend)
+    measured = []
+    for padding in (0, 12):
+        added = padding_syscalls(system.registry, padding)
+        system_tokens, step2 = second_step_prefill(kernel, backend)
+        measured.append((system_tokens, step2))
+        for name in added:
+            system.registry.unregister(name)
+    (small_table, small_step), (big_table, big_step) = measured
+    assert big_table > small_table + 200
+    assert small_step == big_step
+    assert small_step < 80
+
+
+def test_forced_text_is_batched_and_the_call_stays_valid(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    kernel = Kernel(system, backend)
+    messages = kernel.messages(Conversation([{"role": "user", "content": "show me a.txt"}]))
+    out = backend.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
+    call = system.registry.parse(json.loads(out.text))
+    assert call.call == "fs.read"
+    assert out.forced_tokens >= 4, "the format's head and keys were forced, not sampled"
+    assert out.text.startswith('{"call": "fs.read"')
