@@ -158,26 +158,65 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    """Install and inspect models."""
+    """Install, choose and inspect models."""
+    from llmos.config import set_config_value
     from llmos.kernel import models
 
     settings = _settings(args)
     home = settings.ensure_home()
     if args.action == "pull":
         for name in args.names or ["default"]:
+            remote = models.hf_spec(name)
+            if remote is not None:
+                path = models.pull_hf(*remote, home, progress=models.bar(remote[2]))
+                print(f"{name}: {path} (sha256 checked against the hub)")
+                continue
             source = models.find_source(name)
             path = models.pull(source, home, progress=models.bar(source.name))
             print(f"{source.name}: {path} (sha256 verified)")
         return 0
+    if args.action == "use":
+        if len(args.names) != 1:
+            print("usage: llmos model use NAME|PATH", file=sys.stderr)
+            return 2
+        spec = args.names[0]
+        path = models.resolve_model(spec, home)
+        is_path = spec.endswith(".gguf") and models.hf_spec(spec) is None
+        keep = str(path) if is_path and path.parent != models.models_dir(home) else spec
+        config = set_config_value(home, "model", keep)
+        print(f"using {keep} ({path}); saved in {config}")
+        return 0
     if args.action == "list":
+        try:
+            current: Path | None = models.resolve_model(settings.model, home)
+        except LlmosError:
+            current = None
+        listed = set()
         for source in models.MODELS:
             target = models.models_dir(home) / source.filename
+            listed.add(target)
             state = "installed" if models.is_verified(source, target) else "not installed"
+            mark = "*" if current == target else " "
             aliases = ",".join(source.aliases)
-            print(f"{source.name:40} {aliases:8} {source.size / 1e9:5.2f} GB  {state}")
+            print(f"{mark} {source.name:40} {aliases:8} {source.size / 1e9:5.2f} GB  {state}")
+        for path in models.installed(home):
+            if path not in listed:
+                mark = "*" if current == path else " "
+                print(f"{mark} {path.name:49} {path.stat().st_size / 1e9:5.2f} GB  downloaded")
         return 0
     path = models.resolve_model(args.names[0] if args.names else settings.model, home)
+    meta = models.gguf_metadata(path)
+    arch = str(meta.get("general.architecture", "?"))
     print(f"model: {path}\nsize: {path.stat().st_size} bytes")
+    for label, key in (
+        ("name", "general.name"),
+        ("architecture", "general.architecture"),
+        ("context length", f"{arch}.context_length"),
+        ("layers", f"{arch}.block_count"),
+        ("file type", "general.file_type"),
+    ):
+        if key in meta:
+            print(f"{label}: {meta[key]}")
     return 0
 
 
@@ -231,8 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     evals.set_defaults(func=cmd_eval)
 
     model = sub.add_parser("model", help="install and inspect models")
-    model.add_argument("action", choices=["pull", "list", "info"])
-    model.add_argument("names", nargs="*", help="model name or alias (default, small) or path")
+    model.add_argument("action", choices=["pull", "list", "use", "info"])
+    model.add_argument(
+        "names",
+        nargs="*",
+        help="model name or alias (default, small), GGUF path, or Hugging Face "
+        "owner/repo:file.gguf",
+    )
     model.set_defaults(func=cmd_model)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,38 @@ class Settings(BaseSettings):
     def dump(self) -> dict[str, Any]:
         """Settings as plain JSON-able data, for `llmos model info` and the shell."""
         return self.model_dump(mode="json")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to config.toml")
+
+
+def set_config_value(home: Path, key: str, value: object) -> Path:
+    """Set one top-level key in `home/config.toml`, keeping the others, written atomically
+    (for `llmos model use`: the choice outlives the command)."""
+    import os
+    import tomllib
+
+    path = home / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        data = {}
+    data[key] = value
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    for name, table in tables:
+        lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".config.toml.{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path

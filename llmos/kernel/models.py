@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
+import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmos.errors import ErrorCode, LlmosError
 
@@ -156,13 +159,27 @@ def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> P
 
 
 def resolve_model(spec: str | None, home: Path) -> Path:
-    """A usable GGUF path for a model name, alias or file path (default: the default model)."""
+    """A usable GGUF path for a model name, alias, Hugging Face spec or file path (default: the
+    default model); E_NOENT with the command that installs it, E_INVAL for a file that is not
+    a GGUF."""
     spec = spec or "default"
+    remote = hf_spec(spec)
+    if remote is not None:
+        target = models_dir(home) / Path(remote[2]).name
+        if not target.is_file():
+            raise LlmosError(
+                ErrorCode.E_NOENT, f"model {spec} is not downloaded; run: llmos model pull {spec}"
+            )
+        check_gguf(target)
+        return target
     candidate = Path(spec).expanduser()
     if candidate.suffix == ".gguf" or os.sep in spec:
+        if not candidate.is_file() and os.sep not in spec:
+            candidate = models_dir(home) / spec
         if not candidate.is_file():
             raise LlmosError(ErrorCode.E_NOENT, f"model file {candidate} does not exist")
-        return candidate
+        check_gguf(candidate)
+        return candidate.resolve()
     source = find_source(spec)
     target = models_dir(home) / source.filename
     if not is_verified(source, target):
@@ -190,3 +207,144 @@ def bar(label: str) -> Progress:
             sys.stderr.flush()
 
     return show
+
+
+GGUF_MAGIC = b"GGUF"
+HF_ENDPOINT = "https://huggingface.co"
+_HF_URL = re.compile(
+    r"^https?://[^/]+/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<file>.+)$"
+)
+
+
+def check_gguf(path: Path) -> None:
+    """E_INVAL unless `path` starts like a GGUF file (a clear error instead of llama.cpp's)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise LlmosError(ErrorCode.E_NOENT, f"cannot read model {path}: {exc.strerror}") from exc
+    if magic != GGUF_MAGIC:
+        raise LlmosError(ErrorCode.E_INVAL, f"{path} is not a GGUF model file (bad header)")
+
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
+_SCALARS.update({11: "<q", 12: "<d"})
+
+
+def gguf_metadata(path: Path) -> dict[str, object]:
+    """The scalar and string metadata of a GGUF file's header (arrays are skipped)."""
+    check_gguf(path)
+    out: dict[str, object] = {}
+    with open(path, "rb") as fh:
+
+        def read(fmt: str) -> Any:
+            size = struct.calcsize(fmt)
+            data = fh.read(size)
+            if len(data) != size:
+                raise LlmosError(ErrorCode.E_INVAL, f"{path}: the GGUF header is cut short")
+            return struct.unpack(fmt, data)[0]
+
+        def string() -> str:
+            return fh.read(read("<Q")).decode("utf-8", errors="replace")
+
+        def value(kind: int) -> Any:
+            if kind == 8:
+                return string()
+            if kind == 9:
+                item, count = read("<I"), read("<Q")
+                if item in _SCALARS:
+                    fh.seek(struct.calcsize(_SCALARS[item]) * count, os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        value(item)
+                return None
+            if kind not in _SCALARS:
+                raise LlmosError(ErrorCode.E_INVAL, f"{path}: unknown GGUF value type {kind}")
+            return read(_SCALARS[kind])
+
+        fh.seek(4)
+        out["gguf.version"] = read("<I")
+        out["tensors"] = read("<Q")
+        for _ in range(read("<Q")):
+            key = string()
+            got = value(read("<I"))
+            if got is not None:
+                out[key] = got
+    return out
+
+
+def hf_spec(spec: str) -> tuple[str, str, str] | None:
+    """(repo, revision, file) for a Hugging Face model spec, else None. Accepted forms:
+    `hf:owner/repo/file.gguf`, `owner/repo:file.gguf` and a huggingface.co resolve URL."""
+    match = _HF_URL.match(spec)
+    if match:
+        return match["repo"], match["rev"], match["file"]
+    if spec.startswith("hf:"):
+        parts = spec[3:].split("/", 2)
+        if len(parts) == 3 and all(parts):
+            return f"{parts[0]}/{parts[1]}", "main", parts[2]
+    repo, colon, file = spec.partition(":")
+    if colon and repo.count("/") == 1 and file.endswith(".gguf") and "://" not in spec:
+        return repo, "main", file
+    return None
+
+
+def pull_hf(
+    repo: str,
+    revision: str,
+    filename: str,
+    home: Path,
+    progress: Progress | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download one GGUF from a Hugging Face repo into LLMOS_HOME/models: streamed to a temp
+    file, checked against the size and the sha256 the hub reports (its LFS ETag), checked to be
+    a GGUF, then renamed into place; anything else is deleted."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    base = (endpoint or os.environ.get("LLMOS_HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
+    url = f"{base}/{repo}/resolve/{revision}/{filename}"
+    target = models_dir(home) / Path(filename).name
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            etag = response.headers.get("X-Linked-ETag") or response.headers.get("ETag") or ""
+            expected = etag.strip().removeprefix("W/").strip('"').lower()
+            while block := response.read(8 << 20):
+                digest.update(block)
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total or done)
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if total and done != total:
+            raise LlmosError(ErrorCode.E_IO, f"{url}: got {done} of {total} bytes")
+        if re.fullmatch(r"[0-9a-f]{64}", expected) and got != expected:
+            raise LlmosError(
+                ErrorCode.E_INVAL, f"{url}: sha256 {got[:12]}... != {expected[:12]}..."
+            )
+        check_gguf(tmp)
+        os.replace(tmp, target)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", exc)
+        raise LlmosError(ErrorCode.E_IO, f"cannot download {url}: {reason}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _stamp(target).write_text(f"{got} {target.stat().st_mtime_ns}\n")
+    return target
+
+
+def installed(home: Path) -> list[Path]:
+    """Every GGUF in LLMOS_HOME/models (assembled or downloaded)."""
+    folder = models_dir(home)
+    return sorted(folder.glob("*.gguf")) if folder.is_dir() else []
