@@ -117,15 +117,23 @@ class LlamaCppBackend:
         self.model_path = model_path
         self.name = model_path.stem
         self.n_threads = n_threads or physical_cores()
-        self.llm = Llama(
-            model_path=str(model_path),
-            n_ctx=n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            n_gpu_layers=-1,
-            seed=seed,
-            verbose=False,
-        )
+        from llmos.kernel.models import check_gguf
+
+        check_gguf(model_path)
+        try:
+            self.llm = Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=-1,
+                seed=seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LlmosError(
+                ErrorCode.E_BACKEND, f"llama.cpp cannot load {model_path}: {exc} (damaged file?)"
+            ) from exc
         self.decoder = Decoder(self.llm)
         self._formatter: Any = None
 

@@ -174,6 +174,7 @@ class Kernel:
     def turn(self, process: Process, conversation: Conversation, request: str) -> Iterator[Event]:
         """Run one request to its reply, yielding every step as it happens."""
         conversation.add("user", request)
+        failed: dict[str, int] = {}
         for _ in range(self.max_steps):
             start = time.perf_counter()
             try:
@@ -185,7 +186,25 @@ class Kernel:
             data = call.model_dump(mode="json")
             conversation.add("assistant", shown)
             yield Event("call", call=data, seconds=decided)
+            if shown in failed:
+                failed[shown] += 1
+                if failed[shown] > 2:
+                    yield Event(
+                        "error",
+                        text=f"{ErrorCode.E_INVAL}: the kernel kept repeating a call that failed "
+                        f"({shown}); try rewording the request",
+                    )
+                    return
+                conversation.add(
+                    "user",
+                    "ERROR: that exact call already failed; repeating it fails again. "
+                    "Change the call or reply to the user explaining the error.",
+                )
+                yield Event("error", call=data, text="repeated a failed call; not run again")
+                continue
             result = self.system.dispatch(process, call)
+            if not result.ok:
+                failed[shown] = 1
             if result.ok and call.call in ENDS_TURN:
                 kind: EventKind = "reply" if call.call == "reply" else "ask"
                 value = result.value if isinstance(result.value, dict) else {}

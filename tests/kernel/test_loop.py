@@ -135,3 +135,23 @@ def test_a_fooled_model_cannot_delete_without_a_grant(system: System, workspace:
     assert (workspace / "secret.txt").exists()
     assert "E_PERM" in backend.prompts[2][-1]["content"]
     assert "fs.delete" in backend.prompts[2][-1]["content"]
+
+
+def test_a_repeated_failing_call_is_not_run_again(system: System, proc: Process) -> None:
+    move = {"call": "fs.move", "src": "*.log", "dst": "logs/"}
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [move, move, {"call": "reply", "text": "There is no file called *.log."}],
+        "move the logs",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "already failed" in backend.prompts[2][-1]["content"]
+    lines = system.audit.path.read_text().splitlines()
+    assert sum('"fs.move"' in line for line in lines) == 1, "dispatched once, not twice"
+
+
+def test_a_kernel_that_keeps_repeating_a_failure_is_stopped(system: System, proc: Process) -> None:
+    move = {"call": "fs.move", "src": "*.log", "dst": "logs/"}
+    kinds, _, _ = run(system, proc, [move] * 8, "move the logs")
+    assert kinds == ["call", "result", "call", "error", "call", "error"]

@@ -207,3 +207,13 @@ def test_model_use_is_remembered(
     assert "layers: 4" in capsys.readouterr().out
     assert main(["model", "use", str(tmp_path / "none.gguf")]) != 0
     assert Settings().model == str(path), "a failed `use` changes nothing"
+
+
+def test_a_damaged_gguf_gives_a_clear_backend_error(tmp_path: Path) -> None:
+    from llmos.kernel.backend import LlamaCppBackend
+
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": "qwen2"}))
+    with pytest.raises(LlmosError) as err:
+        LlamaCppBackend(path)
+    assert err.value.code == ErrorCode.E_BACKEND and "cut.gguf" in err.value.message
