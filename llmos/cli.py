@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run eval cases against the kernel and print per-family pass rates."""
+    from llmos.config import Settings
     from llmos.kernel.backend import open_backend
     from llmos.kernel.evaluation import CaseResult, load_cases, run_eval
     from llmos.system import System
@@ -143,7 +145,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mark = "PASS" if r.passed else "FAIL"
         print(f"{mark} {r.id:10} {r.family:10} {r.seconds:6.1f}s {r.detail}", flush=True)
 
-    with System(settings, plugins=False) as system:
+    with (
+        tempfile.TemporaryDirectory(prefix="llmos-eval-home-") as scratch,
+        System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
+    ):
         summary = run_eval(system, backend, cases, report=show)
     print(
         f"model {summary['model']}: {summary['passed']}/{summary['cases']} passed "

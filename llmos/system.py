@@ -52,6 +52,11 @@ class System:
                 self._memory = Memory.open(self.settings)
             return self._memory
 
+    @property
+    def memory_opened(self) -> bool:
+        """Whether the memory has been opened (without opening it)."""
+        return self._memory is not None
+
     def spawn(
         self,
         name: str,

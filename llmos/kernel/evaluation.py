@@ -154,6 +154,9 @@ class Sandbox:
             path = self.workspace / _norm_path(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (int(width), int(height)), (90, 140, 200)).save(path)
+        self.memory_used = bool(setup.get("memory")) or "memory" in (case.get("check") or {})
+        for fact in setup.get("memory") or []:
+            system.memory.store(str(fact), meta={"source": "eval setup"})
         self.tool_calls: list[dict[str, Any]] = []
         self.tools = [tool_model(t) for t in case.get("tools") or []]
         for model in self.tools:
@@ -172,9 +175,12 @@ class Sandbox:
         return {"status": "ok", "note": f"{call.call} done (stub result for evaluation)"}
 
     def close(self) -> None:
-        """Unregister the case's tools."""
+        """Unregister the case's tools and forget what the case stored, so cases stay apart."""
         for model in self.tools:
             self.system.registry.unregister(model.model_fields["call"].default)
+        if self.memory_used or self.system.memory_opened:
+            memory = self.system.memory
+            memory.forget([r.id for r in memory.db.all()])
 
 
 def executed_calls(events: list[Event]) -> list[dict[str, Any]]:
@@ -253,7 +259,10 @@ def check_task(case: dict[str, Any], sandbox: Sandbox, events: list[Event]) -> t
         if why:
             return False, why
     if "memory" in check:
-        return False, "memory checks need the mem family (not built yet)"
+        want = check["memory"]
+        hits = sandbox.system.memory.search(str(want["query"]), k=5)
+        if not any(str(want["contains"]).lower() in h.text.lower() for h in hits):
+            return False, f"memory search {want['query']!r} finds no {want['contains']!r}"
     return True, ""
 
 

@@ -125,3 +125,39 @@ def test_load_cases_reports_the_bad_line(tmp_path: Path) -> None:
     with pytest.raises(LlmosError) as err:
         load_cases([good])
     assert "c.jsonl:3" in err.value.message
+
+
+def test_memory_setup_and_checks_use_the_real_store_and_stay_per_case(system: System) -> None:
+    cases = [
+        {
+            "id": "m1",
+            "intent": "what is my dog called?",
+            "setup": {"memory": ["The user's dog is called Rex."]},
+            "check": {"reply": {"contains": "Rex"}},
+        },
+        {
+            "id": "m2",
+            "intent": "remember that I take the 8:15 train",
+            "check": {"memory": {"query": "which train", "contains": "8:15"}},
+        },
+        {
+            "id": "m3",
+            "intent": "which train do I take?",
+            "check": {"memory": {"query": "which train", "contains": "8:15"}},
+        },
+    ]
+    backend = ScriptedBackend(
+        [
+            {"call": "mem.search", "query": "dog name"},
+            {"call": "reply", "text": "Your dog is called Rex."},
+            {"call": "mem.store", "text": "The user takes the 8:15 train."},
+            {"call": "reply", "text": "Noted."},
+            {"call": "reply", "text": "I don't know."},
+        ]
+    )
+    summary = run_eval(system, backend, cases)
+    passed = {r["id"]: r["passed"] for r in summary["results"]}
+    assert passed == {"m1": True, "m2": True, "m3": False}, summary["results"]
+    results = [p for p in backend.prompts[1] if "RESULT" in p["content"]]
+    assert "Rex" in results[-1]["content"], "the setup fact was found by mem.search"
+    assert system.memory.db.count() == 0, "each case's memories are forgotten after it"
