@@ -110,7 +110,13 @@ class LlamaCppBackend:
     own common sampler does), and text the call format forces is evaluated in one batch."""
 
     def __init__(
-        self, model_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        cache_dir: Path | None = None,
     ) -> None:
         from llama_cpp import Llama
 
@@ -134,8 +140,9 @@ class LlamaCppBackend:
             raise LlmosError(
                 ErrorCode.E_BACKEND, f"llama.cpp cannot load {model_path}: {exc} (damaged file?)"
             ) from exc
-        self.decoder = Decoder(self.llm)
+        self.decoder = Decoder(self.llm, cache=PrefixCache(cache_dir, model_path, n_ctx))
         self._formatter: Any = None
+        self._stable: dict[str, str] = {}
 
     def tokens(self, text: str) -> int:
         """How many tokens the model's own tokenizer makes of `text`."""
@@ -164,10 +171,37 @@ class LlamaCppBackend:
     ) -> Completion:
         """Greedy decoding under the constraint; the KV cache of the shared prefix is reused."""
         try:
-            tokens = self.llm.tokenize(self.prompt(messages).encode(), add_bos=True, special=True)
-            return self.decoder.decode(tokens, constraint=constraint, max_tokens=max_tokens)
+            text = self.prompt(messages)
+            tokens = self.llm.tokenize(text.encode(), add_bos=True, special=True)
+            stable = self._stable_tokens(messages, text, tokens)
+            return self.decoder.decode(
+                tokens, constraint=constraint, max_tokens=max_tokens, stable=stable
+            )
         except (RuntimeError, ValueError) as exc:
             raise LlmosError(ErrorCode.E_BACKEND, f"llama.cpp failed: {exc}") from exc
+
+    def _stable_tokens(self, messages: list[Message], text: str, tokens: list[int]) -> int:
+        """How many leading tokens are the system message (the part every step shares, worth
+        keeping on disk); 0 without one."""
+        if not messages or messages[0].get("role") != "system":
+            return 0
+        content = messages[0]["content"]
+        end = text.find(content)
+        if end < 0:
+            return 0
+        head = text[: end + len(content)]
+        ids = self.llm.tokenize(head.encode(), add_bos=True, special=True)
+        n = 0
+        for a, b in zip(ids, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def warm(self, messages: list[Message]) -> Completion:
+        """Bring the system prompt into the KV cache now (from the disk cache when it is
+        there), so the person's first request does not wait for it."""
+        return self.complete(messages, constraint=None, max_tokens=0)
 
 
 CHATML = (
@@ -177,16 +211,92 @@ CHATML = (
 )
 
 
+class PrefixCache:
+    """The KV state of a long stable prompt prefix (the system prompt) saved on disk, so a new
+    process loads it in a fraction of a second instead of prefilling it (about 35 s for the
+    default model on 2 cores). Files are keyed by the model file, context size, llama.cpp
+    version and the exact tokens; a file that fails to load is deleted and recomputed."""
+
+    KEEP = 4
+
+    def __init__(self, folder: Path | None, model_path: Path, n_ctx: int) -> None:
+        self.folder = folder
+        try:
+            info = model_path.stat()
+            self._model_key = f"{model_path.resolve()}:{info.st_size}:{info.st_mtime_ns}:{n_ctx}"
+        except OSError:
+            self._model_key = f"{model_path}:{n_ctx}"
+        self.last = ""
+
+    def path(self, tokens: list[int]) -> Path | None:
+        """Where the state after exactly `tokens` is (or would be) kept."""
+        if self.folder is None:
+            return None
+        import hashlib
+
+        import llama_cpp
+
+        digest = hashlib.sha256(f"{llama_cpp.__version__}|{self._model_key}|".encode())
+        digest.update(",".join(map(str, tokens)).encode())
+        return self.folder / f"{digest.hexdigest()[:32]}.kv"
+
+    def load(self, llm: Any, tokens: list[int]) -> bool:
+        """Restore the state after `tokens` into `llm` if a good file holds it."""
+        import ctypes
+
+        import llama_cpp
+
+        path = self.path(tokens)
+        if path is None or not path.is_file():
+            return False
+        out = (llama_cpp.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        ok = llama_cpp.llama_state_load_file(
+            llm._ctx.ctx, str(path).encode(), out, len(tokens), ctypes.byref(count)
+        )
+        if not ok or count.value != len(tokens) or list(out) != tokens:
+            path.unlink(missing_ok=True)
+            llm._ctx.kv_cache_clear()
+            llm.n_tokens = 0
+            self.last = "damaged"
+            return False
+        llm.input_ids[: len(tokens)] = tokens
+        llm.n_tokens = len(tokens)
+        os.utime(path)
+        self.last = "loaded"
+        return True
+
+    def save(self, llm: Any, tokens: list[int]) -> None:
+        """Keep the state of `llm` (which holds exactly `tokens`) for later processes."""
+        import llama_cpp
+
+        path = self.path(tokens)
+        if path is None or path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        if llama_cpp.llama_state_save_file(llm._ctx.ctx, str(tmp).encode(), array, len(tokens)):
+            os.replace(tmp, path)
+            self.last = "saved"
+            files = sorted(path.parent.glob("*.kv"), key=lambda p: p.stat().st_mtime)
+            for old in files[: -self.KEEP]:
+                old.unlink(missing_ok=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 class Decoder:
     """Greedy decoding of one output on a llama-cpp-python `Llama`, reusing its KV cache."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, cache: PrefixCache | None = None) -> None:
         import ctypes
 
         import llama_cpp
         from llama_cpp._internals import LlamaTokenDataArray
 
         self.llm = llm
+        self.cache = cache
         self.lib = llama_cpp
         self.vocab = llm._model.vocab
         self.n_vocab = int(llm.n_vocab())
@@ -246,28 +356,48 @@ class Decoder:
         pointer = self.lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
-    def prefill(self, tokens: list[int]) -> int:
-        """Evaluate `tokens` after the longest prefix already in the KV cache; returns how many
-        were evaluated (at least one, so there are fresh logits)."""
-        llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
+    def _cached(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the KV cache already holds."""
         keep = 0
-        for a, b in zip(cached, tokens, strict=False):
+        for a, b in zip(self.llm.input_ids[: self.llm.n_tokens], tokens, strict=False):
             if a != b:
                 break
             keep += 1
-        keep = min(keep, len(tokens) - 1)
+        return keep
+
+    def prefill(self, tokens: list[int], stable: int = 0) -> int:
+        """Evaluate `tokens` after the longest prefix already in the KV cache; returns how many
+        were evaluated (at least one, so there are fresh logits). The first `stable` tokens are
+        loaded from, or saved to, the disk cache when the KV cache lacks them."""
+        llm = self.llm
         if len(tokens) >= llm.n_ctx():
             raise LlmosError(
                 ErrorCode.E_TOOBIG,
                 f"the prompt is {len(tokens)} tokens; the context holds {llm.n_ctx()}",
             )
+        keep = self._cached(tokens)
+        stable = stable if self.cache is not None and 0 < stable < len(tokens) else 0
+        if stable and keep < stable and self.cache is not None:
+            if self.cache.load(llm, tokens[:stable]):
+                keep = stable
+            else:
+                llm.n_tokens = keep
+                llm.eval(tokens[keep:stable])
+                self.cache.save(llm, tokens[:stable])
+                llm.eval(tokens[stable:])
+                return len(tokens) - keep
+        keep = min(keep, len(tokens) - 1)
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
         return len(tokens) - keep
 
     def decode(
-        self, prompt: list[int], *, constraint: Constraint | None, max_tokens: int
+        self,
+        prompt: list[int],
+        *,
+        constraint: Constraint | None,
+        max_tokens: int,
+        stable: int = 0,
     ) -> Completion:
         """Decode greedily after `prompt`: under the constraint's grammar, with forced text
         evaluated in batches, until the call is complete, an end token, or `max_tokens`."""
@@ -281,7 +411,7 @@ class Decoder:
         for token in head_tokens:
             if sampler is not None:
                 self.lib.llama_sampler_accept(sampler, token)
-        prefilled = self.prefill(list(prompt) + head_tokens)
+        prefilled = self.prefill(list(prompt) + head_tokens, stable)
         out, forced_count = head.encode(), len(head_tokens)
         prefill_done = time.perf_counter()
         room = max(0, min(max_tokens, llm.n_ctx() - llm.n_tokens - 1))
@@ -342,8 +472,9 @@ def open_backend(settings: Settings) -> Backend:
 
     if settings.server:
         return OpenAIBackend(settings.server, model=settings.model or "default")
-    path = resolve_model(settings.model, settings.ensure_home())
-    return LlamaCppBackend(path, n_ctx=settings.n_ctx)
+    home = settings.ensure_home()
+    path = resolve_model(settings.model, home)
+    return LlamaCppBackend(path, n_ctx=settings.n_ctx, cache_dir=home / "cache" / "kv")
 
 
 class OpenAIBackend:

@@ -134,6 +134,13 @@ class Kernel:
             self._prompt_version = self.system.registry.version
         return self._system_message
 
+    def warm(self) -> None:
+        """Bring the system prompt into the backend's cache now, if the backend can (the shell
+        does this while the person types, so the first request is answered at full speed)."""
+        warm = getattr(self.backend, "warm", None)
+        if callable(warm):
+            warm(self.messages(Conversation()))
+
     def messages(self, conversation: Conversation) -> list[Message]:
         """The full prompt: the stable system message, then the conversation."""
         return [{"role": "system", "content": self.system_message()}, *conversation.messages]

@@ -55,7 +55,9 @@ class LazyKernel:
         from llmos.kernel.loop import Kernel
 
         try:
-            self._kernel = Kernel(self.system, self._loader())
+            kernel = Kernel(self.system, self._loader())
+            kernel.warm()
+            self._kernel = kernel
         except LlmosError as exc:
             self._error = exc
         except Exception as exc:

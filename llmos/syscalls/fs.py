@@ -52,7 +52,7 @@ class FsReadResult(BaseModel):
 
 
 class FsWrite(Syscall):
-    """Write text to a file (overwrite, append, or create only if new)."""
+    """Write text to a file, creating missing folders (overwrite, append, or create only if new)."""
 
     call: Literal["fs.write"] = "fs.write"
     path: str = PathArg

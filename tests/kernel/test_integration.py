@@ -123,3 +123,31 @@ def test_forced_text_is_batched_and_the_call_stays_valid(
     assert call.call == "fs.read"
     assert out.forced_tokens >= 4, "the format's head and keys were forced, not sampled"
     assert out.text.startswith('{"call": "fs.read"')
+
+
+def test_the_system_prompt_state_is_kept_on_disk_for_the_next_process(
+    system: System, small_model: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "kv"
+    first = LlamaCppBackend(small_model, cache_dir=cache)
+    kernel = Kernel(system, first)
+    messages = kernel.messages(Conversation([{"role": "user", "content": "show me a.txt"}]))
+    cold = first.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
+    assert first.decoder.cache is not None and first.decoder.cache.last == "saved"
+    assert cold.prefill_tokens > 1000
+    files = list(cache.glob("*.kv"))
+    assert len(files) == 1
+    del first, kernel
+
+    second = LlamaCppBackend(small_model, cache_dir=cache)
+    kernel = Kernel(system, second)
+    warm = second.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
+    assert second.decoder.cache is not None and second.decoder.cache.last == "loaded"
+    assert warm.prefill_tokens < 40, "only the request was prefilled"
+    assert warm.text == cold.text
+
+    files[0].write_bytes(b"damaged" * 100)
+    third = LlamaCppBackend(small_model, cache_dir=cache)
+    again = third.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
+    assert third.decoder.cache is not None and third.decoder.cache.last == "saved"
+    assert again.text == cold.text, "a damaged file is recomputed, never trusted"
