@@ -78,6 +78,7 @@ class Embedder:
 
     def __init__(self, model_path: Path | None = None, *, batch_size: int = BATCH_SIZE) -> None:
         self._path = model_path
+        self._named = model_path
         self.batch_size = batch_size
         self._thread: threading.Thread | None = None
 
@@ -91,9 +92,7 @@ class Embedder:
     @property
     def name(self) -> str:
         """The model's name, stored beside each vector so a change of model forces re-embedding."""
-        if self._path is None:
-            return DEFAULT_MODEL_NAME
-        return self._path.name
+        return DEFAULT_MODEL_NAME if self._named is None else self._named.name
 
     @property
     def loaded(self) -> bool:

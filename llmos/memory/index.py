@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -274,10 +275,13 @@ def probe_in_subprocess(
         )
     except subprocess.TimeoutExpired:
         return ProbeResult(Health.DAMAGED, f"the index probe hung for more than {timeout:.0f} s")
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        return ProbeResult(Health.DAMAGED, f"the index probe crashed ({name}) opening the index")
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or [""]
         return ProbeResult(
-            Health.DAMAGED, f"the index probe exited with status {done.returncode} {tail[0]}"
+            Health.DAMAGED, f"the index probe failed (status {done.returncode}): {tail[0]}"
         )
     try:
         answer = json.loads(done.stdout.strip().splitlines()[-1])

@@ -27,6 +27,7 @@ from llmos.memory.index import (
     Where,
     probe_in_subprocess,
 )
+from llmos.memory.indexer import Indexer
 from llmos.memory.store import COLLECTIONS, Collection, MemoryStore, MetaValue, NewRecord, Record
 from llmos.memory.tags import normalize_tags
 
@@ -40,6 +41,7 @@ KEY_FILE = ("keys", "memory.key")
 REINDEX_BATCH = 256
 PROBE_RECENT = 16
 QUERY_CACHE = 64
+CLOSE_WAIT_S = 30.0
 
 Allow = Callable[[Record], bool]
 """A filter on what a caller may see (the mem syscalls pass the process's capability check)."""
@@ -92,7 +94,9 @@ class Memory:
         self.index = index
         self.embedder = embedder
         self.last_probe: ProbeResult | None = None
-        self._index_lock = threading.Lock()
+        # Re-entrant: the indexer holds it across `_ready_index`, which takes it too.
+        self._index_lock = threading.RLock()
+        self._indexer = Indexer(self._index_new, self._index_failed)
         self._index_ready = False
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self._queries_lock = threading.Lock()
@@ -150,47 +154,51 @@ class Memory:
         collection: Collection = "archival",
         meta: Mapping[str, MetaValue] | None = None,
     ) -> Record:
-        """Keep one text; it is durable (committed) when this returns."""
+        """Keep one text: durable (committed) when this returns, searchable once indexed."""
         return self.store_many([NewRecord(text=text, tags=tuple(tags), meta=meta)], collection)[0]
 
     def store_many(self, items: Sequence[NewRecord], collection: Collection) -> list[Record]:
-        """Keep several texts in one transaction, embedded in one batch (a page-out)."""
+        """Keep several texts in one transaction (a page-out): durable when this returns, then
+        embedded and indexed in the background (a search waits for that)."""
         if not items:
             return []
-        vectors = self.embedder.embed([item.text for item in items])
-        model = self.embedder.name
         prepared = [
-            NewRecord(
-                text=item.text,
-                tags=normalize_tags(item.tags),
-                meta=item.meta,
-                vector=vector,
-                model=model,
-            )
-            for item, vector in zip(items, vectors, strict=True)
+            NewRecord(text=item.text, tags=normalize_tags(item.tags), meta=item.meta)
+            for item in items
         ]
         records = self.db.add_many(collection, prepared)
-        self._index_upsert(collection, records, vectors)
+        self._indexer.submit(records)
         return records
 
-    def _index_upsert(
-        self, collection: Collection, records: Sequence[Record], vectors: Sequence[Sequence[float]]
-    ) -> None:
-        """Index stored records; on failure the store still holds them, and the index is marked
-        for a check (and rebuild) before its next use."""
-        try:
-            self._ready_index().upsert(
-                collection,
-                [r.id for r in records],
-                vectors,
-                [_index_metadata(r) for r in records],
-            )
-        except LlmosError as exc:
-            log.warning("memory index update failed, it will be rebuilt: %s", exc.message)
-            self._index_ready = False
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything stored so far is indexed; False on time-out."""
+        return self._indexer.flush(timeout)
+
+    def _index_new(self, records: Sequence[Record]) -> None:
+        """The indexer's work: embed a batch, keep the vectors in the store, index them."""
+        vectors = self.embedder.embed([r.text for r in records])
+        self.db.set_vectors(
+            {r.id: v for r, v in zip(records, vectors, strict=True)}, self.embedder.name
+        )
+        pairs = list(zip(records, vectors, strict=True))
+        with self._index_lock:
+            index = self._ready_index()
+            for collection in COLLECTIONS:
+                chosen = [(r, v) for r, v in pairs if r.collection == collection]
+                if chosen:
+                    index.upsert(
+                        collection,
+                        [r.id for r, _ in chosen],
+                        [v for _, v in chosen],
+                        [_index_metadata(r) for r, _ in chosen],
+                    )
+
+    def _index_failed(self, exc: Exception) -> None:
+        """Indexing failed: the store holds the records; check and rebuild before next use."""
+        self._index_ready = False
 
     def _index_delete(self, records: Sequence[Record]) -> None:
-        """Remove deleted records from the index, best effort like `_index_upsert`."""
+        """Remove deleted records from the index; on failure, rebuild before its next use."""
         try:
             index = self._ready_index()
             for collection in COLLECTIONS:
@@ -213,10 +221,17 @@ class Memory:
         session: str | None = None,
         allow: Allow | None = None,
         min_score: float | None = None,
+        wait: bool = True,
     ) -> list[Hit]:
         """The `k` stored records nearest in meaning to `query`, best first, among those that
-        carry every tag (of `session`, if given) and that `allow` lets the caller see."""
+        carry every tag (of `session`, if given) and that `allow` lets the caller see.
+
+        With `wait` (the default) records stored a moment ago are indexed first; the pager,
+        looking for pages it has just evicted no more than anything else, may skip that.
+        """
         vector = self._embed_query(query)
+        if wait:
+            self._indexer.flush()
         index = self._ready_index()
         where = _where(normalize_tags(tags), session)
         hits: list[Hit] = []
@@ -260,6 +275,7 @@ class Memory:
 
     def forget(self, ids: Iterable[str]) -> list[Record]:
         """Delete records by id from the store (durably) and the index; returns what went."""
+        self._indexer.flush()
         gone = self.db.delete(ids)
         if gone:
             self._index_delete(gone)
@@ -369,6 +385,7 @@ class Memory:
 
     def reindex(self) -> int:
         """Rebuild the index from the store now (wiping a local one); returns records indexed."""
+        self._indexer.flush()
         with self._index_lock:
             self.db.set_meta("index_state", "dirty")
             total = self._rebuild(wipe=True)
@@ -378,13 +395,15 @@ class Memory:
 
     def health(self) -> ProbeResult:
         """Check the open index against the store now, in this process."""
+        self._indexer.flush()
         return self._ready_index().check(self._expected())
 
     def close(self) -> None:
         """Mark the index clean (when it is in step with the store) and release everything."""
+        indexed = self._indexer.stop(CLOSE_WAIT_S)
         with self._index_lock:
             try:
-                if self._index_ready:
+                if indexed and self._index_ready and not self.db.closed:
                     self.db.set_meta("index_state", "clean")
             finally:
                 self.index.close()

@@ -133,6 +133,7 @@ class MemoryStore:
         self.key_path = key_path
         self._lock = threading.RLock()
         self._cipher: RecordCipher | None = None
+        self._closed = False
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Embeddings and texts leak meaning: the folder is the owner's alone, even if it existed.
         os.chmod(folder, 0o700)
@@ -395,9 +396,15 @@ class MemoryStore:
             ).fetchone()
         return None if row is None else self._vector(record_id, row[0], bool(row[1]))
 
+    @property
+    def closed(self) -> bool:
+        """True once `close` has run."""
+        return self._closed
+
     def close(self) -> None:
         """Close the database and release the lock (idempotent)."""
         with self._lock:
+            self._closed = True
             self._db.close()
             self._flock.release()
 

@@ -223,7 +223,10 @@ def _search_resources(call: MemSearch, process: Process) -> list[str]:
 
 def _forget_resources(call: MemForget, process: Process) -> list[str]:
     """The scopes of every memory that would go: forgetting needs mem.forget on all of them.
-    Memories the process cannot see are not there for it (E_NOENT), never a hint of them."""
+    Memories the process cannot see are not there for it (E_NOENT), never a hint of them; a
+    process with no mem.forget grant at all is refused (E_PERM) before anything is looked up."""
+    if process.caps.find("mem.forget", []) is None:
+        return []
     search_allow = _allow(process, "mem.search")
     if call.id is not None:
         found = _memory(process).get([call.id])

@@ -1,0 +1,268 @@
+"""The Memory facade: durable store, searchable index, forgetting, and self-healing index."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import llmos.memory
+import llmos.memory.memory as memory_module
+from llmos.config import Settings
+from llmos.errors import ErrorCode, LlmosError
+from llmos.memory.embedder import Embedder
+from llmos.memory.index import Health
+from llmos.memory.memory import Memory
+from llmos.memory.store import DB_FILE, NewRecord, Record
+
+FACTS = [
+    ("My cat is called Miso", ["pets"]),
+    ("The wifi password is hunter2", ["home"]),
+    ("Deploys happen on Fridays at 5pm", ["work"]),
+    ("My sister's birthday is March 3rd", ["family"]),
+    ("I prefer tea over coffee", []),
+]
+
+
+def _fill(memory: Memory) -> list[Record]:
+    """Store the facts and wait until they are indexed."""
+    records = [memory.store(text, tags=tags) for text, tags in FACTS]
+    assert memory.flush(timeout=60)
+    return records
+
+
+def _crash(memory: Memory) -> None:
+    """Stop without the clean close (as a killed process would): the index is left 'dirty'."""
+    memory.index.close()
+    memory.db.close()
+
+
+def test_store_then_search_by_meaning(memory: Memory) -> None:
+    assert memory.search("anything") == []
+    stored = _fill(memory)
+    assert stored[0].id == "a1" and stored[0].tags == ("pets",)
+    hits = memory.search("what is my cat's name?", k=3)
+    assert len(hits) == 3 and hits[0].id == "a1"
+    assert hits[0].text == "My cat is called Miso"
+    assert 0.5 < hits[0].score <= 1.0
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert memory.search("when is the deploy", k=1)[0].record.tags == ("work",)
+
+
+def test_tags_must_all_match(memory: Memory) -> None:
+    _fill(memory)
+    memory.store("Miso hates the vet", tags=["pets", "health"])
+    assert [h.id for h in memory.search("cat", tags=["pets"])] == ["a1", "a6"]
+    assert [h.id for h in memory.search("cat", tags=["PETS", "health"])] == ["a6"]
+    assert memory.search("cat", tags=["nothing-tagged-so"]) == []
+    with pytest.raises(LlmosError) as err:
+        memory.store("x", tags=["a/b"])
+    assert err.value.code == ErrorCode.E_INVAL
+    assert memory.db.count() == 6
+
+
+def test_recall_pages_by_session(memory: Memory) -> None:
+    _fill(memory)
+    pages = [
+        NewRecord(
+            text=f"user: the meeting room is {room}",
+            meta={"session": session, "turn_start": n, "turn_end": n, "source": "pager"},
+        )
+        for n, (room, session) in enumerate([("B12", "s1"), ("C7", "s2")])
+    ]
+    assert [r.id for r in memory.store_many(pages, "recall")] == ["r6", "r7"]
+    hits = memory.search("which meeting room?", collections=["recall"], session="s2")
+    assert [h.id for h in hits] == ["r7"]
+    assert hits[0].record.meta["source"] == "pager"
+    both = memory.search("which meeting room?", k=10)
+    assert {"r6", "r7"} <= {h.id for h in both}
+
+
+def test_a_filter_sees_past_what_it_hides(memory: Memory) -> None:
+    memory.store_many([NewRecord(text=f"the cat sat on mat {i}") for i in range(30)], "archival")
+    memory.store("quarterly tax forms are due in April", tags=["money"])
+    memory.store("the accountant's name is Ruth", tags=["money"])
+    hits = memory.search("cat on a mat", k=2, allow=lambda r: "money" in r.tags)
+    assert sorted(h.id for h in hits) == ["a31", "a32"]
+
+
+def test_forget_by_id(memory: Memory) -> None:
+    _fill(memory)
+    gone = memory.forget(["a2", "a99"])
+    assert [r.text for r in gone] == ["The wifi password is hunter2"]
+    assert memory.db.get("a2") is None
+    assert memory.index.count("archival") == 4
+    assert all(h.id != "a2" for h in memory.search("wifi password", k=5))
+
+
+def test_forget_matching_previews_then_applies(memory: Memory) -> None:
+    _fill(memory)
+    preview = memory.forget_matching("my cat")
+    assert [h.id for h in preview] == ["a1"]
+    assert memory.db.get("a1") is not None
+    assert memory.forget_matching("zebra migration in the Serengeti") == []
+    applied = memory.forget_matching("my cat", apply=True)
+    assert [h.id for h in applied] == ["a1"]
+    assert memory.db.get("a1") is None and memory.db.count() == 4
+
+
+def test_index_is_only_an_index(memory: Memory) -> None:
+    _fill(memory)
+    memory.db.delete(["a1"])  # gone from the store, still in the index
+    hits = memory.search("my cat", k=5)
+    assert "a1" not in [h.id for h in hits]
+    assert memory.index.count("archival") == 4  # the orphan was dropped on sight
+
+
+def test_clean_reopen_skips_the_probe(
+    settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probes: list[str] = []
+    real = memory_module.probe_in_subprocess
+    monkeypatch.setattr(
+        memory_module,
+        "probe_in_subprocess",
+        lambda *a, **k: probes.append("probe") or real(*a, **k),
+    )
+    with Memory.open(settings) as first:
+        _fill(first)
+        assert first.last_probe is not None and first.last_probe.health is Health.MISSING
+    again = Memory.open(settings)
+    assert again.search("cat", k=1)[0].id == "a1"
+    assert again.last_probe is not None and again.last_probe.health is Health.OK
+    _crash(again)
+    again.close()  # closing twice (or after a failure) is harmless
+    assert probes == []
+    with Memory.open(settings) as after_crash:
+        after_crash.search("cat", k=1)
+        assert probes == ["probe"]
+
+
+def test_stale_index_is_rebuilt_after_a_crash(settings: Settings, embedder: Embedder) -> None:
+    first = Memory.open(settings)
+    _fill(first)
+    first.index.delete("archival", ["a3"])  # a write that never reached the index
+    _crash(first)
+    with Memory.open(settings) as memory:
+        assert memory.search("when do deploys happen?", k=1)[0].id == "a3"
+        assert memory.last_probe is not None and memory.last_probe.health is Health.STALE
+        assert memory.health().health is Health.OK
+
+
+def test_damaged_index_is_wiped_and_rebuilt(settings: Settings, embedder: Embedder) -> None:
+    first = Memory.open(settings)
+    _fill(first)
+    _crash(first)
+    with open(settings.home / "memory" / "chroma" / "chroma.sqlite3", "r+b") as fh:
+        fh.write(b"\0garbage" * 512)
+    with Memory.open(settings) as memory:
+        assert memory.search("tea or coffee?", k=1)[0].id == "a5"
+        assert memory.last_probe is not None and memory.last_probe.health is Health.DAMAGED
+        assert memory.index.count("archival") == 5
+
+
+def test_missing_index_is_rebuilt(settings: Settings, embedder: Embedder) -> None:
+    with Memory.open(settings) as first:
+        _fill(first)
+    shutil.rmtree(settings.home / "memory" / "chroma")
+    with Memory.open(settings) as memory:
+        assert memory.search("sister's birthday", k=1)[0].id == "a4"
+        assert memory.last_probe is not None and memory.last_probe.health is Health.MISSING
+
+
+def test_another_embedding_model_forces_a_rebuild(settings: Settings, embedder: Embedder) -> None:
+    with Memory.open(settings) as first:
+        _fill(first)
+        first.db.set_meta("index_model", "some-older-model")
+    with Memory.open(settings) as memory:
+        memory.search("cat", k=1)
+        assert memory.last_probe is not None and memory.last_probe.health is Health.STALE
+        assert "some-older-model" in memory.last_probe.reason
+        assert memory.db.get_meta("index_model") == embedder.name
+
+
+def test_reindex_embeds_records_stored_without_vectors(
+    settings: Settings, embedder: Embedder
+) -> None:
+    with Memory.open(settings) as memory:
+        _fill(memory)
+        memory.db.add("archival", "The spare key is under the blue pot")  # no vector
+        assert memory.db.vector("a6") is None
+        assert memory.reindex() == 6
+        assert memory.db.vector("a6") is not None
+        assert memory.search("where is the spare key?", k=1)[0].id == "a6"
+    assert llmos.memory.reindex(settings) == 6
+
+
+def test_reindex_refuses_while_memory_is_open(memory: Memory, settings: Settings) -> None:
+    start = time.monotonic()
+    with pytest.raises(LlmosError) as err:
+        llmos.memory.reindex(settings)
+    assert err.value.code == ErrorCode.E_IO and "in use" in err.value.message
+    assert time.monotonic() - start < 1.0
+
+
+def test_encrypted_memory_still_searches(llmos_home: Path, embedder: Embedder) -> None:
+    settings = Settings(home=llmos_home, memory_encrypt=True)
+    with Memory.open(settings) as memory:
+        _fill(memory)
+        assert memory.search("wifi password", k=1)[0].text == "The wifi password is hunter2"
+        assert memory.reindex() == 5  # from sealed vectors
+    con = sqlite3.connect(llmos_home / "memory" / DB_FILE)
+    texts = [row[0] for row in con.execute("SELECT text FROM records")]
+    con.close()
+    assert all(b"hunter2" not in t for t in texts)
+    assert (llmos_home / "keys" / "memory.key").stat().st_mode & 0o077 == 0
+
+
+def test_store_survives_an_unreachable_index(
+    llmos_home: Path, embedder: Embedder, unused_port: int
+) -> None:
+    settings = Settings(home=llmos_home, memory_server=f"http://127.0.0.1:{unused_port}")
+    with Memory.open(settings) as memory:
+        record = memory.store("Kept even when the index server is down")
+        assert memory.db.get(record.id) == record
+        with pytest.raises(LlmosError) as err:
+            memory.search("index server")
+        assert err.value.code == ErrorCode.E_BACKEND
+
+
+def test_store_is_durable_before_it_is_embedded(llmos_home: Path, embedder: Embedder) -> None:
+    broken = Settings(home=llmos_home, memory_embedder=llmos_home / "no-such-model")
+    with Memory.open(broken) as memory:
+        record = memory.store("Stored even though no embedding model loads")
+        assert memory.db.get(record.id) == record
+        with pytest.raises(LlmosError) as err:
+            memory.search("embedding model")
+        assert err.value.code == ErrorCode.E_BACKEND
+    with Memory.open(Settings(home=llmos_home)) as memory:  # a working model: rebuilt, found
+        assert memory.search("embedding model", k=1)[0].id == record.id
+        assert memory.db.vector(record.id) is not None
+
+
+def test_memory_on_a_chroma_server(
+    llmos_home: Path, embedder: Embedder, chroma_server: str
+) -> None:
+    settings = Settings(home=llmos_home, memory_server=chroma_server)
+    with Memory.open(settings) as memory:
+        _fill(memory)
+        assert memory.search("my cat's name", k=1)[0].id == "a1"
+        memory.forget(["a1"])
+        assert memory.index.count("archival") == 4
+        assert not (llmos_home / "memory" / "chroma").exists()
+    with Memory.open(settings) as memory:  # clean reopen: checked in-process, nothing rebuilt
+        assert memory.search("tea", k=1)[0].id == "a5"
+        assert memory.last_probe is not None and memory.last_probe.health is Health.OK
+
+
+def test_warm_prepares_in_the_background(memory: Memory) -> None:
+    memory.warm()
+    memory.warm()
+    assert memory._warmer is not None
+    memory._warmer.join(timeout=60)
+    assert memory._index_ready
+    _fill(memory)
+    assert memory.search("cat", k=1)[0].id == "a1"

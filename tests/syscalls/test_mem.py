@@ -1,0 +1,217 @@
+"""The mem family through the one dispatch path: store, search, forget, and memory scopes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmos.errors import ErrorCode
+from llmos.kernel.process import Process
+from llmos.kernel.prompt import render_table
+from llmos.limits import MAX_MEM_TEXT_CHARS
+from llmos.security.capabilities import CapabilitySet, GrantAnswer, GrantRequest
+from llmos.security.workspace import Workspace
+from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.mem import record_resources
+from llmos.system import System
+
+
+def _ok(system: System, proc: Process, **call: Any) -> dict[str, Any]:
+    result = system.dispatch(proc, call)
+    assert result.ok, result.message
+    assert isinstance(result.value, dict)
+    return result.value
+
+
+def _err(system: System, proc: Process, **call: Any) -> SyscallResult:
+    result = system.dispatch(proc, call)
+    assert not result.ok
+    return result
+
+
+@pytest.fixture
+def shell(system: System, workspace: Path) -> Process:
+    """A process with the shell's default capabilities (which include mem.*)."""
+    return system.spawn("shell", workspace)
+
+
+def _scoped(system: System, workspace: Path, grants: dict[str, str]) -> Process:
+    """A process holding exactly these call -> scope grants."""
+    proc = system.spawn("app", workspace, patterns=[])
+    for call, scope in grants.items():
+        proc.caps.add(system.authority.mint(call, scope=scope))
+    return proc
+
+
+def _seed(system: System, shell: Process) -> None:
+    pancakes = "Grandma's pancakes need buttermilk"
+    _ok(system, shell, call="mem.store", text=pancakes, tags=["recipes"])
+    _ok(system, shell, call="mem.store", text="The bank PIN is 9931", tags=["private"])
+    _ok(system, shell, call="mem.store", text="Pancake day is on Tuesday")
+
+
+def test_the_family_is_registered_and_prompted(system: System) -> None:
+    assert {"mem.store", "mem.search", "mem.forget"} <= set(system.registry.names())
+    table = render_table(system.registry)
+    assert "mem.store(text, tags?)" in table
+    assert "mem.search(query, k?, tags?)" in table
+    assert "mem.forget(id?, query?)" in table
+
+
+def test_memory_opens_on_first_use(system: System, shell: Process) -> None:
+    _ok(system, shell, call="fs.stat", path=".")
+    assert system._memory is None
+    _ok(system, shell, call="mem.store", text="x")
+    assert system._memory is not None
+
+
+def test_store_search_forget(system: System, shell: Process) -> None:
+    stored = _ok(system, shell, call="mem.store", text="My cat is called Miso", tags=["Pets"])
+    assert stored["id"] == "a1" and stored["tags"] == ["pets"]
+    assert len(stored["stored"]) == len("2025-01-01 12:00")
+    _ok(system, shell, call="mem.store", text="The car is parked on level 3")
+    found = _ok(system, shell, call="mem.search", query="what's my cat's name?", k=1)
+    assert [h["id"] for h in found["hits"]] == ["a1"]
+    hit = found["hits"][0]
+    assert hit["text"] == "My cat is called Miso" and hit["tags"] == ["pets"]
+    assert hit["collection"] == "archival" and hit["score"] > 0.5
+    assert hit["stored"] == stored["stored"]
+    rendered = system.dispatch(shell, {"call": "mem.search", "query": "cat"}).render()
+    assert "Miso" in rendered
+    gone = _ok(system, shell, call="mem.forget", id="a1")
+    assert [g["text"] for g in gone["forgotten"]] == ["My cat is called Miso"]
+    assert _err(system, shell, call="mem.forget", id="a1").code == ErrorCode.E_NOENT
+    found = _ok(system, shell, call="mem.search", query="what's my cat's name?")
+    assert [h["id"] for h in found["hits"]] == ["a2"]
+
+
+def test_forget_by_query_returns_what_went(system: System, shell: Process) -> None:
+    _seed(system, shell)
+    gone = _ok(system, shell, call="mem.forget", query="bank PIN")
+    assert [g["text"] for g in gone["forgotten"]] == ["The bank PIN is 9931"]
+    assert _ok(system, shell, call="mem.forget", query="volcanoes of Iceland")["forgotten"] == []
+    assert system.memory.db.count() == 2
+
+
+def test_no_grant_is_e_perm(system: System, workspace: Path, shell: Process) -> None:
+    _seed(system, shell)
+    files_only = system.spawn("files-only", workspace, patterns=["fs.*"])
+    for call in (
+        {"call": "mem.store", "text": "x"},
+        {"call": "mem.search", "query": "pancakes"},
+        {"call": "mem.forget", "query": "pancakes"},
+        {"call": "mem.forget", "id": "a1"},
+    ):
+        result = system.dispatch(files_only, call)
+        assert result.code == ErrorCode.E_PERM, call
+        assert f"missing capability {call['call']}" in (result.message or "")
+    assert system.memory.db.count() == 3
+
+
+def test_an_app_sees_only_its_scope(system: System, workspace: Path, shell: Process) -> None:
+    _seed(system, shell)
+    scope = "mem:archival/recipes"
+    app = _scoped(system, workspace, {"mem.store": scope, "mem.search": scope})
+    assert _ok(system, app, call="mem.store", text="Scones need cold butter", tags=["recipes"])
+    denied = _err(system, app, call="mem.store", text="untagged")
+    assert denied.code == ErrorCode.E_PERM and "mem:archival" in (denied.message or "")
+    both = _err(system, app, call="mem.store", text="x", tags=["recipes", "private"])
+    assert both.code == ErrorCode.E_PERM and "mem:archival/private" in (both.message or "")
+    hits = _ok(system, app, call="mem.search", query="pancakes bank PIN", k=10)["hits"]
+    assert sorted(h["text"] for h in hits) == [
+        "Grandma's pancakes need buttermilk",
+        "Scones need cold butter",
+    ]
+    assert _err(system, app, call="mem.search", query="PIN", tags=["private"]).code == (
+        ErrorCode.E_PERM
+    )
+    tagged = _ok(system, app, call="mem.search", query="pancakes", tags=["recipes"], k=1)
+    assert [h["id"] for h in tagged["hits"]] == ["a1"]
+
+
+def test_forgetting_needs_the_grant_on_everything_it_takes(
+    system: System, workspace: Path, shell: Process
+) -> None:
+    _seed(system, shell)
+    app = _scoped(system, workspace, {"mem.search": "*", "mem.forget": "mem:archival/recipes"})
+    wide = _err(system, app, call="mem.forget", query="pancakes")  # also takes untagged a3
+    assert wide.code == ErrorCode.E_PERM and "mem:archival" in (wide.message or "")
+    assert system.memory.db.count() == 3
+    assert _err(system, app, call="mem.forget", id="a2").code == ErrorCode.E_PERM
+    gone = _ok(system, app, call="mem.forget", id="a1")
+    assert [g["id"] for g in gone["forgotten"]] == ["a1"]
+    assert system.memory.db.count() == 2
+
+
+def test_memories_out_of_sight_are_not_there(
+    system: System, workspace: Path, shell: Process
+) -> None:
+    _seed(system, shell)
+    scope = "mem:archival/recipes"
+    app = _scoped(system, workspace, {"mem.search": scope, "mem.forget": scope})
+    hidden = _err(system, app, call="mem.forget", id="a2")
+    assert hidden.code == ErrorCode.E_NOENT  # not E_PERM: no hint that a2 exists
+    gone = _ok(system, app, call="mem.forget", query="bank PIN and pancakes")
+    assert [g["id"] for g in gone["forgotten"]] == ["a1"]
+    assert system.memory.db.get("a2") is not None and system.memory.db.get("a3") is not None
+
+
+def test_a_denial_beats_a_grant(system: System, shell: Process) -> None:
+    _seed(system, shell)
+    _ok(system, shell, call="mem.store", text="Secret pancake sauce", tags=["recipes", "private"])
+    shell.caps.deny("mem.search", "mem:archival/private")
+    hits = _ok(system, shell, call="mem.search", query="pancakes", tags=["recipes"])["hits"]
+    assert [h["id"] for h in hits] == ["a1"]  # not a4, which is private too
+    # An untagged search could reach the denied scope, so the dispatch path refuses it whole.
+    assert _err(system, shell, call="mem.search", query="pancakes").code == ErrorCode.E_PERM
+
+
+def test_interactive_grants(system: System, workspace: Path) -> None:
+    asked: list[GrantRequest] = []
+
+    def answer(request: GrantRequest) -> GrantAnswer:
+        asked.append(request)
+        return GrantAnswer.ONCE if request.call == "mem.store" else GrantAnswer.DENY
+
+    proc = system.spawn("asker", workspace, patterns=[], grant=answer)
+    _ok(system, proc, call="mem.store", text="Remember the milk", tags=["shopping"])
+    assert (asked[0].call, asked[0].resource) == ("mem.store", "mem:archival/shopping")
+    result = _err(system, proc, call="mem.search", query="milk")
+    assert result.code == ErrorCode.E_PERM and "denied by the user" in (result.message or "")
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        ({"call": "mem.forget"}, ErrorCode.E_INVAL),
+        ({"call": "mem.forget", "id": "a1", "query": "x"}, ErrorCode.E_INVAL),
+        ({"call": "mem.forget", "query": "  "}, ErrorCode.E_INVAL),
+        ({"call": "mem.store", "text": ""}, ErrorCode.E_INVAL),
+        ({"call": "mem.store", "text": "x", "tags": ["a/b"]}, ErrorCode.E_INVAL),
+        ({"call": "mem.store", "text": "x", "tags": ["*"]}, ErrorCode.E_INVAL),
+        ({"call": "mem.store", "text": "x", "tags": [str(i) for i in range(9)]}, ErrorCode.E_INVAL),
+        ({"call": "mem.store", "text": "x" * (MAX_MEM_TEXT_CHARS + 1)}, ErrorCode.E_TOOBIG),
+        ({"call": "mem.search", "query": "x", "k": 0}, ErrorCode.E_INVAL),
+        ({"call": "mem.search", "query": "x", "k": 1000}, ErrorCode.E_INVAL),
+    ],
+)
+def test_bad_calls_are_typed_errors(
+    system: System, shell: Process, call: dict[str, Any], code: ErrorCode
+) -> None:
+    assert _err(system, shell, **call).code == code
+    assert system._memory is None or system.memory.db.count() == 0
+
+
+def test_a_process_without_memory_gets_e_nosys(system: System, workspace: Path) -> None:
+    caps = CapabilitySet(system.authority)
+    caps.add(system.authority.mint("mem.*"))
+    orphan = Process(name="orphan", workspace=Workspace(workspace), caps=caps)
+    result = _err(system, orphan, call="mem.store", text="x")
+    assert result.code == ErrorCode.E_NOSYS and "no memory" in (result.message or "")
+
+
+def test_resources() -> None:
+    assert record_resources("archival", []) == ["mem:archival"]
+    assert record_resources("recall", ["a", "b"]) == ["mem:recall/a", "mem:recall/b"]
