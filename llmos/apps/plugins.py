@@ -55,6 +55,7 @@ def build_registry(*, plugins: bool = True) -> tuple[Registry, PluginReport]:
         module: ModuleType = importlib.import_module(module_name)
         _register_one(pm, registry, module_name, module)
         report.loaded.append(module_name)
+    registry.mark_core()
     if plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             label = f"{ep.name} ({ep.value})"

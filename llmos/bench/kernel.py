@@ -98,7 +98,8 @@ def second_step_prefill(kernel: Kernel, backend: LlamaCppBackend) -> tuple[int, 
     second = backend.complete(
         kernel.messages(conversation), constraint=kernel.grammars.constraint(), max_tokens=64
     )
-    return backend.tokens(kernel.system_message()), second.prefill_tokens
+    system = [m["content"] for m in kernel.messages(Conversation()) if m["role"] == "system"]
+    return backend.tokens("".join(system)), second.prefill_tokens
 
 
 def _rate(tokens: int, seconds: float) -> float:

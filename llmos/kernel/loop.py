@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Message
 from llmos.kernel.grammar import GrammarCache
-from llmos.kernel.prompt import result_message, system_prompt
+from llmos.kernel.prompt import extras_prompt, result_message, system_prompt
 from llmos.limits import MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
 from llmos.syscalls.base import Syscall, SyscallResult
 
@@ -126,13 +126,18 @@ class Kernel:
         self.grammars = GrammarCache(system.registry)
         self._prompt_version = -1
         self._system_message = ""
+        self._extras_message = ""
 
     def system_message(self) -> str:
         """The system prompt, rebuilt only when the syscall table changes."""
+        self._refresh()
+        return self._system_message
+
+    def _refresh(self) -> None:
         if self._prompt_version != self.system.registry.version:
             self._system_message = system_prompt(self.system.registry)
+            self._extras_message = extras_prompt(self.system.registry)
             self._prompt_version = self.system.registry.version
-        return self._system_message
 
     def warm(self) -> None:
         """Bring the system prompt into the backend's cache now, if the backend can (the shell
@@ -143,7 +148,10 @@ class Kernel:
 
     def messages(self, conversation: Conversation) -> list[Message]:
         """The full prompt: the stable system message, then the conversation."""
-        return [{"role": "system", "content": self.system_message()}, *conversation.messages]
+        head = [{"role": "system", "content": self.system_message()}]
+        if self._extras_message:
+            head.append({"role": "system", "content": self._extras_message})
+        return [*head, *conversation.messages]
 
     def decide(self, conversation: Conversation) -> tuple[Syscall, str]:
         """Decode one call and validate it; repair, else feed the error back once and retry.

@@ -70,10 +70,21 @@ def _field_line(name: str, field: FieldInfo) -> str | None:
     return f"    {name}: {kind}" + (f" — {desc}" if desc else "")
 
 
-def render_table(registry: Registry) -> str:
-    """One entry per syscall: signature, one-line description, then each argument."""
+def core_specs(registry: Registry) -> list[SyscallSpec[Any]]:
+    """The calls the stable system prompt describes (all of them if no core was marked)."""
+    return [s for s in registry.specs() if not registry.core or s.name in registry.core]
+
+
+def extra_specs(registry: Registry) -> list[SyscallSpec[Any]]:
+    """Calls registered after the core (apps' syscalls and tools)."""
+    return [s for s in registry.specs() if registry.core and s.name not in registry.core]
+
+
+def render_table(source: Registry | list[SyscallSpec[Any]]) -> str:
+    """One entry per syscall (of a registry, or of the given specs): signature, one-line
+    description, then each argument."""
     lines = []
-    for spec in registry.specs():
+    for spec in source.specs() if isinstance(source, Registry) else source:
         lines.append(f"{_signature(spec)} — {spec.description}")
         for name, field in spec.model.model_fields.items():
             if name != "call" and field.description:
@@ -89,10 +100,23 @@ def render_examples() -> str:
 
 
 def system_prompt(registry: Registry) -> str:
-    """The full, byte-stable system message for this syscall table."""
+    """The byte-stable system message: rules, the core syscall table, examples. Apps and
+    tools do not change it (see `extras_prompt`), so its KV cache survives them."""
     return (
-        f'{SYSTEM}\nSyscalls (emit JSON with "call" first):\n{render_table(registry)}\n\n'
+        f'{SYSTEM}\nSyscalls (emit JSON with "call" first):\n'
+        f"{render_table(core_specs(registry))}\n\n"
         f"Examples:\n{render_examples()}\n"
+    )
+
+
+def extras_prompt(registry: Registry) -> str:
+    """A second system message for calls added after the core (apps and tools), or ""."""
+    extras = extra_specs(registry)
+    if not extras:
+        return ""
+    return (
+        "More syscalls, from the apps and tools of this session (call them by name when the "
+        f"request is what they do):\n{render_table(extras)}\n"
     )
 
 

@@ -120,6 +120,7 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, SyscallSpec[Any]] = {}
         self.version = 0
+        self.core: frozenset[str] = frozenset()
         self._adapter: TypeAdapter[Any] | None = None
 
     def register(
@@ -179,6 +180,11 @@ class Registry:
             return (rank, position[spec.name])
 
         return sorted(self._specs.values(), key=key)
+
+    def mark_core(self) -> None:
+        """Record the calls registered so far as the core table (the built-in families): the
+        kernel's stable prompt describes them, and later ones (apps, tools) come after it."""
+        self.core = frozenset(self._specs)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

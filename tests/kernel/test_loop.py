@@ -155,3 +155,19 @@ def test_a_kernel_that_keeps_repeating_a_failure_is_stopped(system: System, proc
     move = {"call": "fs.move", "src": "*.log", "dst": "logs/"}
     kinds, _, _ = run(system, proc, [move] * 8, "move the logs")
     assert kinds == ["call", "result", "call", "error", "call", "error"]
+
+
+def test_tools_and_apps_extend_the_prompt_after_its_stable_prefix(system: System) -> None:
+    from llmos.bench.kernel import padding_syscalls
+
+    kernel = Kernel(system, ScriptedBackend([]))
+    before = kernel.messages(Conversation())
+    assert [m["role"] for m in before] == ["system"]
+    padding_syscalls(system.registry, 2)
+    after = kernel.messages(Conversation())
+    assert after[0] == before[0], "the core prompt (and its KV cache) is untouched"
+    assert [m["role"] for m in after] == ["system", "system"]
+    assert "pad.op0(text)" in after[1]["content"] and "pad.op0" not in after[0]["content"]
+    system.registry.unregister("pad.op0")
+    system.registry.unregister("pad.op1")
+    assert kernel.messages(Conversation()) == before
