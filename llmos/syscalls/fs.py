@@ -6,7 +6,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -131,7 +131,7 @@ class FsMove(Syscall):
     """Move or rename a file or folder (into dst if dst is an existing folder)."""
 
     call: Literal["fs.move"] = "fs.move"
-    src: str = Field(description="Path to move.")
+    src: str = Field(description="Path to move, or a pattern like *.log (then dst is a folder).")
     dst: str = Field(description="New path, or an existing folder to move into.")
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
@@ -140,16 +140,17 @@ class FsCopy(Syscall):
     """Copy a file (into dst if dst is an existing folder)."""
 
     call: Literal["fs.copy"] = "fs.copy"
-    src: str = Field(description="File to copy.")
+    src: str = Field(description="File to copy, or a pattern like *.txt (then dst is a folder).")
     dst: str = Field(description="New path, or an existing folder to copy into.")
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
 class FsMoveResult(BaseModel):
-    """Where it went."""
+    """Where it went (for a pattern: every file it matched)."""
 
     src: str
     dst: str
+    files: list[str] | None = None
 
 
 class FsMkdir(Syscall):
@@ -455,9 +456,73 @@ def _destination(ws: Workspace, dst: str, src_name: str) -> str:
     return dst
 
 
+GLOB_CHARS = frozenset("*?[")
+
+
+def _is_pattern(ws: Workspace, path: str) -> bool:
+    """Whether `path` is a pattern to expand (a file really named `a[1].txt` is not)."""
+    if not any(c in GLOB_CHARS for c in path):
+        return False
+    try:
+        with ws.locate(path, follow=False) as loc:
+            return loc.lstat() is None
+    except LlmosError:
+        return True
+
+
+def _expand(ws: Workspace, pattern: str) -> list[str]:
+    """The entries of one folder whose names match the pattern's last part (like a shell's
+    `mv *.log logs/`); patterns in folder names are refused."""
+    folder, _, name = pattern.rpartition("/")
+    if any(c in GLOB_CHARS for c in folder):
+        raise LlmosError(ErrorCode.E_INVAL, f"{pattern}: only the last part may be a pattern")
+    with ws.locate(folder or ".") as loc:
+        _require(loc, folder or ".")
+        fd = _open_dir(loc, folder or ".")
+        try:
+            names = sorted(
+                n for n in os.listdir(fd) if not _is_temp(n) and fnmatch.fnmatchcase(n, name)
+            )
+        finally:
+            os.close(fd)
+    if not names:
+        raise LlmosError(ErrorCode.E_NOENT, f"no files match {pattern}")
+    return [f"{folder}/{n}" if folder else n for n in names]
+
+
+def _each(
+    ws: Workspace, src: str, dst: str, one: Callable[[str, str], FsMoveResult]
+) -> FsMoveResult:
+    """Run `one(src, folder)` for every match of the pattern `src`, into the folder `dst`
+    (created if missing); stops at the first failure, reporting what was already done."""
+    matches = _expand(ws, src)
+    with ws.locate(dst, create_parents=True) as loc:
+        info = loc.lstat() if loc.name != "." else os.fstat(loc.dir_fd)
+        if info is None:
+            os.mkdir(loc.name, 0o777, dir_fd=loc.dir_fd)
+        elif not stat.S_ISDIR(info.st_mode):
+            raise LlmosError(ErrorCode.E_NOTDIR, f"{dst} is not a folder (a pattern needs one)")
+        folder = f"./{loc.rel}" if loc.rel else "."
+    done: list[str] = []
+    for match in matches:
+        try:
+            done.append(one(match, folder).dst)
+        except LlmosError as exc:
+            moved = f" (done before it: {', '.join(done)})" if done else ""
+            raise LlmosError(exc.code, f"{match}: {exc.message}{moved}") from None
+    return FsMoveResult(src=src, dst=_display(folder.removeprefix("./")), files=done)
+
+
 def fs_copy(call: FsCopy, process: Process) -> FsMoveResult:
     """Copy a file (atomically written, never clobbering unless `overwrite`)."""
     ws = process.workspace
+    if _is_pattern(ws, call.src):
+        return _each(
+            ws,
+            call.src,
+            call.dst,
+            lambda s, d: fs_copy(FsCopy(src=s, dst=d, overwrite=call.overwrite), process),
+        )
     with ws.locate(call.src) as src:
         info = _require(src, call.src)
         if stat.S_ISDIR(info.st_mode):
@@ -493,6 +558,13 @@ def fs_copy(call: FsCopy, process: Process) -> FsMoveResult:
 def fs_move(call: FsMove, process: Process) -> FsMoveResult:
     """Rename within the workspace; never clobbers unless `overwrite`."""
     ws = process.workspace
+    if _is_pattern(ws, call.src):
+        return _each(
+            ws,
+            call.src,
+            call.dst,
+            lambda s, d: fs_move(FsMove(src=s, dst=d, overwrite=call.overwrite), process),
+        )
     with ws.locate(call.src, follow=False) as src:
         if src.is_root or src.name == ".":
             raise LlmosError(ErrorCode.E_PERM, "the workspace root cannot be moved")

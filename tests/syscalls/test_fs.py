@@ -611,7 +611,11 @@ def test_delete_errors(call: Any, workspace: Path) -> None:
 
 def test_move_renames_file(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("A")
-    assert ok(call("fs.move", src="a.txt", dst="b.txt")) == {"src": "a.txt", "dst": "b.txt"}
+    assert ok(call("fs.move", src="a.txt", dst="b.txt")) == {
+        "src": "a.txt",
+        "dst": "b.txt",
+        "files": None,
+    }
     assert names(workspace) == ["b.txt"]
     assert (workspace / "b.txt").read_text() == "A"
 
@@ -620,7 +624,7 @@ def test_move_into_existing_folder(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("A")
     (workspace / "docs").mkdir()
     value = ok(call("fs.move", src="a.txt", dst="docs"))
-    assert value == {"src": "a.txt", "dst": "docs/a.txt"}
+    assert value == {"src": "a.txt", "dst": "docs/a.txt", "files": None}
     assert (workspace / "docs" / "a.txt").read_text() == "A"
     assert not (workspace / "a.txt").exists()
 
@@ -684,7 +688,11 @@ def test_move_overwrite_onto_folder_is_eisdir(call: Any, workspace: Path) -> Non
 
 def test_move_to_itself_is_a_no_op(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("A")
-    assert ok(call("fs.move", src="a.txt", dst="./a.txt")) == {"src": "a.txt", "dst": "a.txt"}
+    assert ok(call("fs.move", src="a.txt", dst="./a.txt")) == {
+        "src": "a.txt",
+        "dst": "a.txt",
+        "files": None,
+    }
     assert (workspace / "a.txt").read_text() == "A"
 
 
@@ -841,7 +849,7 @@ def test_copy_file_and_into_folder(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("one two")
     (workspace / "a.txt").chmod(0o640)
     value = ok(call("fs.copy", src="a.txt", dst="b.txt"))
-    assert value == {"src": "a.txt", "dst": "b.txt"}
+    assert value == {"src": "a.txt", "dst": "b.txt", "files": None}
     assert (workspace / "b.txt").read_text() == "one two"
     assert (workspace / "a.txt").read_text() == "one two"
     assert stat.S_IMODE((workspace / "b.txt").stat().st_mode) == 0o640
@@ -864,3 +872,62 @@ def test_copy_errors(call: Any, workspace: Path) -> None:
     err(call("fs.copy", src="a.txt", dst="../out.txt"), ErrorCode.E_PERM)
     err(call("fs.copy", src="/etc/hostname", dst="h.txt"), ErrorCode.E_PERM)
     assert not (workspace / "h.txt").exists()
+
+
+def test_move_a_pattern_into_a_new_folder(call: Any, workspace: Path) -> None:
+    for name, text in (("x.log", "1"), ("y.log", "2"), ("z.txt", "3")):
+        (workspace / name).write_text(text)
+    value = ok(call("fs.move", src="*.log", dst="logs"))
+    assert value["files"] == ["logs/x.log", "logs/y.log"] and value["dst"] == "logs"
+    assert (workspace / "logs" / "y.log").read_text() == "2"
+    assert names(workspace) == ["logs", "z.txt"] and names(workspace / "logs") == ["x.log", "y.log"]
+    err(call("fs.move", src="*.log", dst="logs"), ErrorCode.E_NOENT)
+
+
+def test_copy_a_pattern_keeps_the_originals(call: Any, workspace: Path) -> None:
+    (workspace / "docs").mkdir()
+    (workspace / "docs" / "a.txt").write_text("a")
+    (workspace / "docs" / "b.md").write_text("b")
+    (workspace / "out").mkdir()
+    value = ok(call("fs.copy", src="docs/*.txt", dst="out/"))
+    assert value["files"] == ["out/a.txt"]
+    assert (workspace / "docs" / "a.txt").read_text() == "a"
+    assert (workspace / "out" / "a.txt").read_text() == "a"
+    err(call("fs.copy", src="*/a.txt", dst="out"), ErrorCode.E_INVAL)
+    (workspace / "f").write_text("not a folder")
+    err(call("fs.copy", src="docs/*", dst="f"), ErrorCode.E_NOTDIR)
+
+
+def test_a_name_with_pattern_characters_is_taken_literally_when_it_exists(
+    call: Any, workspace: Path
+) -> None:
+    (workspace / "a[1].txt").write_text("literal")
+    (workspace / "a1.txt").write_text("other")
+    ok(call("fs.move", src="a[1].txt", dst="b.txt"))
+    assert (workspace / "b.txt").read_text() == "literal"
+    assert (workspace / "a1.txt").read_text() == "other"
+
+
+def test_a_pattern_stops_at_the_first_failure_and_says_what_was_done(
+    call: Any, workspace: Path
+) -> None:
+    (workspace / "logs").mkdir()
+    (workspace / "a.log").write_text("a")
+    (workspace / "b.log").write_text("b")
+    (workspace / "logs" / "b.log").write_text("already there")
+    result = call("fs.move", src="*.log", dst="logs")
+    err(result, ErrorCode.E_EXISTS)
+    assert "b.log" in str(result.message) and "logs/a.log" in str(result.message)
+    assert (workspace / "logs" / "b.log").read_text() == "already there"
+
+
+def test_a_pattern_cannot_reach_outside_the_workspace(
+    call: Any, workspace: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "s.log").write_text("secret")
+    (workspace / "link").symlink_to(outside)
+    err(call("fs.copy", src="link/*.log", dst="got"), ErrorCode.E_PERM)
+    err(call("fs.copy", src="../outside/*.log", dst="got"), ErrorCode.E_PERM)
+    assert not (workspace / "got" / "s.log").exists()
