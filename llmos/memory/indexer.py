@@ -26,7 +26,7 @@ class Indexer:
         self._index_batch = index_batch
         self._on_failure = on_failure
         self._queue: list[Record] = []
-        self._busy = False
+        self._in_flight = 0
         self._stopping = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -48,12 +48,12 @@ class Indexer:
     def pending(self) -> int:
         """Records queued or being indexed."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue) + self._in_flight
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is indexed (or failed); False on time-out."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout)
 
     def _run(self) -> None:
         while True:
@@ -62,7 +62,7 @@ class Indexer:
                 if not self._queue:
                     return
                 batch, self._queue = self._queue, []
-                self._busy = True
+                self._in_flight = len(batch)
             try:
                 self._index_batch(batch)
             except Exception as exc:
@@ -71,7 +71,7 @@ class Indexer:
                 self._on_failure(exc)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._in_flight = 0
                     self._cond.notify_all()
 
     def stop(self, timeout: float | None = None) -> bool:

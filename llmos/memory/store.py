@@ -34,6 +34,7 @@ MetaValue = str | int | float | bool
 """Metadata values are JSON scalars (process, session, turn_start, turn_end, source...)."""
 
 DB_FILE = "store.sqlite3"
+MAX_SQL_VARIABLES = 500
 LOCK_FILE = "lock"
 
 _SCHEMA = """
@@ -145,6 +146,13 @@ class MemoryStore:
             self._db = self._connect(folder / DB_FILE)
             self.store_id = self._init_meta()
             self._next_seq = self._last_seq() + 1
+            # Counted once here, then kept in step by add/delete: this process is the only
+            # writer (the flock), and a search asks for the count every time.
+            self._counts = dict.fromkeys(COLLECTIONS, 0)
+            for collection, n in self._db.execute(
+                "SELECT collection, COUNT(*) FROM records GROUP BY collection"
+            ):
+                self._counts[collection] = int(n)
         except BaseException:
             self._flock.release()
             raise
@@ -187,7 +195,8 @@ class MemoryStore:
             )
         return RecordCipher.from_key_file(self.key_path)
 
-    def _cipher_for_read(self) -> RecordCipher:
+    def _cipher_now(self) -> RecordCipher:
+        """The cipher, loading an existing key when an encrypted record is first met."""
         if self._cipher is None:
             self._cipher = self._load_cipher(create=False)
         return self._cipher
@@ -234,47 +243,45 @@ class MemoryStore:
         if collection not in COLLECTIONS:
             raise LlmosError(ErrorCode.E_INVAL, f"unknown memory collection {collection!r}")
         records: list[Record] = []
-        with self._transaction() as db:
-            seq = self._next_seq
-            for item in items:
-                record_id = f"{ID_PREFIX[collection]}{seq}"
-                record = Record(
-                    id=record_id,
-                    collection=collection,
-                    text=item.text,
-                    tags=tuple(item.tags),
-                    meta=dict(item.meta or {}),
-                    created=time.time(),
-                )
-                db.execute(
-                    "INSERT INTO records (seq, id, collection, text, encrypted, tags, meta,"
-                    " vector, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        record_id,
-                        collection,
-                        self._seal(record_id, "text", item.text.encode(), self.encrypt),
-                        int(self.encrypt),
-                        json.dumps(list(record.tags)),
-                        json.dumps(record.meta, sort_keys=True),
-                        None
-                        if item.vector is None
-                        else self._seal_vector(record_id, item.vector, self.encrypt),
-                        item.model,
-                        record.created,
-                    ),
-                )
-                records.append(record)
-                seq += 1
-        self._next_seq = seq
+        with self._lock:
+            with self._transaction() as db:
+                seq = self._next_seq
+                for item in items:
+                    record_id = f"{ID_PREFIX[collection]}{seq}"
+                    record = Record(
+                        id=record_id,
+                        collection=collection,
+                        text=item.text,
+                        tags=tuple(item.tags),
+                        meta=dict(item.meta or {}),
+                        created=time.time(),
+                    )
+                    db.execute(
+                        "INSERT INTO records (seq, id, collection, text, encrypted, tags, meta,"
+                        " vector, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            seq,
+                            record_id,
+                            collection,
+                            self._seal(record_id, "text", item.text.encode(), self.encrypt),
+                            int(self.encrypt),
+                            json.dumps(list(record.tags)),
+                            json.dumps(record.meta, sort_keys=True),
+                            None
+                            if item.vector is None
+                            else self._seal_vector(record_id, item.vector, self.encrypt),
+                            item.model,
+                            record.created,
+                        ),
+                    )
+                    records.append(record)
+                    seq += 1
+                self._next_seq = seq
+            self._counts[collection] += len(records)
         return records
 
     def _seal(self, record_id: str, purpose: str, data: bytes, sealed: bool) -> bytes:
-        if not sealed:
-            return data
-        if self._cipher is None:
-            self._cipher = self._load_cipher(create=False)
-        return self._cipher.seal(record_id, purpose, data)
+        return self._cipher_now().seal(record_id, purpose, data) if sealed else data
 
     def _seal_vector(self, record_id: str, vector: Sequence[float], sealed: bool) -> bytes:
         return self._seal(record_id, "vector", array("f", vector).tobytes(), sealed)
@@ -283,7 +290,7 @@ class MemoryStore:
         record_id, collection, blob, encrypted, tags, meta, created = row
         assert isinstance(record_id, str) and isinstance(blob, bytes)
         if encrypted:
-            blob = self._cipher_for_read().open(record_id, "text", blob)
+            blob = self._cipher_now().open(record_id, "text", blob)
         return Record(
             id=record_id,
             collection=collection,  # type: ignore[arg-type]
@@ -300,14 +307,17 @@ class MemoryStore:
 
     def get_many(self, ids: Sequence[str]) -> list[Record]:
         """The records with these ids, in the order asked, leaving out ids not stored."""
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
+        rows: list[Sequence[object]] = []
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE id IN ({marks})", list(ids)
-            ).fetchall()
-        by_id = {row[0]: self._record(row) for row in rows}
+            for start in range(0, len(ids), MAX_SQL_VARIABLES):
+                chunk = list(ids[start : start + MAX_SQL_VARIABLES])
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self._db.execute(
+                        f"SELECT {_COLUMNS} FROM records WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        by_id = {str(row[0]): self._record(row) for row in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     def delete(self, ids: Iterable[str]) -> list[Record]:
@@ -317,6 +327,8 @@ class MemoryStore:
             gone = self.get_many(wanted)
             with self._transaction() as db:
                 db.executemany("DELETE FROM records WHERE id = ?", [(r.id,) for r in gone])
+            for record in gone:
+                self._counts[record.collection] -= 1
         return gone
 
     def all(self, collection: Collection | None = None) -> list[Record]:
@@ -326,13 +338,7 @@ class MemoryStore:
     def count(self, collection: Collection | None = None) -> int:
         """How many records there are (in one collection)."""
         with self._lock:
-            if collection is None:
-                row = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
-            else:
-                row = self._db.execute(
-                    "SELECT COUNT(*) FROM records WHERE collection = ?", (collection,)
-                ).fetchone()
-        return int(row[0])
+            return sum(self._counts.values()) if collection is None else self._counts[collection]
 
     def recent_ids(self, collection: Collection, n: int) -> list[str]:
         """The ids of the newest `n` records of a collection, newest first."""
@@ -369,7 +375,7 @@ class MemoryStore:
         if blob is None:
             return None
         if sealed:
-            blob = self._cipher_for_read().open(record_id, "vector", blob)
+            blob = self._cipher_now().open(record_id, "vector", blob)
         values = array("f")
         values.frombytes(blob)
         return values.tolist()

@@ -80,20 +80,3 @@ def test_importing_memory_and_running_a_call_loads_no_model(
     )
     assert done.stdout.strip() == "[]"
     assert not (llmos_home / "memory").exists()  # nor opened (and locked) the store
-
-
-def test_warm_loads_in_the_background() -> None:
-    code = (
-        "import sys, time\n"
-        "from llmos.memory.embedder import Embedder\n"
-        "e = Embedder()\n"
-        "start = time.monotonic()\n"
-        "e.warm()\n"
-        "returned = time.monotonic() - start\n"
-        "e.load()\n"
-        "print(returned < 0.5, e.loaded, len(e.embed_one('hello')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
-    assert done.stdout.split() == ["True", "True", "384"]

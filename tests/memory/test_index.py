@@ -5,8 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,32 +132,6 @@ def test_names_keep_installations_apart() -> None:
     with pytest.raises(LlmosError) as err:
         bad.count("archival")
     assert err.value.code == ErrorCode.E_INVAL
-
-
-def test_no_network_and_no_telemetry(tmp_path: Path) -> None:
-    """Chroma must never reach out: not for its default embedding model, not for telemetry."""
-    code = (
-        "import socket, sys\n"
-        "from pathlib import Path\n"
-        "def refuse(*a, **k):\n"
-        "    raise AssertionError(f'network use: {a}')\n"
-        "socket.socket.connect = refuse\n"
-        "socket.create_connection = refuse\n"
-        "socket.getaddrinfo = refuse\n"
-        "from llmos.memory.index import MemoryIndex\n"
-        "idx = MemoryIndex(namespace='n', path=Path(sys.argv[1]))\n"
-        "idx.upsert('archival', ['a'], [[1.0, 0.0]], [{'collection': 'archival'}])\n"
-        "print(idx.query('archival', [1.0, 0.0], 1)[0][0])\n"
-        "idx.close()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "chroma")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "a"
 
 
 def test_server_index_same_code(chroma_server: str) -> None:

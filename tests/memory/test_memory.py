@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -266,3 +268,42 @@ def test_warm_prepares_in_the_background(memory: Memory) -> None:
     assert memory._index_ready
     _fill(memory)
     assert memory.search("cat", k=1)[0].id == "a1"
+
+
+OFFLINE = """
+import socket, sys, time
+from pathlib import Path
+
+def refuse(*args, **kwargs):
+    raise AssertionError(f"network use: {args}")
+
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+
+from llmos.config import Settings
+from llmos.memory.memory import Memory
+
+start = time.monotonic()
+memory = Memory.open(Settings(home=Path(sys.argv[1])))
+record = memory.store("The boiler was serviced in May")
+stored = time.monotonic() - start
+loaded_then = memory.embedder.loaded
+hits = memory.search("when was the boiler serviced?", k=1)
+memory.close()
+print(stored < 3.0, loaded_then, [h.id for h in hits] == [record.id])
+"""
+
+
+def test_offline_and_open_at_once(llmos_home: Path) -> None:
+    """With every socket refused, memory opens and stores at once (the model loads later, in
+    the background) and then finds what it stored: no model hub, no Chroma telemetry, no
+    default embedding download."""
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE, str(llmos_home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False", "True"]

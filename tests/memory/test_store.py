@@ -222,3 +222,15 @@ def test_meta_values(store: MemoryStore) -> None:
     store.set_meta("index_state", "clean")
     store.set_meta("index_state", "dirty")
     assert store.get_meta("index_state") == "dirty"
+
+
+def test_counts_stay_exact(store: MemoryStore, llmos_home: Path) -> None:
+    store.add_many("archival", [NewRecord(text=str(i)) for i in range(700)])
+    store.add("recall", "page")
+    assert (store.count("archival"), store.count("recall"), store.count()) == (700, 1, 701)
+    gone = store.delete([f"a{i}" for i in range(1, 601)])  # more ids than one SQL statement takes
+    assert len(gone) == 600 and store.count("archival") == 100
+    assert len(store.get_many([f"a{i}" for i in range(1, 702)])) == 100
+    store.close()
+    with MemoryStore(llmos_home / "memory") as again:
+        assert (again.count("archival"), again.count("recall")) == (100, 1)
