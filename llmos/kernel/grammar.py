@@ -102,11 +102,20 @@ def _member(name: str, field: FieldInfo) -> str:
 
 
 def call_rule(spec: SyscallSpec[Any]) -> str:
-    """One syscall's object: `call` first, then required fields, then optional ones, in order."""
-    members = [
-        _member(k, f) if f.is_required() else f"( {_member(k, f)} )?"
-        for k, f in ordered_fields(spec)
-    ]
+    """One syscall's object: `call` first, then required fields, then optional ones, in order;
+    fields in the model's `one_of` become one choice of exactly one of them."""
+    one_of = set(getattr(spec.model, "one_of", ()))
+    members: list[str] = []
+    choice: list[str] = []
+    for k, f in ordered_fields(spec):
+        if k in one_of:
+            if not choice:
+                members.append("")
+            choice.append(_member(k, f))
+        else:
+            members.append(_member(k, f) if f.is_required() else f"( {_member(k, f)} )?")
+    if choice:
+        members[members.index("")] = "( " + " | ".join(choice) + " )"
     head = _literal('{"call": ' + json.dumps(spec.name))
     body = " ".join([head, *members])
     return f'{_rule_name(spec.name)} ::= {body} "}}"'

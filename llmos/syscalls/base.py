@@ -19,6 +19,9 @@ class Syscall(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    one_of: ClassVar[tuple[str, ...]] = ()
+    """Optional fields of which exactly one must be given; the grammar enforces it too."""
+
     call: str
 
 

@@ -105,6 +105,8 @@ class MemSearchResult(BaseModel):
 class MemForget(Syscall):
     """Forget memories: one by id, or every one matching a query."""
 
+    one_of = ("id", "query")
+
     call: Literal["mem.forget"] = "mem.forget"
     id: str | None = Field(default=None, description="The id of one memory (from mem.search).")
     query: str | None = Field(default=None, description="Forget all memories about this.")

@@ -108,3 +108,20 @@ def test_forced_text_fills_the_head_names_and_required_keys() -> None:
         'reate"}',
         True,
     )
+
+
+def test_one_of_fields_are_a_choice_in_the_grammar() -> None:
+    class Forget(Syscall):
+        """Forget by id or query."""
+
+        one_of = ("id", "query")
+
+        call: Literal["t.forget"] = "t.forget"
+        id: str | None = None
+        query: str | None = None
+
+    registry, _ = build_registry(plugins=False)
+    registry.register(Forget, lambda call, process: None)
+    rule = next(r for r in build_grammar(registry).splitlines() if r.startswith("call-t-forget"))
+    assert '( ", \\"id\\": " (string) | ", \\"query\\": " (string) )' in rule
+    assert ")?" not in rule, "neither may be left out"

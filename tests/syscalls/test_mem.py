@@ -57,7 +57,7 @@ def test_the_family_is_registered_and_prompted(system: System) -> None:
     table = render_table(system.registry)
     assert "mem.store(text, tags?)" in table
     assert "mem.search(query, k?, tags?)" in table
-    assert "mem.forget(id?, query?)" in table
+    assert "mem.forget(id | query)" in table
 
 
 def test_memory_opens_on_first_use(system: System, shell: Process) -> None:
