@@ -29,6 +29,7 @@ from llmos.memory.store import COLLECTIONS, Collection
 INDEX_DIR = "chroma"
 SPACE = "cosine"
 MAX_BATCH = 1000
+ID_PAGE = 10000
 SELF_MATCH_DISTANCE = 1e-3
 
 Where = dict[str, Any]
@@ -185,6 +186,19 @@ class MemoryIndex:
         ids: list[str] = found["ids"][0]
         distances: list[float] = (found.get("distances") or [[]])[0]
         return list(zip(ids, distances, strict=True))
+
+    def ids(self, collection: Collection) -> set[str]:
+        """Every id one collection holds (read in pages)."""
+        col = self._collection(collection)
+        found: set[str] = set()
+        offset = 0
+        with _chroma_errors("listing ids"):
+            while True:
+                page = col.get(include=[], limit=ID_PAGE, offset=offset)["ids"]
+                found.update(page)
+                offset += len(page)
+                if len(page) < ID_PAGE:
+                    return found
 
     def count(self, collection: Collection) -> int:
         """How many entries one collection holds."""

@@ -94,6 +94,8 @@ class Memory:
         self.index = index
         self.embedder = embedder
         self.last_probe: ProbeResult | None = None
+        self.index_action = ""
+        """What opening did to the index: checked, repaired N or rebuilt N (for `:mem`)."""
         # Re-entrant: the indexer holds it across `_ready_index`, which takes it too.
         self._index_lock = threading.RLock()
         self._indexer = Indexer(self._index_new, self._index_failed)
@@ -323,8 +325,9 @@ class Memory:
         return expected
 
     def _prepare_index(self) -> None:
-        """Check the index against the store and rebuild it when it is missing, stale, damaged
-        or built with another embedding model.
+        """Check the index against the store; repair it when it merely lags (a crash between a
+        commit and its indexing), rebuild it when it is missing, damaged or built with another
+        embedding model.
 
         An index closed cleanly is checked in this process; one that may have been killed
         mid-write is probed in a subprocess first, because opening a damaged Chroma segment
@@ -333,18 +336,44 @@ class Memory:
         state = self.db.get_meta("index_state")
         model = self.db.get_meta("index_model")
         self.db.set_meta("index_state", "dirty")
+        same_model = model == self.embedder.name or self.db.count() == 0
         if not self.index.exists():
             result = ProbeResult(Health.MISSING, "no index yet")
-        elif model != self.embedder.name and self.db.count() > 0:
+        elif not same_model:
             result = ProbeResult(Health.STALE, f"built with {model}, not {self.embedder.name}")
         elif self.index.path is not None and state != "clean":
             result = probe_in_subprocess(self.index.path, self.index.namespace, self._expected())
         else:
             result = self.index.check(self._expected())
         self.last_probe = result
-        if result.health is not Health.OK:
-            log.info("rebuilding the memory index (%s: %s)", result.health, result.reason)
-            self._rebuild(wipe=result.health is Health.DAMAGED)
+        if result.health is Health.OK:
+            self.index_action = "checked"
+            return
+        log.info("memory index %s: %s", result.health, result.reason)
+        if result.health is Health.STALE and same_model:
+            fixed = self._repair()
+            if self.index.check(self._expected()).health is Health.OK:
+                self.index_action = f"repaired {fixed}"
+                return
+        self.index_action = f"rebuilt {self._rebuild(wipe=result.health is Health.DAMAGED)}"
+
+    def _repair(self) -> int:
+        """Bring a readable index in step with the store without rebuilding it: index what it
+        lacks, drop what the store no longer holds. Returns how many entries changed."""
+        model = self.embedder.name
+        changed = 0
+        for collection in COLLECTIONS:
+            have = self.index.ids(collection)
+            want = self.db.ids(collection)
+            extra = sorted(have.difference(want))
+            self.index.delete(collection, extra)
+            lacking = [i for i in want if i not in have]
+            for start in range(0, len(lacking), REINDEX_BATCH):
+                items = self.db.get_vectors(lacking[start : start + REINDEX_BATCH])
+                batch = [(it.record, it.vector if it.model == model else None) for it in items]
+                changed += self._index_batch(collection, batch)
+            changed += len(extra)
+        return changed
 
     def _rebuild(self, *, wipe: bool) -> int:
         """Refill the index from the store: stored vectors as they are, others re-embedded (and
@@ -390,6 +419,7 @@ class Memory:
             self.db.set_meta("index_state", "dirty")
             total = self._rebuild(wipe=True)
             self.last_probe = ProbeResult(Health.OK, "rebuilt")
+            self.index_action = f"rebuilt {total}"
             self._index_ready = True
             return total
 

@@ -340,6 +340,14 @@ class MemoryStore:
         with self._lock:
             return sum(self._counts.values()) if collection is None else self._counts[collection]
 
+    def ids(self, collection: Collection) -> list[str]:
+        """Every id of a collection, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM records WHERE collection = ? ORDER BY seq", (collection,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def recent_ids(self, collection: Collection, n: int) -> list[str]:
         """The ids of the newest `n` records of a collection, newest first."""
         with self._lock:
@@ -366,9 +374,7 @@ class MemoryStore:
             if not rows:
                 return
             for row in rows:
-                record = self._record(row[1:8])
-                vector = self._vector(record.id, row[8], bool(row[4])) if with_vectors else None
-                yield StoredVector(record, vector, row[9] if vector is not None else None)
+                yield self._stored_vector(row[1:], with_vectors)
             last = int(rows[-1][0])
 
     def _vector(self, record_id: str, blob: bytes | None, sealed: bool) -> list[float] | None:
@@ -393,6 +399,31 @@ class MemoryStore:
                         "UPDATE records SET vector = ?, model = ? WHERE id = ?",
                         (blob, model, record_id),
                     )
+
+    def get_vectors(self, ids: Sequence[str]) -> list[StoredVector]:
+        """Records with their stored embeddings, in the order asked (unknown ids left out)."""
+        rows: list[Sequence[object]] = []
+        with self._lock:
+            for start in range(0, len(ids), MAX_SQL_VARIABLES):
+                chunk = list(ids[start : start + MAX_SQL_VARIABLES])
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self._db.execute(
+                        f"SELECT {_COLUMNS}, vector, model FROM records WHERE id IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                )
+        found = {item.record.id: item for item in map(self._stored_vector, rows)}
+        return [found[i] for i in ids if i in found]
+
+    def _stored_vector(self, row: Sequence[object], with_vector: bool = True) -> StoredVector:
+        """A row of `_COLUMNS, vector, model` as a record with its (opened) embedding."""
+        record = self._record(row[:7])
+        blob, model = row[7], row[8]
+        if not with_vector or not isinstance(blob, bytes):
+            return StoredVector(record, None, None)
+        vector = self._vector(record.id, blob, bool(row[3]))
+        return StoredVector(record, vector, None if model is None else str(model))
 
     def vector(self, record_id: str) -> list[float] | None:
         """The stored embedding of one record (None when absent)."""

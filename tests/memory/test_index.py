@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import llmos.memory.index as index_module
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.index import (
     Expected,
@@ -66,9 +67,12 @@ def test_query_is_cosine_and_filters(index: MemoryIndex) -> None:
     assert index.query("recall", [1.0, 0.0], 5) == []
 
 
-def test_large_upserts_are_batched(index: MemoryIndex) -> None:
+def test_large_upserts_are_batched(index: MemoryIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     vectors = _fill(index, 2500)
     assert index.count("archival") == 2500
+    monkeypatch.setattr(index_module, "ID_PAGE", 1000)  # ids are read in three pages
+    assert index.ids("archival") == {f"a{i}" for i in range(2500)}
+    assert index.ids("recall") == set()
     assert index.check(_expected(2500, vectors)).health is Health.OK
 
 

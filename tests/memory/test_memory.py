@@ -143,14 +143,17 @@ def test_clean_reopen_skips_the_probe(
         assert probes == ["probe"]
 
 
-def test_stale_index_is_rebuilt_after_a_crash(settings: Settings, embedder: Embedder) -> None:
+def test_stale_index_is_repaired_after_a_crash(settings: Settings, embedder: Embedder) -> None:
     first = Memory.open(settings)
     _fill(first)
     first.index.delete("archival", ["a3"])  # a write that never reached the index
+    first.db.delete(["a5"])  # a delete that never reached it
     _crash(first)
     with Memory.open(settings) as memory:
         assert memory.search("when do deploys happen?", k=1)[0].id == "a3"
         assert memory.last_probe is not None and memory.last_probe.health is Health.STALE
+        assert memory.index_action == "repaired 2"  # not a rebuild of everything
+        assert memory.index.ids("archival") == {"a1", "a2", "a3", "a4"}
         assert memory.health().health is Health.OK
 
 
@@ -163,6 +166,7 @@ def test_damaged_index_is_wiped_and_rebuilt(settings: Settings, embedder: Embedd
     with Memory.open(settings) as memory:
         assert memory.search("tea or coffee?", k=1)[0].id == "a5"
         assert memory.last_probe is not None and memory.last_probe.health is Health.DAMAGED
+        assert memory.index_action == "rebuilt 5"
         assert memory.index.count("archival") == 5
 
 
@@ -183,6 +187,7 @@ def test_another_embedding_model_forces_a_rebuild(settings: Settings, embedder: 
         memory.search("cat", k=1)
         assert memory.last_probe is not None and memory.last_probe.health is Health.STALE
         assert "some-older-model" in memory.last_probe.reason
+        assert memory.index_action == "rebuilt 5"
         assert memory.db.get_meta("index_model") == embedder.name
 
 

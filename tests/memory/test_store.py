@@ -90,6 +90,13 @@ def test_vectors_round_trip_and_batches(store: MemoryStore) -> None:
     store.set_vectors({"a2": [9.0, 9.0, 9.0]}, "other")
     assert store.vector("a2") == [9.0, 9.0, 9.0]
     assert store.vector("zzz") is None
+    picked = store.get_vectors(["a3", "nope", "a2"])
+    assert [(p.record.id, p.vector, p.model) for p in picked] == [
+        ("a3", [2.0, 0.5, -1.0], "m"),
+        ("a2", [9.0, 9.0, 9.0], "other"),
+    ]
+    assert store.ids("archival") == [f"a{i}" for i in range(1, 8)]
+    assert store.ids("recall") == []
 
 
 def test_wal_and_full_sync(store: MemoryStore, llmos_home: Path) -> None:
