@@ -225,6 +225,16 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mem(args: argparse.Namespace) -> int:
+    """Memory maintenance."""
+    from llmos.memory import reindex
+
+    settings = _settings(args)
+    count = reindex(settings)
+    print(f"memory index rebuilt from the store: {count} records ({settings.home / 'memory'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="llmos", description=__doc__)
@@ -273,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     evals.add_argument("--json", help="write the report here")
     evals.add_argument("--limit", type=int, default=0, help="run only the first N cases")
     evals.set_defaults(func=cmd_eval)
+
+    mem = sub.add_parser("mem", help="memory maintenance")
+    mem.add_argument("action", choices=["reindex"], help="rebuild the index from the store")
+    mem.set_defaults(func=cmd_mem)
 
     model = sub.add_parser("model", help="install and inspect models")
     model.add_argument("action", choices=["pull", "list", "use", "info"])

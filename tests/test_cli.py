@@ -86,3 +86,14 @@ def test_bench_dispatch_prints_figures(workspace: Path) -> None:
     proc = run_cli("bench", "dispatch", "-n", "300", cwd=workspace)
     assert proc.returncode == 0, proc.stderr
     assert "p50" in proc.stdout and "p99" in proc.stdout
+
+
+def test_mem_reindex_rebuilds_the_index_from_the_store(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", "mem.store", "text=The user's boat is called Wave."]) == 0
+    assert main(["mem", "reindex"]) == 0
+    assert "1 records" in capsys.readouterr().out
+    assert main(["call", "--output-json", "mem.search", "query=boat name"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert "Wave" in found["value"]["hits"][0]["text"]
