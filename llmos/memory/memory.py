@@ -228,8 +228,8 @@ class Memory:
         """The `k` stored records nearest in meaning to `query`, best first, among those that
         carry every tag (of `session`, if given) and that `allow` lets the caller see.
 
-        With `wait` (the default) records stored a moment ago are indexed first; the pager,
-        looking for pages it has just evicted no more than anything else, may skip that.
+        With `wait` (the default) records stored a moment ago are indexed first. The pager may
+        skip that: the pages it evicted a moment ago are the ones it least needs back.
         """
         vector = self._embed_query(query)
         if wait:
