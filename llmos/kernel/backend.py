@@ -142,7 +142,7 @@ class LlamaCppBackend:
             ) from exc
         self.decoder = Decoder(self.llm, cache=PrefixCache(cache_dir, model_path, n_ctx))
         self._formatter: Any = None
-        self._stable: dict[str, str] = {}
+        self._heads: dict[str, list[int]] = {}
 
     def tokens(self, text: str) -> int:
         """How many tokens the model's own tokenizer makes of `text`."""
@@ -186,11 +186,14 @@ class LlamaCppBackend:
         if not messages or messages[0].get("role") != "system":
             return 0
         content = messages[0]["content"]
-        end = text.find(content)
-        if end < 0:
-            return 0
-        head = text[: end + len(content)]
-        ids = self.llm.tokenize(head.encode(), add_bos=True, special=True)
+        ids = self._heads.get(content)
+        if ids is None:
+            end = text.find(content)
+            if end < 0:
+                return 0
+            head = text[: end + len(content)]
+            ids = list(self.llm.tokenize(head.encode(), add_bos=True, special=True))
+            self._heads = {content: ids}
         n = 0
         for a, b in zip(ids, tokens, strict=False):
             if a != b:

@@ -154,7 +154,6 @@ class Sandbox:
             path = self.workspace / _norm_path(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (int(width), int(height)), (90, 140, 200)).save(path)
-        self.memory_used = bool(setup.get("memory")) or "memory" in (case.get("check") or {})
         for fact in setup.get("memory") or []:
             system.memory.store(str(fact), meta={"source": "eval setup"})
         self.tool_calls: list[dict[str, Any]] = []
@@ -178,7 +177,7 @@ class Sandbox:
         """Unregister the case's tools and forget what the case stored, so cases stay apart."""
         for model in self.tools:
             self.system.registry.unregister(model.model_fields["call"].default)
-        if self.memory_used or self.system.memory_opened:
+        if self.system.memory_opened:
             memory = self.system.memory
             memory.forget([r.id for r in memory.db.all()])
 

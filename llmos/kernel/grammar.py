@@ -331,7 +331,3 @@ class GrammarCache:
             )
             self._version = self.registry.version
         return self._constraint
-
-    def text(self) -> str:
-        """The current grammar text."""
-        return self.constraint().grammar

@@ -300,13 +300,8 @@ class MemoryStore:
             created=float(created),  # type: ignore[arg-type]
         )
 
-    def get(self, record_id: str) -> Record | None:
-        """The record with this id, or None."""
-        found = self.get_many([record_id])
-        return found[0] if found else None
-
-    def get_many(self, ids: Sequence[str]) -> list[Record]:
-        """The records with these ids, in the order asked, leaving out ids not stored."""
+    def _select_ids(self, columns: str, ids: Sequence[str]) -> list[Sequence[object]]:
+        """Rows of `columns` for these ids, queried in chunks SQLite's variable limit allows."""
         rows: list[Sequence[object]] = []
         with self._lock:
             for start in range(0, len(ids), MAX_SQL_VARIABLES):
@@ -314,9 +309,19 @@ class MemoryStore:
                 marks = ",".join("?" * len(chunk))
                 rows.extend(
                     self._db.execute(
-                        f"SELECT {_COLUMNS} FROM records WHERE id IN ({marks})", chunk
+                        f"SELECT {columns} FROM records WHERE id IN ({marks})", chunk
                     ).fetchall()
                 )
+        return rows
+
+    def get(self, record_id: str) -> Record | None:
+        """The record with this id, or None."""
+        found = self.get_many([record_id])
+        return found[0] if found else None
+
+    def get_many(self, ids: Sequence[str]) -> list[Record]:
+        """The records with these ids, in the order asked, leaving out ids not stored."""
+        rows = self._select_ids(_COLUMNS, ids)
         by_id = {str(row[0]): self._record(row) for row in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -402,17 +407,7 @@ class MemoryStore:
 
     def get_vectors(self, ids: Sequence[str]) -> list[StoredVector]:
         """Records with their stored embeddings, in the order asked (unknown ids left out)."""
-        rows: list[Sequence[object]] = []
-        with self._lock:
-            for start in range(0, len(ids), MAX_SQL_VARIABLES):
-                chunk = list(ids[start : start + MAX_SQL_VARIABLES])
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    self._db.execute(
-                        f"SELECT {_COLUMNS}, vector, model FROM records WHERE id IN ({marks})",
-                        chunk,
-                    ).fetchall()
-                )
+        rows = self._select_ids(f"{_COLUMNS}, vector, model", ids)
         found = {item.record.id: item for item in map(self._stored_vector, rows)}
         return [found[i] for i in ids if i in found]
 

@@ -29,13 +29,13 @@ def test_grammar_covers_exactly_the_registered_calls() -> None:
 def test_grammar_is_rebuilt_only_when_the_table_changes() -> None:
     registry, _ = build_registry(plugins=False)
     cache = GrammarCache(registry)
-    first = cache.text()
-    assert cache.text() is first
+    first = cache.constraint()
+    assert cache.constraint() is first
     registry.register(Ping, lambda call, process: None)
-    second = cache.text()
-    assert second is not first and "net.ping" in second
+    second = cache.constraint()
+    assert second is not first and "net.ping" in second.grammar
     registry.unregister("net.ping")
-    assert "net.ping" not in cache.text()
+    assert "net.ping" not in cache.constraint().grammar
 
 
 def test_llama_cpp_compiles_the_grammar() -> None:
