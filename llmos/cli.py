@@ -46,7 +46,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
                 print(f"{exc.message}; starting in direct-call mode", file=sys.stderr)
             else:
                 kernel = LazyKernel(system, lambda: open_backend(settings))
-        return run_shell(system, _workspace(args), kernel)
+        return run_shell(system, _workspace(args), kernel, resume=args.resume)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", "-w", help="workspace folder (default: current folder)")
     parser.add_argument("--model", help="GGUF path or model name")
     parser.add_argument("--direct", action="store_true", help="no model: type syscalls only")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the last conversation (summary and recall)"
+    )
     parser.set_defaults(func=cmd_shell)
     sub = parser.add_subparsers(dest="command")
 

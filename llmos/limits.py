@@ -55,3 +55,26 @@ MEM_FORGET_MIN_SCORE = 0.35
 
 MEM_PROBE_TIMEOUT_S = 60.0
 """The index health probe (a subprocess) counts as failed when it runs longer than this."""
+
+CONTEXT_HIGH = 0.8
+"""The pager swaps the oldest turns out once the conversation fills this share of the room the
+system prompt leaves in the context (less the room kept for the kernel's output)."""
+
+CONTEXT_LOW = 0.5
+"""...and stops once the conversation is back under this share."""
+
+RECALL_TOKENS = 320
+"""Pages recalled before a step take at most this many prompt tokens."""
+
+RECALL_K = 4
+"""At most this many pages are recalled before a step."""
+
+RECALL_MIN_SCORE = 0.3
+"""A page is recalled only when at least this similar (cosine) to the request."""
+
+SUMMARY_TOKENS = 160
+"""The running summary of paged-out turns is kept to this many tokens."""
+
+SUMMARY_MAX_SECONDS = 4.0
+"""The model writes the summary only when its measured speed says it will take no longer than
+this; otherwise the summary is extracted (one line per turn), which takes no model time."""

@@ -74,7 +74,7 @@ class Decision:
 
 def decide(kernel: Kernel, backend: LlamaCppBackend, request: str, *, grammar: bool) -> Decision:
     """Decode and validate one call for `request` from a fresh conversation."""
-    messages = kernel.messages(Conversation([{"role": "user", "content": request}]))
+    messages = kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
     start = time.perf_counter()
     out = backend.complete(
         messages, constraint=kernel.grammars.constraint() if grammar else None, max_tokens=64
@@ -89,7 +89,7 @@ def decide(kernel: Kernel, backend: LlamaCppBackend, request: str, *, grammar: b
 def second_step_prefill(kernel: Kernel, backend: LlamaCppBackend) -> tuple[int, int]:
     """(system prompt tokens, tokens prefilled for step 2 of a turn): a request, its call and
     its result, then the next decision."""
-    conversation = Conversation([{"role": "user", "content": "show me notes.txt"}])
+    conversation = Conversation.from_messages([{"role": "user", "content": "show me notes.txt"}])
     first = backend.complete(
         kernel.messages(conversation), constraint=kernel.grammars.constraint(), max_tokens=64
     )

@@ -61,6 +61,7 @@ class ScriptedBackend:
 
     outputs: list[str | dict[str, Any]]
     name: str = "scripted"
+    context: int = 4096
     prompts: list[list[Message]] = field(default_factory=list)
     constraints: list[Constraint | None] = field(default_factory=list)
 
@@ -141,12 +142,19 @@ class LlamaCppBackend:
                 ErrorCode.E_BACKEND, f"llama.cpp cannot load {model_path}: {exc} (damaged file?)"
             ) from exc
         self.decoder = Decoder(self.llm, cache=PrefixCache(cache_dir, model_path, n_ctx))
+        self.context = n_ctx
+        self.decode_tps = 0.0
+        """Sampled tokens a second in the latest decode with any (the pager's cost estimate)."""
         self._formatter: Any = None
         self._heads: dict[str, list[int]] = {}
 
     def tokens(self, text: str) -> int:
         """How many tokens the model's own tokenizer makes of `text`."""
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def count(self, messages: list[Message]) -> int:
+        """The prompt tokens `messages` make, exactly as `complete` would prefill them."""
+        return len(self.llm.tokenize(self.prompt(messages).encode(), add_bos=True, special=True))
 
     def prompt(self, messages: list[Message]) -> str:
         """The chat as the model's own template writes it, ready for the assistant's turn."""
@@ -174,11 +182,15 @@ class LlamaCppBackend:
             text = self.prompt(messages)
             tokens = self.llm.tokenize(text.encode(), add_bos=True, special=True)
             stable = self._stable_tokens(messages, text, tokens)
-            return self.decoder.decode(
+            out = self.decoder.decode(
                 tokens, constraint=constraint, max_tokens=max_tokens, stable=stable
             )
         except (RuntimeError, ValueError) as exc:
             raise LlmosError(ErrorCode.E_BACKEND, f"llama.cpp failed: {exc}") from exc
+        sampled = out.completion_tokens - out.forced_tokens
+        if sampled > 2 and out.decode_seconds > 0:
+            self.decode_tps = sampled / out.decode_seconds
+        return out
 
     def _stable_tokens(self, messages: list[Message], text: str, tokens: list[int]) -> int:
         """How many leading tokens are the system message (the part every step shares, worth

@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Message
 from llmos.kernel.grammar import GrammarCache
-from llmos.kernel.prompt import extras_prompt, result_message, system_prompt
+from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
 from llmos.limits import MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
 from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
     from llmos.kernel.process import Process
+    from llmos.memory.pager import Pager
     from llmos.system import System
 
-EventKind = Literal["call", "result", "reply", "ask", "error", "limit"]
+EventKind = Literal["call", "result", "reply", "ask", "error", "limit", "memory"]
 ENDS_TURN = ("reply", "ask")
 
 
@@ -46,14 +47,131 @@ class Event:
 
 
 @dataclass
-class Conversation:
-    """The messages after the system prompt: requests, calls and results, oldest first."""
+class Turn:
+    """One request and every step taken for it: the unit the pager swaps out, so a syscall is
+    never separated from its result."""
 
+    number: int
     messages: list[Message] = field(default_factory=list)
+    notes: dict[int, str] = field(default_factory=dict)
+    """Recalled memory shown before a message (by its index); not part of the turn's own text."""
+    recalled: list[str] = field(default_factory=list)
+    """Ids of the pages recalled into this turn."""
+    started: float = field(default_factory=time.time)
+    tokens: int = 0
+    """The turn's size in prompt tokens, as last counted (0: not counted yet)."""
+
+    @property
+    def request(self) -> str:
+        """What the person asked."""
+        return self.messages[0]["content"] if self.messages else ""
+
+    @property
+    def reply(self) -> str:
+        """The kernel's reply (or question) that ended the turn; empty if it has not ended."""
+        for message in reversed(self.messages):
+            if message["role"] != "assistant":
+                continue
+            try:
+                data = json.loads(message["content"])
+            except ValueError:
+                return ""
+            if isinstance(data, dict) and data.get("call") in ENDS_TURN:
+                return str(data.get("text", ""))
+            return ""
+        return ""
+
+    @property
+    def done(self) -> bool:
+        """True once the kernel replied or asked."""
+        return bool(self.reply)
+
+    def rendered(self) -> list[Message]:
+        """The turn's messages as the model sees them, recalled memory included."""
+        out: list[Message] = []
+        for i, message in enumerate(self.messages):
+            note = self.notes.get(i)
+            if note:
+                message = {**message, "content": f"{note}\n\n{message['content']}"}
+            out.append(message)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The turn as JSON data (sessions are saved as JSON)."""
+        return {
+            "number": self.number,
+            "messages": self.messages,
+            "notes": {str(k): v for k, v in self.notes.items()},
+            "recalled": self.recalled,
+            "started": self.started,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Turn:
+        """A turn saved by `to_json`."""
+        return cls(
+            number=int(data["number"]),
+            messages=[
+                {"role": str(m["role"]), "content": str(m["content"])} for m in data["messages"]
+            ],
+            notes={int(k): str(v) for k, v in data.get("notes", {}).items()},
+            recalled=[str(i) for i in data.get("recalled", [])],
+            started=float(data.get("started", 0.0)),
+        )
+
+
+@dataclass
+class Conversation:
+    """What follows the system prompt: a summary of the turns paged out, then the resident
+    turns, oldest first. With a pager attached it never outgrows the model's context."""
+
+    turns: list[Turn] = field(default_factory=list)
+    summary: str = ""
+    """The running summary of every turn paged out so far."""
+    paged_out: int = 0
+    """Turns paged out so far (numbers 1..paged_out live in recall memory)."""
+    pager: Pager | None = None
+
+    @classmethod
+    def from_messages(cls, messages: list[Message]) -> Conversation:
+        """A conversation of one turn holding `messages` (for tests and benches)."""
+        return cls(turns=[Turn(1, [dict(m) for m in messages])])
+
+    @property
+    def next_number(self) -> int:
+        """The number the next turn gets."""
+        return self.turns[-1].number + 1 if self.turns else self.paged_out + 1
+
+    @property
+    def current(self) -> Turn | None:
+        """The newest turn, if any."""
+        return self.turns[-1] if self.turns else None
+
+    def begin(self, request: str) -> Turn:
+        """Start a turn with the person's request."""
+        turn = Turn(self.next_number, [{"role": "user", "content": request}])
+        self.turns.append(turn)
+        return turn
 
     def add(self, role: str, content: str) -> None:
-        """Append one message."""
-        self.messages.append({"role": role, "content": content})
+        """Append one message to the current turn (starting one if there is none)."""
+        if not self.turns:
+            self.turns.append(Turn(self.next_number))
+        self.turns[-1].messages.append({"role": role, "content": content})
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages the model sees after the system prompt. The summary opens the first
+        resident message rather than standing alone, so user and assistant still alternate
+        (some chat templates insist on it)."""
+        out = [m for turn in self.turns for m in turn.rendered()]
+        if self.summary:
+            block = summary_block(self.summary, self.paged_out)
+            if out and out[0]["role"] == "user":
+                out[0] = {**out[0], "content": f"{block}\n\n{out[0]['content']}"}
+            else:
+                out.insert(0, {"role": "user", "content": block})
+        return out
 
 
 _CTRL = re.compile(r"[\x00-\x1f]")
@@ -187,10 +305,25 @@ class Kernel:
         raise LlmosError(ErrorCode.E_INVAL, f"the model gave no valid syscall: {error}")
 
     def turn(self, process: Process, conversation: Conversation, request: str) -> Iterator[Event]:
-        """Run one request to its reply, yielding every step as it happens."""
-        conversation.add("user", request)
+        """Run one request to its reply, yielding every step as it happens. With a pager on the
+        conversation, each step is preceded by paging (shown as `memory` events) and the
+        session is saved when the turn ends, however it ends."""
+        conversation.begin(request)
+        pager = conversation.pager
+        try:
+            yield from self._steps(process, conversation, pager)
+        finally:
+            if pager is not None:
+                pager.save(conversation, process)
+
+    def _steps(
+        self, process: Process, conversation: Conversation, pager: Pager | None
+    ) -> Iterator[Event]:
         failed: dict[str, int] = {}
         for _ in range(self.max_steps):
+            if pager is not None:
+                for line in pager.prepare(self, process, conversation):
+                    yield Event("memory", text=line)
             start = time.perf_counter()
             try:
                 call, shown = self.decide(conversation)

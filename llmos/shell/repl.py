@@ -36,6 +36,7 @@ Built-ins:
   :caps                 capabilities this session holds
   :caps revoke ID       revoke one (and everything attenuated from it)
   :audit                verify the audit log
+  :mem                  context budget, summary, resident and recalled turns
   :quit                 leave (or Ctrl-D)
 """
 
@@ -58,10 +59,19 @@ class LazyKernel:
             kernel = Kernel(self.system, self._loader())
             kernel.warm()
             self._kernel = kernel
+            self._warm_memory()
         except LlmosError as exc:
             self._error = exc
         except Exception as exc:
             self._error = LlmosError(ErrorCode.E_BACKEND, f"{type(exc).__name__}: {exc}")
+
+    def _warm_memory(self) -> None:
+        """Load the embedder and ready the index in the background, so the first page-in or
+        mem.search does not wait for them; a memory that cannot open says so on first use."""
+        try:
+            self.system.memory.warm()
+        except LlmosError:
+            return
 
     @property
     def ready(self) -> bool:
@@ -92,6 +102,8 @@ def render_event(event: Event) -> tuple[str, bool]:
         return shown, event.result.ok
     if event.kind == "ask":
         return f"? {event.text}", True
+    if event.kind == "memory":
+        return f"· {event.text}", True
     return event.text, event.kind == "reply"
 
 
@@ -110,13 +122,15 @@ class Shell:
         grant: GrantCallback | None,
         kernel: LazyKernel | None = None,
         emit: Emit | None = None,
+        resume: bool = False,
     ) -> None:
-        from llmos.kernel.loop import Conversation
+        from llmos.memory.pager import new_conversation, resume_conversation
 
         self.system = system
         self.process: Process = system.spawn("shell", workspace, grant=grant)
         self.kernel = kernel
-        self.conversation = Conversation()
+        home = system.settings.ensure_home()
+        self.conversation = resume_conversation(home) if resume else new_conversation(home)
         self.emit: Emit = emit or (lambda text, ok: None)
 
     def handle(self, line: str) -> tuple[bool, str]:
@@ -158,6 +172,24 @@ class Shell:
             self.emit(text, good)
         return ok, ""
 
+    def memory_status(self) -> tuple[bool, str]:
+        """`:mem`: the pager's view of this conversation, and the memory store's counts."""
+        pager = self.conversation.pager
+        if self.kernel is None or pager is None:
+            return False, "no kernel: the conversation is not paged (direct-call mode)"
+        try:
+            kernel = self.kernel.get()
+        except LlmosError as exc:
+            return False, f"{exc.code}: {exc.message}"
+        text = pager.describe(kernel, self.conversation)
+        if self.system.memory_opened:
+            db = self.system.memory.db
+            text += (
+                f"\nmemory store: {db.count('archival')} kept facts, "
+                f"{db.count('recall')} recall pages"
+            )
+        return True, text
+
     def builtin(self, words: list[str]) -> tuple[bool, str]:
         """The `:` commands."""
         name, rest = (words[0], words[1:]) if words else ("help", [])
@@ -179,6 +211,8 @@ class Shell:
             if problems:
                 return False, "\n".join(f"line {p.line}: {p.reason}" for p in problems)
             return True, f"audit log OK: {count} lines verified"
+        if name == "mem":
+            return self.memory_status()
         if name in ("quit", "exit", "q"):
             raise EOFError
         return False, f"unknown command :{name}; try :help"
@@ -188,9 +222,11 @@ def _plain_emit(text: str, ok: bool) -> None:
     print(text, file=sys.stdout if ok else sys.stderr, flush=True)
 
 
-def run_piped(system: System, workspace: Path, kernel: LazyKernel | None = None) -> int:
+def run_piped(
+    system: System, workspace: Path, kernel: LazyKernel | None = None, resume: bool = False
+) -> int:
     """Non-terminal input: one line at a time, plain output; status 1 if any line failed."""
-    shell = Shell(system, workspace, grant=None, kernel=kernel, emit=_plain_emit)
+    shell = Shell(system, workspace, grant=None, kernel=kernel, emit=_plain_emit, resume=resume)
     status = 0
     for line in sys.stdin:
         try:
@@ -203,10 +239,13 @@ def run_piped(system: System, workspace: Path, kernel: LazyKernel | None = None)
     return status
 
 
-def run_shell(system: System, workspace: Path, kernel: LazyKernel | None = None) -> int:
-    """Start the shell on `workspace`: the REPL on a terminal, plain lines on a pipe."""
+def run_shell(
+    system: System, workspace: Path, kernel: LazyKernel | None = None, resume: bool = False
+) -> int:
+    """Start the shell on `workspace`: the REPL on a terminal, plain lines on a pipe; with
+    `resume`, continue the last saved conversation."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return run_piped(system, workspace, kernel)
+        return run_piped(system, workspace, kernel, resume)
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.formatted_text import HTML
@@ -223,7 +262,7 @@ def run_shell(system: System, workspace: Path, kernel: LazyKernel | None = None)
         return GrantAnswer.DENY
 
     home = system.settings.ensure_home()
-    words = [*system.registry.names(), ":help", ":syscalls", ":caps", ":audit", ":quit"]
+    words = [*system.registry.names(), ":help", ":syscalls", ":caps", ":audit", ":mem", ":quit"]
     session: PromptSession[str] = PromptSession(
         history=FileHistory(str(home / "history")),
         completer=WordCompleter(words, sentence=True),
@@ -232,7 +271,7 @@ def run_shell(system: System, workspace: Path, kernel: LazyKernel | None = None)
     def emit(text: str, ok: bool) -> None:
         print(text if ok else f"✗ {text.strip()}", flush=True)
 
-    shell = Shell(system, workspace, grant=grant, kernel=kernel, emit=emit)
+    shell = Shell(system, workspace, grant=grant, kernel=kernel, emit=emit, resume=resume)
 
     def toolbar() -> HTML:
         if kernel is None:

@@ -166,6 +166,11 @@ def _allow(process: Process, call: str) -> Allow | None:
     return allow
 
 
+def search_filter(process: Process) -> Allow | None:
+    """Which memories a mem.search by this process may find (None: all of them)."""
+    return _allow(process, "mem.search")
+
+
 def _both(first: Allow | None, second: Allow | None) -> Allow | None:
     """A filter passing what both filters pass."""
     if first is None or second is None:

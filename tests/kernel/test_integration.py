@@ -117,7 +117,9 @@ def test_forced_text_is_batched_and_the_call_stays_valid(
     system: System, backend: LlamaCppBackend
 ) -> None:
     kernel = Kernel(system, backend)
-    messages = kernel.messages(Conversation([{"role": "user", "content": "show me a.txt"}]))
+    messages = kernel.messages(
+        Conversation.from_messages([{"role": "user", "content": "show me a.txt"}])
+    )
     out = backend.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
     call = system.registry.parse(json.loads(out.text))
     assert call.call == "fs.read"
@@ -131,7 +133,9 @@ def test_the_system_prompt_state_is_kept_on_disk_for_the_next_process(
     cache = tmp_path / "kv"
     first = LlamaCppBackend(small_model, cache_dir=cache)
     kernel = Kernel(system, first)
-    messages = kernel.messages(Conversation([{"role": "user", "content": "show me a.txt"}]))
+    messages = kernel.messages(
+        Conversation.from_messages([{"role": "user", "content": "show me a.txt"}])
+    )
     cold = first.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
     assert first.decoder.cache is not None and first.decoder.cache.last == "saved"
     assert cold.prefill_tokens > 1000

@@ -1,0 +1,565 @@
+"""The pager: keeps a conversation inside the model's context by swapping whole turns out to
+recall memory (behind a running summary) and paging the relevant ones back in before each step.
+
+Budget, in prompt tokens counted with the model's own tokenizer: `limit` is the context window
+less the room kept for the kernel's output. The system prompt is fixed; of the room left, the
+conversation may fill `high` before the oldest turns go out, and paging stops below `low`.
+A turn is stored in recall (durably) before it leaves the context, so a crash while paging
+loses nothing; the session (summary and resident turns) is saved after every change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.loop import Conversation, Turn
+from llmos.kernel.prompt import memory_block
+from llmos.limits import (
+    CONTEXT_HIGH,
+    CONTEXT_LOW,
+    RECALL_K,
+    RECALL_MIN_SCORE,
+    RECALL_TOKENS,
+    SUMMARY_MAX_SECONDS,
+    SUMMARY_TOKENS,
+)
+
+if TYPE_CHECKING:
+    from llmos.kernel.backend import Backend, Message
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.process import Process
+    from llmos.memory.memory import Allow, Hit, Memory
+
+SESSIONS_DIR = "sessions"
+PAGE_STEP_CHARS = 600
+"""A step's call and result are cut to this many characters in a page's text (the embedding
+sees the start of a page; the store keeps the turn's messages whole in the page's metadata)."""
+NOTE_CHARS = 400
+"""A recalled page is shown to the model cut to this many characters."""
+LINE_CHARS = 160
+"""The request and the reply are cut to this many characters in an extractive summary line."""
+
+
+def count_tokens(backend: Backend, messages: list[Message]) -> int:
+    """Prompt tokens of `messages` as the backend's model would see them (its own tokenizer and
+    chat template when it has them; about four characters a token otherwise)."""
+    count = getattr(backend, "count", None)
+    if callable(count):
+        return int(count(messages))
+    return sum(len(m["content"]) // 4 + 4 for m in messages)
+
+
+def text_tokens(backend: Backend, text: str) -> int:
+    """Tokens of plain `text` in the backend's tokenizer (estimated without one)."""
+    tokens = getattr(backend, "tokens", None)
+    if callable(tokens):
+        return int(tokens(text))
+    return len(text) // 4 + 1
+
+
+def _cut(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def page_text(turn: Turn) -> str:
+    """A turn as one recall page: the request and the reply first (what a search most often
+    matches), then its steps."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(turn.started))
+    lines = [f"[turn {turn.number}, {when}] user: {turn.request}"]
+    if turn.reply:
+        lines.append(f"reply: {turn.reply}")
+    steps = turn.messages[1:]
+    if turn.reply:
+        steps = steps[:-1]
+    for message in steps:
+        prefix = "→ " if message["role"] == "assistant" else ""
+        lines.append(prefix + _cut(message["content"], PAGE_STEP_CHARS))
+    return "\n".join(lines)
+
+
+def summary_line(turn: Turn) -> str:
+    """One turn in an extractive summary."""
+    line = f"- turn {turn.number}: user: {_cut(turn.request, LINE_CHARS)}"
+    if turn.reply:
+        line += f" → {_cut(turn.reply, LINE_CHARS)}"
+    return line
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The token budget of one prompt (see the module's docstring)."""
+
+    limit: int
+    fixed: int
+    high: int
+    low: int
+
+    @classmethod
+    def of(cls, limit: int, fixed: int, high: float, low: float) -> Budget:
+        """Watermarks placed over the room the system prompt leaves."""
+        room = max(0, limit - fixed)
+        return cls(limit, fixed, fixed + int(room * high), fixed + int(room * low))
+
+
+@dataclass(frozen=True)
+class Recall:
+    """A page brought back into the context."""
+
+    id: str
+    score: float
+    text: str
+    turn: int | None
+
+
+@dataclass
+class PagerStats:
+    """What the pager did, for `:mem` and the long-conversation checks."""
+
+    prompt_tokens: int = 0
+    max_prompt_tokens: int = 0
+    page_outs: int = 0
+    turns_out: int = 0
+    last_page_out_ms: float = 0.0
+    last_summary_ms: float = 0.0
+    last_summary_kind: str = ""
+    model_summaries: int = 0
+    extractive_summaries: int = 0
+    last_page_in_ms: float = 0.0
+    last_recalled: list[Recall] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class SessionFile:
+    """A conversation saved as JSON under LLMOS_HOME/sessions, replaced atomically, so
+    `llmos --resume` continues it after a restart or a crash."""
+
+    def __init__(self, home: Path, session_id: str | None = None) -> None:
+        self.folder = home / SESSIONS_DIR
+        self.id = session_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.path = self.folder / f"{self.id}.json"
+
+    @classmethod
+    def latest(cls, home: Path) -> SessionFile | None:
+        """The most recently saved session, if there is one."""
+        folder = home / SESSIONS_DIR
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        return cls(home, files[-1].stem) if files else None
+
+    def save(self, conversation: Conversation, process: str) -> None:
+        """Write the session: a temporary file, fsync, then rename over the old one."""
+        data = {
+            "id": self.id,
+            "process": process,
+            "saved": time.time(),
+            "summary": conversation.summary,
+            "paged_out": conversation.paged_out,
+            "turns": [t.to_json() for t in conversation.turns],
+        }
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(data, ensure_ascii=False).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dirfd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def load(self, conversation: Conversation) -> None:
+        """Fill `conversation` from the saved session (E_NOENT or E_INVAL when it cannot)."""
+        try:
+            data = json.loads(self.path.read_text())
+            turns = [Turn.from_json(t) for t in data["turns"]]
+            summary, paged_out = str(data["summary"]), int(data["paged_out"])
+        except FileNotFoundError:
+            raise LlmosError(ErrorCode.E_NOENT, f"no saved session {self.id!r}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LlmosError(
+                ErrorCode.E_INVAL, f"session file {self.path} is damaged: {exc}"
+            ) from None
+        conversation.turns, conversation.summary, conversation.paged_out = turns, summary, paged_out
+
+
+class Pager:
+    """Pages one conversation's turns out to recall memory and back in, within a token budget."""
+
+    def __init__(
+        self,
+        session: SessionFile | None = None,
+        *,
+        high: float = CONTEXT_HIGH,
+        low: float = CONTEXT_LOW,
+        recall_tokens: int = RECALL_TOKENS,
+        summary_tokens: int = SUMMARY_TOKENS,
+        summary_seconds: float = SUMMARY_MAX_SECONDS,
+        recall_k: int = RECALL_K,
+        min_score: float = RECALL_MIN_SCORE,
+        archival: bool = True,
+    ) -> None:
+        if not 0.0 < low < high <= 1.0:
+            raise LlmosError(ErrorCode.E_INVAL, "watermarks need 0 < low < high <= 1")
+        self.session = session
+        self._id = session.id if session else f"unsaved-{uuid.uuid4().hex[:8]}"
+        self.high, self.low = high, low
+        self.recall_tokens = recall_tokens
+        self.summary_tokens = summary_tokens
+        self.summary_seconds = summary_seconds
+        self.recall_k = recall_k
+        self.min_score = min_score
+        self.archival = archival
+        """Also page in kept facts (archival memory) the process may search, not only turns."""
+        self.stats = PagerStats()
+        self._fixed: tuple[tuple[str, ...], int] | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The id recall pages of this conversation are filed under."""
+        return self._id
+
+    def budget(self, kernel: Kernel) -> Budget:
+        """The budget for the kernel's model and its current system prompt."""
+        head = tuple(m["content"] for m in kernel.messages(Conversation()))
+        if self._fixed is None or self._fixed[0] != head:
+            self._fixed = (head, count_tokens(kernel.backend, kernel.messages(Conversation())))
+        window = int(getattr(kernel.backend, "context", 0) or kernel.system.settings.n_ctx)
+        return Budget.of(window - kernel.max_tokens, self._fixed[1], self.high, self.low)
+
+    def tokens(self, kernel: Kernel, conversation: Conversation) -> int:
+        """The whole prompt's size now."""
+        return count_tokens(kernel.backend, kernel.messages(conversation))
+
+    def prepare(
+        self, kernel: Kernel, process: Process, conversation: Conversation
+    ) -> Iterator[str]:
+        """Before a step: page out if above the high watermark, then page in what is relevant
+        to the request. Yields a line for each thing it did (the shell shows them)."""
+        budget = self.budget(kernel)
+        total = self.tokens(kernel, conversation)
+        if total > budget.high:
+            line = self.page_out(kernel, process, conversation, budget, total)
+            if line:
+                yield line
+            total = self.tokens(kernel, conversation)
+        line = self.page_in(kernel, process, conversation, budget, total)
+        if line:
+            yield line
+            total = self.tokens(kernel, conversation)
+        self.stats.prompt_tokens = total
+        self.stats.max_prompt_tokens = max(self.stats.max_prompt_tokens, total)
+
+    def _memory(self, process: Process) -> Memory | None:
+        if process.open_memory is None:
+            return None
+        try:
+            return process.open_memory()
+        except LlmosError as exc:
+            self.stats.errors.append(f"{exc.code}: {exc.message}")
+            return None
+
+    def page_out(
+        self,
+        kernel: Kernel,
+        process: Process,
+        conversation: Conversation,
+        budget: Budget,
+        total: int,
+    ) -> str:
+        """Swap the oldest finished turns out until the prompt is below the low watermark:
+        first into recall (durable), then out of the context behind the new summary."""
+        from llmos.memory.store import NewRecord
+
+        memory = self._memory(process)
+        if memory is None:
+            return "memory is not available: nothing can be paged out"
+        evicted: list[Turn] = []
+        estimate = total
+        for turn in conversation.turns[:-1]:
+            if estimate <= budget.low:
+                break
+            evicted.append(turn)
+            estimate -= self._turn_tokens(kernel, turn)
+        if not evicted:
+            return ""
+        start = time.perf_counter()
+        records = [
+            NewRecord(
+                text=page_text(turn),
+                meta={
+                    "session": self.session_id,
+                    "turn": turn.number,
+                    "process": process.name,
+                    "source": "pager",
+                    "messages": json.dumps(turn.messages, ensure_ascii=False),
+                },
+            )
+            for turn in evicted
+        ]
+        try:
+            memory.store_many(records, "recall")
+        except LlmosError as exc:
+            self.stats.errors.append(f"{exc.code}: {exc.message}")
+            return f"page-out failed, turns kept in context: {exc.message}"
+        stored = time.perf_counter()
+        summary, kind = self.summarize(kernel, conversation, evicted)
+        done = time.perf_counter()
+        conversation.turns = conversation.turns[len(evicted) :]
+        conversation.summary = summary
+        conversation.paged_out = evicted[-1].number
+        self.save(conversation, process)
+        stats = self.stats
+        stats.page_outs += 1
+        stats.turns_out += len(evicted)
+        stats.last_page_out_ms = (stored - start) * 1000
+        stats.last_summary_ms = (done - stored) * 1000
+        stats.last_summary_kind = kind
+        first, last = evicted[0].number, evicted[-1].number
+        span = f"turn {first}" if first == last else f"turns {first}-{last}"
+        return f"paged out {span} to memory ({kind} summary)"
+
+    def _turn_tokens(self, kernel: Kernel, turn: Turn) -> int:
+        if not turn.tokens or not turn.done:
+            text = "".join(m["content"] for m in turn.rendered())
+            turn.tokens = text_tokens(kernel.backend, text) + 5 * len(turn.messages)
+        return turn.tokens
+
+    def summarize(
+        self, kernel: Kernel, conversation: Conversation, evicted: list[Turn]
+    ) -> tuple[str, str]:
+        """The new running summary: the old one plus the evicted turns, written by the kernel's
+        model when its estimated cost is within `summary_seconds`, else extracted."""
+        if self._model_cost(kernel) <= self.summary_seconds:
+            try:
+                text = self._model_summary(kernel, conversation, evicted)
+            except LlmosError as exc:
+                self.stats.errors.append(f"summary: {exc.code}: {exc.message}")
+            else:
+                if text:
+                    self.stats.model_summaries += 1
+                    return text, "model"
+        self.stats.extractive_summaries += 1
+        return self._extractive(kernel, conversation.summary, evicted), "extractive"
+
+    def _model_cost(self, kernel: Kernel) -> float:
+        """Seconds the model would take to write a summary, from its measured decode speed
+        (the prompt it continues is already in its KV cache); infinite when unknown."""
+        rate = float(getattr(kernel.backend, "decode_tps", 0.0) or 0.0)
+        if rate <= 0:
+            return 0.0 if math.isinf(self.summary_seconds) else math.inf
+        return self.summary_tokens / rate
+
+    def _model_summary(
+        self, kernel: Kernel, conversation: Conversation, evicted: list[Turn]
+    ) -> str:
+        """Ask the model for the summary, continuing the prompt it already holds (system,
+        summary, the evicted turns) so only the instruction is prefilled."""
+        head = Conversation(turns=evicted, summary=conversation.summary)
+        head.paged_out = conversation.paged_out
+        first, last = evicted[0].number, evicted[-1].number
+        words = max(20, self.summary_tokens * 3 // 5)
+        ask = (
+            f"Write the new SUMMARY of turns 1-{last}: the old summary (if any) plus turns "
+            f"{first}-{last} above, in at most {words} words. Keep every name, number, date "
+            "and fact the user gave. Write only the summary, as short lines starting with '- '."
+        )
+        messages = [*kernel.messages(head), {"role": "user", "content": ask}]
+        out = kernel.backend.complete(messages, constraint=None, max_tokens=self.summary_tokens)
+        return out.text.strip()
+
+    def _extractive(self, kernel: Kernel, old: str, evicted: list[Turn]) -> str:
+        """The old summary's lines plus one line per evicted turn, oldest lines dropped to fit
+        the summary's budget (they are in recall, where page-in finds them)."""
+        lines = [line for line in old.splitlines() if line.startswith("- turn ")]
+        lines += [summary_line(t) for t in evicted]
+        while (
+            len(lines) > 1 and text_tokens(kernel.backend, "\n".join(lines)) > self.summary_tokens
+        ):
+            lines.pop(0)
+        return "\n".join(lines)
+
+    def page_in(
+        self,
+        kernel: Kernel,
+        process: Process,
+        conversation: Conversation,
+        budget: Budget,
+        total: int,
+    ) -> str:
+        """Recall the pages most relevant to the current request that are not in the context
+        yet, within the recall budget and below the high watermark (what lies above it is the
+        turn's own room to grow), shown before the newest message and marked as recalled."""
+        turn = conversation.current
+        if turn is None or not turn.messages:
+            return ""
+        if conversation.paged_out == 0 and not self.archival:
+            return ""
+        memory = self._memory(process)
+        if memory is None:
+            return ""
+        if conversation.paged_out == 0 and memory.db.count("archival") == 0:
+            return ""
+        start = time.perf_counter()
+        try:
+            hits = self._search(memory, process, turn.request, conversation.paged_out > 0)
+        except LlmosError as exc:
+            self.stats.errors.append(f"{exc.code}: {exc.message}")
+            return ""
+        shown = {i for t in conversation.turns for i in t.recalled}
+        # After a crash between a page-out and the session's save, a turn can be both
+        # resident and in recall (stored twice, even): show each turn once.
+        turns = {t.number for t in conversation.turns}
+        room = min(self.recall_tokens, budget.high - total)
+        chosen: list[Recall] = []
+        for hit in hits:
+            if hit.id in shown or hit.score < self.min_score:
+                continue
+            recall = self._recall(hit)
+            if recall.turn is not None and recall.turn in turns:
+                continue
+            cost = text_tokens(kernel.backend, recall.text) + 2
+            if cost > room:
+                continue
+            room -= cost
+            chosen.append(recall)
+            if recall.turn is not None:
+                turns.add(recall.turn)
+        self.stats.last_page_in_ms = (time.perf_counter() - start) * 1000
+        if not chosen:
+            return ""
+        index = len(turn.messages) - 1
+        lines = [r.text for r in chosen]
+        old = turn.notes.get(index)
+        if old:
+            lines = [*old.splitlines()[1:], *lines]
+        turn.notes[index] = memory_block(lines)
+        turn.recalled += [r.id for r in chosen]
+        turn.tokens = 0
+        self.stats.last_recalled = chosen
+        where = ", ".join(f"turn {r.turn}" if r.turn else "a kept fact" for r in chosen)
+        return f"recalled {len(chosen)} page(s) from memory: {where}"
+
+    def _search(self, memory: Memory, process: Process, query: str, recall: bool) -> list[Hit]:
+        """Hits from this conversation's recall pages and, if allowed, the kept facts."""
+        hits: list[Hit] = []
+        if recall:
+            hits += memory.search(
+                query,
+                k=self.recall_k,
+                collections=("recall",),
+                session=self.session_id,
+                wait=False,
+            )
+        may, allow = self._archival_allow(process)
+        if may:
+            hits += memory.search(
+                query, k=self.recall_k, collections=("archival",), allow=allow, wait=False
+            )
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[: self.recall_k]
+
+    def _archival_allow(self, process: Process) -> tuple[bool, Allow | None]:
+        """Whether kept facts are paged in for this process, and its mem.search filter (the
+        pager shows it nothing a mem.search of its own could not find)."""
+        if not self.archival or process.caps.find("mem.search", []) is None:
+            return False, None
+        from llmos.syscalls.mem import search_filter
+
+        return True, search_filter(process)
+
+    @staticmethod
+    def _recall(hit: Hit) -> Recall:
+        record = hit.record
+        if record.collection == "recall":
+            turn = record.meta.get("turn")
+            number = int(turn) if isinstance(turn, int | float | str) else None
+            return Recall(hit.id, hit.score, _cut(record.text, NOTE_CHARS), number)
+        when = time.strftime("%Y-%m-%d", time.localtime(record.created))
+        return Recall(
+            hit.id, hit.score, _cut(f"[kept fact, {when}] {record.text}", NOTE_CHARS), None
+        )
+
+    def save(self, conversation: Conversation, process: Process) -> None:
+        """Save the session if it has a file (failures are noted, never raised: the turn goes
+        on, and recall memory already holds what was paged out)."""
+        if self.session is None:
+            return
+        try:
+            self.session.save(conversation, process.name)
+        except OSError as exc:
+            self.stats.errors.append(f"E_IO: cannot save the session: {exc}")
+
+    def describe(self, kernel: Kernel, conversation: Conversation) -> str:
+        """What `:mem` shows: the budget, the summary, what is resident and what was recalled."""
+        budget = self.budget(kernel)
+        total = self.tokens(kernel, conversation)
+        stats = self.stats
+        resident = conversation.turns
+        lines = [
+            f"session {self.session_id}",
+            f"context: {total} of {budget.limit} tokens (system prompt {budget.fixed}; "
+            f"pages out above {budget.high}, down to {budget.low}); most so far "
+            f"{stats.max_prompt_tokens}",
+        ]
+        if resident:
+            span = f"{resident[0].number}-{resident[-1].number}"
+            lines.append(f"resident: {len(resident)} turn(s), {span}")
+        else:
+            lines.append("resident: none")
+        lines.append(
+            f"paged out: turns 1-{conversation.paged_out} in recall memory "
+            f"({stats.page_outs} page-outs this session, last {stats.last_page_out_ms:.1f} ms "
+            f"+ {stats.last_summary_kind or 'no'} summary {stats.last_summary_ms:.1f} ms)"
+            if conversation.paged_out
+            else "paged out: nothing yet"
+        )
+        if conversation.summary:
+            lines.append("summary:")
+            lines += [f"  {line}" for line in conversation.summary.splitlines()]
+        if stats.last_recalled:
+            lines.append(f"recalled last (page-in {stats.last_page_in_ms:.1f} ms):")
+            lines += [f"  {r.score:.2f}  {_cut(r.text, 100)}" for r in stats.last_recalled]
+        else:
+            lines.append("recalled: nothing yet")
+        for error in stats.errors[-3:]:
+            lines.append(f"error: {error}")
+        return "\n".join(lines)
+
+
+def resume_conversation(home: Path, session_id: str | None = None) -> Conversation:
+    """A conversation continued from its saved session (the latest when no id is given), with
+    a pager filing into the same recall pages; E_NOENT when there is none."""
+    session = SessionFile(home, session_id) if session_id else SessionFile.latest(home)
+    if session is None:
+        raise LlmosError(ErrorCode.E_NOENT, "there is no saved session to resume")
+    conversation = Conversation(pager=Pager(session))
+    session.load(conversation)
+    return conversation
+
+
+def new_conversation(home: Path) -> Conversation:
+    """A fresh conversation with a pager and its own saved session."""
+    return Conversation(pager=Pager(SessionFile(home)))
+
+
+__all__ = [
+    "Budget",
+    "Pager",
+    "PagerStats",
+    "SessionFile",
+    "new_conversation",
+    "resume_conversation",
+]

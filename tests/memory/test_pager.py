@@ -1,0 +1,277 @@
+"""The pager with a scripted kernel and real memory: whole turns out to recall behind a summary,
+relevant pages back in, the budget never exceeded, sessions that survive a restart or a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmos.config import Settings
+from llmos.kernel.backend import Completion, Message, ScriptedBackend
+from llmos.kernel.grammar import Constraint
+from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.process import Process
+from llmos.memory.embedder import Embedder
+from llmos.memory.pager import (
+    Pager,
+    SessionFile,
+    count_tokens,
+    new_conversation,
+    resume_conversation,
+)
+from llmos.system import System
+
+CONTEXT = 3000
+"""A context that leaves the scripted conversation about 700 tokens (the system prompt takes
+about 1,900 at four characters a token, and 384 are kept for the output)."""
+
+
+class ScriptedWithSummary(ScriptedBackend):
+    """Scripted calls; free-text requests (the pager's summaries) get a fixed summary."""
+
+    summaries: list[list[Message]]
+
+    def complete(
+        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
+    ) -> Completion:
+        if constraint is None:
+            self.summaries.append(messages)
+            return Completion(text="- the user keeps a locker; code 4512")
+        return super().complete(messages, constraint=constraint, max_tokens=max_tokens)
+
+
+@pytest.fixture
+def shell_proc(system: System, workspace: Path, embedder: Embedder) -> Process:
+    """A process with the shell's default capabilities (mem.* among them)."""
+    return system.spawn("shell", workspace)
+
+
+def filler(n: int) -> tuple[str, dict[str, Any]]:
+    """A filler request and its reply."""
+    return (
+        f"tell me something about the number {n} and why people like it so much",
+        {"call": "reply", "text": f"{n} is a fine number; it comes after {n - 1}."},
+    )
+
+
+def talk(
+    kernel: Kernel, proc: Process, conv: Conversation, request: str, outputs: list[Any]
+) -> list[str]:
+    """One turn with the given scripted outputs; the texts of its memory events."""
+    assert isinstance(kernel.backend, ScriptedBackend)
+    kernel.backend.outputs.extend(outputs)
+    events = list(kernel.turn(proc, conv, request))
+    assert events[-1].kind == "reply", events
+    return [e.text for e in events if e.kind == "memory"]
+
+
+def test_turns_page_out_whole_and_the_prompt_stays_within_budget(
+    system: System, shell_proc: Process, workspace: Path
+) -> None:
+    (workspace / "notes.txt").write_text("buy milk\n")
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend)
+    pager = Pager(SessionFile(system.settings.home))
+    conv = Conversation(pager=pager)
+    limit = pager.budget(kernel).limit
+    seen: list[str] = []
+    for n in range(1, 41):
+        if n % 5 == 0:
+            outputs: list[Any] = [
+                {"call": "fs.read", "path": "notes.txt"},
+                {"call": "reply", "text": "It says buy milk."},
+            ]
+            seen += talk(kernel, shell_proc, conv, "what is in notes.txt?", outputs)
+        else:
+            request, reply = filler(n)
+            seen += talk(kernel, shell_proc, conv, request, [reply])
+        for prompt in backend.prompts:
+            assert count_tokens(backend, prompt) <= limit
+    assert pager.stats.page_outs >= 3 and any("paged out" in s for s in seen)
+    assert conv.paged_out == conv.turns[0].number - 1, "resident turns follow the paged-out ones"
+    for turn in conv.turns:
+        roles = [m["role"] for m in turn.messages]
+        assert roles[0] == "user" and roles[-1] == "assistant", "only whole turns are resident"
+        assert roles == ["user", "assistant"] * (len(roles) // 2)
+    pages = system.memory.db.all("recall")
+    numbers = sorted(int(p.meta["turn"]) for p in pages)  # type: ignore[arg-type]
+    assert numbers == list(range(1, conv.paged_out + 1)), "every paged-out turn is in recall once"
+    read_turn = next(p for p in pages if p.meta["turn"] == 5)
+    assert "notes.txt" in read_turn.text and "buy milk" in read_turn.text, "call with its result"
+    assert json.loads(str(read_turn.meta["messages"]))[2]["content"].startswith("RESULT:")
+    assert conv.summary.splitlines()[-1].startswith(f"- turn {conv.paged_out}: user:")
+    assert pager.stats.last_summary_kind == "extractive", "no speed known: no model summary"
+    first = next(m for m in backend.prompts[-1] if m["role"] != "system")
+    assert first["content"].startswith(f"SUMMARY of turns 1-{conv.paged_out} ")
+
+
+def test_relevant_pages_come_back_before_the_request(system: System, shell_proc: Process) -> None:
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend)
+    pager = Pager(SessionFile(system.settings.home), archival=False)
+    conv = Conversation(pager=pager)
+    talk(
+        kernel,
+        shell_proc,
+        conv,
+        "my locker code at the gym is 4512",
+        [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
+    )
+    for n in range(2, 30):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert conv.paged_out >= 1 and conv.turns[0].number > 1, "turn 1 is out of the context"
+    system.memory.flush(60)
+    lines = talk(
+        kernel,
+        shell_proc,
+        conv,
+        "what is the code of my gym locker?",
+        [{"call": "reply", "text": "4512"}],
+    )
+    assert any("recalled" in line and "turn 1" in line for line in lines)
+    request = backend.prompts[-1][-1]["content"]
+    assert request.startswith("MEMORY (earlier turns recalled")
+    assert "4512" in request and request.endswith("what is the code of my gym locker?")
+    assert pager.stats.last_recalled[0].turn == 1
+    assert (
+        conv.turns[-1].recalled == [pager.stats.last_recalled[0].id]
+        or len(conv.turns[-1].recalled) >= 1
+    )
+    assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
+
+
+def test_kept_facts_are_paged_in_only_where_mem_search_is_allowed(
+    system: System, workspace: Path, embedder: Embedder
+) -> None:
+    system.memory.store("The user's car is parked on level 3, spot B7.")
+    system.memory.flush(60)
+    for patterns, expect in ((["mem.*", "reply"], True), (["reply"], False)):
+        proc = system.spawn("p", workspace, patterns=patterns)
+        backend = ScriptedBackend([{"call": "reply", "text": "ok"}], context=CONTEXT)
+        conv = Conversation(pager=Pager())
+        list(Kernel(system, backend).turn(proc, conv, "where did I park the car?"))
+        assert ("spot B7" in backend.prompts[-1][-1]["content"]) is expect
+
+
+def test_the_model_writes_the_summary_when_it_is_cheap_enough(
+    system: System, shell_proc: Process
+) -> None:
+    backend = ScriptedWithSummary([], context=CONTEXT)
+    backend.summaries = []
+    kernel = Kernel(system, backend)
+    pager = Pager(summary_seconds=math.inf)
+    conv = Conversation(pager=pager)
+    for n in range(1, 25):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert pager.stats.model_summaries >= 1 and pager.stats.last_summary_kind == "model"
+    assert conv.summary == "- the user keeps a locker; code 4512"
+    asked = backend.summaries[0]
+    assert asked[-1]["content"].startswith("Write the new SUMMARY")
+    assert asked[-2]["role"] == "assistant", "it continues the evicted turns, nothing after"
+
+
+def test_a_session_resumes_with_its_summary_and_turns(
+    system: System, shell_proc: Process, settings: Settings
+) -> None:
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend)
+    conv = new_conversation(settings.home)
+    for n in range(1, 25):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert conv.paged_out > 0
+    again = resume_conversation(settings.home)
+    assert again.summary == conv.summary and again.paged_out == conv.paged_out
+    assert [t.messages for t in again.turns] == [t.messages for t in conv.turns]
+    assert again.pager is not None and conv.pager is not None
+    assert again.pager.session_id == conv.pager.session_id, "same recall pages"
+    talk(kernel, shell_proc, again, "and 99?", [{"call": "reply", "text": "also fine"}])
+    assert again.turns[-1].number == conv.turns[-1].number + 1
+
+
+def test_resume_without_a_session_or_with_a_damaged_one_is_a_clear_error(
+    settings: Settings,
+) -> None:
+    from llmos.errors import LlmosError
+
+    with pytest.raises(LlmosError) as none:
+        resume_conversation(settings.home)
+    assert none.value.code == "E_NOENT"
+    folder = settings.home / "sessions"
+    folder.mkdir(parents=True)
+    (folder / "x.json").write_text('{"turns": [')
+    with pytest.raises(LlmosError) as bad:
+        resume_conversation(settings.home)
+    assert bad.value.code == "E_INVAL" and "damaged" in bad.value.message
+
+
+CHILD = """
+import sys
+from llmos.config import Settings
+from llmos.kernel.backend import ScriptedBackend
+from llmos.kernel.loop import Kernel
+from llmos.memory.pager import new_conversation, resume_conversation
+from llmos.system import System
+
+home, workspace, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+settings = Settings(home=home)
+with System(settings, plugins=False) as system:
+    proc = system.spawn("shell", __import__("pathlib").Path(workspace))
+    conv = resume_conversation(settings.home) if start > 1 else new_conversation(settings.home)
+    kernel = Kernel(system, ScriptedBackend([], context=int(sys.argv[4])))
+    system.memory.warm()
+    print("ready", flush=True)
+    n = conv.turns[-1].number + 1 if conv.turns else conv.paged_out + 1
+    while True:
+        kernel.backend.outputs.append({"call": "reply", "text": f"reply to turn {n}"})
+        for _ in kernel.turn(proc, conv, f"request number {n}, about something else again"):
+            pass
+        print(f"done {n}", flush=True)
+        n += 1
+"""
+
+
+def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path) -> None:
+    """kill -9 at arbitrary moments of a paging conversation; every finished turn is then
+    resident in the saved session or in recall memory, and the conversation resumes."""
+    from llmos.memory.store import MemoryStore
+
+    done = 0
+    for round_, delay in enumerate((1.5, 2.3, 3.1)):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *map(str, (settings.home, workspace, done + 1, CONTEXT))],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LLMOS_HOME": str(settings.home)},
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", f"round {round_} did not start"
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if line.startswith("done "):
+                done = max(done, int(line.split()[1]))
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        assert done > 0
+        conv = resume_conversation(settings.home)
+        with MemoryStore(
+            settings.home / "memory", key_path=settings.home / "keys" / "memory.key"
+        ) as store:
+            paged = {int(r.meta["turn"]) for r in store.all("recall")}  # type: ignore[arg-type]
+        resident = {t.number for t in conv.turns}
+        missing = set(range(1, done + 1)) - paged - resident
+        assert not missing, f"round {round_}: turns lost: {sorted(missing)}"
+        assert conv.paged_out == 0 or conv.paged_out in paged
+    assert done >= 20, "enough turns ran for paging to happen several times"
