@@ -52,14 +52,16 @@ class Settings(BaseSettings):
             "fs.mkdir",
             "fs.search",
             "image.*",
-            "mem.*",
+            "mem.store",
+            "mem.search",
             "reply",
             "ask",
         ],
         description=(
             "Syscall patterns a shell session holds on its whole workspace. Deleting is not "
-            "among them: a delete asks the person (or, with no one to ask, fails with E_PERM), "
-            "so a model fooled by a file's text cannot destroy anything unasked."
+            "among them (fs.delete, mem.forget): a delete asks the person (or, with no one to "
+            "ask, fails with E_PERM), so a model fooled by a file's text cannot destroy "
+            "anything unasked."
         ),
     )
 

@@ -301,7 +301,10 @@ class Kernel:
                     "Emit exactly one valid JSON syscall."
                 )
                 continue
-            return call, json.dumps(call.model_dump(mode="json", exclude_defaults=True))
+            # `call` has a default (its Literal), so exclude_defaults would drop the name and
+            # the history would show the model its own calls without saying what they were.
+            shown = {"call": call.call, **call.model_dump(mode="json", exclude_defaults=True)}
+            return call, json.dumps(shown)
         raise LlmosError(ErrorCode.E_INVAL, f"the model gave no valid syscall: {error}")
 
     def turn(self, process: Process, conversation: Conversation, request: str) -> Iterator[Event]:

@@ -137,6 +137,11 @@ class PagerStats:
     last_page_in_ms: float = 0.0
     last_recalled: list[Recall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    page_out_ms: list[float] = field(default_factory=list)
+    """Every page-out's store time (the summary not included), for the benches."""
+    summary_ms: list[float] = field(default_factory=list)
+    page_in_ms: list[float] = field(default_factory=list)
+    """Every page-in that searched (embedding the request, querying, choosing)."""
 
 
 class SessionFile:
@@ -246,11 +251,12 @@ class Pager:
     def prepare(
         self, kernel: Kernel, process: Process, conversation: Conversation
     ) -> Iterator[str]:
-        """Before a step: page out if above the high watermark, then page in what is relevant
-        to the request. Yields a line for each thing it did (the shell shows them)."""
+        """Before a step: page out if the prompt is above the high watermark less the room kept
+        for recall, then page in what is relevant to the request. Yields a line for each thing
+        it did (the shell shows them)."""
         budget = self.budget(kernel)
         total = self.tokens(kernel, conversation)
-        if total > budget.high:
+        if total > budget.high - self._recall_room(budget):
             line = self.page_out(kernel, process, conversation, budget, total)
             if line:
                 yield line
@@ -261,6 +267,10 @@ class Pager:
             total = self.tokens(kernel, conversation)
         self.stats.prompt_tokens = total
         self.stats.max_prompt_tokens = max(self.stats.max_prompt_tokens, total)
+
+    def _recall_room(self, budget: Budget) -> int:
+        """The part of the room below the high watermark kept free for recalled pages."""
+        return min(self.recall_tokens, (budget.high - budget.low) // 2)
 
     def _memory(self, process: Process) -> Memory | None:
         if process.open_memory is None:
@@ -327,6 +337,8 @@ class Pager:
         stats.last_page_out_ms = (stored - start) * 1000
         stats.last_summary_ms = (done - stored) * 1000
         stats.last_summary_kind = kind
+        stats.page_out_ms.append(stats.last_page_out_ms)
+        stats.summary_ms.append(stats.last_summary_ms)
         first, last = evicted[0].number, evicted[-1].number
         span = f"turn {first}" if first == last else f"turns {first}-{last}"
         return f"paged out {span} to memory ({kind} summary)"
@@ -438,6 +450,7 @@ class Pager:
             if recall.turn is not None:
                 turns.add(recall.turn)
         self.stats.last_page_in_ms = (time.perf_counter() - start) * 1000
+        self.stats.page_in_ms.append(self.stats.last_page_in_ms)
         if not chosen:
             return ""
         index = len(turn.messages) - 1

@@ -43,6 +43,9 @@ def test_file_task_runs_to_a_reply(system: System, proc: Process, workspace: Pat
     last_prompt = backend.prompts[-1]
     assert last_prompt[0]["role"] == "system"
     assert any("RESULT:" in m["content"] and "one two" in m["content"] for m in last_prompt)
+    calls = [json.loads(m["content"]) for m in last_prompt if m["role"] == "assistant"]
+    assert [c["call"] for c in calls] == ["fs.read", "fs.write"], "history names each call"
+    assert calls[0] == {"call": "fs.read", "path": "a.txt"}, "defaults are left out"
 
 
 def test_errors_go_back_to_the_model(system: System, proc: Process) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -51,7 +52,7 @@ class ScriptedWithSummary(ScriptedBackend):
 
 @pytest.fixture
 def shell_proc(system: System, workspace: Path, embedder: Embedder) -> Process:
-    """A process with the shell's default capabilities (mem.* among them)."""
+    """A process with the shell's default capabilities (mem.store and mem.search among them)."""
     return system.spawn("shell", workspace)
 
 
@@ -140,8 +141,8 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
     )
     assert any("recalled" in line and "turn 1" in line for line in lines)
     request = backend.prompts[-1][-1]["content"]
-    assert request.startswith("MEMORY (earlier turns recalled")
-    assert "4512" in request and request.endswith("what is the code of my gym locker?")
+    memory = request[request.index("MEMORY (earlier turns recalled") :]
+    assert "4512" in memory and memory.endswith("\n\nwhat is the code of my gym locker?")
     assert pager.stats.last_recalled[0].turn == 1
     assert (
         conv.turns[-1].recalled == [pager.stats.last_recalled[0].id]
@@ -248,7 +249,7 @@ def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path)
     from llmos.memory.store import MemoryStore
 
     done = 0
-    for round_, delay in enumerate((1.5, 2.3, 3.1)):
+    for round_ in range(3):
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, *map(str, (settings.home, workspace, done + 1, CONTEXT))],
             stdout=subprocess.PIPE,
@@ -257,11 +258,12 @@ def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path)
         )
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready", f"round {round_} did not start"
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline:
+        target = done + 9 + 2 * round_
+        while done < target:
             line = child.stdout.readline()
-            if line.startswith("done "):
-                done = max(done, int(line.split()[1]))
+            assert line.startswith("done "), f"round {round_}: the child stopped: {line!r}"
+            done = int(line.split()[1])
+        time.sleep(random.Random(round_).uniform(0.0, 0.08))
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         assert done > 0
@@ -274,4 +276,4 @@ def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path)
         missing = set(range(1, done + 1)) - paged - resident
         assert not missing, f"round {round_}: turns lost: {sorted(missing)}"
         assert conv.paged_out == 0 or conv.paged_out in paged
-    assert done >= 20, "enough turns ran for paging to happen several times"
+    assert len(paged) > 10, "paging happened several times"

@@ -33,8 +33,19 @@ def _err(system: System, proc: Process, **call: Any) -> SyscallResult:
 
 @pytest.fixture
 def shell(system: System, workspace: Path) -> Process:
-    """A process with the shell's default capabilities (which include mem.*)."""
-    return system.spawn("shell", workspace)
+    """A process with the shell's default capabilities plus mem.forget (which a shell asks
+    for, as it does for fs.delete)."""
+    proc = system.spawn("shell", workspace)
+    proc.caps.add(system.authority.mint("mem.forget"))
+    return proc
+
+
+def test_forgetting_is_not_a_default_capability(system: System, workspace: Path) -> None:
+    """A model fooled into 'cleaning up' cannot forget what the person kept, unasked."""
+    plain = system.spawn("shell", workspace)
+    _ok(system, plain, call="mem.store", text="The spare key is under the blue pot")
+    assert _err(system, plain, call="mem.forget", query="spare key").code == ErrorCode.E_PERM
+    assert _ok(system, plain, call="mem.search", query="spare key")["hits"]
 
 
 def _scoped(system: System, workspace: Path, grants: dict[str, str]) -> Process:
