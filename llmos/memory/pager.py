@@ -87,6 +87,17 @@ def page_text(turn: Turn) -> str:
     return "\n".join(lines)
 
 
+def recall_text(turn: Turn) -> str:
+    """A paged-out turn as it is shown again when recalled. A turn that was only talk (request,
+    then reply) shows only what the person said: the kernel's words then hold no fact of the
+    person's, and a small model shown a recalled "Noted." copies it as its answer. A turn with
+    syscalls shows them, their results and the reply, which reports what they found."""
+    head = f"[turn {turn.number}] user: {turn.request}"
+    if len(turn.messages) <= 2:
+        return head
+    return "\n".join([head, *page_text(turn).splitlines()[1:]])
+
+
 def summary_line(turn: Turn) -> str:
     """One turn in an extractive summary."""
     line = f"- turn {turn.number}: user: {_cut(turn.request, LINE_CHARS)}"
@@ -499,7 +510,14 @@ class Pager:
         if record.collection == "recall":
             turn = record.meta.get("turn")
             number = int(turn) if isinstance(turn, int | float | str) else None
-            return Recall(hit.id, hit.score, _cut(record.text, NOTE_CHARS), number)
+            text = record.text
+            if number is not None and isinstance(record.meta.get("messages"), str):
+                try:
+                    messages = json.loads(str(record.meta["messages"]))
+                    text = recall_text(Turn(number, messages))
+                except (ValueError, KeyError, TypeError):
+                    text = record.text
+            return Recall(hit.id, hit.score, _cut(text, NOTE_CHARS), number)
         when = time.strftime("%Y-%m-%d", time.localtime(record.created))
         return Recall(
             hit.id, hit.score, _cut(f"[kept fact, {when}] {record.text}", NOTE_CHARS), None

@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from llmos.bench.kernel import padding_syscalls, second_step_prefill
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Event, Kernel
-from llmos.kernel.models import find_source, pull
 from llmos.system import System
-
-
-@pytest.fixture(scope="session")
-def small_model() -> Path:
-    """The 0.5B GGUF, assembled once into the virtual environment (not the user's home)."""
-    source = find_source("small")
-    try:
-        return pull(source, Path(sys.prefix) / "llmos-test-home")
-    except Exception as exc:  # the chunk packages are installed by ./setup.sh
-        pytest.fail(f"the small model is not installed: {exc}")
-
-
-@pytest.fixture(scope="session")
-def backend(small_model: Path) -> Iterator[LlamaCppBackend]:
-    """One loaded model for the whole session."""
-    yield LlamaCppBackend(small_model, n_ctx=4096)
 
 
 def turn(system: System, backend: LlamaCppBackend, workspace: Path, request: str) -> list[Event]:
