@@ -110,3 +110,40 @@ def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspac
     shell = Shell(system, workspace, grant=None, kernel=LazyKernel(system, broken))
     ok, text = shell.handle("hello")
     assert not ok and text.startswith("E_NOENT") and "/nowhere.gguf" in text
+
+
+def test_mem_shows_the_pager_and_resume_continues_the_conversation(
+    system: System, workspace: Path
+) -> None:
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.shell.repl import LazyKernel
+
+    backend = ScriptedBackend(
+        [
+            {"call": "reply", "text": "Nice to meet you, Ada."},
+            {"call": "reply", "text": "You are Ada."},
+        ]
+    )
+    kernel = LazyKernel(system, lambda: backend)
+    shell = Shell(system, workspace, grant=None, kernel=kernel)
+    assert shell.handle("hi, I am Ada") == (True, "Nice to meet you, Ada.")
+    ok, text = shell.handle(":mem")
+    assert ok and "context:" in text and "resident: 1 turn(s), 1-1" in text
+    assert "paged out: nothing yet" in text
+    again = Shell(system, workspace, grant=None, kernel=kernel, resume=True)
+    assert [t.request for t in again.conversation.turns] == ["hi, I am Ada"]
+    assert again.handle("who am I?") == (True, "You are Ada.")
+    assert again.conversation.turns[-1].number == 2
+    assert any("hi, I am Ada" in m["content"] for m in backend.prompts[-1])
+
+
+def test_resume_with_nothing_to_resume_is_a_clear_error(workspace: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmos.cli", "--direct", "--resume", "-w", str(workspace)],
+        input="fs.list\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "E_NOENT: there is no saved session to resume" in proc.stderr
