@@ -102,8 +102,8 @@ def filler(n: int) -> tuple[str, str]:
 
 
 class Replay:
-    """The real model's tokenizer, context and speed, with some completions given in advance:
-    while any are queued, `complete` returns the next one; then the model decodes."""
+    """The real model's tokenizer, context and speed, with some calls given in advance: while
+    any are queued, `complete` returns the next one; then the model decodes."""
 
     def __init__(self, real: LlamaCppBackend) -> None:
         self.real = real
@@ -127,8 +127,9 @@ class Replay:
     def complete(
         self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
     ) -> Completion:
-        """The next queued completion, else the real model's."""
-        if self.queued:
+        """The next queued call, else the real model's; free text (the pager's summaries) is
+        always the real model's."""
+        if self.queued and constraint is not None:
             return Completion(text=self.queued.pop(0))
         return self.real.complete(messages, constraint=constraint, max_tokens=max_tokens)
 

@@ -3,11 +3,15 @@ after two hundred other turns, by paging, on a 4k context that is never exceeded
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
-from llmos.bench.conversation import FACTS, run_conversation
+from llmos.bench.conversation import FACTS, Replay, filler, run_conversation
 from llmos.kernel.backend import LlamaCppBackend
+from llmos.kernel.loop import Conversation, Kernel
 from llmos.memory.embedder import Embedder
+from llmos.memory.pager import Pager
 from llmos.system import System
 
 
@@ -23,3 +27,26 @@ def test_planted_facts_are_answered_after_two_hundred_turns(
     assert figures.recall_at_5 >= 0.8, "retrieval finds the planted turns"
     assert figures.recalled_into_prompt >= 0.8, "the pager pages them in"
     assert figures.accuracy >= 0.6, figures.answers
+
+
+def test_the_model_writes_the_running_summary(
+    system: System, backend: LlamaCppBackend, workspace: Path, embedder: Embedder
+) -> None:
+    """With time to spare, the kernel's model summarises what is paged out, continuing the
+    prompt it holds; the summary stays within its budget and the talk goes on."""
+    replay = Replay(backend)
+    kernel = Kernel(system, replay)
+    pager = Pager(summary_seconds=math.inf)
+    conversation = Conversation(pager=pager)
+    process = system.spawn("talk", workspace)
+    requests = [FACTS[0].said] + [filler(n)[0] for n in range(40)]
+    for request in requests:
+        replay.queued.append(json.dumps({"call": "reply", "text": "Noted."}))
+        assert list(kernel.turn(process, conversation, request))[-1].kind == "reply"
+        if pager.stats.page_outs:
+            break
+    assert pager.stats.model_summaries == 1 and pager.stats.last_summary_kind == "model"
+    summary = conversation.summary
+    assert summary and backend.tokens(summary) <= pager.summary_tokens + 8
+    assert "4512" in summary, summary
+    assert pager.stats.max_prompt_tokens <= pager.budget(kernel).limit
