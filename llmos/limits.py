@@ -78,3 +78,17 @@ SUMMARY_TOKENS = 160
 SUMMARY_MAX_SECONDS = 4.0
 """The model writes the summary only when its measured speed says it will take no longer than
 this; otherwise the summary is extracted (one line per turn), which takes no model time."""
+
+TOOL_TIMEOUT_S = 30.0
+"""An app's tool runs at most this long unless it declares its own time-out (E_TIMEOUT; the
+command's whole process group is killed)."""
+
+MAX_TOOL_TIMEOUT_S = 600.0
+"""The longest time-out a tool may declare."""
+
+TOOL_OUTPUT_BYTES = 64 * 1024
+"""A tool's output (stdout and stderr together) is cut at this many bytes unless it declares
+its own cap; a command that writes more is stopped, and the result says the output was cut."""
+
+MAX_TOOL_OUTPUT_BYTES = 1024 * 1024
+"""The largest output cap a tool may declare."""

@@ -21,6 +21,7 @@ from llmos.security.keys import Signer, load_or_create_key
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Syscall, SyscallResult
 from llmos.syscalls.dispatch import Dispatcher
+from llmos.syscalls.tool import ToolTable
 
 if TYPE_CHECKING:
     from llmos.memory.memory import Memory
@@ -34,7 +35,8 @@ class System:
         home = settings.ensure_home()
         self.signer = Signer(load_or_create_key(home / "keys" / "install.key"))
         self.authority = CapabilityAuthority(self.signer, home / "revoked.json")
-        self.registry, self.plugins = build_registry(plugins=plugins)
+        self.tools = ToolTable()
+        self.registry, self.plugins = build_registry(plugins=plugins, tools=self.tools)
         self.audit = AuditLog(home / "audit.log", self.signer)
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)

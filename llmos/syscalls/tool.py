@@ -1,0 +1,438 @@
+"""The tool family: `tool.run` and `tool.list` over the tools that apps declare (manifests and
+plugins), each a Python callable or an external command run without a shell, bounded in time
+and output, in the calling process's workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.process import Process
+from llmos.limits import (
+    MAX_TOOL_OUTPUT_BYTES,
+    MAX_TOOL_TIMEOUT_S,
+    TOOL_OUTPUT_BYTES,
+    TOOL_TIMEOUT_S,
+)
+from llmos.syscalls.base import Registry, Syscall
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+class ToolSpec(BaseModel):
+    """What an app declares about one tool (a manifest's `[tools.NAME]` table): how to call it
+    and its bounds. Exactly one of `command` (here) or a Python callable (on `Tool`) runs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(min_length=1, description="What the tool does, for the kernel.")
+    args: dict[str, Any] = Field(
+        default_factory=lambda: dict(EMPTY_ARGS),
+        description="JSON Schema (an object) of the arguments; calls are validated against it.",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="argv of an external command; `{arg}` in an element is replaced by that "
+        "argument. Run without a shell, so an argument is always one literal word.",
+    )
+    timeout: float = Field(default=TOOL_TIMEOUT_S, gt=0, le=MAX_TOOL_TIMEOUT_S)
+    max_output: int = Field(default=TOOL_OUTPUT_BYTES, gt=0, le=MAX_TOOL_OUTPUT_BYTES)
+    cwd: str = Field(default=".", description="Working folder, relative to the workspace.")
+
+    @field_validator("args")
+    @classmethod
+    def _schema_is_an_object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        if value.get("type") != "object":
+            raise ValueError('the arguments schema must have "type": "object"')
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_names_its_program(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value or not value[0]:
+            raise ValueError("the command needs a program as its first element")
+        if PLACEHOLDER.search(value[0]):
+            raise ValueError("the program (first element) cannot be a {placeholder}")
+        if any("\x00" in part for part in value):
+            raise ValueError("the command contains a NUL byte")
+        return value
+
+    @model_validator(mode="after")
+    def _placeholders_are_arguments(self) -> ToolSpec:
+        known = set((self.args.get("properties") or {}).keys())
+        for part in self.command or []:
+            for name in PLACEHOLDER.findall(part):
+                if name not in known:
+                    raise ValueError(f"command uses {{{name}}}, which args.properties lacks")
+        return self
+
+
+class Tool(ToolSpec):
+    """A named tool in the table: a `ToolSpec` plus its name and, for an in-process tool, the
+    Python callable that runs it (called with the validated arguments as keywords)."""
+
+    name: str = Field(pattern=TOOL_NAME)
+    func: Callable[..., Any] | None = Field(default=None, exclude=True)
+    app: str = Field(default="", description="The app that declared the tool.")
+
+    @model_validator(mode="after")
+    def _exactly_one_way_to_run(self) -> Tool:
+        if (self.command is None) == (self.func is None):
+            raise ValueError("a tool needs exactly one of `command` or a Python `func`")
+        return self
+
+    @classmethod
+    def from_spec(cls, name: str, spec: ToolSpec, *, app: str = "") -> Tool:
+        """The tool a manifest declares under `[tools.NAME]`."""
+        return cls(name=name, app=app, **spec.model_dump())
+
+    def summary(self) -> str:
+        """`grep(pattern, path?): search files`: the tool as the kernel's prompt lists it."""
+        props = list((self.args.get("properties") or {}).keys())
+        required = set(self.args.get("required") or [])
+        shown = ", ".join(p if p in required else f"{p}?" for p in props)
+        return f"{self.name}({shown}): {self.description}"
+
+
+class ToolRun(Syscall):
+    """Run one of the apps' tools by name with its arguments (tool.list shows them)."""
+
+    call: Literal["tool.run"] = "tool.run"
+    name: str = Field(description="The tool's name.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="The tool's arguments, as a JSON object."
+    )
+
+
+class ToolRunResult(BaseModel):
+    """What a tool gave back: its output (cut at the tool's cap, and then marked as cut)."""
+
+    name: str
+    output: str
+    stderr: str = ""
+    exit_code: int | None = None
+    """The command's exit status; None for a Python tool or a command stopped at the cap."""
+    truncated: bool = False
+    note: str = ""
+    seconds: float = 0.0
+
+
+class ToolList(Syscall):
+    """List the tools this process may run, with their arguments."""
+
+    call: Literal["tool.list"] = "tool.list"
+
+
+class ToolInfo(BaseModel):
+    """One runnable tool."""
+
+    name: str
+    description: str
+    args: dict[str, Any]
+    kind: Literal["command", "python"]
+    app: str = ""
+
+
+class ToolListResult(BaseModel):
+    """The tools the caller holds `tool.run` for."""
+
+    tools: list[ToolInfo]
+
+
+class ToolTable:
+    """The tools that apps declared. Attached to a syscall registry, it keeps `tool.run` and
+    `tool.list` registered exactly while at least one tool exists, after the core table, so a
+    system without tools shows the kernel no tool family at all."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._registry: Registry | None = None
+
+    def attach(self, registry: Registry) -> None:
+        """Register the tool family into `registry` (now and whenever the tools change)."""
+        self._registry = registry
+        self._sync()
+
+    def add(self, tool: Tool) -> None:
+        """Add a tool; E_EXISTS when another tool already has its name."""
+        if tool.name in self._tools:
+            raise LlmosError(ErrorCode.E_EXISTS, f"tool {tool.name!r} is already declared")
+        self._tools[tool.name] = tool
+        self._sync()
+
+    def command(self, name: str, argv: list[str], description: str, **spec: Any) -> Tool:
+        """Declare an external-command tool (a shortcut for plugins); returns it."""
+        tool = Tool(name=name, command=argv, description=description, **spec)
+        self.add(tool)
+        return tool
+
+    def function(self, func: Callable[..., Any], **spec: Any) -> Tool:
+        """Declare a Python tool named after `func`, described by its docstring's first line,
+        unless `name`/`description` are given; returns it."""
+        doc = (func.__doc__ or "").strip().splitlines()
+        spec.setdefault("name", func.__name__)
+        spec.setdefault("description", doc[0] if doc else func.__name__)
+        tool = Tool(func=func, **spec)
+        self.add(tool)
+        return tool
+
+    def remove(self, name: str) -> None:
+        """Drop a tool (an app that finished, a plugin that failed to register)."""
+        if self._tools.pop(name, None) is not None:
+            self._sync()
+
+    def get(self, name: str) -> Tool | None:
+        """The tool with this name, or None."""
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        """Tool names, sorted."""
+        return sorted(self._tools)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter([self._tools[n] for n in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def _sync(self) -> None:
+        """Re-register the family so tool.run's description names the current tools."""
+        registry = self._registry
+        if registry is None:
+            return
+        registry.unregister("tool.run")
+        registry.unregister("tool.list")
+        if not self._tools:
+            return
+        listed = "; ".join(tool.summary() for tool in self)
+        registry.register(
+            ToolRun,
+            lambda call, process: run_tool(self, call, process),
+            result=ToolRunResult,
+            resources=lambda call, process: [call.name],
+            description=f"Run a tool with its args. Tools: {listed}",
+        )
+        registry.register(
+            ToolList, lambda call, process: list_tools(self, process), result=ToolListResult
+        )
+
+
+def list_tools(table: ToolTable, process: Process) -> ToolListResult:
+    """The tools `process` holds a `tool.run` capability for."""
+    infos = [
+        ToolInfo(
+            name=tool.name,
+            description=tool.description,
+            args=tool.args,
+            kind="python" if tool.func is not None else "command",
+            app=tool.app,
+        )
+        for tool in table
+        if process.caps.find("tool.run", [tool.name]) is not None
+    ]
+    return ToolListResult(tools=infos)
+
+
+def check_args(tool: Tool, args: dict[str, Any]) -> None:
+    """E_INVAL, naming each bad argument, unless `args` fits the tool's schema."""
+    validator = jsonschema.Draft202012Validator(tool.args)
+    errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+    if errors:
+        parts = [
+            f"{'.'.join(str(p) for p in e.absolute_path) or '(args)'}: {e.message}" for e in errors
+        ]
+        raise LlmosError(
+            ErrorCode.E_INVAL, f"invalid arguments for tool {tool.name}: " + "; ".join(parts)
+        )
+
+
+def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult:
+    """The `tool.run` handler: find the tool, validate its arguments, run it within bounds."""
+    tool = table.get(call.name)
+    if tool is None:
+        known = ", ".join(table.names()) or "none"
+        raise LlmosError(ErrorCode.E_NOENT, f"no tool named {call.name!r} (tools: {known})")
+    check_args(tool, call.args)
+    start = time.perf_counter()
+    if tool.func is not None:
+        value = tool.func(**call.args)
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        output, cut = _cap_text(text, tool.max_output)
+        return ToolRunResult(
+            name=tool.name,
+            output=output,
+            truncated=cut,
+            note=f"output cut at {tool.max_output} bytes" if cut else "",
+            seconds=round(time.perf_counter() - start, 3),
+        )
+    assert tool.command is not None
+    argv = build_argv(tool.command, call.args)
+    done = run_command(argv, _working_dir(process, tool.cwd), tool.timeout, tool.max_output)
+    if done.timed_out:
+        raise LlmosError(
+            ErrorCode.E_TIMEOUT,
+            f"tool {tool.name} ran longer than its {tool.timeout:g} s time-out; "
+            "its process group was killed",
+        )
+    return ToolRunResult(
+        name=tool.name,
+        output=done.stdout.decode("utf-8", errors="replace"),
+        stderr=done.stderr.decode("utf-8", errors="replace"),
+        exit_code=None if done.cut else done.exit_code,
+        truncated=done.cut,
+        note=f"output cut at {tool.max_output} bytes; the tool was stopped" if done.cut else "",
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def _cap_text(text: str, cap: int) -> tuple[str, bool]:
+    """`text` cut to at most `cap` UTF-8 bytes, and whether it was cut."""
+    data = text.encode()
+    if len(data) <= cap:
+        return text, False
+    return data[:cap].decode("utf-8", errors="ignore"), True
+
+
+def _word(value: Any) -> str:
+    """One argument as the text of an argv element (JSON spelling for non-strings)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def build_argv(template: list[str], args: dict[str, Any]) -> list[str]:
+    """The argv for one run: each `{arg}` replaced by its value, never split or interpreted. An
+    element that is exactly `{arg}` is left out when the argument is absent, and becomes one
+    element per item when it is a list."""
+    argv = [template[0]]
+    for part in template[1:]:
+        whole = PLACEHOLDER.fullmatch(part)
+        if whole is not None:
+            value = args.get(whole.group(1))
+            if value is None:
+                continue
+            argv.extend([_word(v) for v in value] if isinstance(value, list) else [_word(value)])
+            continue
+        argv.append(
+            PLACEHOLDER.sub(lambda m: "" if args.get(m[1]) is None else _word(args[m[1]]), part)
+        )
+    if any("\x00" in word for word in argv):
+        raise LlmosError(ErrorCode.E_INVAL, "a tool argument contains a NUL byte")
+    return argv
+
+
+def _working_dir(process: Process, rel: str) -> Path:
+    """The tool's folder inside the workspace, resolved (symlinks too) and checked to stay in.
+
+    The folder is the app's declaration, not something the call names, so it is not a
+    resource of the `tool.run` capability (which is scoped by tool name). A command is not
+    sandboxed beyond this: it runs with the user's rights, and the capability to run it is
+    the gate.
+    """
+    ws = process.workspace
+    real = Path(os.path.realpath(ws.root / ws.relpath(rel)))
+    if not real.is_relative_to(ws.root):
+        raise LlmosError(ErrorCode.E_PERM, f"tool folder {rel}: leads outside the workspace")
+    if not real.is_dir():
+        raise LlmosError(ErrorCode.E_NOENT, f"tool folder {rel}: not a folder in the workspace")
+    return real
+
+
+@dataclass
+class CommandOutcome:
+    """How one command run ended."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None
+    timed_out: bool
+    cut: bool
+
+
+def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> CommandOutcome:
+    """Run `argv` (no shell) in its own process group; read at most `cap` bytes of stdout and
+    stderr together. On time-out or when the cap is reached, the whole group is killed (a
+    tool's children go too), so neither a hung tool nor an endless writer holds llmos up."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        raise LlmosError(ErrorCode.E_NOENT, f"program {argv[0]!r} not found") from None
+    except PermissionError:
+        raise LlmosError(ErrorCode.E_PERM, f"program {argv[0]!r} is not executable") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    buffers = {out_fd: bytearray(), err_fd: bytearray()}
+    deadline = time.monotonic() + timeout
+    timed_out = cut = False
+    with selectors.DefaultSelector() as selector:
+        for fd in buffers:
+            selector.register(fd, selectors.EVENT_READ)
+        try:
+            while selector.get_map() and not cut:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        continue
+                    room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
+                    buffers[key.fd] += chunk[:room]
+                    cut = cut or len(chunk) > room
+            if not timed_out and not cut:
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+        finally:
+            if proc.returncode is None:
+                _kill_group(proc)
+            proc.stdout.close()
+            proc.stderr.close()
+    return CommandOutcome(
+        stdout=bytes(buffers[out_fd]),
+        stderr=bytes(buffers[err_fd]),
+        exit_code=proc.returncode,
+        timed_out=timed_out,
+        cut=cut,
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process's whole group (its children too), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
