@@ -1,4 +1,4 @@
-"""The `llmos` command: the shell, `call`, `syscalls`, `audit verify`, `bench`, `model`."""
+"""The `llmos` command: the shell, `call`, `run`, `syscalls`, `audit verify`, `bench`, `model`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 from llmos.errors import EXIT_STATUS, ErrorCode, LlmosError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmos.apps.manifest import CapabilityNeed, Manifest
     from llmos.config import Settings
 
 
@@ -73,6 +76,55 @@ def cmd_call(args: argparse.Namespace) -> int:
     else:
         print(result.render(), file=sys.stderr)
     return 0 if result.ok else EXIT_STATUS[result.code or ErrorCode.E_INTERNAL]
+
+
+def _approver(yes: bool) -> Callable[[Manifest, list[CapabilityNeed]], bool | None]:
+    """How `llmos run` approves an app's new capabilities: --yes, else a terminal prompt, else
+    nobody (the run is refused with E_PERM)."""
+
+    def approve(manifest: Manifest, needs: list[CapabilityNeed]) -> bool | None:
+        if yes:
+            return True
+        if not sys.stdin.isatty() or os.environ.get("CI"):
+            return None
+        listed = "\n".join(f"  - {n.describe()}" for n in needs)
+        sys.stderr.write(f"App {manifest.name} asks for:\n{listed}\nApprove (remembered)? [y/N] ")
+        sys.stderr.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return approve
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run an app manifest non-interactively; the exit status tells success from failure."""
+    from llmos.apps.manifest import load_manifest, run_app
+    from llmos.kernel.backend import open_backend
+    from llmos.system import System
+
+    inputs: dict[str, str] = {}
+    for item in args.input:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"E_INVAL: --input {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return EXIT_STATUS[ErrorCode.E_INVAL]
+        inputs[key] = value
+    source = Path(args.manifest)
+    manifest = load_manifest(source)
+    settings = _settings(args)
+    with System(settings) as system:
+        run = run_app(
+            system,
+            manifest,
+            source,
+            _workspace(args),
+            inputs,
+            approve=_approver(args.yes),
+            backend=lambda: open_backend(settings),
+        )
+    if run.ok:
+        return 0
+    print(f"{run.code}: {run.message}", file=sys.stderr)
+    return EXIT_STATUS[run.code or ErrorCode.E_INTERNAL]
 
 
 def cmd_syscalls(args: argparse.Namespace) -> int:
@@ -259,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also hold this capability (e.g. fs.delete), repeatable",
     )
     call.set_defaults(func=cmd_call)
+
+    run = sub.add_parser("run", help="run an app manifest: llmos run app.toml --input k=v")
+    run.add_argument("manifest", help="the app's TOML manifest")
+    run.add_argument(
+        "--input", action="append", default=[], metavar="KEY=VALUE", help="a {variable}"
+    )
+    run.add_argument(
+        "--yes", action="store_true", help="approve the app's new capabilities (remembered)"
+    )
+    run.set_defaults(func=cmd_run)
 
     syscalls = sub.add_parser("syscalls", help="list the syscall table")
     syscalls.add_argument("--schema", action="store_true", help="print the union's JSON Schema")
