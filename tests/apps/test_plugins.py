@@ -54,11 +54,35 @@ def register_syscalls(registry):
 
 BROKEN_IMPORT = "import this_module_does_not_exist_anywhere\n"
 
+RAISES_IN_TOOLS = '''
+from typing import Literal
+from llmos.apps.hooks import hookimpl
+from llmos.syscalls.base import Syscall
+
+
+class Mine(Syscall):
+    """Registered before the tools hook fails: must be rolled back."""
+
+    call: Literal["demo.mine"] = "demo.mine"
+
+
+@hookimpl
+def register_syscalls(registry):
+    registry.register(Mine, lambda call, process: None)
+
+
+@hookimpl
+def register_tools(tools):
+    tools.command("half-tool", ["true"], "Declared before the failure.")
+    raise ValueError("tools hook exploded")
+'''
+
 ENTRY_POINTS = """\
 [llmos.apps]
 good = llmos_demo_good
 raises = llmos_demo_raises
 broken = llmos_demo_broken
+tools = llmos_demo_tools
 """
 
 
@@ -70,13 +94,14 @@ def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (site / "llmos_demo_good.py").write_text(GOOD)
     (site / "llmos_demo_raises.py").write_text(RAISES)
     (site / "llmos_demo_broken.py").write_text(BROKEN_IMPORT)
+    (site / "llmos_demo_tools.py").write_text(RAISES_IN_TOOLS)
     info = site / "llmos_demo-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-demo\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
     yield site
-    for name in ("llmos_demo_good", "llmos_demo_raises", "llmos_demo_broken"):
+    for name in ("llmos_demo_good", "llmos_demo_raises", "llmos_demo_broken", "llmos_demo_tools"):
         sys.modules.pop(name, None)
 
 
@@ -92,10 +117,13 @@ def test_good_plugin_loads_and_bad_ones_are_reported_and_skipped(installed_plugi
     assert "demo.shout" in registry
     assert any(label.startswith("good") for label in report.loaded)
     failed = {label.split(" ")[0]: why for label, why in report.failed.items()}
-    assert set(failed) == {"raises", "broken"}
+    assert set(failed) == {"raises", "broken", "tools"}
     assert "plugin exploded" in failed["raises"]
     assert "ModuleNotFoundError" in failed["broken"]
+    assert "ValueError: tools hook exploded" in failed["tools"]
     assert "demo.half" not in registry, "a failed plugin's half-registration must be undone"
+    assert "demo.mine" not in registry, "its syscalls go too when its tools hook raises"
+    assert "tool.run" not in registry, "and its tools: no tools left, no tool family"
     assert "fs.read" in registry
 
 
