@@ -112,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest = load_manifest(source)
     settings = _settings(args)
     with System(settings) as system:
+        for label, why in system.plugins.failed.items():
+            print(f"plugin {label} skipped: {why}", file=sys.stderr)
         run = run_app(
             system,
             manifest,
