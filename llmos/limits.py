@@ -92,3 +92,8 @@ its own cap; a command that writes more is stopped, and the result says the outp
 
 MAX_TOOL_OUTPUT_BYTES = 1024 * 1024
 """The largest output cap a tool may declare."""
+
+SCHED_KV_BYTES = 512 * 1024 * 1024
+"""The scheduler keeps processes' saved KV states (for fast context switches) within this many
+bytes, dropping the least recently saved first; a process whose state was dropped is prefilled
+again at its next switch."""

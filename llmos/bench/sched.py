@@ -1,0 +1,214 @@
+"""`llmos bench sched`: N processes, each a task that needs a slow (1 s) tool and two model
+decisions, run one after another and then at once through the scheduler, in one run; and what a
+context switch costs with and without restoring the incoming process's KV state."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from llmos.config import Settings
+from llmos.kernel.backend import Backend, LlamaCppBackend
+from llmos.kernel.loop import Conversation, Kernel, Turn
+from llmos.kernel.prompt import result_message
+from llmos.kernel.scheduler import Job, Policy, Scheduler, Served
+from llmos.system import System
+
+TASK = "Task {i}: run the sleep tool (no args), then reply done."
+
+HISTORY = (
+    ("list the files here", {"call": "fs.list"}, '{"ok":true,"value":{"entries":[]}}', "Empty."),
+    ("hello!", None, "", "Hello! What can I do for you?"),
+    ("what is in todo.txt?", {"call": "fs.read", "path": "todo.txt"}, "", "It says: buy milk."),
+)
+
+
+def history(i: int, turns: int) -> Conversation:
+    """Earlier turns of a process's session (a shell that has been in use), distinct per process
+    so each conversation diverges right after the system prompt."""
+    conv = Conversation()
+    for n in range(turns):
+        request, call, result, reply = HISTORY[n % len(HISTORY)]
+        turn = Turn(n + 1, [{"role": "user", "content": f"({i}.{n}) {request}"}])
+        if call is not None:
+            turn.messages.append({"role": "assistant", "content": json.dumps(call)})
+            shown = result or '{"ok":true,"value":{"text":"buy milk"}}'
+            turn.messages.append({"role": "user", "content": result_message(shown)})
+        reply_call = {"call": "reply", "text": reply}
+        turn.messages.append({"role": "assistant", "content": json.dumps(reply_call)})
+        conv.turns.append(turn)
+    return conv
+
+
+def add_sleep_tool(system: System, seconds: float) -> None:
+    """The bench's I/O-bound tool: sleeps, holding no CPU and not the model."""
+
+    def sleep() -> str:
+        """Wait one second (an I/O-bound tool)."""
+        time.sleep(seconds)
+        return "slept"
+
+    system.tools.function(
+        sleep, description=f"Wait {seconds:g} s (an I/O-bound tool); takes no arguments."
+    )
+
+
+def task_ok(events: list[Any]) -> bool:
+    """The task was done right: the sleep tool ran, then the kernel replied."""
+    calls = [e.call for e in events if e.kind == "call" and e.call]
+    ran = any(
+        e.kind == "result"
+        and e.call
+        and e.call.get("name") == "sleep"
+        and e.result is not None
+        and e.result.ok
+        for e in events
+    )
+    return bool(calls) and ran and events[-1].kind == "reply"
+
+
+def _sequential(system: System, backend: Backend, n: int, turns: int) -> tuple[float, int]:
+    ok = 0
+    start = time.perf_counter()
+    for i in range(n):
+        process = system.spawn(f"seq{i}", _ws(system, f"seq{i}"), patterns=PATTERNS)
+        kernel = Kernel(system, backend, max_steps=4)
+        events = list(kernel.turn(process, history(i, turns), TASK.format(i=i)))
+        ok += task_ok(events)
+    return time.perf_counter() - start, ok
+
+
+def _concurrent(
+    system: System, backend: Backend, n: int, turns: int, policy: Policy, kv_restore: bool
+) -> tuple[float, int, list[Served]]:
+    with Scheduler(backend, policy=policy, kv_restore=kv_restore) as sched:
+        jobs = []
+        for i in range(n):
+            name = f"{'kv' if kv_restore else 'pf'}{i}"
+            process = system.spawn(name, _ws(system, name), patterns=PATTERNS)
+            kernel = Kernel(system, sched.client(name), max_steps=4)
+            jobs.append(Job(kernel, process, history(i, turns), TASK.format(i=i)))
+        start = time.perf_counter()
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        wall = time.perf_counter() - start
+        served = list(sched.served)
+    return wall, sum(task_ok(job.events) for job in jobs), served
+
+
+PATTERNS = ["tool.*", "fs.*", "reply", "ask"]
+
+
+def _ws(system: System, name: str) -> Path:
+    path = system.settings.home / "ws" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _switches(served: list[Served]) -> dict[str, float]:
+    switched = [s for s in served if s.switched and s.ok]
+    if not switched:
+        return {"count": 0, "ms": 0.0, "prefill_tokens": 0.0, "restored_tokens": 0.0}
+    return {
+        "count": len(switched),
+        "ms": 1000 * statistics.mean(s.switch_seconds for s in switched),
+        "save_restore_ms": 1000
+        * statistics.mean(s.save_seconds + s.restore_seconds for s in switched),
+        "prefill_tokens": statistics.mean(s.prefill_tokens for s in switched),
+        "restored_tokens": statistics.mean(s.restored_tokens for s in switched),
+        "model_s": sum(s.seconds for s in served),
+    }
+
+
+def bench_sched(
+    settings: Settings,
+    *,
+    model: Path | None = None,
+    processes: int = 4,
+    sleep: float = 1.0,
+    turns: int = 2,
+    policy: Policy = "rr",
+) -> dict[str, Any]:
+    """Run the scheduler benchmark on the default model (or `model`); prints and returns it."""
+    from llmos.kernel.backend import open_backend
+
+    home = settings.ensure_home()
+    started = time.perf_counter()
+    if model is not None:
+        backend: Backend = LlamaCppBackend(
+            model, n_ctx=settings.n_ctx, cache_dir=home / "cache" / "kv"
+        )
+    else:
+        backend = open_backend(settings)
+    load_s = time.perf_counter() - started
+    local = isinstance(backend, LlamaCppBackend)
+    figures: dict[str, Any] = {
+        "model": backend.name,
+        "threads": getattr(backend, "n_threads", 0),
+        "processes": processes,
+        "sleep_s": sleep,
+        "history_turns": turns,
+        "policy": policy,
+        "load_s": load_s,
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp,
+        System(Settings(home=Path(tmp, "home")), plugins=False) as system,
+    ):
+        add_sleep_tool(system, sleep)
+        Kernel(system, backend).warm()
+        seq_s, seq_ok = _sequential(system, backend, processes, turns)
+        kv_s, kv_ok, kv_served = _concurrent(system, backend, processes, turns, policy, True)
+        figures.update(
+            sequential_s=seq_s,
+            sequential_ok=seq_ok,
+            concurrent_s=kv_s,
+            concurrent_ok=kv_ok,
+            speedup=seq_s / kv_s if kv_s else 0.0,
+            switch_restore=_switches(kv_served),
+        )
+        if local:
+            pf_s, pf_ok, pf_served = _concurrent(system, backend, processes, turns, policy, False)
+            figures.update(
+                concurrent_prefill_s=pf_s,
+                concurrent_prefill_ok=pf_ok,
+                switch_prefill=_switches(pf_served),
+            )
+    _print(figures)
+    return figures
+
+
+def _print(f: dict[str, Any]) -> None:
+    n = f["processes"]
+    print(f"bench sched: {f['model']} on {f['threads']} threads ({os.cpu_count()} cpus)")
+    print(
+        f"  {n} processes, each: {f['history_turns']} earlier turns, then a task needing a "
+        f"{f['sleep_s']:g} s tool and two decisions; policy {f['policy']}"
+    )
+    print(f"  one after another:     {f['sequential_s']:6.1f} s  ({f['sequential_ok']}/{n} ok)")
+    print(
+        f"  scheduler, KV restore: {f['concurrent_s']:6.1f} s  ({f['concurrent_ok']}/{n} ok)  "
+        f"= {f['speedup']:.2f}x faster"
+    )
+    if "concurrent_prefill_s" in f:
+        pf = f["concurrent_prefill_s"]
+        print(
+            f"  scheduler, re-prefill: {pf:6.1f} s  ({f['concurrent_prefill_ok']}/{n} ok)  "
+            f"= {f['sequential_s'] / pf:.2f}x faster"
+        )
+    for key, label in (("switch_restore", "KV restore"), ("switch_prefill", "re-prefill")):
+        s = f.get(key)
+        if not s or not s["count"]:
+            continue
+        print(
+            f"  context switch, {label}: {s['ms']:7.1f} ms each over {s['count']} switches "
+            f"(save+restore {s['save_restore_ms']:.1f} ms; {s['prefill_tokens']:.0f} tokens "
+            f"prefilled, {s['restored_tokens']:.0f} restored); model busy {s['model_s']:.1f} s"
+        )

@@ -1,0 +1,485 @@
+"""The scheduler: one model serves several processes. A worker thread owns the backend and runs
+one completion at a time, picked by policy (FIFO or round-robin); each process talks to the
+model through a proxy backend and runs its turns in its own thread, so while one process waits
+on a slow syscall another uses the model. With llama.cpp, a context switch can restore the
+incoming process's KV state from memory instead of prefilling its conversation again."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message
+from llmos.limits import SCHED_KV_BYTES
+
+if TYPE_CHECKING:
+    from llmos.kernel.grammar import Constraint
+    from llmos.kernel.loop import Conversation, Event, Kernel
+    from llmos.kernel.process import Process
+
+Policy = Literal["fifo", "rr"]
+POLICIES: tuple[Policy, ...] = ("fifo", "rr")
+
+FORWARDED = ("count", "tokens", "context", "decode_tps")
+"""What a proxy reads straight from the real backend (tokenizing needs no turn on the model)."""
+
+
+@dataclass
+class _Request:
+    client: SchedulerClient
+    messages: list[Message]
+    constraint: Constraint | None
+    max_tokens: int
+    seq: int
+    queued: float = field(default_factory=time.perf_counter)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Completion | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    """One completion the worker ran: for whom, whether it followed a context switch, and what
+    the switch cost (saving the outgoing state, restoring the incoming one, the prefill)."""
+
+    process: str
+    seq: int
+    switched: bool
+    restored_tokens: int
+    """Tokens whose KV state was restored from memory (0: none restored)."""
+    save_seconds: float
+    restore_seconds: float
+    prefill_tokens: int
+    prefill_seconds: float
+    seconds: float
+    waited: float
+    ok: bool
+
+    @property
+    def switch_seconds(self) -> float:
+        """What the switch cost before decoding began: save + restore + prefill."""
+        return self.save_seconds + self.restore_seconds + self.prefill_seconds
+
+
+@dataclass
+class KvState:
+    """A llama.cpp context's KV state held in memory, with the tokens it holds."""
+
+    data: Any
+    tokens: list[int]
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return len(self.data)
+
+
+class KvStates:
+    """Saves and restores the one llama.cpp context of a `LlamaCppBackend` per process, in
+    memory, through the low-level state API (`Llama.save_state` would also copy the whole
+    scores array, n_ctx x n_vocab floats). Least recently saved states go first beyond
+    `max_bytes`."""
+
+    def __init__(self, backend: LlamaCppBackend, max_bytes: int = SCHED_KV_BYTES) -> None:
+        import llama_cpp
+
+        self.backend = backend
+        self.llm: Any = backend.llm
+        self.lib = llama_cpp
+        self.max_bytes = max_bytes
+        self.states: OrderedDict[int, KvState] = OrderedDict()
+
+    def save(self, key: int) -> None:
+        """Keep the context's current state under `key`."""
+        llm = self.llm
+        n = int(llm.n_tokens)
+        self.states.pop(key, None)
+        if n == 0:
+            return
+        ctx = llm._ctx.ctx
+        size = self.lib.llama_state_get_size(ctx)
+        data = (ctypes.c_uint8 * size)()
+        written = self.lib.llama_state_get_data(ctx, data, size)
+        if written <= 0:
+            return
+        self.states[key] = KvState(data=data, tokens=[int(t) for t in llm.input_ids[:n]])
+        total = sum(s.size for s in self.states.values())
+        while total > self.max_bytes and len(self.states) > 1:
+            _, old = self.states.popitem(last=False)
+            total -= old.size
+
+    def drop(self, key: int) -> None:
+        """Forget `key`'s state (its process ended)."""
+        self.states.pop(key, None)
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The tokens `complete` will prefill for `messages`."""
+        text = self.backend.prompt(messages)
+        return list(self.llm.tokenize(text.encode(), add_bos=True, special=True))
+
+    def restore_if_better(self, key: int, messages: list[Message]) -> int:
+        """Restore `key`'s state when it holds a longer prefix of the coming prompt than the
+        context does now; returns the tokens restored (0: nothing restored)."""
+        state = self.states.get(key)
+        if state is None:
+            return 0
+        tokens = self.prompt_tokens(messages)
+        saved = _common(state.tokens, tokens)
+        if saved <= self.backend.decoder._cached(tokens):
+            return 0
+        llm = self.llm
+        if self.lib.llama_state_set_data(llm._ctx.ctx, state.data, state.size) <= 0:
+            llm._ctx.kv_cache_clear()
+            llm.n_tokens = 0
+            self.states.pop(key, None)
+            return 0
+        n = len(state.tokens)
+        llm.input_ids[:n] = state.tokens
+        llm.n_tokens = n
+        return saved
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Scheduler:
+    """Owns one backend and the worker thread that runs every completion on it.
+
+    `policy` picks the next request: `fifo` in arrival order, `rr` round-robin across the
+    processes with requests pending. `kv_restore` (llama.cpp only) saves the outgoing
+    process's KV state at a context switch and restores the incoming one's when that beats
+    prefilling its conversation again (measured by `llmos bench sched`)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        policy: Policy = "rr",
+        kv_restore: bool = True,
+        history: int = 1000,
+    ) -> None:
+        if policy not in POLICIES:
+            raise LlmosError(
+                ErrorCode.E_INVAL, f"unknown policy {policy!r} (one of {', '.join(POLICIES)})"
+            )
+        self.backend = backend
+        self.policy: Policy = policy
+        self.kv = KvStates(backend) if kv_restore and isinstance(backend, LlamaCppBackend) else None
+        self.served: deque[Served] = deque(maxlen=history)
+        self._cond = threading.Condition()
+        self._kv_lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._clients: list[SchedulerClient] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self._last: SchedulerClient | None = None
+        self._resident: SchedulerClient | None = None
+        self._running: _Request | None = None
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="llmos-scheduler", daemon=True)
+        self._worker.start()
+
+    @property
+    def kv_restore(self) -> bool:
+        """Whether context switches restore KV state (only ever true for llama.cpp)."""
+        return self.kv is not None
+
+    def client(self, process: str) -> SchedulerClient:
+        """A proxy backend for one process; close it when the process ends."""
+        with self._cond:
+            if self._stopping:
+                raise LlmosError(ErrorCode.E_BACKEND, "the scheduler has shut down")
+            client = SchedulerClient(self, process, next(self._ids))
+            self._clients.append(client)
+            return client
+
+    def pending(self) -> int:
+        """Requests waiting for the model."""
+        with self._cond:
+            return len(self._pending)
+
+    def ps(self) -> list[dict[str, Any]]:
+        """One row per process: its name, whether it is on the model, waiting, or elsewhere
+        (running a syscall or idle), and its completions so far."""
+        with self._cond:
+            running = self._running.client if self._running else None
+            waiting = {r.client.id for r in self._pending}
+            rows = []
+            for c in self._clients:
+                state = "model" if c is running else "waiting" if c.id in waiting else "other"
+                rows.append({"process": c.process, "state": state, "completions": c.completions})
+            return rows
+
+    def close(self) -> None:
+        """Fail whatever is still queued, let the running completion finish, stop the worker."""
+        with self._cond:
+            self._stopping = True
+            dropped, self._pending = self._pending, []
+            self._cond.notify_all()
+        for req in dropped:
+            req.error = LlmosError(ErrorCode.E_BACKEND, "the scheduler shut down")
+            req.done.set()
+        if threading.current_thread() is not self._worker:
+            self._worker.join()
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, client: SchedulerClient, req: _Request) -> None:
+        with self._cond:
+            if self._stopping:
+                raise LlmosError(ErrorCode.E_BACKEND, "the scheduler has shut down")
+            if client.closed:
+                raise LlmosError(ErrorCode.E_BACKEND, f"process {client.process} has ended")
+            self._pending.append(req)
+            self._cond.notify_all()
+
+    def _withdraw(self, client: SchedulerClient, reason: str) -> None:
+        """Fail `client`'s queued requests (a cancelled or ended process)."""
+        with self._cond:
+            mine = [r for r in self._pending if r.client is client]
+            self._pending = [r for r in self._pending if r.client is not client]
+        for req in mine:
+            req.error = LlmosError(ErrorCode.E_BACKEND, reason)
+            req.done.set()
+
+    def _release(self, client: SchedulerClient) -> None:
+        self._withdraw(client, f"process {client.process} has ended")
+        with self._cond:
+            if client in self._clients:
+                self._clients.remove(client)
+            if self._last is client:
+                self._last = None
+        if self.kv is not None:
+            with self._kv_lock:
+                self.kv.drop(client.id)
+
+    def _pick(self) -> _Request:
+        """The next request by policy (called with the lock held, something pending)."""
+        if self.policy == "fifo" or self._last is None:
+            return self._pending[0]
+        waiting = {r.client.id for r in self._pending}
+        ring = self._clients
+        start = ring.index(self._last) + 1 if self._last in ring else 0
+        for client in itertools.islice(itertools.cycle(ring), start, start + len(ring)):
+            if client.id in waiting:
+                return next(r for r in self._pending if r.client is client)
+        return self._pending[0]
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                req = self._pick()
+                self._pending.remove(req)
+                self._running = req
+            try:
+                req.result = self._run(req)
+            except Exception as exc:  # every failure goes back to the caller, never kills us
+                req.error = exc
+            finally:
+                with self._cond:
+                    self._running = None
+                    self._last = req.client
+                    req.client.completions += 1
+                req.done.set()
+
+    def _run(self, req: _Request) -> Completion:
+        client = req.client
+        switched = self._resident is not None and self._resident is not client
+        save = restore = 0.0
+        restored = 0
+        start = time.perf_counter()
+        if self.kv is not None and self._resident is not client:
+            with self._kv_lock:
+                outgoing = self._resident
+                if outgoing is not None and not outgoing.closed:
+                    self.kv.save(outgoing.id)
+            mark = time.perf_counter()
+            save = mark - start
+            with self._kv_lock:
+                restored = self.kv.restore_if_better(client.id, req.messages)
+            restore = time.perf_counter() - mark
+        self._resident = client
+        ok = False
+        out = Completion(text="")
+        try:
+            out = self.backend.complete(
+                req.messages, constraint=req.constraint, max_tokens=req.max_tokens
+            )
+            ok = True
+            return out
+        finally:
+            self.served.append(
+                Served(
+                    process=client.process,
+                    seq=req.seq,
+                    switched=switched,
+                    restored_tokens=restored,
+                    save_seconds=save,
+                    restore_seconds=restore,
+                    prefill_tokens=out.prefill_tokens,
+                    prefill_seconds=out.prefill_seconds,
+                    seconds=time.perf_counter() - start,
+                    waited=start - req.queued,
+                    ok=ok,
+                )
+            )
+
+
+class SchedulerClient:
+    """A process's view of the model: `complete` queues the request with the scheduler and
+    waits for its turn and its result (an error comes back as the same LlmosError)."""
+
+    def __init__(self, scheduler: Scheduler, process: str, id_: int) -> None:
+        self._scheduler = scheduler
+        self.process = process
+        self.id = id_
+        self.name: str = getattr(scheduler.backend, "name", "model")
+        self.closed = False
+        self.completions = 0
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        constraint: Constraint | None,
+        max_tokens: int,
+    ) -> Completion:
+        """Queue one completion and wait for it."""
+        req = _Request(
+            self,
+            [dict(m) for m in messages],
+            constraint,
+            max_tokens,
+            next(self._scheduler._seq),
+        )
+        self._scheduler._submit(self, req)
+        try:
+            req.done.wait()
+        except BaseException:
+            # Ctrl-C while waiting: the request leaves the queue (or its result is ignored).
+            self._scheduler._withdraw(self, "cancelled")
+            raise
+        if req.error is not None:
+            raise req.error
+        assert req.result is not None
+        return req.result
+
+    def cancel(self) -> None:
+        """Fail this process's queued requests (the turn was cancelled); the proxy stays usable."""
+        self._scheduler._withdraw(self, f"process {self.process} was cancelled")
+
+    def close(self) -> None:
+        """The process ended: fail anything queued and free its slot and saved KV state."""
+        if not self.closed:
+            self.closed = True
+            self._scheduler._release(self)
+
+    def __getattr__(self, name: str) -> Any:
+        backend = self.__dict__["_scheduler"].backend
+        if name in FORWARDED:
+            return getattr(backend, name)
+        if name == "warm" and callable(getattr(backend, "warm", None)):
+            return self._warm
+        raise AttributeError(name)
+
+    def _warm(self, messages: list[Message]) -> Completion:
+        return self.complete(messages, constraint=None, max_tokens=0)
+
+
+class Job:
+    """One process's turn running in its own thread; its events are kept in order, and also
+    handed to `on_event` as they happen."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        process: Process,
+        conversation: Conversation,
+        request: str,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.process = process
+        self.conversation = conversation
+        self.request = request
+        self.on_event = on_event
+        self.events: list[Event] = []
+        self.error: BaseException | None = None
+        self.started = self.finished = 0.0
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"llmos-{process.name}-{process.pid}", daemon=True
+        )
+
+    def start(self) -> Job:
+        """Begin the turn in the background."""
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the turn to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        """True once the turn has ended (however it ended)."""
+        return self.finished > 0
+
+    @property
+    def reply(self) -> str:
+        """The reply or question that ended the turn, if any."""
+        for event in reversed(self.events):
+            if event.kind in ("reply", "ask"):
+                return event.text
+        return ""
+
+    def cancel(self) -> None:
+        """Stop at the next step (a queued completion fails at once)."""
+        self._cancelled.set()
+        cancel = getattr(self.kernel.backend, "cancel", None)
+        if callable(cancel):
+            cancel()
+
+    def _events(self) -> Iterator[Event]:
+        return self.kernel.turn(self.process, self.conversation, self.request)
+
+    def _run(self) -> None:
+        steps = self._events()
+        try:
+            for event in steps:
+                self.events.append(event)
+                if self.on_event is not None:
+                    self.on_event(event)
+                if self._cancelled.is_set():
+                    break
+        except Exception as exc:  # kept for the caller, like a process's exit status
+            self.error = exc
+        finally:
+            close = getattr(steps, "close", None)
+            if callable(close):
+                close()
+            self.finished = time.perf_counter()

@@ -1,0 +1,309 @@
+"""The scheduler: FIFO and round-robin order, errors back to the caller, overlap of slow
+syscalls with the model, clean shutdown; with the real 0.5B model, interleaved processes and a
+KV state restore that decodes exactly what a fresh prefill does."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.backend import Completion, LlamaCppBackend, Message
+from llmos.kernel.grammar import Constraint
+from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.scheduler import Job, Scheduler
+from llmos.system import System
+
+SLEEP_REQUEST = "Run the sleep tool (no args), then reply done."
+
+
+class ToolThenReply:
+    """A fake model: a fresh request gets `tool.run sleep`, a tool result gets `reply done`.
+    Records which process each completion served (by the request text), optionally gated."""
+
+    name = "fake"
+    context = 4096
+
+    def __init__(self, gate: threading.Event | None = None, delay: float = 0.0) -> None:
+        self.gate = gate
+        self.delay = delay
+        self.order: list[str] = []
+        self.busy = 0
+        self.overlapped = False
+
+    def complete(
+        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
+    ) -> Completion:
+        self.busy += 1
+        self.overlapped |= self.busy > 1
+        try:
+            if self.gate is not None:
+                self.gate.wait(10)
+            time.sleep(self.delay)
+            last = messages[-1]["content"]
+            first = next(m["content"] for m in messages if m["role"] == "user")
+            self.order.append(first)
+            if "boom" in first:
+                raise LlmosError(ErrorCode.E_BACKEND, "the model fell over")
+            if "RESULT" in last:
+                return Completion(text=json.dumps({"call": "reply", "text": "done"}))
+            return Completion(text=json.dumps({"call": "tool.run", "name": "sleep", "args": {}}))
+        finally:
+            self.busy -= 1
+
+
+def sleep_tool(system: System, seconds: float = 1.0) -> None:
+    def sleep() -> str:
+        """Wait (an I/O-bound tool)."""
+        time.sleep(seconds)
+        return "slept"
+
+    system.tools.function(sleep, description="Wait 1 s (an I/O-bound tool); takes no arguments.")
+
+
+def submit(sched: Scheduler, name: str, text: str) -> threading.Thread:
+    client = sched.client(name)
+    thread = threading.Thread(
+        target=client.complete,
+        args=([{"role": "user", "content": text}],),
+        kwargs={"constraint": None, "max_tokens": 8},
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def on_model(fake: ToolThenReply) -> None:
+    deadline = time.monotonic() + 10
+    while not fake.busy:
+        assert time.monotonic() < deadline, "nothing reached the model"
+        time.sleep(0.01)
+
+
+def wait_pending(sched: Scheduler, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while sched.pending() < n:
+        assert time.monotonic() < deadline, "requests never queued"
+        time.sleep(0.01)
+
+
+def ordered(policy: str) -> list[str]:
+    gate = threading.Event()
+    fake = ToolThenReply(gate)
+    with Scheduler(fake, policy=policy) as sched:  # type: ignore[arg-type]
+        a, b, c = sched.client("a"), sched.client("b"), sched.client("c")
+        threads = [submit(sched, "x", "x1")]
+        on_model(fake)
+        for client, text in ((a, "a1"), (a, "a2"), (a, "a3"), (b, "b1"), (c, "c1")):
+            thread = threading.Thread(
+                target=client.complete,
+                args=([{"role": "user", "content": text}],),
+                kwargs={"constraint": None, "max_tokens": 8},
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+            wait_pending(sched, len(threads) - 1)
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+    return fake.order
+
+
+def test_fifo_serves_in_arrival_order() -> None:
+    assert ordered("fifo") == ["x1", "a1", "a2", "a3", "b1", "c1"]
+
+
+def test_round_robin_takes_turns_across_processes() -> None:
+    assert ordered("rr") == ["x1", "a1", "b1", "c1", "a2", "a3"]
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(LlmosError) as err:
+        Scheduler(ToolThenReply(), policy="lifo")  # type: ignore[arg-type]
+    assert err.value.code == ErrorCode.E_INVAL
+
+
+def test_an_error_reaches_the_caller_as_the_same_error() -> None:
+    with Scheduler(ToolThenReply()) as sched:
+        client = sched.client("p")
+        with pytest.raises(LlmosError) as err:
+            client.complete([{"role": "user", "content": "boom"}], constraint=None, max_tokens=8)
+        assert err.value.code == ErrorCode.E_BACKEND and "fell over" in err.value.message
+        ok = client.complete([{"role": "user", "content": "fine"}], constraint=None, max_tokens=8)
+        assert "tool.run" in ok.text, "the worker survives a failed completion"
+        assert [s.ok for s in sched.served] == [False, True]
+
+
+def test_proxy_forwards_what_the_backend_has() -> None:
+    with Scheduler(ToolThenReply()) as sched:
+        client: Any = sched.client("p")
+        assert client.name == "fake" and client.context == 4096
+        assert not hasattr(client, "count") and not hasattr(client, "warm")
+
+
+def test_four_processes_overlap_their_slow_tools(system: System, tmp_path: Path) -> None:
+    sleep_tool(system, 1.0)
+    fake = ToolThenReply(delay=0.05)
+    with Scheduler(fake, policy="rr") as sched:
+        jobs = []
+        for i in range(4):
+            ws = tmp_path / f"ws{i}"
+            ws.mkdir()
+            process = system.spawn(f"p{i}", ws, patterns=["tool.*", "reply", "ask"])
+            kernel = Kernel(system, sched.client(process.name))
+            jobs.append(Job(kernel, process, Conversation(), f"{SLEEP_REQUEST} ({i})"))
+        start = time.perf_counter()
+        for job in jobs:
+            job.start()
+        assert all(job.join(10) for job in jobs)
+        wall = time.perf_counter() - start
+    assert not fake.overlapped, "the model ran one completion at a time"
+    for job in jobs:
+        assert [e.kind for e in job.events] == ["call", "result", "call", "reply"], job.events
+        assert job.reply == "done" and job.error is None
+    assert wall < 2.5, f"4 x 1 s tools took {wall:.2f} s: they did not overlap"
+
+
+def test_ending_a_process_frees_its_slot_and_fails_its_queue() -> None:
+    gate = threading.Event()
+    fake = ToolThenReply(gate)
+    with Scheduler(fake, policy="rr") as sched:
+        first = submit(sched, "x", "x1")
+        on_model(fake)
+        client = sched.client("doomed")
+        errors: list[LlmosError] = []
+
+        def wait_for_it() -> None:
+            try:
+                client.complete([{"role": "user", "content": "d"}], constraint=None, max_tokens=8)
+            except LlmosError as exc:
+                errors.append(exc)
+
+        waiter = threading.Thread(target=wait_for_it, daemon=True)
+        waiter.start()
+        wait_pending(sched, 1)
+        assert [row["process"] for row in sched.ps()] == ["x", "doomed"]
+        client.close()
+        waiter.join(5)
+        assert errors and errors[0].code == ErrorCode.E_BACKEND
+        assert [row["process"] for row in sched.ps()] == ["x"]
+        assert sched.pending() == 0
+        with pytest.raises(LlmosError):
+            client.complete([{"role": "user", "content": "d"}], constraint=None, max_tokens=8)
+        gate.set()
+        first.join(5)
+
+
+def test_shutdown_fails_queued_requests_and_leaves_no_thread() -> None:
+    gate = threading.Event()
+    fake = ToolThenReply(gate)
+    sched = Scheduler(fake)
+    running = submit(sched, "a", "a1")
+    on_model(fake)
+    client = sched.client("b")
+    errors: list[LlmosError] = []
+
+    def queued() -> None:
+        try:
+            client.complete([{"role": "user", "content": "b1"}], constraint=None, max_tokens=8)
+        except LlmosError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=queued, daemon=True)
+    waiter.start()
+    wait_pending(sched, 1)
+    threading.Timer(0.1, gate.set).start()
+    sched.close()
+    waiter.join(5)
+    running.join(5)
+    assert errors and "shut down" in errors[0].message
+    assert not any(t.name == "llmos-scheduler" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(LlmosError):
+        sched.client("late")
+
+
+def test_a_cancelled_job_stops_and_keeps_its_events(system: System, workspace: Path) -> None:
+    sleep_tool(system, 0.2)
+    with Scheduler(ToolThenReply()) as sched:
+        process = system.spawn("p", workspace, patterns=["tool.*", "reply", "ask"])
+        job = Job(Kernel(system, sched.client("p")), process, Conversation(), SLEEP_REQUEST)
+        seen = threading.Event()
+        job.on_event = lambda event: seen.set()
+        job.start()
+        assert seen.wait(5)
+        job.cancel()
+        assert job.join(5) and job.done
+        assert job.events and job.events[-1].kind in ("call", "result")
+
+
+# The real 0.5B model.
+
+
+def real_jobs(
+    system: System, sched: Scheduler, tmp_path: Path, n: int
+) -> tuple[list[Job], list[str]]:
+    jobs, names = [], []
+    for i in range(n):
+        ws = tmp_path / f"ws{i}"
+        ws.mkdir()
+        process = system.spawn(f"p{i}", ws, patterns=["tool.*", "reply", "ask"])
+        kernel = Kernel(system, sched.client(process.name), max_steps=4)
+        jobs.append(Job(kernel, process, Conversation(), SLEEP_REQUEST))
+        names.append(process.name)
+    return jobs, names
+
+
+def test_real_model_serves_two_interleaved_processes(
+    system: System, backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    sleep_tool(system, 1.0)
+    with Scheduler(backend, policy="rr", kv_restore=True) as sched:
+        jobs, names = real_jobs(system, sched, tmp_path, 2)
+        for job in jobs:
+            job.start()
+        assert all(job.join(300) for job in jobs)
+        served = [s.process for s in sched.served]
+    for job in jobs:
+        calls = [e.call for e in job.events if e.kind == "call"]
+        assert calls and calls[0] is not None, job.events
+        assert calls[0]["call"] == "tool.run" and calls[0]["name"] == "sleep", job.events
+        assert job.events[-1].kind == "reply", job.events
+    assert served[:2] == names or served[:2] == names[::-1]
+    assert served != sorted(served), f"the turns interleaved: {served}"
+
+
+def test_kv_restore_decodes_what_a_fresh_prefill_does(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    kernel = Kernel(system, backend)
+    constraint = kernel.grammars.constraint()
+
+    def prompt(request: str) -> list[Message]:
+        return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
+
+    a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
+    with Scheduler(backend, kv_restore=True) as sched:
+        pa, pb = sched.client("a"), sched.client("b")
+        first = pa.complete(a, constraint=constraint, max_tokens=48)
+        pb.complete(b, constraint=constraint, max_tokens=48)
+        a += [
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": 'RESULT: {"ok":false,"error":"E_NOENT: no notes.txt"}'},
+        ]
+        restored = pa.complete(a, constraint=constraint, max_tokens=48)
+        switch = sched.served[-1]
+    assert switch.switched and switch.restored_tokens > 1000
+    assert switch.prefill_tokens < 60, "only the new messages were prefilled"
+    with Scheduler(backend, kv_restore=False) as sched:
+        pb = sched.client("b")
+        pb.complete(b, constraint=constraint, max_tokens=48)
+        fresh = sched.client("a").complete(a, constraint=constraint, max_tokens=48)
+        assert sched.served[-1].restored_tokens == 0
+        assert sched.served[-1].prefill_tokens > switch.prefill_tokens
+    assert restored.text == fresh.text
