@@ -178,6 +178,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "memory":
+        from llmos.bench.memory import bench_memory
+
+        sizes = tuple(int(n) for n in args.sizes.split(",") if n.strip())
+        home = Path(args.home) if args.home else None
+        figures = bench_memory(_settings(args), sizes=sizes, samples=args.samples, home=home)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -334,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("what", choices=["dispatch", "kernel"])
+    bench.add_argument("what", choices=["dispatch", "kernel", "memory"])
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(
         "--table-sizes",
@@ -342,7 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel: extra syscalls to register when measuring step-2 prefill (comma list)",
     )
     bench.add_argument("--repeat", type=int, default=1, help="kernel: rounds of the requests")
-    bench.add_argument("--json", help="kernel: also write the figures here")
+    bench.add_argument(
+        "--sizes", default="1000,10000,100000", help="memory: stored pages to measure at"
+    )
+    bench.add_argument(
+        "--samples", type=int, default=100, help="memory: timed page-outs and page-ins per size"
+    )
+    bench.add_argument(
+        "--home", help="memory: an empty LLMOS_HOME to fill (default: a temporary one)"
+    )
+    bench.add_argument("--json", help="kernel, memory: also write the figures here")
     bench.set_defaults(func=cmd_bench)
 
     evals = sub.add_parser("eval", help="run eval cases (JSONL) against the kernel")

@@ -52,8 +52,12 @@ CREATE TABLE IF NOT EXISTS records (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_collection ON records (collection, seq);
+CREATE INDEX IF NOT EXISTS records_by_session
+    ON records (collection, CAST(json_extract(meta, '$.session') AS TEXT));
 """
 _COLUMNS = "id, collection, text, encrypted, tags, meta, created"
+# The expression `records_by_session` indexes: a query must spell it the same way to use it.
+_SESSION = "CAST(json_extract(meta, '$.session') AS TEXT)"
 
 
 @dataclass(frozen=True)
@@ -410,6 +414,24 @@ class MemoryStore:
         rows = self._select_ids(f"{_COLUMNS}, vector, model", ids)
         found = {item.record.id: item for item in map(self._stored_vector, rows)}
         return [found[i] for i in ids if i in found]
+
+    def session_vectors(
+        self, collection: Collection, session: str, model: str
+    ) -> tuple[list[str], list[bytes]]:
+        """The ids and embeddings (float32 bytes, opened) of one session's records that have a
+        vector made by `model`, oldest first: what a search within the session ranks."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, vector, encrypted FROM records WHERE collection = ? AND {_SESSION} = ?"
+                " AND model = ? AND vector IS NOT NULL ORDER BY seq",
+                (collection, session, model),
+            ).fetchall()
+        ids = [str(row[0]) for row in rows]
+        blobs = [
+            self._cipher_now().open(i, "vector", row[1]) if row[2] else row[1]
+            for i, row in zip(ids, rows, strict=True)
+        ]
+        return ids, blobs
 
     def _stored_vector(self, row: Sequence[object], with_vector: bool = True) -> StoredVector:
         """A row of `_COLUMNS, vector, model` as a record with its (opened) embedding."""
