@@ -187,6 +187,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "sched":
+        from llmos.bench.sched import bench_sched
+
+        # `llmos --model PATH bench sched` picks another model, like every command.
+        figures = bench_sched(_settings(args), processes=args.processes, policy=args.policy)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -343,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("what", choices=["dispatch", "kernel", "memory"])
+    bench.add_argument("what", choices=["dispatch", "kernel", "memory", "sched"])
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(
         "--table-sizes",
@@ -360,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--home", help="memory: an empty LLMOS_HOME to fill (default: a temporary one)"
     )
-    bench.add_argument("--json", help="kernel, memory: also write the figures here")
+    bench.add_argument("--json", help="kernel, memory, sched: also write the figures here")
+    bench.add_argument("--processes", type=int, default=4, help="sched: processes at once")
+    bench.add_argument("--policy", choices=["fifo", "rr"], default="rr", help="sched: policy")
     bench.set_defaults(func=cmd_bench)
 
     evals = sub.add_parser("eval", help="run eval cases (JSONL) against the kernel")

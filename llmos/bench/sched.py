@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from llmos.config import Settings
-from llmos.kernel.backend import Backend, LlamaCppBackend
+from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message
+from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.kernel.prompt import result_message
 from llmos.kernel.scheduler import Job, Policy, Scheduler, Served
@@ -72,15 +73,37 @@ def task_ok(events: list[Any]) -> bool:
     return bool(calls) and ran and events[-1].kind == "reply"
 
 
-def _sequential(system: System, backend: Backend, n: int, turns: int) -> tuple[float, int]:
+class _Timed:
+    """The backend, timing each completion (the model's busy time when run one by one)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.completions: list[Completion] = []
+
+    def complete(
+        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
+    ) -> Completion:
+        out = self.backend.complete(messages, constraint=constraint, max_tokens=max_tokens)
+        self.completions.append(out)
+        return out
+
+
+def _sequential(
+    system: System, backend: Backend, n: int, turns: int
+) -> tuple[float, int, list[Completion], list[float]]:
     ok = 0
+    timed = _Timed(backend)
+    tasks = []
     start = time.perf_counter()
     for i in range(n):
+        began = time.perf_counter()
         process = system.spawn(f"seq{i}", _ws(system, f"seq{i}"), patterns=PATTERNS)
-        kernel = Kernel(system, backend, max_steps=4)
+        kernel = Kernel(system, timed, max_steps=4)
         events = list(kernel.turn(process, history(i, turns), TASK.format(i=i)))
         ok += task_ok(events)
-    return time.perf_counter() - start, ok
+        tasks.append(time.perf_counter() - began)
+    return time.perf_counter() - start, ok, timed.completions, tasks
 
 
 def _concurrent(
@@ -113,7 +136,13 @@ def _ws(system: System, name: str) -> Path:
 
 
 def _switches(served: list[Served]) -> dict[str, float]:
-    switched = [s for s in served if s.switched and s.ok]
+    """Switches back to a process served before (a first visit has no state to restore)."""
+    seen: set[str] = set()
+    switched = []
+    for s in served:
+        if s.switched and s.ok and s.process in seen:
+            switched.append(s)
+        seen.add(s.process)
     if not switched:
         return {"count": 0, "ms": 0.0, "prefill_tokens": 0.0, "restored_tokens": 0.0}
     return {
@@ -124,6 +153,7 @@ def _switches(served: list[Served]) -> dict[str, float]:
         "prefill_tokens": statistics.mean(s.prefill_tokens for s in switched),
         "restored_tokens": statistics.mean(s.restored_tokens for s in switched),
         "model_s": sum(s.seconds for s in served),
+        "decisions": len(served),
     }
 
 
@@ -164,11 +194,13 @@ def bench_sched(
     ):
         add_sleep_tool(system, sleep)
         Kernel(system, backend).warm()
-        seq_s, seq_ok = _sequential(system, backend, processes, turns)
+        seq_s, seq_ok, seq_done, seq_tasks = _sequential(system, backend, processes, turns)
         kv_s, kv_ok, kv_served = _concurrent(system, backend, processes, turns, policy, True)
         figures.update(
             sequential_s=seq_s,
             sequential_ok=seq_ok,
+            sequential_model_s=sum(c.seconds for c in seq_done),
+            sequential_tasks_s=seq_tasks,
             concurrent_s=kv_s,
             concurrent_ok=kv_ok,
             speedup=seq_s / kv_s if kv_s else 0.0,
@@ -192,7 +224,12 @@ def _print(f: dict[str, Any]) -> None:
         f"  {n} processes, each: {f['history_turns']} earlier turns, then a task needing a "
         f"{f['sleep_s']:g} s tool and two decisions; policy {f['policy']}"
     )
-    print(f"  one after another:     {f['sequential_s']:6.1f} s  ({f['sequential_ok']}/{n} ok)")
+    print(
+        f"  one after another:     {f['sequential_s']:6.1f} s  ({f['sequential_ok']}/{n} ok; "
+        f"model busy {f['sequential_model_s']:.1f} s; tasks "
+        + ", ".join(f"{t:.1f}" for t in f["sequential_tasks_s"])
+        + " s)"
+    )
     print(
         f"  scheduler, KV restore: {f['concurrent_s']:6.1f} s  ({f['concurrent_ok']}/{n} ok)  "
         f"= {f['speedup']:.2f}x faster"
@@ -210,5 +247,6 @@ def _print(f: dict[str, Any]) -> None:
         print(
             f"  context switch, {label}: {s['ms']:7.1f} ms each over {s['count']} switches "
             f"(save+restore {s['save_restore_ms']:.1f} ms; {s['prefill_tokens']:.0f} tokens "
-            f"prefilled, {s['restored_tokens']:.0f} restored); model busy {s['model_s']:.1f} s"
+            f"prefilled, {s['restored_tokens']:.0f} restored); model busy {s['model_s']:.1f} s "
+            f"over {s['decisions']} decisions"
         )
