@@ -152,6 +152,11 @@ class LlamaCppBackend:
         """How many tokens the model's own tokenizer makes of `text`."""
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
 
+    def reset(self) -> None:
+        """Forget what the KV cache holds (after an interrupted decode): the next prompt is
+        evaluated afresh, its system prompt loaded from the disk cache."""
+        self.llm.n_tokens = 0
+
     def count(self, messages: list[Message]) -> int:
         """The prompt tokens `messages` make, exactly as `complete` would prefill them."""
         return len(self.llm.tokenize(self.prompt(messages).encode(), add_bos=True, special=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -307,7 +307,9 @@ class Kernel:
             return call, json.dumps(shown)
         raise LlmosError(ErrorCode.E_INVAL, f"the model gave no valid syscall: {error}")
 
-    def turn(self, process: Process, conversation: Conversation, request: str) -> Iterator[Event]:
+    def turn(
+        self, process: Process, conversation: Conversation, request: str
+    ) -> Generator[Event, None, None]:
         """Run one request to its reply, yielding every step as it happens. With a pager on the
         conversation, each step is preceded by paging (shown as `memory` events) and the
         session is saved when the turn ends, however it ends."""

@@ -147,3 +147,52 @@ def test_resume_with_nothing_to_resume_is_a_clear_error(workspace: Path) -> None
     )
     assert proc.returncode != 0
     assert "E_NOENT: there is no saved session to resume" in proc.stderr
+
+
+def test_builtins_for_caps_model_apps_and_processes(system: System, workspace: Path) -> None:
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.shell.repl import LazyKernel
+
+    (workspace / "old").mkdir()
+    (workspace / "old" / "x.txt").write_text("x")
+    (workspace / "keep.txt").write_text("k")
+    kernel = LazyKernel(system, lambda: ScriptedBackend([]))
+    shell = Shell(system, workspace, grant=None, kernel=kernel)
+    assert not shell.handle("fs.delete path=old/x.txt")[0], "no grant, no one to ask"
+    ok, text = shell.handle(":caps grant fs.delete on old")
+    assert ok and text.startswith("granted fs.delete on old")
+    assert shell.handle("fs.delete path=old/x.txt")[0]
+    assert not shell.handle("fs.delete path=keep.txt")[0], "the grant is scoped to old/"
+    assert shell.handle(":caps grant fs.delete on ../etc")[1].startswith("E_PERM")
+    assert shell.handle(":caps grant no.such")[1].startswith("E_INVAL")
+    kernel.get()
+    ok, text = shell.handle(":model")
+    assert ok and "model scripted" in text and "context 4096 tokens" in text
+    ok, text = shell.handle(":apps")
+    assert ok and text.startswith("loaded: (no plugin apps)") and "tools: (none)" in text
+    ok, text = shell.handle(":ps")
+    assert ok and str(shell.process.pid) in text and str(workspace) in text
+
+
+def test_completion_offers_workspace_paths_only(tmp_path: Path) -> None:
+    from llmos.shell.repl import workspace_paths
+
+    root = tmp_path / "ws"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "todo.md").write_text("")
+    (root / "nova.txt").write_text("")
+    (root / ".secret").write_text("")
+    assert workspace_paths(root, "no") == ["notes/", "nova.txt"]
+    assert workspace_paths(root, "notes/t") == ["notes/todo.md"]
+    assert workspace_paths(root, "") == ["notes/", "nova.txt"], "hidden files only when asked"
+    assert workspace_paths(root, ".s") == [".secret"]
+    assert workspace_paths(root, "../") == [] and workspace_paths(root, "/etc/pa") == []
+
+
+def test_steps_are_coloured_by_kind() -> None:
+    from llmos.shell.repl import paint
+
+    assert paint("→ fs.read path=a", True).startswith("\033[36m")
+    assert paint("  port = 9090", True).startswith("\033[2m")
+    assert paint("E_PERM: no", False) == "\033[31m✗ E_PERM: no\033[0m"
+    assert paint("The port is 9090.", True) == "The port is 9090."
