@@ -187,6 +187,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "conversation":
+        from llmos.bench.conversation import bench_conversation
+
+        figures = bench_conversation(_settings(args), filler_turns=args.turns)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     if args.what == "sched":
         from llmos.bench.sched import bench_sched
 
@@ -351,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("what", choices=["dispatch", "kernel", "memory", "sched"])
+    bench.add_argument("what", choices=["dispatch", "kernel", "memory", "conversation", "sched"])
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(
         "--table-sizes",
@@ -368,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--home", help="memory: an empty LLMOS_HOME to fill (default: a temporary one)"
     )
-    bench.add_argument("--json", help="kernel, memory, sched: also write the figures here")
+    bench.add_argument(
+        "--turns", type=int, default=200, help="conversation: turns of other talk between"
+    )
+    bench.add_argument("--json", help="also write the figures here (all but dispatch)")
     bench.add_argument("--processes", type=int, default=4, help="sched: processes at once")
     bench.add_argument("--policy", choices=["fifo", "rr"], default="rr", help="sched: policy")
     bench.set_defaults(func=cmd_bench)

@@ -24,6 +24,7 @@ from llmos.kernel.loop import Conversation, Kernel
 from llmos.memory.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
+    from llmos.config import Settings
     from llmos.kernel.backend import LlamaCppBackend
     from llmos.kernel.grammar import Constraint
     from llmos.system import System
@@ -250,3 +251,26 @@ def run_conversation(
         lost_turns=lost,
         seconds=time.perf_counter() - start,
     )
+
+
+def bench_conversation(settings: Settings, *, filler_turns: int = 200) -> dict[str, Any]:
+    """`llmos bench conversation`: the long conversation on the configured (default) model, in
+    a scratch LLMOS_HOME and workspace; prints and returns the figures."""
+    import dataclasses
+    import tempfile
+
+    from llmos.config import Settings as Config
+    from llmos.errors import ErrorCode, LlmosError
+    from llmos.kernel.backend import LlamaCppBackend, open_backend
+    from llmos.system import System
+
+    real = open_backend(settings)
+    if not isinstance(real, LlamaCppBackend):
+        raise LlmosError(ErrorCode.E_INVAL, "bench conversation measures a local GGUF")
+    with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
+        workspace = Path(tmp, "ws")
+        workspace.mkdir()
+        with System(Config(home=Path(tmp, "home")), plugins=False) as system:
+            figures = run_conversation(system, real, workspace, filler_turns=filler_turns)
+    print("\n".join(figures.lines()))
+    return dataclasses.asdict(figures)

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from llmos.bench.conversation import FACTS, Replay, filler, run_conversation
 from llmos.kernel.backend import LlamaCppBackend
 from llmos.kernel.loop import Conversation, Kernel
@@ -50,3 +52,17 @@ def test_the_model_writes_the_running_summary(
     assert summary and backend.tokens(summary) <= pager.summary_tokens + 8
     assert "4512" in summary, summary
     assert pager.stats.max_prompt_tokens <= pager.budget(kernel).limit
+
+
+def test_bench_conversation_prints_and_writes_its_figures(
+    small_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.cli import main
+
+    out = tmp_path / "figures.json"
+    args = ["--model", str(small_model), "bench", "conversation", "--turns", "4"]
+    assert main([*args, "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["turns"] == 4 + 2 * len(FACTS) and figures["lost_turns"] == []
+    assert len(figures["answers"]) == len(FACTS)
+    assert "answer accuracy:" in capsys.readouterr().out
