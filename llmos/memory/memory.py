@@ -43,6 +43,7 @@ REINDEX_BATCH = 256
 PROBE_RECENT = 16
 QUERY_CACHE = 64
 CLOSE_WAIT_S = 30.0
+CLOSE_LOCK_WAIT_S = 2.0
 
 Allow = Callable[[Record], bool]
 """A filter on what a caller may see (the mem syscalls pass the process's capability check)."""
@@ -517,15 +518,23 @@ class Memory:
         return self._ready_index().check(self._expected())
 
     def close(self) -> None:
-        """Mark the index clean (when it is in step with the store) and release everything."""
+        """Mark the index clean (when it is in step with the store) and release everything.
+        If the index is still being prepared in the background (a shell left at once), leave
+        it unmarked rather than wait: the next start checks it, as after a crash."""
         indexed = self._indexer.stop(CLOSE_WAIT_S)
-        with self._index_lock:
+        if not self._index_lock.acquire(timeout=CLOSE_LOCK_WAIT_S):
+            log.info("memory index still being prepared; closing without marking it clean")
+            self.db.close()
+            return
+        try:
+            if indexed and self._index_ready and not self.db.closed:
+                self.db.set_meta("index_state", "clean")
+        finally:
             try:
-                if indexed and self._index_ready and not self.db.closed:
-                    self.db.set_meta("index_state", "clean")
-            finally:
                 self.index.close()
                 self.db.close()
+            finally:
+                self._index_lock.release()
 
     def __enter__(self) -> Memory:
         return self

@@ -169,10 +169,13 @@ class Shell:
                 "direct-call mode (no model loaded): type a syscall, e.g. fs.list "
                 "(see :syscalls); install a model with: llmos model pull"
             )
+        self.thinking(True)
         try:
             kernel = self.kernel.get()
         except LlmosError as exc:
             return False, f"{exc.code}: {exc.message}"
+        finally:
+            self.thinking(False)
         events = kernel.turn(self.process, self.conversation, request)
         try:
             while True:

@@ -1,0 +1,127 @@
+"""The real shell in a real terminal (tmux): a request the real small model carries out, a grant
+prompt answered inline, Ctrl-C in the middle of a request, and Ctrl-D to leave."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+
+class Pane:
+    """One tmux session running a command; keys go in, the screen comes out."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.name = f"llmos-{uuid.uuid4().hex[:8]}"
+        self.env = env
+        self._tmux("new-session", "-d", "-s", self.name, "-x", "160", "-y", "50", command)
+        self._tmux("set-option", "-t", self.name, "remain-on-exit", "on")
+
+    def _tmux(self, *args: str) -> str:
+        assert TMUX is not None
+        done = subprocess.run(
+            [TMUX, *args], env=self.env, capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
+
+    def send(self, *keys: str) -> None:
+        """Type keys (tmux key names such as Enter or C-c, or literal text)."""
+        self._tmux("send-keys", "-t", self.name, *keys)
+
+    def type(self, text: str) -> None:
+        """Type literal text, then Enter."""
+        self._tmux("send-keys", "-t", self.name, "-l", text)
+        self.send("Enter")
+
+    def screen(self) -> str:
+        """What the terminal shows now (with the scrollback)."""
+        return self._tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", self.name)
+
+    def wait_for(self, text: str, timeout: float = 120.0, times: int = 1) -> str:
+        """Wait until `text` shows on the screen `times` times; the screen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if screen.count(text) >= times:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never showed {times}x; the screen:\n{self.screen()}")
+
+    def exit_status(self) -> int | None:
+        """The shell's exit status once it has exited (the pane stays, dead), else None."""
+        out = self._tmux("list-panes", "-t", self.name, "-F", "#{pane_dead} #{pane_dead_status}")
+        dead, _, status = out.strip().partition(" ")
+        return int(status or 0) if dead == "1" else None
+
+    def close(self) -> None:
+        """Kill the session (and the shell, if it still runs)."""
+        self._tmux("kill-session", "-t", self.name)
+
+
+@pytest.fixture
+def pane(small_model: Path, workspace: Path, llmos_home: Path, tmp_path: Path) -> Iterator[Pane]:
+    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
+    (workspace / "old.txt").write_text("stale\n")
+    env = {
+        **os.environ,
+        "LLMOS_HOME": str(llmos_home),
+        "TMUX_TMPDIR": str(tmp_path),
+        "TERM": "xterm-256color",
+    }
+    env.pop("TMUX", None)
+    argv = [sys.executable, "-m", "llmos.cli", "-w", str(workspace), "--model", str(small_model)]
+    command = " ".join(shlex.quote(a) for a in argv)
+    shell = Pane(f"env LLMOS_HOME={shlex.quote(str(llmos_home))} {command}", env)
+    try:
+        yield shell
+    finally:
+        shell.close()
+
+
+def after(screen: str, marker: str) -> str:
+    """What the screen shows after the last `marker`."""
+    return screen.rsplit(marker, 1)[-1]
+
+
+def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
+    pane.wait_for("llmos>", timeout=60)
+    pane.type("what does notes.txt say?")
+    pane.wait_for("→ fs.read", timeout=240)
+    screen = pane.wait_for("→ reply", timeout=240)
+    assert "noon" in after(screen, "→ reply"), "the kernel read the file and answered"
+
+    pane.type("!fs.delete path=old.txt")
+    pane.wait_for("wants fs.delete on old.txt")
+    assert (workspace / "old.txt").exists(), "nothing is deleted before the answer"
+    pane.type("o")
+    pane.wait_for('"deleted"')
+    assert not (workspace / "old.txt").exists()
+
+    pane.type("write a very long poem about the sea, the wind and the stars")
+    pane.wait_for("thinking")
+    pane.send("C-c")
+    pane.wait_for("^C (cancelled")
+    pane.type("fs.list")
+    deadline = time.monotonic() + 60
+    while "notes.txt" not in after(pane.screen(), "^C (cancelled"):
+        assert time.monotonic() < deadline, f"no listing after ^C:\n{pane.screen()}"
+        time.sleep(0.2)
+
+    time.sleep(1.0)  # a ^D typed before the prompt is up would go to the tty's line discipline
+    pane.send("C-d")
+    deadline = time.monotonic() + 30
+    while pane.exit_status() is None:
+        assert time.monotonic() < deadline, "Ctrl-D did not leave the shell"
+        time.sleep(0.2)
+    assert pane.exit_status() == 0
