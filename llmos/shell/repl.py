@@ -447,6 +447,7 @@ def run_shell(
     from prompt_toolkit.formatted_text import HTML
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.output.vt100 import Vt100_Output
 
     spinner = Spinner(sys.stdout)
 
@@ -491,8 +492,13 @@ def run_shell(
     def _newline(event: Any) -> None:
         event.current_buffer.insert_text("\n")
 
+    # No cursor-position requests: a terminal that does not answer them (tmux, some
+    # multiplexers) made prompt_toolkit fail on the next prompt with "a different loop".
+    output = Vt100_Output.from_pty(sys.stdout)
+    output.enable_cpr = False
     home = system.settings.ensure_home()
     session: PromptSession[str] = PromptSession(
+        output=output,
         history=FileHistory(str(home / "history")),
         completer=ShellCompleter(),
         key_bindings=keys,
