@@ -8,6 +8,7 @@ runs in direct-call mode. The model loads in the background, so the prompt appea
 from __future__ import annotations
 
 import html
+import os
 import sys
 import threading
 import time
@@ -449,7 +450,13 @@ def run_shell(
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.output.vt100 import Vt100_Output
 
-    spinner = Spinner(sys.stdout)
+    # The shell writes to its own copy of the terminal's descriptor: llama-cpp-python points
+    # fd 1 (and sys.stdout) at /dev/null while it loads a model in the background, and a
+    # prompt drawn then was lost, leaving a blank screen until a key was pressed.
+    term = os.fdopen(
+        os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8", errors="replace"
+    )
+    spinner = Spinner(term)
 
     def grant(request: GrantRequest) -> GrantAnswer:
         spinner.pause()
@@ -494,7 +501,7 @@ def run_shell(
 
     # No cursor-position requests: a terminal that does not answer them (tmux, some
     # multiplexers) made prompt_toolkit fail on the next prompt with "a different loop".
-    output = Vt100_Output.from_pty(sys.stdout)
+    output = Vt100_Output.from_pty(term)
     output.enable_cpr = False
     home = system.settings.ensure_home()
     session: PromptSession[str] = PromptSession(
@@ -507,7 +514,7 @@ def run_shell(
 
     def emit(text: str, ok: bool) -> None:
         spinner.pause()
-        print(paint(text, ok), flush=True)
+        print(paint(text, ok), file=term, flush=True)
         spinner.resume()
 
     shell = Shell(system, workspace, grant=grant, kernel=kernel, emit=emit, resume=resume)
@@ -527,7 +534,7 @@ def run_shell(
         parts = [f"workspace <b>{html.escape(str(shell.process.workspace.root))}</b>", state]
         return HTML(" " + " │ ".join([*parts, use] if use else parts) + " ")
 
-    print(f"llmos — workspace {shell.process.workspace.root}. Type :help.")
+    print(f"llmos — workspace {shell.process.workspace.root}. Type :help.", file=term)
     while True:
         try:
             line = session.prompt("llmos> ", bottom_toolbar=toolbar)
@@ -542,12 +549,12 @@ def run_shell(
         except KeyboardInterrupt:
             spinner.pause()
             shell.cancelled()
-            print("^C (cancelled; the shell is ready)")
+            print("^C (cancelled; the shell is ready)", file=term)
             continue
         finally:
             spinner.pause()
         if text:
-            print(paint(text, True) if ok else paint(text, False))
+            print(paint(text, ok), file=term, flush=True)
 
 
 __all__ = ["Shell", "run_piped", "run_shell", "terminal_grant"]

@@ -25,14 +25,18 @@ class Pane:
     def __init__(self, command: str, env: dict[str, str]) -> None:
         self.name = f"llmos-{uuid.uuid4().hex[:8]}"
         self.env = env
-        self._tmux("new-session", "-d", "-s", self.name, "-x", "160", "-y", "50", command)
+        # The pane starts idle and keeps its screen once its command exits (remain-on-exit),
+        # so a shell that dies at start-up shows why instead of a vanished session.
+        self._tmux("new-session", "-d", "-s", self.name, "-x", "160", "-y", "50", "cat")
         self._tmux("set-option", "-t", self.name, "remain-on-exit", "on")
+        self._tmux("respawn-pane", "-k", "-t", self.name, command)
 
     def _tmux(self, *args: str) -> str:
         assert TMUX is not None
         done = subprocess.run(
             [TMUX, *args], env=self.env, capture_output=True, text=True, timeout=30
         )
+        assert done.returncode == 0, f"tmux {args[0]} failed: {done.stderr.strip()}"
         return done.stdout
 
     def send(self, *keys: str) -> None:
@@ -56,7 +60,10 @@ class Pane:
             if screen.count(text) >= times:
                 return screen
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never showed {times}x; the screen:\n{self.screen()}")
+        raise AssertionError(
+            f"{text!r} never showed {times}x (shell exit status: {self.exit_status()}); "
+            f"the screen:\n{self.screen()}"
+        )
 
     def exit_status(self) -> int | None:
         """The shell's exit status once it has exited (the pane stays, dead), else None."""
@@ -65,8 +72,9 @@ class Pane:
         return int(status or 0) if dead == "1" else None
 
     def close(self) -> None:
-        """Kill the session (and the shell, if it still runs)."""
-        self._tmux("kill-session", "-t", self.name)
+        """Kill the session (and the shell, if it still runs) and its server."""
+        assert TMUX is not None
+        subprocess.run([TMUX, "kill-server"], env=self.env, capture_output=True, timeout=30)
 
 
 @pytest.fixture
@@ -82,7 +90,8 @@ def pane(small_model: Path, workspace: Path, llmos_home: Path, tmp_path: Path) -
     env.pop("TMUX", None)
     argv = [sys.executable, "-m", "llmos.cli", "-w", str(workspace), "--model", str(small_model)]
     command = " ".join(shlex.quote(a) for a in argv)
-    shell = Pane(f"env LLMOS_HOME={shlex.quote(str(llmos_home))} {command}", env)
+    stderr = tmp_path / "stderr.txt"
+    shell = Pane(f"env LLMOS_HOME={shlex.quote(str(llmos_home))} {command} 2>{stderr}", env)
     try:
         yield shell
     finally:
