@@ -450,11 +450,12 @@ def run_shell(
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.output.vt100 import Vt100_Output
 
-    # The shell writes to its own copy of the terminal's descriptor: llama-cpp-python points
-    # fd 1 (and sys.stdout) at /dev/null while it loads a model in the background, and a
-    # prompt drawn then was lost, leaving a blank screen until a key was pressed.
-    term = os.fdopen(
-        os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8", errors="replace"
+    # The shell opens the terminal itself (by the name of the one on stdin): llama-cpp-python
+    # points fd 1 and sys.stdout at /dev/null while it loads a model in the background, so a
+    # prompt drawn then through them was lost, leaving a blank screen until a key was pressed
+    # (and a dup of fd 1 taken in that moment is /dev/null too).
+    term = open(  # noqa: SIM115 (open for the whole session; closed at exit)
+        os.ttyname(sys.stdin.fileno()), "w", buffering=1, encoding="utf-8", errors="replace"
     )
     spinner = Spinner(term)
 
