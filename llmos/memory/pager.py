@@ -138,14 +138,10 @@ class PagerStats:
 
     prompt_tokens: int = 0
     max_prompt_tokens: int = 0
-    page_outs: int = 0
     turns_out: int = 0
-    last_page_out_ms: float = 0.0
-    last_summary_ms: float = 0.0
     last_summary_kind: str = ""
     model_summaries: int = 0
     extractive_summaries: int = 0
-    last_page_in_ms: float = 0.0
     last_recalled: list[Recall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     page_out_ms: list[float] = field(default_factory=list)
@@ -153,6 +149,26 @@ class PagerStats:
     summary_ms: list[float] = field(default_factory=list)
     page_in_ms: list[float] = field(default_factory=list)
     """Every page-in that searched (embedding the request, querying, choosing)."""
+
+    @property
+    def page_outs(self) -> int:
+        """Page-outs so far."""
+        return len(self.page_out_ms)
+
+    @property
+    def last_page_out_ms(self) -> float:
+        """The latest page-out's store time (0 before any)."""
+        return self.page_out_ms[-1] if self.page_out_ms else 0.0
+
+    @property
+    def last_summary_ms(self) -> float:
+        """The latest summary's time (0 before any)."""
+        return self.summary_ms[-1] if self.summary_ms else 0.0
+
+    @property
+    def last_page_in_ms(self) -> float:
+        """The latest page-in's time (0 before any)."""
+        return self.page_in_ms[-1] if self.page_in_ms else 0.0
 
 
 class SessionFile:
@@ -249,9 +265,10 @@ class Pager:
 
     def budget(self, kernel: Kernel) -> Budget:
         """The budget for the kernel's model and its current system prompt."""
-        head = tuple(m["content"] for m in kernel.messages(Conversation()))
+        messages = kernel.messages(Conversation())
+        head = tuple(m["content"] for m in messages)
         if self._fixed is None or self._fixed[0] != head:
-            self._fixed = (head, count_tokens(kernel.backend, kernel.messages(Conversation())))
+            self._fixed = (head, count_tokens(kernel.backend, messages))
         window = int(getattr(kernel.backend, "context", 0) or kernel.system.settings.n_ctx)
         return Budget.of(window - kernel.max_tokens, self._fixed[1], self.high, self.low)
 
@@ -343,13 +360,10 @@ class Pager:
         conversation.paged_out = evicted[-1].number
         self.save(conversation, process)
         stats = self.stats
-        stats.page_outs += 1
         stats.turns_out += len(evicted)
-        stats.last_page_out_ms = (stored - start) * 1000
-        stats.last_summary_ms = (done - stored) * 1000
         stats.last_summary_kind = kind
-        stats.page_out_ms.append(stats.last_page_out_ms)
-        stats.summary_ms.append(stats.last_summary_ms)
+        stats.page_out_ms.append((stored - start) * 1000)
+        stats.summary_ms.append((done - stored) * 1000)
         first, last = evicted[0].number, evicted[-1].number
         span = f"turn {first}" if first == last else f"turns {first}-{last}"
         return f"paged out {span} to memory ({kind} summary)"
@@ -460,8 +474,7 @@ class Pager:
             chosen.append(recall)
             if recall.turn is not None:
                 turns.add(recall.turn)
-        self.stats.last_page_in_ms = (time.perf_counter() - start) * 1000
-        self.stats.page_in_ms.append(self.stats.last_page_in_ms)
+        self.stats.page_in_ms.append((time.perf_counter() - start) * 1000)
         if not chosen:
             return ""
         index = len(turn.messages) - 1
