@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ def _canonical(entry: Mapping[str, Any]) -> bytes:
 
 
 class AuditLog:
-    """Appends signed, chained lines; safe for several llmos processes writing one file."""
+    """Appends signed, chained lines; safe for several llmos processes writing one file, and
+    for several threads of one (processes under the scheduler dispatch concurrently)."""
 
     def __init__(self, path: Path, signer: Signer) -> None:
         self.path = path
@@ -123,6 +125,9 @@ class AuditLog:
         self._size = -1
         self._prev = GENESIS
         self._seq = 0
+        # flock excludes other open files only: threads sharing this descriptor would all
+        # hold the lock at once and chain two lines to the same predecessor.
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the log file."""
@@ -159,6 +164,19 @@ class AuditLog:
         resources: list[str] | None = None,
     ) -> None:
         """Append one line for a dispatch (allowed or denied)."""
+        with self._lock:
+            self._append(pid, process, call, args, ok, code, resources)
+
+    def _append(
+        self,
+        pid: int,
+        process: str,
+        call: str,
+        args: Mapping[str, Any],
+        ok: bool,
+        code: str | None,
+        resources: list[str] | None,
+    ) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(self._fd).st_size

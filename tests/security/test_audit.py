@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -258,6 +260,31 @@ def test_concurrent_processes_still_verify(tmp_path: Path) -> None:
         w.join(30)
         assert w.exitcode == 0
     assert verify_log(path, Signer(key)) == (120, [])
+
+
+def test_concurrent_threads_still_verify(tmp_path: Path) -> None:
+    """Processes under the scheduler dispatch from several threads of one llmos, sharing one
+    log descriptor (flock alone does not keep them apart)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to make a race likely
+    path = tmp_path / "audit.log"
+    key = b"t" * 32
+    log = AuditLog(path, Signer(key))
+
+    def append(tag: str) -> None:
+        for i in range(200):
+            log.record(pid=i, process=tag, call="fs.stat", args={"i": i}, ok=True, code=None)
+
+    try:
+        threads = [threading.Thread(target=append, args=(f"t{n}",)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+        log.close()
+    assert verify_log(path, Signer(key)) == (800, [])
 
 
 def test_wrong_key_fails_every_line(system: System, proc: Process) -> None:
