@@ -97,3 +97,8 @@ SCHED_KV_BYTES = 512 * 1024 * 1024
 """The scheduler keeps processes' saved KV states (for fast context switches) within this many
 bytes, dropping the least recently saved first; a process whose state was dropped is prefilled
 again at its next switch."""
+
+SCHED_SLOTS = 4
+"""With llama.cpp the scheduler decodes up to this many processes' completions in one batch
+(continuous batching), each on its own sequence of one KV cache sized this many contexts; more
+processes than slots wait for one, and the least recently used idle sequence is reused."""

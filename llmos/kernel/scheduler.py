@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message
-from llmos.limits import SCHED_KV_BYTES
+from llmos.limits import SCHED_KV_BYTES, SCHED_SLOTS
 
 if TYPE_CHECKING:
+    from llmos.kernel.batch import BatchEngine, Stream
     from llmos.kernel.grammar import Constraint
     from llmos.kernel.loop import Conversation, Event, Kernel
     from llmos.kernel.process import Process
@@ -42,6 +43,8 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: Completion | None = None
     error: BaseException | None = None
+    cancelled: str = ""
+    """Why the request was withdrawn while on the model (batching drops it at the next step)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Served:
     seconds: float
     waited: float
     ok: bool
+    reused_tokens: int = 0
+    """With batching: prompt tokens the process's own sequence (or a shared prefix) already
+    held, so neither restored nor prefilled."""
+    batch_peers: int = 0
+    """With batching: the most other completions that shared a batch with this one."""
 
     @property
     def switch_seconds(self) -> float:
@@ -159,9 +167,13 @@ class Scheduler:
     """Owns one backend and the worker thread that runs every completion on it.
 
     `policy` picks the next request: `fifo` in arrival order, `rr` round-robin across the
-    processes with requests pending. `kv_restore` (llama.cpp only) saves the outgoing
-    process's KV state at a context switch and restores the incoming one's when that beats
-    prefilling its conversation again (measured by `llmos bench sched`)."""
+    processes with requests pending. With llama.cpp and `batch` > 1 (the default), up to
+    `batch` completions decode together, one sequence each in one KV cache (continuous
+    batching: no context switches at all, see `llmos.kernel.batch`); the policy then orders
+    admission to a free sequence. Otherwise one completion runs at a time, and `kv_restore`
+    (llama.cpp only) saves the outgoing process's KV state at a context switch and restores
+    the incoming one's when that beats prefilling its conversation again (measured by
+    `llmos bench sched`)."""
 
     def __init__(
         self,
@@ -169,6 +181,7 @@ class Scheduler:
         *,
         policy: Policy = "rr",
         kv_restore: bool = True,
+        batch: int = SCHED_SLOTS,
         history: int = 1000,
     ) -> None:
         if policy not in POLICIES:
@@ -177,25 +190,38 @@ class Scheduler:
             )
         self.backend = backend
         self.policy: Policy = policy
-        self.kv = KvStates(backend) if kv_restore and isinstance(backend, LlamaCppBackend) else None
+        local = isinstance(backend, LlamaCppBackend)
+        self.engine: BatchEngine | None = None
+        if local and batch > 1:
+            from llmos.kernel.batch import BatchEngine
+
+            self.engine = BatchEngine(backend, slots=batch)  # type: ignore[arg-type]
+        self.kv = KvStates(backend) if kv_restore and local and not self.engine else None  # type: ignore[arg-type]
         self.served: deque[Served] = deque(maxlen=history)
         self._cond = threading.Condition()
         self._kv_lock = threading.Lock()
         self._pending: list[_Request] = []
+        self._active: list[_Request] = []
+        self._released: list[int] = []
         self._clients: list[SchedulerClient] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
         self._last: SchedulerClient | None = None
         self._resident: SchedulerClient | None = None
-        self._running: _Request | None = None
         self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="llmos-scheduler", daemon=True)
+        work = self._work_batched if self.engine is not None else self._work
+        self._worker = threading.Thread(target=work, name="llmos-scheduler", daemon=True)
         self._worker.start()
 
     @property
     def kv_restore(self) -> bool:
         """Whether context switches restore KV state (only ever true for llama.cpp)."""
         return self.kv is not None
+
+    @property
+    def slots(self) -> int:
+        """How many completions can decode at once (1 without batching)."""
+        return self.engine.slots if self.engine is not None else 1
 
     def client(self, process: str) -> SchedulerClient:
         """A proxy backend for one process; close it when the process ends."""
@@ -215,11 +241,11 @@ class Scheduler:
         """One row per process: its name, whether it is on the model, waiting, or elsewhere
         (running a syscall or idle), and its completions so far."""
         with self._cond:
-            running = self._running.client if self._running else None
+            running = {r.client.id for r in self._active}
             waiting = {r.client.id for r in self._pending}
             rows = []
             for c in self._clients:
-                state = "model" if c is running else "waiting" if c.id in waiting else "other"
+                state = "model" if c.id in running else "waiting" if c.id in waiting else "other"
                 rows.append({"process": c.process, "state": state, "completions": c.completions})
             return rows
 
@@ -255,6 +281,10 @@ class Scheduler:
         with self._cond:
             mine = [r for r in self._pending if r.client is client]
             self._pending = [r for r in self._pending if r.client is not client]
+            if self.engine is not None:
+                for req in self._active:
+                    if req.client is client:
+                        req.cancelled = reason
         for req in mine:
             req.error = LlmosError(ErrorCode.E_BACKEND, reason)
             req.done.set()
@@ -266,6 +296,9 @@ class Scheduler:
                 self._clients.remove(client)
             if self._last is client:
                 self._last = None
+            if self.engine is not None:
+                self._released.append(client.id)
+                self._cond.notify_all()
         if self.kv is not None:
             with self._kv_lock:
                 self.kv.drop(client.id)
@@ -291,17 +324,113 @@ class Scheduler:
                     return
                 req = self._pick()
                 self._pending.remove(req)
-                self._running = req
+                self._active = [req]
             try:
                 req.result = self._run(req)
             except Exception as exc:  # every failure goes back to the caller, never kills us
                 req.error = exc
             finally:
                 with self._cond:
-                    self._running = None
+                    self._active = []
                     self._last = req.client
                     req.client.completions += 1
                 req.done.set()
+
+    def _work_batched(self) -> None:
+        """The worker with continuous batching: admit what waits while sequences are free,
+        then evaluate one batch for everything active; repeat."""
+        engine = self.engine
+        assert engine is not None
+        streams: dict[int, tuple[_Request, Stream]] = {}
+        try:
+            while True:
+                with self._cond:
+                    while not (self._pending or streams or self._stopping or self._released):
+                        self._cond.wait()
+                    if self._stopping and not self._pending and not streams:
+                        return
+                    released, self._released = self._released, []
+                    admit: list[_Request] = []
+                    while self._pending and len(admit) < engine.free_slots():
+                        req = self._pick()
+                        self._pending.remove(req)
+                        self._last = req.client
+                        admit.append(req)
+                    self._active.extend(admit)
+                for key in released:
+                    engine.release(key)
+                for req in admit:
+                    try:
+                        stream = engine.start(
+                            req.client.id,
+                            req.messages,
+                            constraint=req.constraint,
+                            max_tokens=req.max_tokens,
+                        )
+                    except Exception as exc:  # the caller gets it; the others go on
+                        self._settle(req, None, error=exc)
+                        continue
+                    streams[id(stream)] = (req, stream)
+                for key, (req, stream) in list(streams.items()):
+                    if req.cancelled:
+                        engine.drop(stream)
+                        del streams[key]
+                        self._settle(
+                            req, stream, error=LlmosError(ErrorCode.E_BACKEND, req.cancelled)
+                        )
+                if not streams:
+                    continue
+                peers = len(streams) - 1
+                try:
+                    finished = engine.step([s for _, s in streams.values()])
+                except Exception as exc:
+                    for key, (req, stream) in list(streams.items()):
+                        engine.drop(stream)
+                        del streams[key]
+                        self._settle(req, stream, error=exc, peers=peers)
+                    continue
+                for stream in finished:
+                    req, _ = streams.pop(id(stream))
+                    self._settle(req, stream, peers=peers)
+        finally:
+            engine.close()
+
+    def _settle(
+        self,
+        req: _Request,
+        stream: Stream | None,
+        *,
+        error: BaseException | None = None,
+        peers: int = 0,
+    ) -> None:
+        """Hand a batched request its result or error and record what it cost."""
+        result = stream.result if stream is not None else None
+        now = time.perf_counter()
+        started = stream.started if stream is not None else now
+        if result is not None:
+            self.served.append(
+                Served(
+                    process=req.client.process,
+                    seq=req.seq,
+                    switched=False,
+                    restored_tokens=0,
+                    save_seconds=0.0,
+                    restore_seconds=0.0,
+                    prefill_tokens=result.prefill_tokens,
+                    prefill_seconds=result.prefill_seconds,
+                    seconds=result.seconds,
+                    waited=started - req.queued,
+                    ok=error is None,
+                    reused_tokens=stream.reused if stream is not None else 0,
+                    batch_peers=peers,
+                )
+            )
+        req.result, req.error = (None, error) if error is not None else (result, None)
+        with self._cond:
+            if req in self._active:
+                self._active.remove(req)
+            req.client.completions += 1
+        req.done.set()
 
     def _run(self, req: _Request) -> Completion:
         client = req.client

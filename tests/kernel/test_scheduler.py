@@ -1,6 +1,7 @@
 """The scheduler: FIFO and round-robin order, errors back to the caller, overlap of slow
-syscalls with the model, clean shutdown; with the real 0.5B model, interleaved processes and a
-KV state restore that decodes exactly what a fresh prefill does."""
+syscalls with the model, clean shutdown; with the real 0.5B model, interleaved processes, a KV
+state restore that decodes exactly what a fresh prefill does, and continuous batching that
+decodes exactly what one-at-a-time decoding does."""
 
 from __future__ import annotations
 
@@ -263,7 +264,7 @@ def test_real_model_serves_two_interleaved_processes(
     system: System, backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
     sleep_tool(system, 1.0)
-    with Scheduler(backend, policy="rr", kv_restore=True) as sched:
+    with Scheduler(backend, policy="rr", kv_restore=True, batch=0) as sched:
         jobs, names = real_jobs(system, sched, tmp_path, 2)
         for job in jobs:
             job.start()
@@ -288,7 +289,7 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
         return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
 
     a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
-    with Scheduler(backend, kv_restore=True) as sched:
+    with Scheduler(backend, kv_restore=True, batch=0) as sched:
         pa, pb = sched.client("a"), sched.client("b")
         first = pa.complete(a, constraint=constraint, max_tokens=48)
         pb.complete(b, constraint=constraint, max_tokens=48)
@@ -300,10 +301,127 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
         switch = sched.served[-1]
     assert switch.switched and switch.restored_tokens > 1000
     assert switch.prefill_tokens < 60, "only the new messages were prefilled"
-    with Scheduler(backend, kv_restore=False) as sched:
+    with Scheduler(backend, kv_restore=False, batch=0) as sched:
         pb = sched.client("b")
         pb.complete(b, constraint=constraint, max_tokens=48)
         fresh = sched.client("a").complete(a, constraint=constraint, max_tokens=48)
         assert sched.served[-1].restored_tokens == 0
         assert sched.served[-1].prefill_tokens > switch.prefill_tokens
     assert restored.text == fresh.text
+
+
+def prompts(system: System, backend: LlamaCppBackend) -> tuple[Kernel, Constraint]:
+    kernel = Kernel(system, backend)
+    return kernel, kernel.grammars.constraint()
+
+
+def chat(kernel: Kernel, request: str) -> list[Message]:
+    return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
+
+
+REQUESTS = ("show me notes.txt", "rename a.txt to b.txt please", "list the files here")
+
+
+def test_batched_decoding_matches_one_at_a_time(system: System, backend: LlamaCppBackend) -> None:
+    kernel, constraint = prompts(system, backend)
+    chats = [chat(kernel, r) for r in REQUESTS]
+    alone = [backend.complete(c, constraint=constraint, max_tokens=48).text for c in chats]
+    outs: dict[int, str] = {}
+    with Scheduler(backend, batch=4) as sched:
+        clients = [sched.client(f"p{i}") for i in range(len(chats))]
+        gate = threading.Barrier(len(chats))
+
+        def run(i: int) -> None:
+            gate.wait()
+            outs[i] = clients[i].complete(chats[i], constraint=constraint, max_tokens=48).text
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(chats))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        served = list(sched.served)
+        assert sched.engine is not None and sched.engine.imported == 1
+    assert [outs[i] for i in range(len(chats))] == alone
+    assert all(json.loads(text)["call"] for text in alone)
+    assert max(s.batch_peers for s in served) >= 1, "no two completions shared a batch"
+    system_tokens = backend.count(chats[0][:1])
+    for s in served:
+        assert s.reused_tokens >= system_tokens - 8, "the system prompt was prefilled again"
+        assert s.prefill_tokens < 40, s
+
+
+def test_a_batched_process_keeps_its_sequence_between_completions(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    kernel, constraint = prompts(system, backend)
+    a, b = chat(kernel, REQUESTS[0]), chat(kernel, REQUESTS[1])
+    with Scheduler(backend, batch=2) as sched:
+        pa, pb = sched.client("a"), sched.client("b")
+        first = pa.complete(a, constraint=constraint, max_tokens=48)
+        pb.complete(b, constraint=constraint, max_tokens=48)
+        a += [
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": 'RESULT: {"ok":false,"error":"E_NOENT: no notes.txt"}'},
+        ]
+        again = pa.complete(a, constraint=constraint, max_tokens=48)
+        last = sched.served[-1]
+    assert last.process == "a" and last.prefill_tokens < 60, "only the new messages prefilled"
+    assert last.reused_tokens > backend.count(a[:2])
+    assert again.text == backend.complete(a, constraint=constraint, max_tokens=48).text
+
+
+def test_more_processes_than_slots_all_finish(system: System, backend: LlamaCppBackend) -> None:
+    kernel, constraint = prompts(system, backend)
+    chats = [chat(kernel, r) for r in REQUESTS]
+    outs: dict[int, str] = {}
+    with Scheduler(backend, batch=2) as sched:
+        clients = [sched.client(f"p{i}") for i in range(len(chats))]
+
+        def run(i: int) -> None:
+            outs[i] = clients[i].complete(chats[i], constraint=constraint, max_tokens=48).text
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(chats))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert max(s.batch_peers for s in sched.served) <= 1
+    expected = [backend.complete(c, constraint=constraint, max_tokens=48).text for c in chats]
+    assert [outs[i] for i in range(len(chats))] == expected
+
+
+def test_batched_errors_and_cancels_stay_with_their_process(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    kernel, constraint = prompts(system, backend)
+    story = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    huge = [{"role": "user", "content": "word " * 5000}]
+    with Scheduler(backend, batch=4) as sched:
+        writer, big, fine = sched.client("writer"), sched.client("big"), sched.client("fine")
+        errors: list[LlmosError] = []
+
+        def write() -> None:
+            try:
+                writer.complete(story, constraint=None, max_tokens=2000)
+            except LlmosError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sched.ps()[0]["state"] != "model":
+            time.sleep(0.01)
+        with pytest.raises(LlmosError) as err:
+            big.complete(huge, constraint=None, max_tokens=8)
+        assert err.value.code == ErrorCode.E_TOOBIG
+        ok = fine.complete(chat(kernel, REQUESTS[2]), constraint=constraint, max_tokens=48)
+        assert json.loads(ok.text)["call"] == "fs.list"
+        assert sched.ps()[0]["state"] == "model", "the story is still being written"
+        began = time.monotonic()
+        writer.cancel()
+        thread.join(30)
+        assert time.monotonic() - began < 5, "the cancelled completion stopped at the next step"
+        assert errors and errors[0].code == ErrorCode.E_BACKEND and "cancel" in errors[0].message
+        again = writer.complete(chat(kernel, REQUESTS[0]), constraint=constraint, max_tokens=48)
+        assert json.loads(again.text)["call"] == "fs.read"
