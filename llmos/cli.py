@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from llmos.apps.manifest import CapabilityNeed, Manifest
     from llmos.config import Settings
+    from llmos.system import System
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -96,7 +97,8 @@ def _approver(yes: bool) -> Callable[[Manifest, list[CapabilityNeed]], bool | No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run an app manifest non-interactively; the exit status tells success from failure."""
+    """Run app manifests non-interactively (several at once, through one model); the exit
+    status tells success from failure."""
     from llmos.apps.manifest import load_manifest, run_app
     from llmos.kernel.backend import open_backend
     from llmos.system import System
@@ -108,16 +110,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"E_INVAL: --input {item!r}: expected KEY=VALUE", file=sys.stderr)
             return EXIT_STATUS[ErrorCode.E_INVAL]
         inputs[key] = value
-    source = Path(args.manifest)
-    manifest = load_manifest(source)
+    sources = [Path(m) for m in args.manifest]
+    manifests = [load_manifest(source) for source in sources]
     settings = _settings(args)
     with System(settings) as system:
         for label, why in system.plugins.failed.items():
             print(f"plugin {label} skipped: {why}", file=sys.stderr)
+        if len(manifests) > 1:
+            return _run_several(
+                system, list(zip(manifests, sources, strict=True)), _workspace(args), inputs, args
+            )
         run = run_app(
             system,
-            manifest,
-            source,
+            manifests[0],
+            sources[0],
             _workspace(args),
             inputs,
             approve=_approver(args.yes),
@@ -127,6 +133,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"{run.code}: {run.message}", file=sys.stderr)
     return EXIT_STATUS[run.code or ErrorCode.E_INTERNAL]
+
+
+def _run_several(
+    system: System,
+    apps: list[tuple[Manifest, Path]],
+    workspace: Path,
+    inputs: dict[str, str],
+    args: argparse.Namespace,
+) -> int:
+    """`llmos run a.toml b.toml ...`: all approved first, then all at once through one model;
+    output lines prefixed with the app's name; the status of the first app that failed."""
+    import threading
+
+    from llmos.apps.concurrent import run_apps
+    from llmos.kernel.backend import open_backend
+
+    lock = threading.Lock()
+
+    def show(name: str, text: str) -> None:
+        with lock:
+            for line in text.splitlines() or [""]:
+                print(f"{name}: {line}", flush=True)
+
+    runs = run_apps(
+        system,
+        apps,
+        workspace,
+        inputs,
+        approve=_approver(args.yes),
+        backend=lambda: open_backend(system.settings),
+        show=show,
+    )
+    status = 0
+    for (manifest, _), run in zip(apps, runs, strict=True):
+        if run.ok:
+            continue
+        if not run.ran:
+            print(f"{manifest.name}: not run (another app could not start)", file=sys.stderr)
+            continue
+        code = run.code or ErrorCode.E_INTERNAL
+        print(f"{manifest.name}: {code}: {run.message}", file=sys.stderr)
+        status = status or EXIT_STATUS[code]
+    return status
 
 
 def cmd_syscalls(args: argparse.Namespace) -> int:
@@ -338,13 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.set_defaults(func=cmd_call)
 
-    run = sub.add_parser("run", help="run an app manifest: llmos run app.toml --input k=v")
-    run.add_argument("manifest", help="the app's TOML manifest")
-    run.add_argument(
-        "--input", action="append", default=[], metavar="KEY=VALUE", help="a {variable}"
+    run = sub.add_parser(
+        "run", help="run app manifests: llmos run app.toml [more.toml ...] --input k=v"
     )
     run.add_argument(
-        "--yes", action="store_true", help="approve the app's new capabilities (remembered)"
+        "manifest", nargs="+", help="the app's TOML manifest; several run at once, one model"
+    )
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a {variable} (given to every app)",
+    )
+    run.add_argument(
+        "--yes", action="store_true", help="approve the apps' new capabilities (remembered)"
     )
     run.set_defaults(func=cmd_run)
 

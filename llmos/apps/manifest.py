@@ -196,9 +196,11 @@ None means no one can be asked (no terminal, no --yes)."""
 
 @dataclass
 class AppRun:
-    """How an app run ended: ok, or the code and message of the first failure."""
+    """How an app run ended: ok, or the code and message of the first failure (`ran` is False
+    for an app that never started because another app run with it could not)."""
 
     ok: bool = True
+    ran: bool = True
     code: ErrorCode | None = None
     message: str = ""
     results: list[SyscallResult] = field(default_factory=list)
@@ -266,6 +268,57 @@ def declared_tools(system: System, manifest: Manifest) -> Iterator[None]:
             system.tools.remove(name)
 
 
+@dataclass
+class PreparedApp:
+    """An app ready to run: its steps with every `{variable}` filled in, and its process
+    holding exactly the approved capabilities."""
+
+    manifest: Manifest
+    process: Process
+    steps: list[dict[str, Any]]
+    preface: str
+
+
+def prepare_app(
+    system: System,
+    manifest: Manifest,
+    source: Path,
+    workspace: Path,
+    inputs: dict[str, str],
+    *,
+    approve: Approver,
+) -> PreparedApp:
+    """Fill in the app's variables and approve its process, running nothing yet; E_INVAL for
+    a variable no input gives, E_PERM when its capabilities are not approved."""
+    variables = {**manifest.inputs, **inputs}
+    steps = [s.raw() for s in manifest.steps] or [{"request": manifest.prompt}]
+    prepared = [substitute(s, variables, f"[[steps]] #{i}") for i, s in enumerate(steps, 1)]
+    preface = substitute(manifest.prompt, variables, "prompt") if manifest.steps else ""
+    process = spawn_app(system, manifest, source, workspace, approve)
+    return PreparedApp(manifest, process, prepared, preface)
+
+
+def run_prepared(
+    system: System,
+    app: PreparedApp,
+    *,
+    backend: Callable[[], Backend] | None = None,
+    show: Callable[[str], None] = print,
+) -> AppRun:
+    """Run a prepared app's steps in order (its tools must be declared) and stop at the first
+    failure. `backend` opens the model, only if a request step needs it."""
+    run = AppRun()
+    kernel_steps = _KernelSteps(system, backend, app.preface)
+    for number, step in enumerate(app.steps, 1):
+        if "request" in step:
+            kernel_steps.run(app.process, str(step["request"]), run, show, number)
+        else:
+            _syscall_step(system, app.process, step, run, show, number)
+        if not run.ok:
+            break
+    return run
+
+
 def run_app(
     system: System,
     manifest: Manifest,
@@ -280,22 +333,9 @@ def run_app(
     """Run the app's steps in order (or its prompt as one request) and stop at the first
     failure: a syscall that fails, a tool that exits non-zero, or a request the kernel does
     not end with a reply. `backend` opens the model, only if a request step needs it."""
-    variables = {**manifest.inputs, **inputs}
-    steps = [s.raw() for s in manifest.steps] or [{"request": manifest.prompt}]
-    prepared = [substitute(s, variables, f"[[steps]] #{i}") for i, s in enumerate(steps, 1)]
-    preface = substitute(manifest.prompt, variables, "prompt") if manifest.steps else ""
-    run = AppRun()
     with declared_tools(system, manifest):
-        process = spawn_app(system, manifest, source, workspace, approve)
-        kernel_steps = _KernelSteps(system, backend, preface)
-        for number, step in enumerate(prepared, 1):
-            if "request" in step:
-                kernel_steps.run(process, str(step["request"]), run, show, number)
-            else:
-                _syscall_step(system, process, step, run, show, number)
-            if not run.ok:
-                break
-    return run
+        app = prepare_app(system, manifest, source, workspace, inputs, approve=approve)
+        return run_prepared(system, app, backend=backend, show=show)
 
 
 def _syscall_step(

@@ -1,0 +1,168 @@
+"""Several apps at once (`llmos run a.toml b.toml`): every app is approved before any runs, then
+each runs as its own process in its own thread, and one model serves them all through a
+scheduler (opened on the first request step that needs it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmos.apps.manifest import (
+    Approver,
+    AppRun,
+    Manifest,
+    PreparedApp,
+    declared_tools,
+    prepare_app,
+    run_prepared,
+)
+from llmos.errors import ErrorCode, LlmosError
+
+if TYPE_CHECKING:
+    from llmos.kernel.backend import Backend
+    from llmos.kernel.scheduler import Policy, Scheduler, SchedulerClient
+    from llmos.system import System
+
+
+class SharedModel:
+    """One model for several processes: opened on the first `client` call (a failure to open
+    is kept and given to every caller), each process served through one scheduler."""
+
+    def __init__(self, open_backend: Callable[[], Backend], *, policy: Policy = "rr") -> None:
+        self._open = open_backend
+        self._policy: Policy = policy
+        self._lock = threading.Lock()
+        self._scheduler: Scheduler | None = None
+        self._error: LlmosError | None = None
+
+    def client(self, process: str) -> SchedulerClient:
+        """A proxy backend for `process` (close it when the process ends)."""
+        from llmos.kernel.scheduler import Scheduler
+
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._scheduler is None:
+                try:
+                    self._scheduler = Scheduler(self._open(), policy=self._policy)
+                except LlmosError as exc:
+                    self._error = exc
+                    raise
+            return self._scheduler.client(process)
+
+    def close(self) -> None:
+        """Stop the scheduler (the completion it is running, if any, finishes first)."""
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close()
+
+
+@contextmanager
+def all_tools(system: System, manifests: Sequence[Manifest]) -> Iterator[None]:
+    """Every app's tools declared for the length of the whole run (so the syscall table, and
+    with it the kernel's prompt, stays the same while the apps run); E_EXISTS names both apps
+    when two declare a tool of the same name."""
+    owner: dict[str, str] = {}
+    with ExitStack() as stack:
+        for manifest in manifests:
+            for name in manifest.tools:
+                if name in owner:
+                    raise LlmosError(
+                        ErrorCode.E_EXISTS,
+                        f"app {manifest.name}: tool {name!r} is also declared by app "
+                        f"{owner[name]}; apps run together need distinct tool names",
+                    )
+                owner[name] = manifest.name
+            stack.enter_context(declared_tools(system, manifest))
+        yield
+
+
+def run_apps(
+    system: System,
+    apps: Sequence[tuple[Manifest, Path]],
+    workspace: Path,
+    inputs: dict[str, str],
+    *,
+    approve: Approver,
+    backend: Callable[[], Backend] | None = None,
+    show: Callable[[str, str], None],
+) -> list[AppRun]:
+    """Run several apps at once, one process and one thread each, and return how each ended
+    (in the order given). Every app is prepared first (variables filled in, capabilities
+    approved or asked for); if any cannot be, none runs: its run carries the failure and the
+    others are marked not run. `backend` opens the one model that a scheduler shares among the
+    apps' request steps; `show(app name, line)` gets each app's output."""
+    runs = [AppRun() for _ in apps]
+    with all_tools(system, [manifest for manifest, _ in apps]):
+        prepared: list[PreparedApp] = []
+        for i, (manifest, source) in enumerate(apps):
+            try:
+                prepared.append(
+                    prepare_app(system, manifest, source, workspace, inputs, approve=approve)
+                )
+            except LlmosError as exc:
+                runs[i].fail(exc.code, exc.message)
+        if len(prepared) < len(apps):
+            for run in runs:
+                if run.ok:
+                    run.ok, run.ran, run.message = False, False, "not run"
+            return runs
+        model = SharedModel(backend) if backend is not None else None
+        threads = [
+            threading.Thread(
+                target=_run_one,
+                args=(system, app, runs[i], model, show),
+                name=f"llmos-app-{app.manifest.name}",
+                daemon=True,
+            )
+            for i, app in enumerate(prepared)
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            if model is not None:
+                model.close()
+    return runs
+
+
+def _run_one(
+    system: System,
+    app: PreparedApp,
+    run: AppRun,
+    model: SharedModel | None,
+    show: Callable[[str, str], None],
+) -> None:
+    """One app's thread: its steps, its model client (closed at the end), its outcome in `run`."""
+    clients: list[SchedulerClient] = []
+
+    def open_client() -> Backend:
+        assert model is not None
+        client = model.client(app.process.name)
+        clients.append(client)
+        return client
+
+    name = app.manifest.name
+    try:
+        done = run_prepared(
+            system,
+            app,
+            backend=open_client if model is not None else None,
+            show=lambda line: show(name, line),
+        )
+        run.results, run.replies = done.results, done.replies
+        if not done.ok:
+            run.fail(done.code or ErrorCode.E_INTERNAL, done.message)
+    except LlmosError as exc:
+        run.fail(exc.code, exc.message)
+    except Exception as exc:  # a bug in one app's run must not take the others down
+        run.fail(ErrorCode.E_INTERNAL, f"{type(exc).__name__}: {exc}")
+    finally:
+        for client in clients:
+            client.close()
