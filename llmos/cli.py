@@ -50,7 +50,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
                 print(f"{exc.message}; starting in direct-call mode", file=sys.stderr)
             else:
                 kernel = LazyKernel(system, lambda: open_backend(settings))
-        return run_shell(system, _workspace(args), kernel, resume=args.resume)
+        try:
+            return run_shell(system, _workspace(args), kernel, resume=args.resume)
+        finally:
+            if kernel is not None:
+                kernel.close()
 
 
 def cmd_call(args: argparse.Namespace) -> int:

@@ -1,17 +1,21 @@
 """The shell: a prompt-toolkit REPL on a terminal, plain line-by-line when input is a pipe.
 
 A line that starts with a syscall name (or `!`) runs that syscall directly; anything else is a
-request for the kernel, whose every step is shown as it happens. Without a model the shell
-runs in direct-call mode. The model loads in the background, so the prompt appears at once.
+request for the kernel, whose every step is shown as it happens; a request ending in ` &` runs
+in the background as its own process. Without a model the shell runs in direct-call mode. The
+model loads in the background, so the prompt appears at once; once loaded, a scheduler serves it
+to the shell and to its background jobs, one completion at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -20,12 +24,14 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.security.audit import verify_log
 from llmos.security.capabilities import GrantAnswer, GrantCallback, GrantRequest
 from llmos.shell.grants import parse_answer, question, terminal_grant
+from llmos.shell.jobs import BackgroundJob, JobTable, scheduler_states
 from llmos.syscalls.cmdline import parse_line
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
     from llmos.kernel.loop import Event, Kernel
     from llmos.kernel.process import Process
+    from llmos.kernel.scheduler import Scheduler
     from llmos.system import System
 
 Emit = Callable[[str, bool], None]
@@ -43,29 +49,44 @@ Built-ins:
   :mem                  context budget, summary, resident and recalled turns
   :model                the model in use and its speed
   :apps                 plugin apps loaded (and failed), tools declared
-  :ps                   processes of this shell
+  :ps                   the shell and its background jobs: state, time, model use
+  :jobs [N]             the jobs; with N, job N's steps and reply (waits for it)
+  :wait N               the same as :jobs N (Ctrl-C stops waiting, not the job)
+  :kill N               cancel job N
+  :quit                 leave (or Ctrl-D); jobs still running are cancelled
+Background: end a request with " &" to run it as its own process (fresh conversation, same
+workspace) while you go on typing; "[N] done: ..." shows when it ends. A background job
+cannot be asked for a grant: it holds the shell's default capabilities and this workspace's
+remembered grants, and a call beyond them fails with E_PERM.
 Keys: Enter runs the line, Alt-Enter (or Esc Enter) starts a new line, Ctrl-C cancels the
-current request, Ctrl-D leaves.
-  :quit                 leave (or Ctrl-D)
+current request (background jobs go on), Ctrl-D leaves.
 """
 
 
 class LazyKernel:
-    """Loads the model in a background thread; `get` waits for it (or raises its error)."""
+    """Loads the model in a background thread, then serves it through a scheduler: the shell's
+    kernel and each background job's talk to it through their own scheduler client, so no two
+    ever use it at once. `get` waits for the model (or raises its error)."""
 
     def __init__(self, system: System, loader: Callable[[], Backend]) -> None:
         self.system = system
         self._loader = loader
         self._kernel: Kernel | None = None
+        self.model: Backend | None = None
+        """The backend itself (for :model); every completion goes through the scheduler."""
+        self.scheduler: Scheduler | None = None
         self._error: LlmosError | None = None
         self._thread = threading.Thread(target=self._load, name="llmos-model", daemon=True)
         self._thread.start()
 
     def _load(self) -> None:
         from llmos.kernel.loop import Kernel
+        from llmos.kernel.scheduler import Scheduler
 
         try:
-            kernel = Kernel(self.system, self._loader())
+            self.model = self._loader()
+            self.scheduler = Scheduler(self.model)
+            kernel = Kernel(self.system, self.scheduler.client("shell"))
             kernel.warm()
             self._kernel = kernel
             self._warm_memory()
@@ -88,11 +109,31 @@ class LazyKernel:
         return not self._thread.is_alive()
 
     def get(self) -> Kernel:
-        """The kernel, waiting for the model to finish loading."""
+        """The shell's kernel, waiting for the model to finish loading."""
         self._thread.join()
         if self._kernel is None:
             raise self._error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
         return self._kernel
+
+    def spawn(self, process: str) -> Kernel:
+        """A kernel for another process, on its own scheduler client (close the client, its
+        `backend`, when the process ends); waits for the model."""
+        from llmos.kernel.loop import Kernel
+
+        self.get()
+        assert self.scheduler is not None
+        return Kernel(self.system, self.scheduler.client(process))
+
+    def busy(self) -> bool:
+        """True while the model is running a completion."""
+        if self.scheduler is None:
+            return False
+        return any(row["state"] == "model" for row in self.scheduler.ps())
+
+    def close(self) -> None:
+        """Stop the scheduler: queued requests fail, a running completion finishes first."""
+        if self.ready and self.scheduler is not None:
+            self.scheduler.close()
 
 
 def render_event(event: Event) -> tuple[str, bool]:
@@ -132,6 +173,7 @@ class Shell:
         kernel: LazyKernel | None = None,
         emit: Emit | None = None,
         resume: bool = False,
+        notify: Emit | None = None,
     ) -> None:
         from llmos.memory.pager import new_conversation, resume_conversation
 
@@ -141,8 +183,12 @@ class Shell:
         home = system.settings.ensure_home()
         self.conversation = resume_conversation(home) if resume else new_conversation(home)
         self.emit: Emit = emit or (lambda text, ok: None)
+        self.notify: Emit = notify or self.emit
+        """Told, from the job's own thread, when a background job ends."""
         self.thinking: Callable[[bool], None] = lambda on: None
         """Told when the kernel starts and stops thinking (the terminal shows a spinner)."""
+        self.started = time.monotonic()
+        self.jobs = JobTable(system, workspace, kernel, self._job_ended)
 
     def handle(self, line: str) -> tuple[bool, str]:
         """Run one line; returns (ok, text to show). Never raises for bad input."""
@@ -154,8 +200,16 @@ class Shell:
         if line.startswith("!"):
             line = line[1:]
         first = line.split(maxsplit=1)[0]
+        background = line == "&" or line.endswith(" &")
         if not first.startswith("{") and first not in self.system.registry:
+            if background:
+                return self.background(line[:-1].strip())
             return self.ask_kernel(line)
+        if background:
+            return False, (
+                f"{ErrorCode.E_INVAL}: only requests to the kernel run in the background; "
+                "a syscall runs at once (drop the &)"
+            )
         try:
             raw = parse_line(line)
         except LlmosError as exc:
@@ -195,15 +249,73 @@ class Shell:
             events.close()
 
     def cancelled(self) -> None:
-        """After Ctrl-C in the middle of a request: the model's cache may hold a half-evaluated
-        batch, so it starts clean from its saved system prompt next time."""
+        """After Ctrl-C in the middle of a request: the shell's queued request leaves the
+        scheduler's queue. The model itself is never interrupted (the scheduler's thread runs
+        it, so its cache stays whole): a completion already running finishes, unused, and
+        background jobs go on."""
         if self.kernel is not None and self.kernel.ready:
             try:
-                reset = getattr(self.kernel.get().backend, "reset", None)
+                cancel = getattr(self.kernel.get().backend, "cancel", None)
             except LlmosError:
                 return
-            if callable(reset):
-                reset()
+            if callable(cancel):
+                cancel()
+
+    def background(self, request: str) -> tuple[bool, str]:
+        """`request &`: start it as a background job; the prompt returns at once."""
+        if not request:
+            return False, f"{ErrorCode.E_INVAL}: nothing to run in the background"
+        if self.kernel is None:
+            return self.ask_kernel(request)
+        job = self.jobs.start(request)
+        return True, f"[{job.number}] started: {request}"
+
+    def _job_ended(self, job: BackgroundJob) -> None:
+        ok, text = job.outcome()
+        self.notify(f"[{job.number}] {'done' if ok else 'failed'}: {text}", ok)
+
+    def job_report(self, number: str) -> tuple[bool, str]:
+        """`:jobs N` / `:wait N`: job N's steps and how it ended, waiting for it to end (Ctrl-C
+        stops the waiting, not the job)."""
+        job = self._job(number)
+        if job is None:
+            return False, f"{ErrorCode.E_NOENT}: no job {number!r} (see :jobs)"
+        try:
+            job.ended.wait()
+        except KeyboardInterrupt:
+            return True, (
+                f"stopped waiting; [{job.number}] is still running (:kill {job.number} stops it)"
+            )
+        lines = [f"[{job.number}] {job.request}   ({job.elapsed():.1f}s, pid {job.process.pid})"]
+        for event in job.events:
+            if event.kind in ("reply", "ask"):
+                continue
+            text, good = render_event(event)
+            lines.append(text if good else f"✗ {text.strip()}")
+        ok, text = job.outcome()
+        lines.append(f"[{job.number}] {'done' if ok else 'failed'}: {text}")
+        return ok, "\n".join(lines)
+
+    def kill(self, number: str) -> tuple[bool, str]:
+        """`:kill N`: cancel job N."""
+        job = self._job(number)
+        if job is None:
+            return False, f"{ErrorCode.E_NOENT}: no job {number!r} (see :jobs)"
+        if job.done:
+            return False, f"[{job.number}] has already ended"
+        self.jobs.kill(job)
+        return True, f"[{job.number}] cancelling: {job.request}"
+
+    def _job(self, number: str) -> BackgroundJob | None:
+        return self.jobs.get(int(number.lstrip("%"))) if number.lstrip("%").isdigit() else None
+
+    def leave(self) -> str:
+        """On the way out: cancel the jobs still running; what to say about them ("" if none)."""
+        cancelled = self.jobs.close()
+        if not cancelled:
+            return ""
+        listed = ", ".join(f"[{job.number}] {job.request}" for job in cancelled)
+        return f"cancelled {len(cancelled)} background job(s) still running: {listed}"
 
     def grant(self, call: str, scope: str | None) -> tuple[bool, str]:
         """`:caps grant`: a capability for this session, scoped to a workspace path if given."""
@@ -229,9 +341,11 @@ class Shell:
         if not self.kernel.ready:
             return True, "the model is still loading"
         try:
-            backend = self.kernel.get().backend
+            self.kernel.get()
         except LlmosError as exc:
             return False, f"{exc.code}: {exc.message}"
+        backend = self.kernel.model
+        assert backend is not None
         lines = [f"model {backend.name}"]
         path = getattr(backend, "model_path", None)
         if path is not None:
@@ -260,13 +374,58 @@ class Shell:
         return "\n".join(lines)
 
     def processes(self) -> str:
-        """`:ps`: this shell's process, with its workspace and conversation size."""
-        proc = self.process
+        """`:ps`: the shell's process and each background job: its state, time so far, the
+        model's completions for it, and its request."""
+        rows: dict[str, str] = {}
+        shell_completions = 0
+        if self.kernel is not None and self.kernel.scheduler is not None:
+            rows = scheduler_states(self.kernel.scheduler.ps())
+            try:
+                shell_completions = int(getattr(self.kernel.get().backend, "completions", 0))
+            except LlmosError:
+                shell_completions = 0
         turns = len(self.conversation.turns) + self.conversation.paged_out
-        return (
-            f"{'PID':>4}  {'NAME':10} {'TURNS':>5}  WORKSPACE\n"
-            f"{proc.pid:>4}  {proc.name:10} {turns:>5}  {proc.workspace.root}"
-        )
+        table = [
+            ("JOB", "PID", "NAME", "STATE", "TIME", "MODEL", "REQUEST"),
+            (
+                "-",
+                str(self.process.pid),
+                self.process.name,
+                "ready",
+                _seconds(time.monotonic() - self.started),
+                str(shell_completions),
+                f"({turns} turns in this conversation)",
+            ),
+        ]
+        for job in self.jobs.all():
+            table.append(
+                (
+                    f"[{job.number}]",
+                    str(job.process.pid),
+                    job.process.name,
+                    job.state(rows),
+                    _seconds(job.elapsed()),
+                    str(job.completions),
+                    job.request,
+                )
+            )
+        widths = [max(len(row[i]) for row in table) for i in range(6)]
+        lines = [f"workspace {self.process.workspace.root}"]
+        for row in table:
+            cells = [
+                row[i].rjust(widths[i]) if i in (1, 4, 5) else row[i].ljust(widths[i])
+                for i in range(6)
+            ]
+            lines.append("  ".join([*cells, row[6]]))
+        return "\n".join(lines)
+
+    def jobs_list(self) -> str:
+        """`:jobs`: one line per background job."""
+        rows: dict[str, str] = {}
+        if self.kernel is not None and self.kernel.scheduler is not None:
+            rows = scheduler_states(self.kernel.scheduler.ps())
+        lines = [f"[{job.number}] {job.state(rows):18} {job.request}" for job in self.jobs.all()]
+        return "\n".join(lines) or "(no background jobs; end a request with & to start one)"
 
     def context_use(self) -> str:
         """Prompt tokens in use against the budget, for the toolbar ("" before a request)."""
@@ -328,20 +487,36 @@ class Shell:
             return True, self.apps_status()
         if name == "ps":
             return True, self.processes()
+        if name in ("jobs", "wait"):
+            if not rest:
+                return (True, self.jobs_list()) if name == "jobs" else (False, "usage: :wait N")
+            return self.job_report(rest[0])
+        if name == "kill":
+            if not rest:
+                return False, "usage: :kill N"
+            return self.kill(rest[0])
         if name in ("quit", "exit", "q"):
             raise EOFError
         return False, f"unknown command :{name}; try :help"
 
 
-def _plain_emit(text: str, ok: bool) -> None:
-    print(text, file=sys.stdout if ok else sys.stderr, flush=True)
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 600 else f"{value / 60:.0f}m"
 
 
 def run_piped(
     system: System, workspace: Path, kernel: LazyKernel | None = None, resume: bool = False
 ) -> int:
-    """Non-terminal input: one line at a time, plain output; status 1 if any line failed."""
-    shell = Shell(system, workspace, grant=None, kernel=kernel, emit=_plain_emit, resume=resume)
+    """Non-terminal input: one line at a time, plain output; background jobs (`request &`)
+    are waited for at the end of the input, each announced as it ends. Status 1 if any line
+    or job failed."""
+    lock = threading.Lock()
+
+    def say(text: str, ok: bool) -> None:
+        with lock:
+            print(text, file=sys.stdout if ok else sys.stderr, flush=True)
+
+    shell = Shell(system, workspace, grant=None, kernel=kernel, emit=say, resume=resume, notify=say)
     status = 0
     for line in sys.stdin:
         try:
@@ -349,13 +524,29 @@ def run_piped(
         except EOFError:
             break
         if text:
-            print(text, file=sys.stdout if ok else sys.stderr, flush=True)
+            say(text, ok)
         status = status or (0 if ok else 1)
+    jobs = shell.jobs.wait_all()
+    if any(not job.outcome()[0] for job in jobs):
+        status = status or 1
     return status
 
 
 PATH_KEYS = ("path", "src", "dst")
-BUILTINS = (":help", ":syscalls", ":caps", ":audit", ":mem", ":model", ":apps", ":ps", ":quit")
+BUILTINS = (
+    ":help",
+    ":syscalls",
+    ":caps",
+    ":audit",
+    ":mem",
+    ":model",
+    ":apps",
+    ":ps",
+    ":jobs",
+    ":wait",
+    ":kill",
+    ":quit",
+)
 COLOURS = {"call": "\033[36m", "quiet": "\033[2m", "error": "\033[31m", "reply": "\033[1m"}
 RESET = "\033[0m"
 
@@ -434,6 +625,13 @@ class Spinner:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
 
+    def print_line(self, text: str) -> None:
+        """Print a line in one piece, over the spinner's line if it shows (it is drawn again
+        below on its next tick, its clock going on); safe from any thread."""
+        with self._lock:
+            self.stream.write(f"\r\033[K{text}\n")
+            self.stream.flush()
+
 
 def run_shell(
     system: System, workspace: Path, kernel: LazyKernel | None = None, resume: bool = False
@@ -443,6 +641,7 @@ def run_shell(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return run_piped(system, workspace, kernel, resume)
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.application import run_in_terminal
     from prompt_toolkit.completion import CompleteEvent, Completer, Completion
     from prompt_toolkit.document import Document
     from prompt_toolkit.formatted_text import HTML
@@ -515,11 +714,54 @@ def run_shell(
 
     def emit(text: str, ok: bool) -> None:
         spinner.pause()
-        print(paint(text, ok), file=term, flush=True)
+        spinner.print_line(paint(text, ok))
         spinner.resume()
 
-    shell = Shell(system, workspace, grant=grant, kernel=kernel, emit=emit, resume=resume)
+    # A background job's end is announced from its own thread. At the prompt, the line goes
+    # above it through prompt_toolkit (the line being typed is drawn again after it); while a
+    # request runs, above the spinner. Lines wait in `pending` when neither holds, and are
+    # printed by whichever comes next, each exactly once.
+    pending: deque[str] = deque()
+    busy = threading.Event()
+
+    def print_pending() -> None:
+        while True:
+            try:
+                line = pending.popleft()
+            except IndexError:
+                return
+            spinner.print_line(line)
+
+    def notify(text: str, ok: bool) -> None:
+        pending.append(paint(text, ok))
+        app = session.app
+        loop = app.loop if app.is_running else None
+        if loop is not None:
+            # RuntimeError: that prompt has just ended, and the main loop prints the line.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(
+                    lambda: run_in_terminal(print_pending, in_executor=False),
+                    context=app.context,
+                )
+        elif busy.is_set():
+            print_pending()
+
+    def at_prompt() -> None:
+        if pending:
+            run_in_terminal(print_pending, in_executor=False)
+
+    shell = Shell(
+        system, workspace, grant=grant, kernel=kernel, emit=emit, resume=resume, notify=notify
+    )
     shell.thinking = lambda on: spinner.resume() if on else spinner.pause()
+
+    def leave() -> int:
+        said = shell.leave()
+        if said:
+            spinner.print_line(said)
+        if kernel is not None and kernel.busy():
+            spinner.print_line("waiting for the model to finish its current step…")
+        return 0
 
     def toolbar() -> HTML:
         if kernel is None:
@@ -531,31 +773,38 @@ def run_shell(
                 state = "model failed to load (:model)"
         else:
             state = "loading model…"
-        use = shell.context_use()
         parts = [f"workspace <b>{html.escape(str(shell.process.workspace.root))}</b>", state]
+        running = len(shell.jobs.running())
+        if running:
+            parts.append(f"{running} job(s) running (:ps)")
+        use = shell.context_use()
         return HTML(" " + " │ ".join([*parts, use] if use else parts) + " ")
 
     print(f"llmos — workspace {shell.process.workspace.root}. Type :help.", file=term)
     while True:
         try:
-            line = session.prompt("llmos> ", bottom_toolbar=toolbar)
+            line = session.prompt("llmos> ", bottom_toolbar=toolbar, pre_run=at_prompt)
         except KeyboardInterrupt:
             continue
         except EOFError:
-            return 0
+            return leave()
+        busy.set()
+        print_pending()
         try:
             ok, text = shell.handle(line)
         except EOFError:
-            return 0
+            return leave()
         except KeyboardInterrupt:
             spinner.pause()
             shell.cancelled()
-            print("^C (cancelled; the shell is ready)", file=term)
+            spinner.print_line("^C (cancelled; the shell is ready)")
             continue
         finally:
             spinner.pause()
+            busy.clear()
+            print_pending()
         if text:
-            print(paint(text, ok), file=term, flush=True)
+            spinner.print_line(paint(text, ok))
 
 
 __all__ = ["Shell", "run_piped", "run_shell", "terminal_grant"]
