@@ -1,5 +1,6 @@
-"""The real shell in a real terminal (tmux): a request the real small model carries out, a grant
-prompt answered inline, Ctrl-C in the middle of a request, and Ctrl-D to leave."""
+"""The real shell in a real terminal (tmux): a request the real small model carries out, one in
+the background (`&`, `:ps`, its end announced above a half-typed line), a grant prompt answered
+inline, Ctrl-C in the middle of a request, and Ctrl-D to leave (cancelling a running job)."""
 
 from __future__ import annotations
 
@@ -143,6 +144,24 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
     screen = pane.wait_for("→ reply", timeout=240)
     assert "noon" in after(screen, "→ reply"), "the kernel read the file and answered"
 
+    pane.type("what does notes.txt say? &")
+    pane.wait_for("[1] started: what does notes.txt say?")
+    pane.type(":ps")
+    screen = pane.wait_for("job1")
+    row = next(line for line in screen.splitlines() if line.startswith("[1]") and "job1" in line)
+    assert row.endswith("what does notes.txt say?"), row
+    pane.send("-l", "fs.li")  # half a line, typed while the job (most likely) still runs
+    deadline = time.monotonic() + 240
+    while not any(f"[1] {end}:" in pane.screen() for end in ("done", "failed")):
+        assert time.monotonic() < deadline, f"the job never ended:\n{pane.screen()}"
+        time.sleep(0.2)
+    pane.send("-l", "st")
+    pane.send("Enter")
+    deadline = time.monotonic() + 60
+    while "notes.txt" not in after(pane.screen(), "llmos> fs.list"):
+        assert time.monotonic() < deadline, f"the half-typed line was lost:\n{pane.screen()}"
+        time.sleep(0.2)
+
     pane.type("!fs.delete path=old.txt")
     pane.wait_for("wants fs.delete on old.txt")
     assert (workspace / "old.txt").exists(), "nothing is deleted before the answer"
@@ -151,7 +170,7 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
     assert not (workspace / "old.txt").exists()
 
     pane.type("write a very long poem about the sea, the wind and the stars")
-    pane.wait_for("thinking")
+    pane.wait_for("thinking…")  # the spinner (`:ps` above shows a job's state "thinking")
     pane.send("C-c")
     pane.wait_for("^C (cancelled")
     pane.type("fs.list")
@@ -160,6 +179,8 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
         assert time.monotonic() < deadline, f"no listing after ^C:\n{pane.screen()}"
         time.sleep(0.2)
 
+    pane.type("write a very long story about a cat &")
+    pane.wait_for("[2] started")
     time.sleep(1.0)  # a ^D typed before the prompt is up would go to the tty's line discipline
     pane.send("C-d")
     deadline = time.monotonic() + 30
@@ -167,3 +188,4 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
         assert time.monotonic() < deadline, "Ctrl-D did not leave the shell"
         time.sleep(0.2)
     assert pane.exit_status() == 0
+    assert "cancelled 1 background job(s) still running: [2] write a very long" in pane.screen()
