@@ -3,11 +3,14 @@ scripted replay for fast tests of the loop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -101,6 +104,44 @@ def physical_cores() -> int:
     return max(1, count // 2) if count > 2 else count
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def amx_build() -> bool:
+    """Whether the llama.cpp in use runs matrix products on Intel AMX (a native build on a
+    Sapphire Rapids or newer CPU)."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextlib.contextmanager
+def _weights_not_repacked_for_amx() -> Iterator[None]:
+    """While a model loads, keep its weights out of llama.cpp's AMX buffers when the build has
+    them: their Q4_K matrix product segfaults on the first evaluation on some AMX machines
+    (ggml-org/llama.cpp#20824; seen on this project's machines). Weights then stay in plain
+    CPU buffers, computed with AVX-512."""
+    import llama_cpp.llama as module
+
+    if not amx_build():
+        yield
+        return
+    default = module.llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        value = default()
+        if hasattr(value, "use_extra_bufts"):
+            value.use_extra_bufts = False
+        return value
+
+    with _LOAD_LOCK:
+        module.llama_cpp.llama_model_default_params = params  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            module.llama_cpp.llama_model_default_params = default  # type: ignore[attr-defined]
+
+
 class LlamaCppBackend:
     """Any GGUF in-process through llama-cpp-python; every layer on the GPU when llama.cpp was
     built with CUDA or Metal (n_gpu_layers=-1 is ignored by a CPU build).
@@ -128,15 +169,16 @@ class LlamaCppBackend:
 
         check_gguf(model_path)
         try:
-            self.llm = Llama(
-                model_path=str(model_path),
-                n_ctx=n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                n_gpu_layers=-1,
-                seed=seed,
-                verbose=False,
-            )
+            with _weights_not_repacked_for_amx():
+                self.llm = Llama(
+                    model_path=str(model_path),
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    n_gpu_layers=-1,
+                    seed=seed,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise LlmosError(
                 ErrorCode.E_BACKEND, f"llama.cpp cannot load {model_path}: {exc} (damaged file?)"

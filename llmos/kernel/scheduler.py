@@ -1,8 +1,10 @@
-"""The scheduler: one model serves several processes. A worker thread owns the backend and runs
-one completion at a time, picked by policy (FIFO or round-robin); each process talks to the
-model through a proxy backend and runs its turns in its own thread, so while one process waits
-on a slow syscall another uses the model. With llama.cpp, a context switch can restore the
-incoming process's KV state from memory instead of prefilling its conversation again."""
+"""The scheduler: one model serves several processes. A worker thread owns the backend; each
+process talks to the model through a proxy backend and runs its turns in its own thread, so
+while one process waits on a slow syscall another uses the model. With llama.cpp the worker
+decodes up to `SCHED_SLOTS` processes' completions together, each in its own sequence of one
+KV cache (continuous batching); otherwise it runs one completion at a time, picked by policy
+(FIFO or round-robin), and a context switch can restore the incoming process's KV state from
+memory instead of prefilling its conversation again."""
 
 from __future__ import annotations
 

@@ -134,3 +134,15 @@ def test_the_system_prompt_state_is_kept_on_disk_for_the_next_process(
     again = third.complete(messages, constraint=kernel.grammars.constraint(), max_tokens=64)
     assert third.decoder.cache is not None and third.decoder.cache.last == "saved"
     assert again.text == cold.text, "a damaged file is recomputed, never trusted"
+
+
+def test_weights_stay_out_of_amx_buffers_only_where_the_build_has_amx(
+    backend: LlamaCppBackend,
+) -> None:
+    # A native build on an AMX CPU repacks Q4_K weights for AMX, whose matrix product segfaults
+    # on some machines at the first evaluation (this suite's first decode, on ours).
+    from llmos.kernel.backend import amx_build
+
+    assert backend.llm.model_params.use_extra_bufts is (not amx_build())
+    out = backend.complete([{"role": "user", "content": "Say yes."}], constraint=None, max_tokens=2)
+    assert out.completion_tokens >= 1
