@@ -121,12 +121,12 @@ def _weights_not_repacked_for_amx() -> Iterator[None]:
     them: their Q4_K matrix product segfaults on the first evaluation on some AMX machines
     (ggml-org/llama.cpp#20824; seen on this project's machines). Weights then stay in plain
     CPU buffers, computed with AVX-512."""
-    import llama_cpp.llama as module
+    import llama_cpp.llama_cpp as low  # what Llama() calls for its model parameters
 
     if not amx_build():
         yield
         return
-    default = module.llama_cpp.llama_model_default_params
+    default = low.llama_model_default_params
 
     def params() -> Any:
         value = default()
@@ -135,11 +135,11 @@ def _weights_not_repacked_for_amx() -> Iterator[None]:
         return value
 
     with _LOAD_LOCK:
-        module.llama_cpp.llama_model_default_params = params  # type: ignore[attr-defined]
+        low.llama_model_default_params = params
         try:
             yield
         finally:
-            module.llama_cpp.llama_model_default_params = default  # type: ignore[attr-defined]
+            low.llama_model_default_params = default
 
 
 class LlamaCppBackend:
