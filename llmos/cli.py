@@ -251,7 +251,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from llmos.bench.sched import bench_sched
 
         # `llmos --model PATH bench sched` picks another model, like every command.
-        figures = bench_sched(_settings(args), processes=args.processes, policy=args.policy)
+        figures = bench_sched(
+            _settings(args), processes=args.processes, policy=args.policy, turns=args.history
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
@@ -442,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the figures here (all but dispatch)")
     bench.add_argument("--processes", type=int, default=4, help="sched: processes at once")
     bench.add_argument("--policy", choices=["fifo", "rr"], default="rr", help="sched: policy")
+    bench.add_argument(
+        "--history",
+        type=int,
+        default=2,
+        help="sched: earlier turns in each process's conversation (prefilled on its first step)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     evals = sub.add_parser("eval", help="run eval cases (JSONL) against the kernel")

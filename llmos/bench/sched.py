@@ -208,6 +208,8 @@ def bench_sched(
             sequential_model_s=sum(c.seconds for c in seq_done),
             sequential_tasks_s=seq_tasks,
         )
+        model_s = figures["sequential_model_s"]
+        figures["overlap_bound"] = seq_s / (model_s + sleep) if model_s + sleep else 0.0
         if local:
             slots = max(processes, 2)
             b_s, b_ok, b_served = _concurrent(
@@ -250,6 +252,11 @@ def _print(f: dict[str, Any]) -> None:
         f"model busy {f['sequential_model_s']:.1f} s; tasks "
         + ", ".join(f"{t:.1f}" for t in f["sequential_tasks_s"])
         + " s)"
+    )
+    bound = f["overlap_bound"]
+    print(
+        f"  (the model's own work bounds what overlapping the tool waits can give: at best "
+        f"{f['sequential_model_s'] + f['sleep_s']:.1f} s, {bound:.2f}x, one completion at a time)"
     )
     if "batched_s" in f:
         print(

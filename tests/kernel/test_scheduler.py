@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
 from llmos.kernel.grammar import Constraint
@@ -425,3 +426,18 @@ def test_batched_errors_and_cancels_stay_with_their_process(
         assert errors and errors[0].code == ErrorCode.E_BACKEND and "cancel" in errors[0].message
         again = writer.complete(chat(kernel, REQUESTS[0]), constraint=constraint, max_tokens=48)
         assert json.loads(again.text)["call"] == "fs.read"
+
+
+def test_bench_sched_runs_every_task_right_each_way(
+    settings: Settings, small_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.bench.sched import bench_sched
+
+    figures = bench_sched(settings, model=small_model, processes=2, sleep=0.2, turns=2)
+    n = figures["processes"]
+    assert (figures["sequential_ok"], figures["batched_ok"]) == (n, n)
+    assert (figures["concurrent_ok"], figures["concurrent_prefill_ok"]) == (n, n)
+    assert figures["switch_restore"]["restored_tokens"] > 0
+    assert figures["switch_prefill"]["restored_tokens"] == 0
+    assert figures["overlap_bound"] > 0 and figures["batched_prefill_tokens"] > 0
+    assert "scheduler, batched" in capsys.readouterr().out
