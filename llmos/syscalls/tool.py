@@ -11,6 +11,7 @@ import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -280,7 +281,7 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
     check_args(tool, call.args)
     start = time.perf_counter()
     if tool.func is not None:
-        value = tool.func(**call.args)
+        value = _call_with_time_out(tool, call.args)
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         output, cut = _cap_text(text, tool.max_output)
         return ToolRunResult(
@@ -308,6 +309,34 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
         note=f"output cut at {tool.max_output} bytes; the tool was stopped" if done.cut else "",
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _call_with_time_out(tool: Tool, args: dict[str, Any]) -> Any:
+    """Call a Python tool in its own thread, waiting at most its time-out. A thread cannot be
+    killed: one past its time-out is left to finish in the background and its result dropped,
+    while the caller gets E_TIMEOUT at once. What the tool raises is raised here."""
+    assert tool.func is not None
+    func = tool.func
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func(**args)
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"llmos-tool-{tool.name}", daemon=True)
+    worker.start()
+    worker.join(tool.timeout)
+    if worker.is_alive():
+        raise LlmosError(
+            ErrorCode.E_TIMEOUT,
+            f"tool {tool.name} ran longer than its {tool.timeout:g} s time-out; a Python tool "
+            "cannot be killed, so it finishes in the background and its result is dropped",
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _cap_text(text: str, cap: int) -> tuple[str, bool]:

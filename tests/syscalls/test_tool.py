@@ -137,6 +137,34 @@ def test_python_tool_output_is_capped(system: System, tools_proc: Process) -> No
     assert result.value["exit_code"] is None
 
 
+def test_python_tool_has_a_time_out_and_its_errors_come_back(
+    system: System, tools_proc: Process
+) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def stuck() -> str:
+        """Never returns on its own."""
+        release.wait(30)
+        return "late"
+
+    def broken() -> str:
+        """Raises."""
+        raise ValueError("disk on fire")
+
+    system.tools.function(stuck, timeout=0.3)
+    system.tools.function(broken)
+    began = time.monotonic()
+    result = run(system, tools_proc, "stuck")
+    assert time.monotonic() - began < 5
+    assert result.code == "E_TIMEOUT" and "0.3 s time-out" in (result.message or "")
+    release.set()
+    result = run(system, tools_proc, "broken")
+    assert result.code == "E_INTERNAL" and "disk on fire" in (result.message or "")
+    assert run(system, tools_proc, "stuck").ok, "the tool runs again once released"
+
+
 def test_working_dir_is_the_workspace_and_stays_inside(
     system: System, tools_proc: Process, workspace: Path, tmp_path: Path
 ) -> None:
