@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -102,6 +102,17 @@ def physical_cores() -> int:
         pass
     count = os.cpu_count() or 1
     return max(1, count // 2) if count > 2 else count
+
+
+def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
+    """How many leading tokens two sequences share (what a KV cache holding `a` can keep of
+    `b`)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 _LOAD_LOCK = threading.Lock()
@@ -420,12 +431,7 @@ class Decoder:
 
     def _cached(self, tokens: list[int]) -> int:
         """How many leading `tokens` the KV cache already holds."""
-        keep = 0
-        for a, b in zip(self.llm.input_ids[: self.llm.n_tokens], tokens, strict=False):
-            if a != b:
-                break
-            keep += 1
-        return keep
+        return common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
 
     def prefill(self, tokens: list[int], stable: int = 0) -> int:
         """Evaluate `tokens` after the longest prefix already in the KV cache; returns how many

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Completion, LlamaCppBackend, Message
+from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
 
 if TYPE_CHECKING:
     from llmos.kernel.grammar import Constraint
@@ -298,11 +298,11 @@ class BatchEngine:
         """Make sequence `index` hold the longest prefix of `tokens` to be had: its own, one
         shared from another sequence, or the system prompt from the backend's context (loaded
         from the disk cache there when needed). Returns the tokens it now holds."""
-        own = _common(self.seqs[index].tokens, tokens)
+        own = common_prefix(self.seqs[index].tokens, tokens)
         best, source = own, index
         for i, other in enumerate(self.seqs):
             if i != index:
-                common = _common(other.tokens, tokens)
+                common = common_prefix(other.tokens, tokens)
                 if common > best:
                     best, source = common, i
         if source != index:
@@ -323,7 +323,7 @@ class BatchEngine:
         if decoder._cached(tokens) < stable:
             decoder.prefill(tokens[: stable + 1], stable)
         held = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-        common = _common(held, tokens)
+        common = common_prefix(held, tokens)
         if common == 0:
             return 0
         main = llm._ctx.ctx
@@ -346,12 +346,3 @@ class BatchEngine:
         if len(seq.tokens) > keep:
             self.lib.llama_memory_seq_rm(self.mem, index, keep, -1)
             del seq.tokens[keep:]
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

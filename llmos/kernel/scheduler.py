@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message
+from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message, common_prefix
 from llmos.limits import SCHED_KV_BYTES, SCHED_SLOTS
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class KvStates:
         if state is None:
             return 0
         tokens = self.prompt_tokens(messages)
-        saved = _common(state.tokens, tokens)
+        saved = common_prefix(state.tokens, tokens)
         if saved <= self.backend.decoder._cached(tokens):
             return 0
         llm = self.llm
@@ -154,15 +154,6 @@ class KvStates:
         llm.input_ids[:n] = state.tokens
         llm.n_tokens = n
         return saved
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Scheduler:

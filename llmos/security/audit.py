@@ -163,47 +163,37 @@ class AuditLog:
         code: str | None,
         resources: list[str] | None = None,
     ) -> None:
-        """Append one line for a dispatch (allowed or denied)."""
+        """Append one line for a dispatch (allowed or denied). The thread lock orders the
+        threads of this process (flock only excludes other open files); flock, other
+        processes."""
         with self._lock:
-            self._append(pid, process, call, args, ok, code, resources)
-
-    def _append(
-        self,
-        pid: int,
-        process: str,
-        call: str,
-        args: Mapping[str, Any],
-        ok: bool,
-        code: str | None,
-        resources: list[str] | None,
-    ) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            size = os.fstat(self._fd).st_size
-            if size != self._size:
-                self._sync_tail(size)
-            entry: dict[str, Any] = {
-                "seq": self._seq + 1,
-                "t": time.time(),
-                "pid": pid,
-                "proc": _jsonable(process),
-                "call": _jsonable(call),
-                "args": digest_args(args),
-                "ok": ok,
-                "code": code,
-                "prev": self._prev,
-            }
-            if resources:
-                entry["res"] = _jsonable(resources)
-            body = _canonical(entry)
-            mac = self._signer.sign(body)
-            line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
-            os.write(self._fd, line)
-            self._prev = _line_hash(line)
-            self._seq += 1
-            self._size = size + len(line)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                size = os.fstat(self._fd).st_size
+                if size != self._size:
+                    self._sync_tail(size)
+                entry: dict[str, Any] = {
+                    "seq": self._seq + 1,
+                    "t": time.time(),
+                    "pid": pid,
+                    "proc": _jsonable(process),
+                    "call": _jsonable(call),
+                    "args": digest_args(args),
+                    "ok": ok,
+                    "code": code,
+                    "prev": self._prev,
+                }
+                if resources:
+                    entry["res"] = _jsonable(resources)
+                body = _canonical(entry)
+                mac = self._signer.sign(body)
+                line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
+                os.write(self._fd, line)
+                self._prev = _line_hash(line)
+                self._seq += 1
+                self._size = size + len(line)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
