@@ -275,6 +275,15 @@ class CapabilitySet:
         self.authority.verify(cap)
         self.caps.append(cap)
 
+    def inherit(self, parent: CapabilitySet) -> None:
+        """Also hold what `parent` holds and refuse what it refuses (a child process started
+        by a person in a session gets what they granted and denied in it)."""
+        held = {c.id for c in self.caps}
+        for cap in parent.caps:
+            if cap.id not in held:
+                self.add(cap)
+        self.denied.extend(d for d in parent.denied if d not in self.denied)
+
     def deny(self, call: str, scope: str = ANY) -> None:
         """Refuse `call` on `scope` from now on, whatever capability is held."""
         self.denied.append((call, scope))

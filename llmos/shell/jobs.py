@@ -1,7 +1,8 @@
 """Background requests of the shell (`request &`): each runs as its own process, with a fresh
 conversation, through the scheduler the foreground shares, and says when it has ended. A
-background process has no one to ask for a grant: beyond its capabilities a call fails with
-E_PERM, and the kernel's turn goes on to report that."""
+background process holds what the shell's process holds (its defaults, the workspace's
+"always" grants, and what was granted or denied in this session) and has no one to ask for more:
+beyond that a call fails with E_PERM, and the kernel's turn goes on to report that."""
 
 from __future__ import annotations
 
@@ -102,8 +103,10 @@ class JobTable:
         workspace: Path,
         kernel: LazyKernel | None,
         ended: Callable[[BackgroundJob], None],
+        parent: Process | None = None,
     ) -> None:
         self.system = system
+        self.parent = parent
         self.workspace = workspace
         self.kernel = kernel
         self.ended = ended
@@ -118,6 +121,8 @@ class JobTable:
             raise LlmosError(ErrorCode.E_BACKEND, "no model: nothing can run in the background")
         number = next(self._numbers)
         process = self.system.spawn(f"job{number}", self.workspace, grant=None)
+        if self.parent is not None:
+            process.caps.inherit(self.parent.caps)
         job = BackgroundJob(number, request, process)
         with self._lock:
             self._jobs[number] = job

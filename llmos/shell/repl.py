@@ -188,7 +188,7 @@ class Shell:
         self.thinking: Callable[[bool], None] = lambda on: None
         """Told when the kernel starts and stops thinking (the terminal shows a spinner)."""
         self.started = time.monotonic()
-        self.jobs = JobTable(system, workspace, kernel, self._job_ended)
+        self.jobs = JobTable(system, workspace, kernel, self._job_ended, parent=self.process)
 
     def handle(self, line: str) -> tuple[bool, str]:
         """Run one line; returns (ok, text to show). Never raises for bad input."""

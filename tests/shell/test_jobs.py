@@ -323,6 +323,30 @@ def test_a_background_job_is_never_asked_for_a_grant(
     assert shell.handle("fs.delete path=old.txt")[0] and len(asked) == 1, "the foreground asks"
 
 
+def test_a_background_job_holds_what_this_session_was_granted_and_denied(
+    make_shell: Any, system: System, workspace: Path
+) -> None:
+    (workspace / "old.txt").write_text("stale")
+    (workspace / "secret.txt").write_text("hunter2")
+    model = Model(
+        {
+            "clean": [{"call": "fs.delete", "path": "old.txt"}, reply("Deleted old.txt.")],
+            "peek": [{"call": "fs.read", "path": "secret.txt"}, reply("Cannot.")],
+        }
+    )
+    shell, _ = make_shell(model)
+    assert shell.handle(":caps grant fs.delete on old.txt")[0]
+    shell.process.caps.deny("fs.read", "secret.txt")  # what a "deny" answer records
+    shell.handle("clean up old.txt &")
+    shell.handle("peek at secret.txt &")
+    assert job(shell, 1).ended.wait(WAIT) and job(shell, 2).ended.wait(WAIT)
+    assert not (workspace / "old.txt").exists(), "the session's grant reached the job"
+    read = next(e.result for e in job(shell, 2).events if e.result is not None)
+    assert read.code == "E_PERM", "and so did the denial, though fs.read is a default"
+    fresh = system.spawn("other", workspace)
+    assert fresh.caps.find("fs.delete", ["old.txt"]) is None, "no other process gets them"
+
+
 def test_leaving_cancels_running_jobs(make_shell: Any) -> None:
     model = Model({"forever": [reply("too late")]})
     model.gates["forever"] = threading.Event()
