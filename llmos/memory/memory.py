@@ -130,6 +130,8 @@ class Memory:
                 self._ready_index()
             except LlmosError as exc:
                 log.warning("memory index not ready: %s", exc.message)
+            except Exception as exc:  # e.g. the store closed under it; the first use retries
+                log.warning("memory index not ready: %s: %s", type(exc).__name__, exc)
 
         self._warmer = threading.Thread(target=prepare, name="llmos-memory-index", daemon=True)
         self._warmer.start()

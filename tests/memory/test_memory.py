@@ -275,6 +275,29 @@ def test_warm_prepares_in_the_background(memory: Memory) -> None:
     assert memory.search("cat", k=1)[0].id == "a1"
 
 
+def test_a_warm_up_that_fails_unexpectedly_is_logged_and_the_first_use_retries(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = memory._prepare_index
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the store went away mid-import")
+        real()
+
+    monkeypatch.setattr(memory, "_prepare_index", failing)
+    with caplog.at_level("WARNING"):
+        memory.warm()
+        assert memory._warmer is not None
+        memory._warmer.join(timeout=60)
+    assert "RuntimeError: the store went away mid-import" in caplog.text
+    assert not memory._index_ready
+    _fill(memory)
+    assert memory.search("cat", k=1)[0].id == "a1" and len(calls) == 2
+
+
 OFFLINE = """
 import socket, sys, time
 from pathlib import Path
