@@ -98,6 +98,13 @@ SCHED_KV_BYTES = 512 * 1024 * 1024
 bytes, dropping the least recently saved first; a process whose state was dropped is prefilled
 again at its next switch."""
 
+SCHED_STEP_TOKENS = 128
+"""With batching, one step evaluates at most this many tokens (every decoding process's next
+tokens first, then chunks of prompts), so a process decoding beside a long prefill gets a
+token every step of about a second on a 2-core CPU, and a new request joins within one.
+Measured with the default model after a 2k-token system prompt: 86 tok/s prefilled in chunks of
+128, 90 in chunks of 512 (a 5.7 s step)."""
+
 SCHED_SLOTS = 4
 """With llama.cpp the scheduler decodes up to this many processes' completions in one batch
 (continuous batching), each on its own sequence of one KV cache sized this many contexts; more

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
+from llmos.limits import SCHED_STEP_TOKENS
 
 if TYPE_CHECKING:
     from llmos.kernel.grammar import Constraint
@@ -63,7 +64,9 @@ class BatchEngine:
     unified KV cache of `slots` x the backend's context. Not thread-safe: one thread (the
     scheduler's worker) drives it."""
 
-    def __init__(self, backend: LlamaCppBackend, slots: int = 4, n_batch: int = 512) -> None:
+    def __init__(
+        self, backend: LlamaCppBackend, slots: int = 4, n_batch: int = SCHED_STEP_TOKENS
+    ) -> None:
         import llama_cpp
 
         if slots < 1:

@@ -441,3 +441,34 @@ def test_bench_sched_runs_every_task_right_each_way(
     assert figures["switch_prefill"]["restored_tokens"] == 0
     assert figures["overlap_bound"] > 0 and figures["batched_prefill_tokens"] > 0
     assert "scheduler, batched" in capsys.readouterr().out
+
+
+def test_a_long_prompt_is_prefilled_in_steps_beside_a_decoding_process(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    # One step evaluates at most SCHED_STEP_TOKENS tokens, so a process decoding beside a
+    # long prefill gets its next token every short step, not after the whole prompt.
+    from llmos.kernel.batch import BatchEngine
+    from llmos.limits import SCHED_STEP_TOKENS
+
+    kernel, constraint = prompts(system, backend)
+    long = chat(kernel, "summarise: " + " ".join(f"w{i}" for i in range(400)))
+    short = chat(kernel, "list the files here")
+    engine = BatchEngine(backend, slots=2)
+    try:
+        a = engine.start("long", long, constraint=constraint, max_tokens=16)
+        b = engine.start("short", short, constraint=constraint, max_tokens=16)
+        first = len(a.pending)
+        assert first > 3 * SCHED_STEP_TOKENS
+        steps, done = 0, []
+        while len(done) < 2:
+            before = len(a.pending) + len(b.pending)
+            done += engine.step([s for s in (a, b) if s not in done])
+            steps += 1
+            assert before - len(a.pending) - len(b.pending) <= SCHED_STEP_TOKENS
+            if b.prefill_done and not a.prefill_done:
+                break
+        assert b.prefill_done and not a.prefill_done, "short waited for the whole long prompt"
+        assert b.sampled >= 1 and steps <= 2
+    finally:
+        engine.close()
