@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EventKind = Literal["call", "result", "reply", "ask", "error", "limit", "memory"]
 ENDS_TURN = ("reply", "ask")
+CANCELLED_REPLY = "(cancelled: the person stopped this request before it was done)"
 
 
 @dataclass
@@ -158,6 +159,19 @@ class Conversation:
         if not self.turns:
             self.turns.append(Turn(self.next_number))
         self.turns[-1].messages.append({"role": role, "content": content})
+
+    def cancel(self) -> bool:
+        """Close the newest turn after the person stopped it (Ctrl-C): a call decoded but not
+        run is marked so, and the turn ends with a reply saying it was cancelled, so the model
+        does not take the next request as more of this one. False if there was nothing to
+        close."""
+        turn = self.current
+        if turn is None or turn.done:
+            return False
+        if turn.messages and turn.messages[-1]["role"] == "assistant":
+            self.add("user", "CANCELLED: the person stopped this request; that call was not run.")
+        self.add("assistant", json.dumps({"call": "reply", "text": CANCELLED_REPLY}))
+        return True
 
     @property
     def messages(self) -> list[Message]:

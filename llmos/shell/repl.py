@@ -252,7 +252,9 @@ class Shell:
         """After Ctrl-C in the middle of a request: the shell's queued request leaves the
         scheduler's queue. The model itself is never interrupted (the scheduler's thread runs
         it, so its cache stays whole): a completion already running finishes, unused, and
-        background jobs go on."""
+        background jobs go on. The stopped turn is closed with a reply that says so."""
+        if self.conversation.cancel() and self.conversation.pager is not None:
+            self.conversation.pager.save(self.conversation, self.process)
         if self.kernel is not None and self.kernel.ready:
             try:
                 cancel = getattr(self.kernel.get().backend, "cancel", None)

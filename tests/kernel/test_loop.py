@@ -174,3 +174,18 @@ def test_tools_and_apps_extend_the_prompt_after_its_stable_prefix(system: System
     system.registry.unregister("pad.op0")
     system.registry.unregister("pad.op1")
     assert kernel.messages(Conversation()) == before
+
+
+def test_a_cancelled_turn_is_closed_so_the_next_request_stands_alone() -> None:
+    conv = Conversation()
+    conv.begin("delete the logs")
+    conv.add("assistant", json.dumps({"call": "fs.delete", "path": "x.log"}))
+    assert conv.cancel()
+    turn = conv.turns[-1]
+    roles = [m["role"] for m in turn.messages]
+    assert roles == ["user", "assistant", "user", "assistant"], "roles still alternate"
+    assert "not run" in turn.messages[2]["content"] and "cancelled" in turn.reply
+    assert not conv.cancel(), "a turn that ended is left as it is"
+    conv.begin("hello")
+    assert conv.cancel() and [m["role"] for m in conv.turns[-1].messages] == ["user", "assistant"]
+    assert not Conversation().cancel()

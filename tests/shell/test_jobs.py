@@ -264,6 +264,9 @@ def test_ctrl_c_in_the_foreground_leaves_jobs_running(
     presser.join()
     shell.cancelled()  # what the terminal shell does after ^C
     model.gates["foreground"].set()
+    cancelled = shell.conversation.turns[-1]
+    assert cancelled.request == "foreground: a long request"
+    assert cancelled.done and "cancelled" in cancelled.reply, "the turn says it was stopped"
 
     background = job(shell, 1)
     assert not background.done and not background.killed, background.outcome()
