@@ -21,6 +21,9 @@ class ErrorCode(StrEnum):
     E_NOTEMPTY = "E_NOTEMPTY"
     E_BACKEND = "E_BACKEND"
     E_INTERNAL = "E_INTERNAL"
+    E_INTR = "E_INTR"
+    """The process was stopped (`:kill`) while the syscall ran; added last, so the exit
+    statuses of the others stay as they were."""
 
 
 EXIT_STATUS: dict[ErrorCode, int] = {code: 10 + i for i, code in enumerate(ErrorCode)}

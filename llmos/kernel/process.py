@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ class Process:
     open_memory: Callable[[], Memory] | None = None
     """Opens (on first use) the installation's memory; None for a process without one."""
     pid: int = field(default_factory=lambda: next(_pids))
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when the process is being killed: a tool it is running is stopped (E_INTR)."""
 
     @property
     def interactive(self) -> bool:

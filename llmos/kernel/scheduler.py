@@ -580,8 +580,10 @@ class Job:
         return ""
 
     def cancel(self) -> None:
-        """Stop at the next step (a queued completion fails at once)."""
+        """Stop at the next step (a queued completion fails at once, a running tool is
+        stopped)."""
         self._cancelled.set()
+        self.process.stop.set()
         cancel = getattr(self.kernel.backend, "cancel", None)
         if callable(cancel):
             cancel()

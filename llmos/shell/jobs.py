@@ -182,7 +182,7 @@ class JobTable:
 
     def kill(self, job: BackgroundJob) -> None:
         """Cancel `job`: a request it has queued for the model fails at once, it asks the model
-        nothing more, and it stops after the step it is in (a syscall runs to its end)."""
+        nothing more, a tool it is running is stopped (E_INTR), and it ends after that step."""
         with self._lock:
             job.killed = True
             turn = job.turn

@@ -281,7 +281,7 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
     check_args(tool, call.args)
     start = time.perf_counter()
     if tool.func is not None:
-        value = _call_with_time_out(tool, call.args)
+        value = _call_with_time_out(tool, call.args, process.stop)
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         output, cut = _cap_text(text, tool.max_output)
         return ToolRunResult(
@@ -293,7 +293,14 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
         )
     assert tool.command is not None
     argv = build_argv(tool.command, call.args)
-    done = run_command(argv, _working_dir(process, tool.cwd), tool.timeout, tool.max_output)
+    done = run_command(
+        argv, _working_dir(process, tool.cwd), tool.timeout, tool.max_output, stop=process.stop
+    )
+    if done.stopped:
+        raise LlmosError(
+            ErrorCode.E_INTR,
+            f"tool {tool.name} was stopped with its process; its process group was killed",
+        )
     if done.timed_out:
         raise LlmosError(
             ErrorCode.E_TIMEOUT,
@@ -311,10 +318,11 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
     )
 
 
-def _call_with_time_out(tool: Tool, args: dict[str, Any]) -> Any:
-    """Call a Python tool in its own thread, waiting at most its time-out. A thread cannot be
-    killed: one past its time-out is left to finish in the background and its result dropped,
-    while the caller gets E_TIMEOUT at once. What the tool raises is raised here."""
+def _call_with_time_out(tool: Tool, args: dict[str, Any], stop: threading.Event) -> Any:
+    """Call a Python tool in its own thread, waiting at most its time-out, or until `stop` is
+    set (E_INTR). A thread cannot be killed: one past its time-out is left to finish in the
+    background and its result dropped, while the caller gets E_TIMEOUT at once. What the tool
+    raises is raised here."""
     assert tool.func is not None
     func = tool.func
     outcome: dict[str, Any] = {}
@@ -327,7 +335,15 @@ def _call_with_time_out(tool: Tool, args: dict[str, Any]) -> Any:
 
     worker = threading.Thread(target=target, name=f"llmos-tool-{tool.name}", daemon=True)
     worker.start()
-    worker.join(tool.timeout)
+    deadline = time.monotonic() + tool.timeout
+    while worker.is_alive() and not stop.is_set() and time.monotonic() < deadline:
+        worker.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+    if worker.is_alive() and stop.is_set():
+        raise LlmosError(
+            ErrorCode.E_INTR,
+            f"tool {tool.name} was stopped with its process; it finishes in the background "
+            "and its result is dropped",
+        )
     if worker.is_alive():
         raise LlmosError(
             ErrorCode.E_TIMEOUT,
@@ -337,6 +353,10 @@ def _call_with_time_out(tool: Tool, args: dict[str, Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+STOP_POLL_S = 0.1
+"""How often a running tool checks whether its process was stopped."""
 
 
 def _cap_text(text: str, cap: int) -> tuple[str, bool]:
@@ -399,12 +419,21 @@ class CommandOutcome:
     exit_code: int | None
     timed_out: bool
     cut: bool
+    stopped: bool = False
 
 
-def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> CommandOutcome:
+def run_command(
+    argv: list[str],
+    cwd: Path,
+    timeout: float,
+    cap: int,
+    *,
+    stop: threading.Event | None = None,
+) -> CommandOutcome:
     """Run `argv` (no shell) in its own process group; read at most `cap` bytes of stdout and
-    stderr together. On time-out or when the cap is reached, the whole group is killed (a
-    tool's children go too), so neither a hung tool nor an endless writer holds llmos up."""
+    stderr together. On time-out, when the cap is reached, or when `stop` is set, the whole
+    group is killed (a tool's children go too), so neither a hung tool nor an endless writer
+    holds llmos up."""
     try:
         proc = subprocess.Popen(
             argv,
@@ -423,7 +452,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> Command
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray()}
     deadline = time.monotonic() + timeout
-    timed_out = cut = False
+    timed_out = cut = stopped = False
     with selectors.DefaultSelector() as selector:
         for fd in buffers:
             selector.register(fd, selectors.EVENT_READ)
@@ -433,7 +462,10 @@ def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> Command
                 if left <= 0:
                     timed_out = True
                     break
-                for key, _ in selector.select(left):
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                for key, _ in selector.select(min(left, STOP_POLL_S)):
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         selector.unregister(key.fd)
@@ -441,11 +473,14 @@ def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> Command
                     room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
                     buffers[key.fd] += chunk[:room]
                     cut = cut or len(chunk) > room
-            if not timed_out and not cut:
-                try:
-                    proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
+            while not (timed_out or cut or stopped) and proc.poll() is None:
+                if stop is not None and stop.is_set():
+                    stopped = True
+                elif time.monotonic() >= deadline:
                     timed_out = True
+                else:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
         finally:
             if proc.returncode is None:
                 _kill_group(proc)
@@ -457,6 +492,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, cap: int) -> Command
         exit_code=proc.returncode,
         timed_out=timed_out,
         cut=cut,
+        stopped=stopped,
     )
 
 

@@ -235,6 +235,25 @@ def test_kill_cancels_a_job(make_shell: Any, system: System, workspace: Path) ->
     assert "failed" in shell.handle(":ps")[1].splitlines()[3]
 
 
+def test_kill_stops_the_tool_a_job_is_running(
+    make_shell: Any, system: System, workspace: Path
+) -> None:
+    entered, release = hold_tool(system, workspace)
+    model = Model({"wait": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")]})
+    shell, notices = make_shell(model)
+    shell.handle("wait for it &")
+    assert entered.wait(WAIT)
+    began = time.monotonic()
+    shell.handle(":kill 1")
+    assert job(shell, 1).ended.wait(WAIT) and time.monotonic() - began < WAIT / 2
+    release.set()
+    results = [e.result for e in job(shell, 1).events if e.result is not None]
+    assert [r.code for r in results] == ["E_INTR"], "the job did not wait for its tool to end"
+    assert model.served == ["wait"] and notices.lines == [
+        ("[1] failed: cancelled (:kill 1)", False)
+    ]
+
+
 def test_ctrl_c_in_the_foreground_leaves_jobs_running(
     make_shell: Any, system: System, workspace: Path
 ) -> None:

@@ -165,6 +165,37 @@ def test_python_tool_has_a_time_out_and_its_errors_come_back(
     assert run(system, tools_proc, "stuck").ok, "the tool runs again once released"
 
 
+def test_a_stopped_process_stops_its_running_tool(
+    system: System, tools_proc: Process, tmp_path: Path
+) -> None:
+    import threading
+
+    pidfile = tmp_path / "child.pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    system.tools.command("slow", [PY, "-c", script], "Sleep a minute.", timeout=120)
+    release = threading.Event()
+
+    def stuck() -> str:
+        """Never returns on its own."""
+        release.wait(60)
+        return "late"
+
+    system.tools.function(stuck, timeout=120)
+    try:
+        for name in ("slow", "stuck"):
+            tools_proc.stop.clear()
+            threading.Timer(0.5, tools_proc.stop.set).start()
+            began = time.monotonic()
+            result = run(system, tools_proc, name)
+            assert time.monotonic() - began < 10, name
+            assert result.code == "E_INTR" and "stopped" in (result.message or ""), result
+        pid = int(pidfile.read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the command's process is gone, not left running
+    finally:
+        release.set()
+
+
 def test_working_dir_is_the_workspace_and_stays_inside(
     system: System, tools_proc: Process, workspace: Path, tmp_path: Path
 ) -> None:
