@@ -264,12 +264,7 @@ class LlamaCppBackend:
             head = text[: end + len(content)]
             ids = list(self.llm.tokenize(head.encode(), add_bos=True, special=True))
             self._heads = {content: ids}
-        n = 0
-        for a, b in zip(ids, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(ids, tokens)
 
     def warm(self, messages: list[Message]) -> Completion:
         """Bring the system prompt into the KV cache now (from the disk cache when it is
