@@ -318,6 +318,25 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
     )
 
 
+STOP_POLL_S = 0.1
+"""How often a running tool checks whether its process was stopped."""
+
+Ended = Literal["done", "timed_out", "stopped"]
+
+
+def _until(deadline: float, stop: threading.Event | None, step: Callable[[float], bool]) -> Ended:
+    """Call `step(seconds)` (wait at most that long; True once what it waits for is done) until
+    it is done, `deadline` (monotonic) passes, or `stop` is set; done wins a tie."""
+    while True:
+        left = deadline - time.monotonic()
+        if step(max(0.0, min(left, STOP_POLL_S))):
+            return "done"
+        if stop is not None and stop.is_set():
+            return "stopped"
+        if left <= 0:
+            return "timed_out"
+
+
 def _call_with_time_out(tool: Tool, args: dict[str, Any], stop: threading.Event) -> Any:
     """Call a Python tool in its own thread, waiting at most its time-out, or until `stop` is
     set (E_INTR). A thread cannot be killed: one past its time-out is left to finish in the
@@ -335,16 +354,19 @@ def _call_with_time_out(tool: Tool, args: dict[str, Any], stop: threading.Event)
 
     worker = threading.Thread(target=target, name=f"llmos-tool-{tool.name}", daemon=True)
     worker.start()
-    deadline = time.monotonic() + tool.timeout
-    while worker.is_alive() and not stop.is_set() and time.monotonic() < deadline:
-        worker.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
-    if worker.is_alive() and stop.is_set():
+
+    def finished(seconds: float) -> bool:
+        worker.join(seconds)
+        return not worker.is_alive()
+
+    ended = _until(time.monotonic() + tool.timeout, stop, finished)
+    if ended == "stopped":
         raise LlmosError(
             ErrorCode.E_INTR,
             f"tool {tool.name} was stopped with its process; it finishes in the background "
             "and its result is dropped",
         )
-    if worker.is_alive():
+    if ended == "timed_out":
         raise LlmosError(
             ErrorCode.E_TIMEOUT,
             f"tool {tool.name} ran longer than its {tool.timeout:g} s time-out; a Python tool "
@@ -353,10 +375,6 @@ def _call_with_time_out(tool: Tool, args: dict[str, Any], stop: threading.Event)
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
-
-
-STOP_POLL_S = 0.1
-"""How often a running tool checks whether its process was stopped."""
 
 
 def _cap_text(text: str, cap: int) -> tuple[str, bool]:
@@ -452,35 +470,32 @@ def run_command(
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray()}
     deadline = time.monotonic() + timeout
-    timed_out = cut = stopped = False
+    cut = False
     with selectors.DefaultSelector() as selector:
         for fd in buffers:
             selector.register(fd, selectors.EVENT_READ)
+
+        def read(seconds: float) -> bool:
+            nonlocal cut
+            for key, _ in selector.select(seconds):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
+                buffers[key.fd] += chunk[:room]
+                cut = cut or len(chunk) > room
+            return cut or not selector.get_map()
+
+        def exited(seconds: float) -> bool:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(seconds)
+            return proc.returncode is not None
+
         try:
-            while selector.get_map() and not cut:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    break
-                if stop is not None and stop.is_set():
-                    stopped = True
-                    break
-                for key, _ in selector.select(min(left, STOP_POLL_S)):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fd)
-                        continue
-                    room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
-                    buffers[key.fd] += chunk[:room]
-                    cut = cut or len(chunk) > room
-            while not (timed_out or cut or stopped) and proc.poll() is None:
-                if stop is not None and stop.is_set():
-                    stopped = True
-                elif time.monotonic() >= deadline:
-                    timed_out = True
-                else:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+            ended = _until(deadline, stop, read)
+            if ended == "done" and not cut:
+                ended = _until(deadline, stop, exited)
         finally:
             if proc.returncode is None:
                 _kill_group(proc)
@@ -490,9 +505,9 @@ def run_command(
         stdout=bytes(buffers[out_fd]),
         stderr=bytes(buffers[err_fd]),
         exit_code=proc.returncode,
-        timed_out=timed_out,
+        timed_out=ended == "timed_out",
         cut=cut,
-        stopped=stopped,
+        stopped=ended == "stopped",
     )
 
 
