@@ -18,7 +18,7 @@ from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.kernel.prompt import result_message
-from llmos.kernel.scheduler import Job, Policy, Scheduler, Served
+from llmos.kernel.scheduler import Job, KvPolicy, Policy, Scheduler, Served
 from llmos.system import System
 
 TASK = "Task {i}: run the sleep tool (no args), then reply done."
@@ -113,13 +113,13 @@ def _concurrent(
     n: int,
     turns: int,
     policy: Policy,
-    kv_restore: bool,
+    kv_restore: KvPolicy,
     batch: int = 0,
 ) -> tuple[float, int, list[Served]]:
     with Scheduler(backend, policy=policy, kv_restore=kv_restore, batch=batch) as sched:
         jobs = []
         for i in range(n):
-            name = f"{'b' if batch > 1 else 'kv' if kv_restore else 'pf'}{i}"
+            name = f"{'b' if batch > 1 else kv_restore}{i}"
             process = system.spawn(name, _ws(system, name), patterns=PATTERNS)
             kernel = Kernel(system, sched.client(name), max_steps=4)
             jobs.append(Job(kernel, process, history(i, turns), TASK.format(i=i)))
@@ -154,6 +154,7 @@ def _switches(served: list[Served]) -> dict[str, float]:
         return {"count": 0, "ms": 0.0, "prefill_tokens": 0.0, "restored_tokens": 0.0}
     return {
         "count": len(switched),
+        "restored": sum(s.restored_tokens > 0 for s in switched),
         "ms": 1000 * statistics.mean(s.switch_seconds for s in switched),
         "save_restore_ms": 1000
         * statistics.mean(s.save_seconds + s.restore_seconds for s in switched),
@@ -213,7 +214,7 @@ def bench_sched(
         if local:
             slots = max(processes, 2)
             b_s, b_ok, b_served = _concurrent(
-                system, backend, processes, turns, policy, False, batch=slots
+                system, backend, processes, turns, policy, "never", batch=slots
             )
             figures.update(
                 batched_s=b_s,
@@ -222,7 +223,7 @@ def bench_sched(
                 batched_peers=statistics.mean(s.batch_peers for s in b_served) if b_served else 0,
                 batched_prefill_tokens=sum(s.prefill_tokens for s in b_served),
             )
-        kv_s, kv_ok, kv_served = _concurrent(system, backend, processes, turns, policy, True)
+        kv_s, kv_ok, kv_served = _concurrent(system, backend, processes, turns, policy, "always")
         figures.update(
             concurrent_s=kv_s,
             concurrent_ok=kv_ok,
@@ -230,11 +231,15 @@ def bench_sched(
             switch_restore=_switches(kv_served),
         )
         if local:
-            pf_s, pf_ok, pf_served = _concurrent(system, backend, processes, turns, policy, False)
+            pf_s, pf_ok, pf_served = _concurrent(system, backend, processes, turns, policy, "never")
             figures.update(
                 concurrent_prefill_s=pf_s,
                 concurrent_prefill_ok=pf_ok,
                 switch_prefill=_switches(pf_served),
+            )
+            au_s, au_ok, au_served = _concurrent(system, backend, processes, turns, policy, "auto")
+            figures.update(
+                concurrent_auto_s=au_s, concurrent_auto_ok=au_ok, switch_auto=_switches(au_served)
             )
     _print(figures)
     return figures
@@ -274,6 +279,13 @@ def _print(f: dict[str, Any]) -> None:
         print(
             f"  scheduler, re-prefill: {pf:6.1f} s  ({f['concurrent_prefill_ok']}/{n} ok)  "
             f"= {f['sequential_s'] / pf:.2f}x faster"
+        )
+    if "concurrent_auto_s" in f:
+        au, sw = f["concurrent_auto_s"], f["switch_auto"]
+        print(
+            f"  scheduler, KV auto:    {au:6.1f} s  ({f['concurrent_auto_ok']}/{n} ok)  "
+            f"= {f['sequential_s'] / au:.2f}x faster  (restored on {sw.get('restored', 0)} of "
+            f"{sw['count']} switches back, by measured cost)"
         )
     for key, label in (("switch_restore", "KV restore"), ("switch_prefill", "re-prefill")):
         s = f.get(key)

@@ -91,35 +91,85 @@ class KvState:
         return len(self.data)
 
 
+@dataclass
+class Rate:
+    """Seconds per token of some work, a running mean of what was measured (None: not yet)."""
+
+    per_token: float | None = None
+
+    def add(self, tokens: int, seconds: float) -> None:
+        """Fold in one measurement of `tokens` tokens taking `seconds`."""
+        if tokens <= 0:
+            return
+        x = seconds / tokens
+        self.per_token = x if self.per_token is None else 0.7 * self.per_token + 0.3 * x
+
+    def cost(self, tokens: int) -> float | None:
+        """The expected seconds for `tokens` tokens (None: never measured)."""
+        return None if self.per_token is None else self.per_token * max(tokens, 0)
+
+
+KvPolicy = Literal["auto", "always", "never"]
+KV_POLICIES: tuple[KvPolicy, ...] = ("auto", "always", "never")
+
+
 class KvStates:
     """Saves and restores the one llama.cpp context of a `LlamaCppBackend` per process, in
     memory, through the low-level state API (`Llama.save_state` would also copy the whole
     scores array, n_ctx x n_vocab floats). Least recently saved states go first beyond
-    `max_bytes`."""
+    `max_bytes`.
 
-    def __init__(self, backend: LlamaCppBackend, max_bytes: int = SCHED_KV_BYTES) -> None:
+    Which is faster depends on the machine (measured by `llmos bench sched`: on a 2-core CPU
+    restoring 2,178 tokens took 67 ms against 2 s to prefill 192; on an H100 190 ms against
+    14 ms), so it times its saves, restores and the prefills it sees and, unless `always`,
+    keeps and restores a state only while that is expected to beat prefilling the tokens it
+    holds. Until a cost has been measured it assumes restoring wins, which measures it."""
+
+    def __init__(
+        self, backend: LlamaCppBackend, max_bytes: int = SCHED_KV_BYTES, *, always: bool = False
+    ) -> None:
         import llama_cpp
 
         self.backend = backend
         self.llm: Any = backend.llm
         self.lib = llama_cpp
         self.max_bytes = max_bytes
+        self.always = always
         self.states: OrderedDict[int, KvState] = OrderedDict()
+        self.save_rate, self.restore_rate, self.prefill_rate = Rate(), Rate(), Rate()
 
-    def save(self, key: int) -> None:
-        """Keep the context's current state under `key`."""
+    def _dearer(self, spend: list[float | None], gain: float | None) -> bool:
+        """Whether measured costs say `spend` (seconds) outweighs `gain` (seconds of prefill
+        it would spare); False while any of them is unmeasured or under `always`."""
+        if self.always or gain is None or any(x is None for x in spend):
+            return False
+        return sum(x for x in spend if x is not None) >= gain
+
+    def context_tokens(self) -> list[int]:
+        """The tokens the context holds now."""
+        return [int(t) for t in self.llm.input_ids[: int(self.llm.n_tokens)]]
+
+    def save(self, key: int, shared: int = 0) -> None:
+        """Keep the context's current state under `key`, unless saving and later restoring it
+        is expected to cost more than prefilling again what it holds beyond the `shared`
+        tokens (those the next prompt keeps in the context anyway)."""
         llm = self.llm
         n = int(llm.n_tokens)
         self.states.pop(key, None)
         if n == 0:
             return
+        spend = [self.save_rate.cost(n), self.restore_rate.cost(n)]
+        if self._dearer(spend, self.prefill_rate.cost(n - shared)):
+            return
+        start = time.perf_counter()
         ctx = llm._ctx.ctx
         size = self.lib.llama_state_get_size(ctx)
         data = (ctypes.c_uint8 * size)()
         written = self.lib.llama_state_get_data(ctx, data, size)
         if written <= 0:
             return
-        self.states[key] = KvState(data=data, tokens=[int(t) for t in llm.input_ids[:n]])
+        self.states[key] = KvState(data=data, tokens=self.context_tokens())
+        self.save_rate.add(n, time.perf_counter() - start)
         total = sum(s.size for s in self.states.values())
         while total > self.max_bytes and len(self.states) > 1:
             _, old = self.states.popitem(last=False)
@@ -134,23 +184,32 @@ class KvStates:
         text = self.backend.prompt(messages)
         return list(self.llm.tokenize(text.encode(), add_bos=True, special=True))
 
-    def restore_if_better(self, key: int, messages: list[Message]) -> int:
-        """Restore `key`'s state when it holds a longer prefix of the coming prompt than the
-        context does now; returns the tokens restored (0: nothing restored)."""
+    def observe_prefill(self, tokens: int, seconds: float) -> None:
+        """A completion prefilled `tokens` tokens in `seconds` (what a restore would spare)."""
+        self.prefill_rate.add(tokens, seconds)
+
+    def restore_if_better(self, key: int, tokens: list[int]) -> int:
+        """Restore `key`'s state when it holds a longer prefix of the coming prompt `tokens`
+        than the context does now and restoring is not expected to cost more than prefilling
+        the difference; returns the tokens restored (0: nothing restored)."""
         state = self.states.get(key)
         if state is None:
             return 0
-        tokens = self.prompt_tokens(messages)
         saved = common_prefix(state.tokens, tokens)
-        if saved <= self.backend.decoder._cached(tokens):
+        cached = self.backend.decoder._cached(tokens)
+        if saved <= cached:
+            return 0
+        n = len(state.tokens)
+        if self._dearer([self.restore_rate.cost(n)], self.prefill_rate.cost(saved - cached)):
             return 0
         llm = self.llm
+        start = time.perf_counter()
         if self.lib.llama_state_set_data(llm._ctx.ctx, state.data, state.size) <= 0:
             llm._ctx.kv_cache_clear()
             llm.n_tokens = 0
             self.states.pop(key, None)
             return 0
-        n = len(state.tokens)
+        self.restore_rate.add(n, time.perf_counter() - start)
         llm.input_ids[:n] = state.tokens
         llm.n_tokens = n
         return saved
@@ -173,7 +232,7 @@ class Scheduler:
         backend: Backend,
         *,
         policy: Policy = "rr",
-        kv_restore: bool = True,
+        kv_restore: KvPolicy = "auto",
         batch: int = SCHED_SLOTS,
         history: int = 1000,
     ) -> None:
@@ -189,7 +248,14 @@ class Scheduler:
             from llmos.kernel.batch import BatchEngine
 
             self.engine = BatchEngine(backend, slots=batch)  # type: ignore[arg-type]
-        self.kv = KvStates(backend) if kv_restore and local and not self.engine else None  # type: ignore[arg-type]
+        if kv_restore not in KV_POLICIES:
+            raise LlmosError(
+                ErrorCode.E_INVAL,
+                f"unknown kv_restore {kv_restore!r} (one of {', '.join(KV_POLICIES)})",
+            )
+        self.kv: KvStates | None = None
+        if kv_restore != "never" and local and self.engine is None:
+            self.kv = KvStates(backend, always=kv_restore == "always")  # type: ignore[arg-type]
         self.served: deque[Served] = deque(maxlen=history)
         self._cond = threading.Condition()
         self._kv_lock = threading.Lock()
@@ -431,15 +497,17 @@ class Scheduler:
         save = restore = 0.0
         restored = 0
         start = time.perf_counter()
-        if self.kv is not None and self._resident is not client:
+        kv = self.kv
+        if kv is not None and self._resident is not client:
             with self._kv_lock:
+                tokens = kv.prompt_tokens(req.messages)
                 outgoing = self._resident
                 if outgoing is not None and not outgoing.closed:
-                    self.kv.save(outgoing.id)
+                    kv.save(outgoing.id, common_prefix(kv.context_tokens(), tokens))
             mark = time.perf_counter()
             save = mark - start
             with self._kv_lock:
-                restored = self.kv.restore_if_better(client.id, req.messages)
+                restored = kv.restore_if_better(client.id, tokens)
             restore = time.perf_counter() - mark
         self._resident = client
         ok = False
@@ -449,6 +517,8 @@ class Scheduler:
                 req.messages, constraint=req.constraint, max_tokens=req.max_tokens
             )
             ok = True
+            if kv is not None:
+                kv.observe_prefill(out.prefill_tokens, out.prefill_seconds)
             return out
         finally:
             self.served.append(

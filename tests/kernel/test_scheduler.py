@@ -15,7 +15,7 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Completion, LlamaCppBackend, Message
+from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.scheduler import Job, Scheduler
@@ -265,7 +265,7 @@ def test_real_model_serves_two_interleaved_processes(
     system: System, backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
     sleep_tool(system, 1.0)
-    with Scheduler(backend, policy="rr", kv_restore=True, batch=0) as sched:
+    with Scheduler(backend, policy="rr", kv_restore="always", batch=0) as sched:
         jobs, names = real_jobs(system, sched, tmp_path, 2)
         for job in jobs:
             job.start()
@@ -290,7 +290,7 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
         return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
 
     a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
-    with Scheduler(backend, kv_restore=True, batch=0) as sched:
+    with Scheduler(backend, kv_restore="always", batch=0) as sched:
         pa, pb = sched.client("a"), sched.client("b")
         first = pa.complete(a, constraint=constraint, max_tokens=48)
         pb.complete(b, constraint=constraint, max_tokens=48)
@@ -302,13 +302,55 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
         switch = sched.served[-1]
     assert switch.switched and switch.restored_tokens > 1000
     assert switch.prefill_tokens < 60, "only the new messages were prefilled"
-    with Scheduler(backend, kv_restore=False, batch=0) as sched:
+    with Scheduler(backend, kv_restore="never", batch=0) as sched:
         pb = sched.client("b")
         pb.complete(b, constraint=constraint, max_tokens=48)
         fresh = sched.client("a").complete(a, constraint=constraint, max_tokens=48)
         assert sched.served[-1].restored_tokens == 0
         assert sched.served[-1].prefill_tokens > switch.prefill_tokens
     assert restored.text == fresh.text
+
+
+def test_kv_restore_measures_and_takes_the_cheaper_of_restoring_and_prefilling(
+    system: System, backend: LlamaCppBackend
+) -> None:
+    kernel = Kernel(system, backend)
+    constraint = kernel.grammars.constraint()
+
+    def prompt(request: str) -> list[Message]:
+        return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
+
+    def more(messages: list[Message], text: str) -> list[Message]:
+        return [
+            *messages,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": 'RESULT: {"ok":false,"error":"E_NOENT: no such file"}'},
+        ]
+
+    a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
+    with Scheduler(backend, kv_restore="auto", batch=0) as sched:
+        kv = sched.kv
+        assert kv is not None
+        pa, pb = sched.client("a"), sched.client("b")
+        a = more(a, pa.complete(a, constraint=constraint, max_tokens=48).text)
+        b = more(b, pb.complete(b, constraint=constraint, max_tokens=48).text)
+        assert kv.save_rate.per_token and kv.prefill_rate.per_token, "the switch was measured"
+        a = more(a, pa.complete(a, constraint=constraint, max_tokens=48).text)
+        assert sched.served[-1].restored_tokens > 1000, "nothing measured says restoring is dear"
+        assert kv.restore_rate.per_token
+        kv.restore_rate.per_token = 1.0  # a machine where restoring is far slower than prefill
+        mine, theirs = kv.prompt_tokens(b), kv.context_tokens()
+        pb.complete(b, constraint=constraint, max_tokens=48)
+        switch = sched.served[-1]
+        assert switch.switched and switch.restored_tokens == 0
+        beyond = len(mine) - common_prefix(mine, theirs)
+        assert switch.prefill_tokens >= beyond > 30, "b's own part was prefilled again"
+        assert pa.id not in kv.states, "a state that would not be restored is not kept"
+        kv.restore_rate.per_token = kv.save_rate.per_token = 1e-9
+        pa.complete(a, constraint=constraint, max_tokens=48)
+        assert sched.served[-1].restored_tokens == 0, "a's state was not kept to restore"
+        pb.complete(b, constraint=constraint, max_tokens=48)
+        assert sched.served[-1].restored_tokens > 1000, "cheap again: b's state is restored"
 
 
 def prompts(system: System, backend: LlamaCppBackend) -> tuple[Kernel, Constraint]:
@@ -437,10 +479,12 @@ def test_bench_sched_runs_every_task_right_each_way(
     n = figures["processes"]
     assert (figures["sequential_ok"], figures["batched_ok"]) == (n, n)
     assert (figures["concurrent_ok"], figures["concurrent_prefill_ok"]) == (n, n)
+    assert figures["concurrent_auto_ok"] == n
     assert figures["switch_restore"]["restored_tokens"] > 0
     assert figures["switch_prefill"]["restored_tokens"] == 0
     assert figures["overlap_bound"] > 0 and figures["batched_prefill_tokens"] > 0
-    assert "scheduler, batched" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "scheduler, batched" in out and "scheduler, KV auto" in out
 
 
 def test_a_long_prompt_is_prefilled_in_steps_beside_a_decoding_process(
