@@ -8,7 +8,8 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -104,6 +105,19 @@ def scope_within(child: str, parent: str) -> bool:
     return sub == base or sub.startswith(base + "/")
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock beside `path` (`path` + ".lock", which every llmos process takes
+    for a read-modify-write of `path`); made with its folder if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class CapabilityAuthority:
     """Mints, verifies, attenuates and revokes capabilities under the installation key."""
 
@@ -188,16 +202,11 @@ class CapabilityAuthority:
             return
         from llmos.syscalls.atomic import write_atomic
 
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(path):
             self._load_revocations()
             self._revoked.add(cap_id)
             write_atomic(path, json.dumps(sorted(self._revoked)).encode())
             self._revocations_stamp = _stamp(os.stat(path))
-        finally:
-            os.close(lock)
 
     def _load_revocations(self) -> None:
         """Merge the revocation file into the in-memory set (revocations are never undone)."""
@@ -353,9 +362,11 @@ class GrantStore:
         return caps
 
     def save(self, workspace: Path, cap: Capability) -> None:
-        """Remember `cap` for every later session on this workspace."""
+        """Remember `cap` for every later session on this workspace (read, add and write under
+        the file's lock, so a grant saved by another llmos process at once is kept too)."""
         from llmos.syscalls.atomic import write_atomic
 
-        data = self._read()
-        data.setdefault(str(workspace), []).append(cap.model_dump(mode="json"))
-        write_atomic(self.path, json.dumps(data, indent=1).encode())
+        with locked(self.path):
+            data = self._read()
+            data.setdefault(str(workspace), []).append(cap.model_dump(mode="json"))
+            write_atomic(self.path, json.dumps(data, indent=1).encode())

@@ -21,6 +21,7 @@ from llmos.security.capabilities import (
     CapabilitySet,
     GrantAnswer,
     GrantRequest,
+    GrantStore,
     pattern_within,
     scope_covers,
 )
@@ -221,6 +222,25 @@ def test_concurrent_revokers_keep_every_revocation(signer: Signer, revoked_file:
     for t in threads:
         t.join()
     assert len(json.loads(revoked_file.read_text())) == 60
+
+
+def test_concurrent_always_grants_keep_every_grant(
+    authority: CapabilityAuthority, tmp_path: Path
+) -> None:
+    # The shell and `llmos run` can both remember an "always" answer at once.
+    path, ws = tmp_path / "home" / "grants.json", tmp_path / "ws"
+
+    def work(n: int) -> None:
+        store = GrantStore(path, authority)
+        for i in range(15):
+            store.save(ws, authority.mint(f"fs.read{n}", f"f{i}"))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(GrantStore(path, authority).load(ws)) == 60
 
 
 def test_unreadable_revocation_list_is_an_error(signer: Signer, revoked_file: Path) -> None:
