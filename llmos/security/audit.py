@@ -112,9 +112,21 @@ def _canonical(entry: Mapping[str, Any]) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+def head_path(path: Path) -> Path:
+    """Where the log's head lives: the sequence number and hash of the last line written,
+    signed, so that lines cut from the end of the log (which leave a valid chain) are found."""
+    return path.with_name(path.name + ".head")
+
+
+def _head_record(seq: int, line_hash: str, signer: Signer) -> bytes:
+    body = f"{seq:020d} {line_hash}".encode()
+    return body + b" " + signer.sign(body).encode() + b"\n"
+
+
 class AuditLog:
     """Appends signed, chained lines; safe for several llmos processes writing one file, and
-    for several threads of one (processes under the scheduler dispatch concurrently)."""
+    for several threads of one (processes under the scheduler dispatch concurrently). After
+    each line it rewrites the head (`head_path`) in place, a fixed-length record."""
 
     def __init__(self, path: Path, signer: Signer) -> None:
         self.path = path
@@ -122,9 +134,13 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _O_CLOEXEC
         self._fd = os.open(path, flags, 0o600)
+        head_flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _O_CLOEXEC
+        self._head_fd = os.open(head_path(path), head_flags, 0o600)
         self._size = -1
         self._prev = GENESIS
         self._seq = 0
+        if os.fstat(self._head_fd).st_size == 0:
+            self._start_head()
         # flock excludes other open files only: threads sharing this descriptor would all
         # hold the lock at once and chain two lines to the same predecessor.
         self._lock = threading.Lock()
@@ -133,7 +149,19 @@ class AuditLog:
         """Close the log file."""
         if self._fd >= 0:
             os.close(self._fd)
+            os.close(self._head_fd)
             self._fd = -1
+
+    def _start_head(self) -> None:
+        """Give a log that has none (one written before heads were kept) its head now."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(self._fd).st_size
+            if size and os.fstat(self._head_fd).st_size == 0:
+                self._sync_tail(size)
+                os.pwrite(self._head_fd, _head_record(self._seq, self._prev, self._signer), 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _sync_tail(self, size: int) -> None:
         """Re-read the last line when another writer appended since we last looked."""
@@ -192,6 +220,7 @@ class AuditLog:
                 self._prev = _line_hash(line)
                 self._seq += 1
                 self._size = size + len(line)
+                os.pwrite(self._head_fd, _head_record(self._seq, self._prev, self._signer), 0)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -212,15 +241,20 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def verify_log(path: Path, signer: Signer) -> tuple[int, list[AuditProblem]]:
-    """Check every line's MAC, sequence number and link to the line before.
+    """Check every line's MAC, sequence number and link to the line before, and the head.
 
     An edited line fails its MAC; a removed, inserted or reordered line breaks the sequence and
-    the chain at the first line after the change. Returns (lines checked, problems).
+    the chain at the first line after the change; lines cut from the end leave the log short
+    of its signed head. Returns (lines checked, problems).
     """
     problems: list[AuditProblem] = []
     prev, seq, count = GENESIS, 0, 0
+    head, head_problem = _read_head(path, signer)
     if not path.exists():
+        if head is not None and head[0] > 0:
+            problems.append(AuditProblem(0, f"log removed: its head names line #{head[0]}"))
         return 0, problems
+    named: str | None = None
     for number, raw in iter_lines(path):
         count = number
         try:
@@ -249,4 +283,37 @@ def verify_log(path: Path, signer: Signer) -> tuple[int, list[AuditProblem]]:
         prev = _line_hash(raw)
         seq_value = entry.get("seq")
         seq = seq_value if isinstance(seq_value, int) else seq + 1
+        if head is not None and seq == head[0]:
+            named = prev
+    if count and head_problem:
+        problems.append(AuditProblem(count, head_problem))
+    elif head is not None and head[0] > seq:
+        problems.append(
+            AuditProblem(
+                count, f"lines removed from the end: the log ends at #{seq}, #{head[0]} was written"
+            )
+        )
+    elif head is not None and named != head[1]:
+        problems.append(
+            AuditProblem(
+                count, f"head: line #{head[0]} is not the one written (the log was rewritten)"
+            )
+        )
     return count, problems
+
+
+def _read_head(path: Path, signer: Signer) -> tuple[tuple[int, str] | None, str]:
+    """The head's (sequence number, line hash), or None and why it cannot be trusted."""
+    try:
+        raw = head_path(path).read_bytes()
+    except FileNotFoundError:
+        return None, "head missing: lines cut from the end would go unnoticed (removed?)"
+    except OSError as exc:
+        return None, f"head unreadable: {exc}"
+    parts = raw.strip().split(b" ")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None, "head damaged or edited"
+    body = parts[0] + b" " + parts[1]
+    if not signer.verify(body, parts[2].decode("ascii", "replace")):
+        return None, "head edited: its signature does not match"
+    return (int(parts[0]), parts[1].decode("ascii")), ""

@@ -17,7 +17,7 @@ from llmos.cli import main
 from llmos.errors import ErrorCode
 from llmos.kernel.process import Process
 from llmos.limits import AUDIT_INLINE_CHARS
-from llmos.security.audit import AuditLog, digest_args, verify_log
+from llmos.security.audit import AuditLog, digest_args, head_path, verify_log
 from llmos.security.keys import Signer
 from llmos.system import System
 
@@ -159,6 +159,51 @@ def test_removed_line_is_found(system: System, proc: Process, index: int) -> Non
     assert "sequence" in problems[0][1]
 
 
+@pytest.mark.parametrize("cut", [1, 3])
+def test_lines_cut_from_the_end_are_found(system: System, proc: Process, cut: int) -> None:
+    path = _fill(system, proc, 6)
+    path.write_bytes(b"".join(_raw_lines(path)[:-cut]))
+    problems = _problems(system)
+    assert len(problems) == 1 and problems[0][0] == 6 - cut
+    assert "removed from the end" in problems[0][1] and "#6" in problems[0][1]
+
+
+def test_a_removed_or_edited_head_is_found(system: System, proc: Process) -> None:
+    path = _fill(system, proc, 3)
+    head = head_path(path)
+    text = head.read_text()
+    head.write_text(text.replace("3", "2", 1))
+    assert ["head" in reason for _, reason in _problems(system)] == [True]
+    head.unlink()
+    assert ["head" in reason for _, reason in _problems(system)] == [True]
+
+
+def test_a_log_written_before_heads_gets_one_when_opened(tmp_path: Path) -> None:
+    signer, path = Signer(b"k" * 32), tmp_path / "audit.log"
+    log = AuditLog(path, signer)
+    for i in range(3):
+        log.record(pid=1, process="p", call="fs.read", args={"i": i}, ok=True, code=None)
+    log.close()
+    head_path(path).unlink()
+    AuditLog(path, signer).close()
+    assert verify_log(path, signer) == (3, [])
+    path.unlink()
+    _, problems = verify_log(path, signer)
+    assert problems and "removed" in problems[0].reason
+
+
+def test_a_head_one_line_behind_still_verifies(system: System, proc: Process) -> None:
+    # A kill between appending a line and updating the head leaves the head behind it.
+    path = _fill(system, proc, 3)
+    before = head_path(path).read_bytes()
+    _fill(system, proc, 1)
+    head_path(path).write_bytes(before)
+    assert _problems(system) == []
+    lines = _raw_lines(path)
+    path.write_bytes(b"".join(lines[:2]) + lines[3])  # the line the head names is not there
+    assert any("not the one" in reason for _, reason in _problems(system))
+
+
 def test_swapped_lines_are_found(system: System, proc: Process) -> None:
     path = _fill(system, proc, 5)
     lines = _raw_lines(path)
@@ -290,7 +335,8 @@ def test_concurrent_threads_still_verify(tmp_path: Path) -> None:
 def test_wrong_key_fails_every_line(system: System, proc: Process) -> None:
     path = _fill(system, proc, 3)
     _, problems = verify_log(path, Signer(b"z" * 32))
-    assert [p.line for p in problems] == [1, 2, 3]
+    assert [p.line for p in problems] == [1, 2, 3, 3]
+    assert "head" in problems[-1].reason
 
 
 def test_cli_audit_verify(
