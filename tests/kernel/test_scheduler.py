@@ -280,16 +280,20 @@ def test_real_model_serves_two_interleaved_processes(
     assert served != sorted(served), f"the turns interleaved: {served}"
 
 
+def prompts(system: System, backend: LlamaCppBackend) -> tuple[Kernel, Constraint]:
+    kernel = Kernel(system, backend)
+    return kernel, kernel.grammars.constraint()
+
+
+def chat(kernel: Kernel, request: str) -> list[Message]:
+    return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
+
+
 def test_kv_restore_decodes_what_a_fresh_prefill_does(
     system: System, backend: LlamaCppBackend
 ) -> None:
-    kernel = Kernel(system, backend)
-    constraint = kernel.grammars.constraint()
-
-    def prompt(request: str) -> list[Message]:
-        return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
-
-    a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
+    kernel, constraint = prompts(system, backend)
+    a, b = chat(kernel, "show me notes.txt"), chat(kernel, "rename a.txt to b.txt please")
     with Scheduler(backend, kv_restore="always", batch=0) as sched:
         pa, pb = sched.client("a"), sched.client("b")
         first = pa.complete(a, constraint=constraint, max_tokens=48)
@@ -314,11 +318,7 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
 def test_kv_restore_measures_and_takes_the_cheaper_of_restoring_and_prefilling(
     system: System, backend: LlamaCppBackend
 ) -> None:
-    kernel = Kernel(system, backend)
-    constraint = kernel.grammars.constraint()
-
-    def prompt(request: str) -> list[Message]:
-        return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
+    kernel, constraint = prompts(system, backend)
 
     def more(messages: list[Message], text: str) -> list[Message]:
         return [
@@ -327,7 +327,7 @@ def test_kv_restore_measures_and_takes_the_cheaper_of_restoring_and_prefilling(
             {"role": "user", "content": 'RESULT: {"ok":false,"error":"E_NOENT: no such file"}'},
         ]
 
-    a, b = prompt("show me notes.txt"), prompt("rename a.txt to b.txt please")
+    a, b = chat(kernel, "show me notes.txt"), chat(kernel, "rename a.txt to b.txt please")
     with Scheduler(backend, kv_restore="auto", batch=0) as sched:
         kv = sched.kv
         assert kv is not None
@@ -351,15 +351,6 @@ def test_kv_restore_measures_and_takes_the_cheaper_of_restoring_and_prefilling(
         assert sched.served[-1].restored_tokens == 0, "a's state was not kept to restore"
         pb.complete(b, constraint=constraint, max_tokens=48)
         assert sched.served[-1].restored_tokens > 1000, "cheap again: b's state is restored"
-
-
-def prompts(system: System, backend: LlamaCppBackend) -> tuple[Kernel, Constraint]:
-    kernel = Kernel(system, backend)
-    return kernel, kernel.grammars.constraint()
-
-
-def chat(kernel: Kernel, request: str) -> list[Message]:
-    return kernel.messages(Conversation.from_messages([{"role": "user", "content": request}]))
 
 
 REQUESTS = ("show me notes.txt", "rename a.txt to b.txt please", "list the files here")
