@@ -311,19 +311,36 @@ def pull_hf(
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     digest = hashlib.sha256()
     done = 0
+    created = False
+
+    def local(what: str, exc: OSError) -> LlmosError:
+        return LlmosError(ErrorCode.E_IO, f"cannot {what} {tmp}: {exc.strerror or exc}")
+
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            etag = response.headers.get("X-Linked-ETag") or response.headers.get("ETag") or ""
-            expected = etag.strip().removeprefix("W/").strip('"').lower()
-            while block := response.read(8 << 20):
-                digest.update(block)
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total or done)
-            out.flush()
-            os.fsync(out.fileno())
+        with urllib.request.urlopen(url, timeout=60) as response:
+            try:
+                out = open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
+            except OSError as exc:
+                raise local("write", exc) from exc
+            created = True
+            with out:
+                total = int(response.headers.get("Content-Length") or 0)
+                etag = response.headers.get("X-Linked-ETag") or response.headers.get("ETag") or ""
+                expected = etag.strip().removeprefix("W/").strip('"').lower()
+                while block := response.read(8 << 20):
+                    digest.update(block)
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise local("write", exc) from exc
+                    done += len(block)
+                    if progress:
+                        progress(done, total or done)
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as exc:
+                    raise local("write", exc) from exc
         got = digest.hexdigest()
         if total and done != total:
             raise LlmosError(ErrorCode.E_IO, f"{url}: got {done} of {total} bytes")
@@ -332,13 +349,18 @@ def pull_hf(
                 ErrorCode.E_INVAL, f"{url}: sha256 {got[:12]}... != {expected[:12]}..."
             )
         check_gguf(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise local("move into place", exc) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        tmp.unlink(missing_ok=True)
+        if created:
+            tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise LlmosError(ErrorCode.E_IO, f"cannot download {url}: {reason}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if created:
+            tmp.unlink(missing_ok=True)
         raise
     _stamp(target).write_text(f"{got} {target.stat().st_mtime_ns}\n")
     return target

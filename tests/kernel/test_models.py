@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -191,6 +192,18 @@ def test_pull_hf_checks_the_hub_sha256(hub: str, tmp_path: Path) -> None:
         assert err.value.code == code, name
     left = sorted(p.name for p in models.models_dir(home).iterdir())
     assert left == ["good.gguf", "good.gguf.verified"], "failed downloads leave nothing"
+
+
+def test_pull_hf_tells_a_local_write_error_from_a_download_error(hub: str, tmp_path: Path) -> None:
+    good = gguf_bytes({"general.name": "hub"})
+    Hub.files = {"/o/r/resolve/main/good.gguf": (good, hashlib.sha256(good).hexdigest(), None)}
+    home = tmp_path / "home"
+    blocker = models.models_dir(home) / f".good.gguf.partial-{os.getpid()}"
+    blocker.mkdir(parents=True)  # the temp file cannot be written where a folder stands
+    with pytest.raises(LlmosError) as err:
+        models.pull_hf("o/r", "main", "good.gguf", home, endpoint=hub)
+    assert err.value.code == ErrorCode.E_IO
+    assert "cannot write" in str(err.value) and "download" not in str(err.value)
 
 
 def test_model_use_is_remembered(
