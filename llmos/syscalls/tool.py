@@ -296,12 +296,12 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
     done = run_command(
         argv, _working_dir(process, tool.cwd), tool.timeout, tool.max_output, stop=process.stop
     )
-    if done.stopped:
+    if done.ended == "stopped":
         raise LlmosError(
             ErrorCode.E_INTR,
             f"tool {tool.name} was stopped with its process; its process group was killed",
         )
-    if done.timed_out:
+    if done.ended == "timed_out":
         raise LlmosError(
             ErrorCode.E_TIMEOUT,
             f"tool {tool.name} ran longer than its {tool.timeout:g} s time-out; "
@@ -435,9 +435,9 @@ class CommandOutcome:
     stdout: bytes
     stderr: bytes
     exit_code: int | None
-    timed_out: bool
+    ended: Ended
+    """"done", or killed at its time-out ("timed_out") or with its process ("stopped")."""
     cut: bool
-    stopped: bool = False
 
 
 def run_command(
@@ -505,9 +505,8 @@ def run_command(
         stdout=bytes(buffers[out_fd]),
         stderr=bytes(buffers[err_fd]),
         exit_code=proc.returncode,
-        timed_out=ended == "timed_out",
+        ended=ended,
         cut=cut,
-        stopped=ended == "stopped",
     )
 
 
