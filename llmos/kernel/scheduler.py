@@ -188,15 +188,15 @@ class KvStates:
         """A completion prefilled `tokens` tokens in `seconds` (what a restore would spare)."""
         self.prefill_rate.add(tokens, seconds)
 
-    def restore_if_better(self, key: int, tokens: list[int]) -> int:
+    def restore_if_better(self, key: int, tokens: list[int], cached: int) -> int:
         """Restore `key`'s state when it holds a longer prefix of the coming prompt `tokens`
-        than the context does now and restoring is not expected to cost more than prefilling
-        the difference; returns the tokens restored (0: nothing restored)."""
+        than the `cached` tokens the context holds now and restoring is not expected to cost
+        more than prefilling the difference; returns the tokens restored (0: nothing
+        restored)."""
         state = self.states.get(key)
         if state is None:
             return 0
         saved = common_prefix(state.tokens, tokens)
-        cached = self.backend.decoder._cached(tokens)
         if saved <= cached:
             return 0
         n = len(state.tokens)
@@ -501,13 +501,14 @@ class Scheduler:
         if kv is not None and self._resident is not client:
             with self._kv_lock:
                 tokens = kv.prompt_tokens(req.messages)
+                cached = kv.backend.decoder._cached(tokens)
                 outgoing = self._resident
                 if outgoing is not None and not outgoing.closed:
-                    kv.save(outgoing.id, common_prefix(kv.context_tokens(), tokens))
+                    kv.save(outgoing.id, cached)
             mark = time.perf_counter()
             save = mark - start
             with self._kv_lock:
-                restored = kv.restore_if_better(client.id, tokens)
+                restored = kv.restore_if_better(client.id, tokens, cached)
             restore = time.perf_counter() - mark
         self._resident = client
         ok = False
