@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from llmos.errors import ErrorCode, LlmosError
 
@@ -23,6 +24,29 @@ class Syscall(BaseModel):
     """Optional fields of which exactly one must be given; the grammar enforces it too."""
 
     call: str
+
+
+Existing = Literal["file", "dir", "any"]
+"""What an input path must name: a file, a folder, or either."""
+
+
+def existing_path(
+    kind: Existing = "any", *, patterns: bool = False, **field: Any
+) -> Any:
+    """A Field for an argument that names something that already exists in the workspace (a
+    file to read, a move's source). The kernel's grammar lets the model write only real paths
+    of that kind there (or ones the request itself names, or a glob when `patterns`), so it
+    cannot invent a name. Other keyword arguments go to pydantic's `Field`."""
+    extra = {"existing": kind, "patterns": patterns}
+    return Field(json_schema_extra=extra, **field)
+
+
+def existing_kind(info: FieldInfo) -> tuple[Existing, bool] | None:
+    """(kind, patterns allowed) for a field made by `existing_path`, else None."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and extra.get("existing") in ("file", "dir", "any"):
+        return extra["existing"], bool(extra.get("patterns"))  # type: ignore[return-value]
+    return None
 
 
 class SyscallResult(BaseModel):
