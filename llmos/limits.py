@@ -109,3 +109,13 @@ SCHED_SLOTS = 4
 """With llama.cpp the scheduler decodes up to this many processes' completions in one batch
 (continuous batching), each on its own sequence of one KV cache sized this many contexts; more
 processes than slots wait for one, and the least recently used idle sequence is reused."""
+
+MAX_IMAGE_BATCH = 200
+"""An image call over a folder or pattern takes at most this many files (E_TOOBIG beyond)."""
+
+MAX_CALC_CHARS = 200
+"""calc refuses a longer expression (E_TOOBIG)."""
+
+MAX_CALC_DIGITS = 100
+"""calc refuses a number with more digits than this, checked before a power is computed, so
+`9**9**9` fails at once (E_TOOBIG) instead of hanging."""

@@ -7,7 +7,7 @@ import os
 import posixpath
 import stat
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
@@ -15,10 +15,14 @@ from pydantic import BaseModel, Field
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
-from llmos.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from llmos.limits import MAX_IMAGE_BATCH, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from llmos.security.workspace import O_CLOEXEC, os_error
 from llmos.syscalls.atomic import write_atomic_at
-from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.base import Registry, Syscall, existing_path
+
+# fs owns pattern expansion (one folder, last part only, temp files hidden); images reuse it so
+# `pics/*.jpg` means the same in both families.
+from llmos.syscalls.fs import _expand, _is_pattern
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -33,15 +37,23 @@ FORMATS = {
     "tiff": "TIFF",
     "tif": "TIFF",
 }
-OutputArg = Field(default=None, description="Output path; by default a new name beside the input.")
-OverwriteArg = Field(default=False, description="Replace output if it already exists.")
+InputArg = existing_path(
+    "any", patterns=True, description="An image, a folder, or a pattern like pics/*.jpg."
+)
+OutputArg = Field(
+    default=None, description="Output path for one image; by default a new name beside it."
+)
+OutDirArg = Field(
+    default=None, description="Output folder (made if missing); outputs keep the input names."
+)
+OverwriteArg = Field(default=False, description="Replace outputs that already exist.")
 
 
 class ImageInfo(Syscall):
-    """Show an image's format, width, height, mode and EXIF summary."""
+    """Show an image's format, width, height, mode and EXIF (for many images, each one's size)."""
 
     call: Literal["image.info"] = "image.info"
-    path: str = Field(description="Image path inside the workspace.")
+    path: str = InputArg
 
 
 class ImageInfoResult(BaseModel):
@@ -57,48 +69,52 @@ class ImageInfoResult(BaseModel):
 
 
 class ImageResize(Syscall):
-    """Resize an image to a width and/or height (keeps aspect ratio if one is given)."""
+    """Resize images to a width and/or height (keeps aspect ratio if one is given)."""
 
     call: Literal["image.resize"] = "image.resize"
-    path: str = Field(description="Image path inside the workspace.")
+    path: str = InputArg
     width: int | None = Field(default=None, ge=1, le=MAX_IMAGE_SIDE)
     height: int | None = Field(default=None, ge=1, le=MAX_IMAGE_SIDE)
     output: str | None = OutputArg
+    out_dir: str | None = OutDirArg
     overwrite: bool = OverwriteArg
 
 
 class ImageThumbnail(Syscall):
-    """Make a thumbnail no larger than size x size pixels."""
+    """Make thumbnails no larger than size x size pixels."""
 
     call: Literal["image.thumbnail"] = "image.thumbnail"
-    path: str = Field(description="Image path inside the workspace.")
+    path: str = InputArg
     size: int = Field(default=256, ge=1, le=MAX_IMAGE_SIDE, description="Longest side in pixels.")
     output: str | None = OutputArg
+    out_dir: str | None = OutDirArg
     overwrite: bool = OverwriteArg
 
 
 class ImageConvert(Syscall):
-    """Convert an image to another format (png, jpeg, webp, gif, bmp, tiff)."""
+    """Convert images to another format (png, jpeg, webp, gif, bmp, tiff)."""
 
     call: Literal["image.convert"] = "image.convert"
-    path: str = Field(description="Image path inside the workspace.")
+    path: str = InputArg
     format: Literal["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"] = Field(
         description="Target format."
     )
     output: str | None = OutputArg
+    out_dir: str | None = OutDirArg
     overwrite: bool = OverwriteArg
 
 
 class ImageCrop(Syscall):
-    """Crop an image to the box left, top, right, bottom (pixels)."""
+    """Crop images to the box left, top, right, bottom (pixels)."""
 
     call: Literal["image.crop"] = "image.crop"
-    path: str = Field(description="Image path inside the workspace.")
+    path: str = InputArg
     left: int = Field(ge=0)
     top: int = Field(ge=0)
     right: int = Field(ge=1)
     bottom: int = Field(ge=1)
     output: str | None = OutputArg
+    out_dir: str | None = OutDirArg
     overwrite: bool = OverwriteArg
 
 
@@ -110,6 +126,56 @@ class ImageWriteResult(BaseModel):
     format: str
     width: int
     height: int
+
+
+class ImageDone(BaseModel):
+    """One image written by a call over many."""
+
+    path: str
+    output: str
+    size: str
+
+
+class ImageSkip(BaseModel):
+    """One file a call over many left alone, and why."""
+
+    path: str
+    code: ErrorCode
+    why: str
+
+
+class ImageBatchResult(BaseModel):
+    """What a call over a folder or pattern did: a count, each file skipped and why, each done."""
+
+    path: str
+    out_dir: str | None = None
+    summary: str
+    skipped: list[ImageSkip]
+    done: list[ImageDone]
+
+
+class ImageSize(BaseModel):
+    """One image's format and size, as image.info over many reports it."""
+
+    path: str
+    format: str | None
+    width: int
+    height: int
+
+
+class ImageInfoBatchResult(BaseModel):
+    """Each image's format and size in a folder or pattern, with the extremes named."""
+
+    path: str
+    summary: str
+    tallest: str | None
+    widest: str | None
+    largest: str | None
+    skipped: list[ImageSkip]
+    images: list[ImageSize]
+
+
+WriteCall = ImageResize | ImageThumbnail | ImageConvert | ImageCrop
 
 
 def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
@@ -164,9 +230,51 @@ def _exif_summary(img: PILImage.Image) -> dict[str, str]:
     return out
 
 
-def image_info(call: ImageInfo, process: Process) -> ImageInfoResult:
-    """Decode the image and report what it is."""
-    img, rel = _load(process, call.path)
+def _inputs(process: Process, path: str) -> list[str] | None:
+    """The files a folder or pattern names (sorted), or None when `path` is one file (or
+    nothing: loading it then says what is wrong)."""
+    ws = process.workspace
+    if _is_pattern(ws, path):
+        pattern = path
+    else:
+        with ws.locate(path) as loc:
+            info = loc.lstat()
+            if info is None or not stat.S_ISDIR(info.st_mode):
+                return None
+            pattern = f"./{loc.rel}/*" if loc.rel else "./*"
+    try:
+        matches = _expand(ws, pattern)
+    except LlmosError as exc:
+        if exc.code is ErrorCode.E_NOENT and pattern != path:
+            raise LlmosError(ErrorCode.E_NOENT, f"{path} is an empty folder") from None
+        raise
+    if len(matches) > MAX_IMAGE_BATCH:
+        raise LlmosError(
+            ErrorCode.E_TOOBIG,
+            f"{path} names {len(matches)} files, over {MAX_IMAGE_BATCH} at once; "
+            "use a narrower pattern",
+        )
+    # "./" so that a name like "~x" at the top is not read as the home folder.
+    return [m if "/" in m else f"./{m}" for m in matches]
+
+
+def _skip(process: Process, shown: str, exc: LlmosError) -> ImageSkip:
+    """A per-file failure, its message without the path the entry already gives."""
+    why = exc.message
+    for prefix in (f"{shown}: ", f"{shown} "):
+        if why.startswith(prefix):
+            why = why[len(prefix) :]
+            break
+    return ImageSkip(path=process.workspace.relpath(shown), code=exc.code, why=why)
+
+
+def _summary(done: int, skipped: int) -> str:
+    return f"{done} done, {skipped} skipped"
+
+
+def _info_one(process: Process, path: str) -> ImageInfoResult:
+    """Decode one image and report what it is."""
+    img, rel = _load(process, path)
     try:
         # Counting frames reads every frame's header and EXIF is parsed lazily: a file damaged
         # past its first frame fails here, after _load, and is still just a damaged image.
@@ -175,7 +283,7 @@ def image_info(call: ImageInfo, process: Process) -> ImageInfoResult:
             frames = getattr(img, "n_frames", 1)
             exif = _exif_summary(img)
     except Exception as exc:
-        raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is a damaged image: {exc}") from None
+        raise LlmosError(ErrorCode.E_INVAL, f"{path} is a damaged image: {exc}") from None
     return ImageInfoResult(
         path=rel,
         format=img.format,
@@ -184,6 +292,35 @@ def image_info(call: ImageInfo, process: Process) -> ImageInfoResult:
         mode=img.mode,
         frames=frames,
         exif=exif,
+    )
+
+
+def image_info(call: ImageInfo, process: Process) -> ImageInfoResult | ImageInfoBatchResult:
+    """One image in full; over a folder or pattern, each image's format and size."""
+    files = _inputs(process, call.path)
+    if files is None:
+        return _info_one(process, call.path)
+    images: list[ImageSize] = []
+    skipped: list[ImageSkip] = []
+    for path in files:
+        try:
+            img, rel = _load(process, path)
+        except LlmosError as exc:
+            skipped.append(_skip(process, path, exc))
+            continue
+        images.append(ImageSize(path=rel, format=img.format, width=img.width, height=img.height))
+
+    def most(key: Callable[[ImageSize], int]) -> str | None:
+        return max(images, key=key).path if images else None
+
+    return ImageInfoBatchResult(
+        path=process.workspace.relpath(call.path) or ".",
+        summary=f"{len(images)} images, {len(skipped)} skipped",
+        tallest=most(lambda i: i.height),
+        widest=most(lambda i: i.width),
+        largest=most(lambda i: i.width * i.height),
+        skipped=skipped,
+        images=images,
     )
 
 
@@ -240,67 +377,141 @@ def _save(
     )
 
 
-def image_resize(call: ImageResize, process: Process) -> ImageWriteResult:
-    """Resize; with one side given, the other keeps the aspect ratio."""
+def _out_folder(process: Process, out_dir: str) -> str:
+    """`out_dir` as a "./"-prefixed workspace folder, made (with its parents) if missing."""
+    with process.workspace.locate(out_dir, create_parents=True) as loc:
+        info = loc.lstat()
+        if info is None:
+            try:
+                os.mkdir(loc.name, 0o777, dir_fd=loc.dir_fd)
+            except OSError as exc:
+                raise os_error(exc, out_dir) from None
+        elif not stat.S_ISDIR(info.st_mode):
+            raise LlmosError(ErrorCode.E_NOTDIR, f"{out_dir} is not a folder")
+        return f"./{loc.rel}" if loc.rel else "."
+
+
+Edit = Callable[["PILImage.Image"], tuple["PILImage.Image", str]]
+"""An image operation: the edited image and the suffix its default output name gets."""
+
+
+def _write_one(
+    process: Process,
+    path: str,
+    edit: Edit,
+    fmt: str | None,
+    output: str | None,
+    out_dir: str | None,
+    overwrite: bool,
+) -> ImageWriteResult:
+    """Load, edit and save one image: to `output`, into `out_dir` under its own name, or beside
+    it under a new name. `fmt` forces a format (convert), which also sets the extension."""
+    img, rel = _load(process, path)
+    out, suffix = edit(img)
+    ext = None if fmt is None else "." + ("jpg" if fmt == "JPEG" else fmt.lower())
+    if out_dir is not None:
+        stem, old_ext = posixpath.splitext(posixpath.basename(rel))
+        output = f"{out_dir}/{stem}{ext or old_ext}"
+    elif output is None:
+        output = _default_output(process, rel, suffix, ext)
+    elif fmt is not None and _format_for(output, fmt) != fmt:
+        raise LlmosError(ErrorCode.E_INVAL, f"{output}'s extension does not match {fmt.lower()}")
+    return _save(process, out, rel, output, fmt or _format_for(output, img.format), overwrite)
+
+
+def _apply(
+    call: WriteCall, process: Process, edit: Edit, fmt: str | None = None
+) -> ImageWriteResult | ImageBatchResult:
+    """Run `edit` on the image `call.path` names, or on each one of a folder or pattern: a file
+    that fails is reported in `skipped` and the rest go on."""
+    if call.output is not None and call.out_dir is not None:
+        raise LlmosError(ErrorCode.E_INVAL, "give output or out_dir, not both")
+    files = _inputs(process, call.path)
+    if files is not None and call.output is not None:
+        raise LlmosError(
+            ErrorCode.E_INVAL, f"output names one file; for {call.path} give out_dir instead"
+        )
+    out_dir = None if call.out_dir is None else _out_folder(process, call.out_dir)
+    if files is None:
+        return _write_one(process, call.path, edit, fmt, call.output, out_dir, call.overwrite)
+    done: list[ImageDone] = []
+    skipped: list[ImageSkip] = []
+    for path in files:
+        try:
+            res = _write_one(process, path, edit, fmt, None, out_dir, call.overwrite)
+        except LlmosError as exc:
+            skipped.append(_skip(process, path, exc))
+            continue
+        done.append(ImageDone(path=res.path, output=res.output, size=f"{res.width}x{res.height}"))
+    return ImageBatchResult(
+        path=process.workspace.relpath(call.path) or ".",
+        out_dir=None if out_dir is None else process.workspace.relpath(out_dir) or ".",
+        summary=_summary(len(done), len(skipped)),
+        skipped=skipped,
+        done=done,
+    )
+
+
+def image_resize(call: ImageResize, process: Process) -> ImageWriteResult | ImageBatchResult:
+    """Resize; with one side given, the other keeps each image's aspect ratio."""
     if call.width is None and call.height is None:
         raise LlmosError(ErrorCode.E_INVAL, "give width, height, or both")
-    img, rel = _load(process, call.path)
-    width = call.width or max(1, round(img.width * (call.height or 1) / img.height))
-    height = call.height or max(1, round(img.height * width / img.width))
-    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-        raise LlmosError(ErrorCode.E_TOOBIG, f"{width}x{height} is over {MAX_IMAGE_SIDE} px a side")
-    if width * height > MAX_IMAGE_PIXELS:
-        raise LlmosError(
-            ErrorCode.E_TOOBIG, f"{width}x{height} is over the {MAX_IMAGE_PIXELS}-pixel limit"
-        )
-    out = img.resize((width, height))
-    output = call.output or _default_output(process, rel, f"_{width}x{height}")
-    return _save(process, out, rel, output, _format_for(output, img.format), call.overwrite)
+
+    def edit(img: PILImage.Image) -> tuple[PILImage.Image, str]:
+        width = call.width or max(1, round(img.width * (call.height or 1) / img.height))
+        height = call.height or max(1, round(img.height * width / img.width))
+        if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+            raise LlmosError(
+                ErrorCode.E_TOOBIG, f"{width}x{height} is over {MAX_IMAGE_SIDE} px a side"
+            )
+        if width * height > MAX_IMAGE_PIXELS:
+            raise LlmosError(
+                ErrorCode.E_TOOBIG, f"{width}x{height} is over the {MAX_IMAGE_PIXELS}-pixel limit"
+            )
+        return img.resize((width, height)), f"_{width}x{height}"
+
+    return _apply(call, process, edit)
 
 
-def image_thumbnail(call: ImageThumbnail, process: Process) -> ImageWriteResult:
+def image_thumbnail(call: ImageThumbnail, process: Process) -> ImageWriteResult | ImageBatchResult:
     """Shrink (never enlarge) to fit in size x size, keeping the aspect ratio."""
-    img, rel = _load(process, call.path)
-    img.thumbnail((call.size, call.size))
-    output = call.output or _default_output(process, rel, "_thumb")
-    return _save(process, img, rel, output, _format_for(output, img.format), call.overwrite)
+
+    def edit(img: PILImage.Image) -> tuple[PILImage.Image, str]:
+        img.thumbnail((call.size, call.size))
+        return img, "_thumb"
+
+    return _apply(call, process, edit)
 
 
-def image_convert(call: ImageConvert, process: Process) -> ImageWriteResult:
-    """Re-encode in another format; the default output swaps the extension."""
-    img, rel = _load(process, call.path)
-    fmt = FORMATS[call.format]
-    ext = "." + ("jpg" if fmt == "JPEG" else call.format)
-    output = call.output or _default_output(process, rel, "", ext)
-    if call.output is not None and _format_for(output, fmt) != fmt:
-        raise LlmosError(ErrorCode.E_INVAL, f"{output}'s extension does not match {call.format}")
-    return _save(process, img, rel, output, fmt, call.overwrite)
+def image_convert(call: ImageConvert, process: Process) -> ImageWriteResult | ImageBatchResult:
+    """Re-encode in another format; default and out_dir outputs get the format's extension."""
+    return _apply(call, process, lambda img: (img, ""), FORMATS[call.format])
 
 
-def image_crop(call: ImageCrop, process: Process) -> ImageWriteResult:
-    """Crop to a box that must lie inside the image."""
-    img, rel = _load(process, call.path)
+def image_crop(call: ImageCrop, process: Process) -> ImageWriteResult | ImageBatchResult:
+    """Crop to a box that must lie inside each image."""
     if call.right <= call.left or call.bottom <= call.top:
         raise LlmosError(ErrorCode.E_INVAL, "the box needs right > left and bottom > top")
-    if call.right > img.width or call.bottom > img.height:
-        raise LlmosError(
-            ErrorCode.E_INVAL, f"the box goes outside the {img.width}x{img.height} image"
-        )
-    out = img.crop((call.left, call.top, call.right, call.bottom))
-    output = call.output or _default_output(process, rel, "_crop")
-    return _save(process, out, rel, output, _format_for(output, img.format), call.overwrite)
+
+    def edit(img: PILImage.Image) -> tuple[PILImage.Image, str]:
+        if call.right > img.width or call.bottom > img.height:
+            raise LlmosError(
+                ErrorCode.E_INVAL, f"the box goes outside the {img.width}x{img.height} image"
+            )
+        return img.crop((call.left, call.top, call.right, call.bottom)), "_crop"
+
+    return _apply(call, process, edit)
 
 
 def _in_resource(call: ImageInfo, process: Process) -> Iterable[str]:
     return [process.workspace.relpath(call.path)]
 
 
-def _in_out_resources(
-    call: ImageResize | ImageThumbnail | ImageConvert | ImageCrop, process: Process
-) -> Iterable[str]:
+def _in_out_resources(call: WriteCall, process: Process) -> Iterable[str]:
     paths = [process.workspace.relpath(call.path)]
-    if call.output is not None:
-        paths.append(process.workspace.relpath(call.output))
+    for out in (call.output, call.out_dir):
+        if out is not None:
+            paths.append(process.workspace.relpath(out))
     return paths
 
 

@@ -13,7 +13,9 @@ from PIL import Image
 
 import llmos.syscalls.image as image_mod
 from llmos.errors import ErrorCode
+from llmos.kernel.loop import compact_result
 from llmos.kernel.process import Process
+from llmos.limits import MAX_RESULT_CHARS
 from llmos.syscalls.base import SyscallResult
 from llmos.system import System
 
@@ -536,12 +538,302 @@ def test_missing_is_noent(system: System, proc: Process) -> None:
         assert res.code == ErrorCode.E_NOENT, (call, res)
 
 
-def test_folder_is_isdir(system: System, proc: Process, workspace: Path) -> None:
+def test_empty_folder_is_noent(system: System, proc: Process, workspace: Path) -> None:
     (workspace / "d.png").mkdir()
     res = _call(system, proc, "image.info", path="d.png")
-    assert res.code == ErrorCode.E_ISDIR
+    assert res.code == ErrorCode.E_NOENT
+    assert "d.png is an empty folder" in (res.message or "")
 
 
 def test_input_outside_workspace_is_perm(system: System, proc: Process) -> None:
     res = _call(system, proc, "image.info", path="../x.png")
     assert res.code == ErrorCode.E_PERM
+
+
+# many images at once: a folder or a pattern
+
+
+def _truncated_png(path: Path) -> Path:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 60).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def _photos(folder: Path) -> Path:
+    """A folder of real images in three formats, plus a text file."""
+    folder.mkdir()
+    _png(folder / "a.png", (400, 100))
+    Image.new("RGB", (100, 300), (0, 90, 0)).save(folder / "b.jpg", format="JPEG")
+    _gif(folder / "c.gif")
+    (folder / "notes.txt").write_text("not a picture\n")
+    return folder
+
+
+def _wh(size: str) -> tuple[int, int]:
+    width, height = size.split("x")
+    return int(width), int(height)
+
+
+def test_thumbnail_folder_into_out_dir(system: System, proc: Process, workspace: Path) -> None:
+    pics = _photos(workspace / "pics")
+    before = {p.name: p.read_bytes() for p in pics.iterdir()}
+    res = _call(system, proc, "image.thumbnail", path="pics", size=64, out_dir="pics/small")
+    assert res.ok, res.message
+    value = res.value
+    assert value["path"] == "pics"
+    assert value["out_dir"] == "pics/small"
+    assert value["summary"] == "3 done, 1 skipped"
+    assert [d["path"] for d in value["done"]] == ["pics/a.png", "pics/b.jpg", "pics/c.gif"]
+    assert [d["output"] for d in value["done"]] == [
+        "pics/small/a.png",
+        "pics/small/b.jpg",
+        "pics/small/c.gif",
+    ]
+    for done in value["done"]:
+        assert _size_of(workspace / done["output"]) == _wh(done["size"])
+    assert _size_of(pics / "small" / "a.png") == (64, 16)
+    assert max(_size_of(pics / "small" / "b.jpg")) == 64
+    assert _size_of(pics / "small" / "c.gif") == (30, 20)  # never enlarged
+    assert _format_of(pics / "small" / "b.jpg") == "JPEG"
+    assert value["skipped"] == [
+        {"path": "pics/notes.txt", "code": "E_INVAL", "why": "is not an image Pillow can read"}
+    ]
+    assert sorted(p.name for p in (pics / "small").iterdir()) == ["a.png", "b.jpg", "c.gif"]
+    assert {p.name: p.read_bytes() for p in pics.iterdir() if p.is_file()} == before
+
+
+def test_pattern_takes_only_its_matches(system: System, proc: Process, workspace: Path) -> None:
+    shots = workspace / "shots"
+    shots.mkdir()
+    _png(shots / "1.png", (40, 20))
+    _png(shots / "2.png", (20, 40))
+    _jpeg_with_exif(shots / "3.jpg")
+    res = _call(system, proc, "image.resize", path="shots/*.png", width=10, out_dir="shots/tiny")
+    assert res.ok, res.message
+    assert [(d["output"], d["size"]) for d in res.value["done"]] == [
+        ("shots/tiny/1.png", "10x5"),
+        ("shots/tiny/2.png", "10x20"),
+    ]
+    assert res.value["skipped"] == []
+    assert _size_of(shots / "tiny" / "2.png") == (10, 20)
+    assert sorted(p.name for p in (shots / "tiny").iterdir()) == ["1.png", "2.png"]
+
+
+def test_corrupt_image_among_good_ones(system: System, proc: Process, workspace: Path) -> None:
+    pics = workspace / "pics"
+    pics.mkdir()
+    _png(pics / "good1.png", (80, 40))
+    _truncated_png(pics / "bad.png")
+    _png(pics / "good2.png", (40, 80))
+    res = _call(system, proc, "image.thumbnail", path="pics/*.png", size=20, out_dir="thumbs")
+    assert res.ok, res.message
+    assert res.value["summary"] == "2 done, 1 skipped"
+    assert [d["output"] for d in res.value["done"]] == ["thumbs/good1.png", "thumbs/good2.png"]
+    [bad] = res.value["skipped"]
+    assert bad["path"] == "pics/bad.png"
+    assert bad["code"] == "E_INVAL"
+    assert "damaged" in bad["why"]
+    assert sorted(p.name for p in (workspace / "thumbs").iterdir()) == ["good1.png", "good2.png"]
+    assert _size_of(workspace / "thumbs" / "good2.png") == (10, 20)
+
+
+def test_info_over_folder(system: System, proc: Process, workspace: Path) -> None:
+    pics = workspace / "pics"
+    pics.mkdir()
+    _png(pics / "tall.png", (10, 90))
+    _png(pics / "wide.png", (120, 20))
+    Image.new("RGB", (60, 60)).save(pics / "big.jpg", format="JPEG")
+    (pics / "readme.md").write_text("# photos\n")
+    (pics / "sub").mkdir()
+    res = _call(system, proc, "image.info", path="pics")
+    assert res.ok, res.message
+    value = res.value
+    assert value["images"] == [
+        {"path": "pics/big.jpg", "format": "JPEG", "width": 60, "height": 60},
+        {"path": "pics/tall.png", "format": "PNG", "width": 10, "height": 90},
+        {"path": "pics/wide.png", "format": "PNG", "width": 120, "height": 20},
+    ]
+    assert (value["tallest"], value["widest"], value["largest"]) == (
+        "pics/tall.png",
+        "pics/wide.png",
+        "pics/big.jpg",
+    )
+    assert value["summary"] == "3 images, 2 skipped"
+    assert [(s["path"], s["code"]) for s in value["skipped"]] == [
+        ("pics/readme.md", "E_INVAL"),
+        ("pics/sub", "E_ISDIR"),
+    ]
+
+
+def test_info_over_pattern_and_workspace_root(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    _png(workspace / "a.png", (5, 7))
+    _png(workspace / "b.png", (8, 3))
+    (workspace / "c.txt").write_text("text")
+    res = _call(system, proc, "image.info", path="*.png")
+    assert res.ok, res.message
+    assert [i["path"] for i in res.value["images"]] == ["a.png", "b.png"]
+    assert res.value["skipped"] == []
+    res = _call(system, proc, "image.info", path=".")
+    assert res.ok, res.message
+    assert [i["path"] for i in res.value["images"]] == ["a.png", "b.png"]
+    assert [s["path"] for s in res.value["skipped"]] == ["c.txt"]
+
+
+def test_convert_folder_changes_extensions(system: System, proc: Process, workspace: Path) -> None:
+    _photos(workspace / "pics")
+    res = _call(system, proc, "image.convert", path="pics/", format="webp", out_dir="web")
+    assert res.ok, res.message
+    assert [d["output"] for d in res.value["done"]] == ["web/a.webp", "web/b.webp", "web/c.webp"]
+    for name in ("a", "b", "c"):
+        assert _format_of(workspace / "web" / f"{name}.webp") == "WEBP"
+
+
+def test_folder_without_out_dir_writes_beside_each(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    _photos(workspace / "pics")
+    res = _call(system, proc, "image.crop", path="pics", left=0, top=0, right=60, bottom=60)
+    assert res.ok, res.message
+    assert [d["output"] for d in res.value["done"]] == ["pics/a_crop.png", "pics/b_crop.jpg"]
+    assert [(s["path"], s["code"]) for s in res.value["skipped"]] == [
+        ("pics/c.gif", "E_INVAL"),  # 30x20: the box goes outside it
+        ("pics/notes.txt", "E_INVAL"),
+    ]
+    assert res.value["out_dir"] is None
+
+
+def test_existing_outputs_need_overwrite_per_file(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    _photos(workspace / "pics")
+    (workspace / "small").mkdir()
+    (workspace / "small" / "b.jpg").write_bytes(b"precious")
+    res = _call(system, proc, "image.thumbnail", path="pics/*", size=8, out_dir="small")
+    assert res.ok, res.message
+    assert [d["output"] for d in res.value["done"]] == ["small/a.png", "small/c.gif"]
+    exists = [s for s in res.value["skipped"] if s["code"] == "E_EXISTS"]
+    assert [s["path"] for s in exists] == ["pics/b.jpg"]
+    assert "overwrite" in exists[0]["why"]
+    assert (workspace / "small" / "b.jpg").read_bytes() == b"precious"
+    res = _call(
+        system, proc, "image.thumbnail", path="pics/*", size=8, out_dir="small", overwrite=True
+    )
+    assert res.value["summary"] == "3 done, 1 skipped"
+    assert _format_of(workspace / "small" / "b.jpg") == "JPEG"
+
+
+def test_one_file_into_out_dir(system: System, proc: Process, workspace: Path) -> None:
+    _png(workspace / "a.png", (40, 20))
+    res = _call(system, proc, "image.thumbnail", path="a.png", size=10, out_dir="new/small")
+    assert res.ok, res.message
+    assert res.value == {
+        "path": "a.png",
+        "output": "new/small/a.png",
+        "format": "PNG",
+        "width": 10,
+        "height": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        ({"path": "pics", "output": "x.png"}, "out_dir"),
+        ({"path": "pics/*.png", "output": "x.png"}, "out_dir"),
+        ({"path": "pics/a.png", "output": "x.png", "out_dir": "o"}, "not both"),
+        ({"path": "p*/a.png"}, "only the last part"),
+    ],
+)
+def test_bad_combinations_are_invalid(
+    system: System, proc: Process, workspace: Path, args: dict[str, Any], words: str
+) -> None:
+    _photos(workspace / "pics")
+    res = _call(system, proc, "image.thumbnail", size=8, **args)
+    assert res.code == ErrorCode.E_INVAL, res
+    assert words in (res.message or "")
+    assert sorted(p.name for p in workspace.iterdir()) == ["pics"]
+
+
+def test_out_dir_that_is_a_file_is_notdir(system: System, proc: Process, workspace: Path) -> None:
+    _photos(workspace / "pics")
+    (workspace / "small").write_text("a file")
+    res = _call(system, proc, "image.thumbnail", path="pics", out_dir="small")
+    assert res.code == ErrorCode.E_NOTDIR, res
+
+
+def test_pattern_matching_nothing_is_noent(system: System, proc: Process, workspace: Path) -> None:
+    _photos(workspace / "pics")
+    res = _call(system, proc, "image.info", path="pics/*.bmp")
+    assert res.code == ErrorCode.E_NOENT
+
+
+def test_pattern_outside_workspace_is_perm(system: System, proc: Process) -> None:
+    for path in ("../*.png", "/etc/*"):
+        res = _call(system, proc, "image.info", path=path)
+        assert res.code == ErrorCode.E_PERM, (path, res)
+
+
+def test_too_many_files_is_toobig_before_any_work(
+    system: System, proc: Process, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photos(workspace / "pics")
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_BATCH", 3)
+    res = _call(system, proc, "image.thumbnail", path="pics", out_dir="small")
+    assert res.code == ErrorCode.E_TOOBIG, res
+    assert "4 files" in (res.message or "")
+    assert not (workspace / "small").exists()
+
+
+def test_pixel_limit_applies_per_file(
+    system: System,
+    proc: Process,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_pillow_limit: None,
+) -> None:
+    _png(workspace / "small.png", (10, 10))
+    _png(workspace / "big.png", (40, 40))
+    (workspace / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", 200)
+    res = _call(system, proc, "image.thumbnail", path="*.png", size=4, out_dir="t")
+    assert res.ok, res.message
+    assert [d["output"] for d in res.value["done"]] == ["t/small.png"]
+    assert [(s["path"], s["code"]) for s in res.value["skipped"]] == [
+        ("big.png", "E_TOOBIG"),
+        ("bomb.png", "E_TOOBIG"),
+    ]
+
+
+def test_scoped_capability_guards_each_file(
+    system: System, workspace: Path, tmp_path: Path
+) -> None:
+    pics = workspace / "pics"
+    pics.mkdir()
+    _png(pics / "a.png")
+    (workspace / "private").mkdir()
+    _png(workspace / "private" / "secret.png")
+    (pics / "link.png").symlink_to(workspace / "private" / "secret.png")
+    proc = system.spawn("scoped", workspace, patterns=[])
+    proc.caps.add(system.authority.mint("image.thumbnail", scope="pics"))
+    res = _call(system, proc, "image.thumbnail", path="pics", size=8, out_dir="elsewhere")
+    assert res.code == ErrorCode.E_PERM, res
+    assert not (workspace / "elsewhere").exists()
+    res = _call(system, proc, "image.thumbnail", path="pics", size=8, out_dir="pics/small")
+    assert res.ok, res.message
+    assert [d["output"] for d in res.value["done"]] == ["pics/small/a.png"]
+    assert [(s["path"], s["code"]) for s in res.value["skipped"]] == [("pics/link.png", "E_PERM")]
+    assert sorted(p.name for p in (pics / "small").iterdir()) == ["a.png"]
+
+
+def test_many_results_stay_compact(system: System, proc: Process, workspace: Path) -> None:
+    pics = workspace / "pics"
+    pics.mkdir()
+    for i in range(20):
+        _png(pics / f"img{i:02}.png", (64, 32))
+    res = _call(system, proc, "image.thumbnail", path="pics", size=16, out_dir="small")
+    assert res.ok, res.message
+    assert len(res.value["done"]) == 20
+    assert len(compact_result(res)) < MAX_RESULT_CHARS
