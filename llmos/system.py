@@ -1,4 +1,5 @@
-"""The system: wires settings, key, capability authority, registry, audit log and dispatcher."""
+"""The system: wires settings, key, capability authority, registry, example bank, audit log and
+dispatcher."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
+from llmos.kernel.examples import ExampleBank
 from llmos.kernel.process import Process
+from llmos.memory.embedder import Embedder
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import (
     CapabilityAuthority,
@@ -36,7 +39,12 @@ class System:
         self.signer = Signer(load_or_create_key(home / "keys" / "install.key"))
         self.authority = CapabilityAuthority(self.signer, home / "revoked.json")
         self.tools = ToolTable()
-        self.registry, self.plugins = build_registry(plugins=plugins, tools=self.tools)
+        # The bank's embedder loads only when examples are first ranked; it shares the loaded
+        # model with memory's (one per folder per process).
+        self.examples = ExampleBank(embedder=Embedder(settings.memory_embedder))
+        self.registry, self.plugins = build_registry(
+            plugins=plugins, tools=self.tools, examples=self.examples
+        )
         self.audit = AuditLog(home / "audit.log", self.signer)
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)

@@ -9,6 +9,7 @@ import pluggy
 from llmos.syscalls.base import Registry
 
 if TYPE_CHECKING:
+    from llmos.kernel.examples import ExampleRegistrar
     from llmos.syscalls.tool import ToolTable
 
 PROJECT = "llmos"
@@ -27,3 +28,10 @@ class AppSpec:
     def register_tools(self, tools: ToolTable) -> None:
         """Declare tools (`tools.add(Tool(...))`, `tools.command(...)`, `tools.function(f)`)
         that `tool.run` runs; manifests declare theirs through the same table."""
+
+    @hookspec
+    def register_examples(self, examples: ExampleRegistrar) -> None:
+        """Show the kernel when and how to use this app's syscalls: `examples.add(request,
+        calls)` adds a request -> calls example (one call dict, or a list in order) that the
+        kernel is shown for requests like it; `examples.rule(text)` a routing line for the
+        prompt. The core keeps them, and shows only those whose calls are registered."""

@@ -6,10 +6,12 @@ import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
-from llmos.apps.hooks import PROJECT, AppSpec
+from llmos.apps.hooks import PROJECT, AppSpec, hookimpl
+from llmos.kernel.examples import BUILTIN, ExampleBank, ExampleRegistrar
 from llmos.syscalls.base import Registry
 from llmos.syscalls.tool import ToolTable
 
@@ -20,6 +22,8 @@ BUILTIN_FAMILIES = (
     "llmos.syscalls.control",
 )
 ENTRY_POINT_GROUP = "llmos.apps"
+BUILTIN_EXAMPLES = "builtin"
+"""The plugin name (and examples' source) of the kernel's own examples."""
 
 
 @dataclass
@@ -30,54 +34,83 @@ class PluginReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+class BuiltinExamples:
+    """The kernel's own examples (llmos.kernel.examples.BUILTIN), added through the same hook
+    as an app's, so built-ins and plugins reach the bank one way."""
+
+    @hookimpl
+    def register_examples(self, examples: ExampleRegistrar) -> None:
+        """Add every built-in example."""
+        for example in BUILTIN:
+            examples.add(example.request, example.calls)
+
+
+def _call_alone(pm: pluggy.PluginManager, plugin: object, hook: str, **kwargs: Any) -> None:
+    """Call one hook of one plugin only, through pluggy (so only marked, validated hookimpls
+    run), so a plugin's hooks run and fail on their own."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+
+
 def _register_one(
-    pm: pluggy.PluginManager, registry: Registry, tools: ToolTable, name: str, plugin: object
+    pm: pluggy.PluginManager,
+    registry: Registry,
+    tools: ToolTable,
+    examples: ExampleBank,
+    name: str,
+    plugin: object,
 ) -> None:
     """Register one plugin (pluggy validates its hooks) and run its hooks alone, undoing a
-    half-registration (syscalls and tools) if one raises, so one broken app never affects the
-    others."""
+    half-registration (syscalls, tools and examples) if one raises, so one broken app never
+    affects the others."""
     before = set(registry.names())
     tools_before = set(tools.names())
     pm.register(plugin, name=name)
+    added = examples.registrar(name)
     try:
-        impl = getattr(plugin, "register_syscalls", None)
-        if impl is not None:
-            impl(registry=registry)
-        impl = getattr(plugin, "register_tools", None)
-        if impl is not None:
-            impl(tools=tools)
+        _call_alone(pm, plugin, "register_syscalls", registry=registry)
+        _call_alone(pm, plugin, "register_tools", tools=tools)
+        _call_alone(pm, plugin, "register_examples", examples=added)
     except BaseException:
-        for added in set(tools.names()) - tools_before:
-            tools.remove(added)
-        for added in set(registry.names()) - before:
-            registry.unregister(added)
+        added.undo()
+        for added_tool in set(tools.names()) - tools_before:
+            tools.remove(added_tool)
+        for added_call in set(registry.names()) - before:
+            registry.unregister(added_call)
         pm.unregister(plugin)
         raise
 
 
 def build_registry(
-    *, plugins: bool = True, tools: ToolTable | None = None
+    *,
+    plugins: bool = True,
+    tools: ToolTable | None = None,
+    examples: ExampleBank | None = None,
 ) -> tuple[Registry, PluginReport]:
     """A registry holding the built-in families and, unless disabled, installed plugin apps.
 
     The tool table (`tools`, a fresh one if not given) is attached after the core is marked,
-    so `tool.run`/`tool.list` join the table, after the core, only once some tool exists."""
+    so `tool.run`/`tool.list` join the table, after the core, only once some tool exists. The
+    example bank (`examples`, a fresh one if not given) gets the built-in examples and every
+    loaded plugin's."""
     registry = Registry()
     tools = ToolTable() if tools is None else tools
+    examples = ExampleBank() if examples is None else examples
     report = PluginReport()
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(AppSpec)
     for module_name in BUILTIN_FAMILIES:
         module: ModuleType = importlib.import_module(module_name)
-        _register_one(pm, registry, tools, module_name, module)
+        _register_one(pm, registry, tools, examples, module_name, module)
         report.loaded.append(module_name)
+    _register_one(pm, registry, tools, examples, BUILTIN_EXAMPLES, BuiltinExamples())
     registry.mark_core()
     tools.attach(registry)
     if plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             label = f"{ep.name} ({ep.value})"
             try:
-                _register_one(pm, registry, tools, ep.name, ep.load())
+                _register_one(pm, registry, tools, examples, ep.name, ep.load())
             except Exception as exc:
                 report.failed[label] = f"{type(exc).__name__}: {exc}"
             else:

@@ -1,0 +1,570 @@
+"""The example bank: request -> calls examples, so the kernel is shown the few nearest to each
+request (by sentence embedding, or by word overlap when no embedder is given) instead of one
+fixed list. Built-ins are data here; apps add theirs through the `register_examples` hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from llmos.errors import ErrorCode, LlmosError
+from llmos.syscalls.base import Registry
+
+# The line the kernel sees after each call is prompt.result_message(json); examples show its
+# shape without a real result. Not imported from prompt.py, which may come to import this module.
+RESULT_PLACEHOLDER = "RESULT: ..."
+
+DEFAULT_K = 4
+
+log = logging.getLogger(__name__)
+
+Call = dict[str, Any]
+Shape = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+class TextEmbedder(Protocol):
+    """What the bank needs of an embedder (llmos.memory.embedder.Embedder is one): unit-length
+    vectors, so cosine similarity is a dot product."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text."""
+        ...
+
+    def embed_one(self, text: str) -> list[float]:
+        """The vector of one text."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """One request and the syscalls (as the kernel emits them) that carry it out, in order."""
+
+    request: str
+    calls: list[Call]
+    source: str = "builtin"
+
+    @property
+    def shape(self) -> Shape:
+        """The call sequence with each call's argument names: two examples of one shape teach
+        the model the same thing, so the bank shows one of them."""
+        return tuple((c["call"], tuple(sorted(k for k in c if k != "call"))) for c in self.calls)
+
+    def render(self) -> str:
+        """`User: request` then each call's JSON, a placeholder result line between calls."""
+        lines = [f"User: {self.request}"]
+        for i, call in enumerate(self.calls):
+            if i:
+                lines.append(RESULT_PLACEHOLDER)
+            lines.append(json.dumps(call))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A line for the prompt saying when to use some syscalls ("notes: use notes.add for ...")."""
+
+    text: str
+    source: str
+
+
+def render(examples: Sequence[Example]) -> str:
+    """Examples as the prompt shows them: each `User: ...` block, one after another."""
+    return "\n".join(example.render() for example in examples)
+
+
+# Words that carry no intent in a request; kept short, BM25's idf discounts the rest.
+_STOPWORDS = frozenset(
+    re.findall(
+        r"\w+",
+        "a an the to of in on at for and or is are be it its this that these those my me i you "
+        "your can could would please with into from by as do does did what which",
+    )
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _stem(word: str) -> str:
+    """A crude suffix strip so "photos"/"photo" and "mentions"/"mention" meet."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed"):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def words(text: str) -> list[str]:
+    """The stemmed content words of a text, for the lexical ranking."""
+    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+
+
+def bm25(query: Sequence[str], docs: Sequence[Sequence[str]]) -> list[float]:
+    """Okapi BM25 (k1=1.2, b=0.75) of a query's words against each doc's words."""
+    if not docs:
+        return []
+    n = len(docs)
+    avg = sum(len(d) for d in docs) / n or 1.0
+    df: Counter[str] = Counter()
+    for doc in docs:
+        df.update(set(doc))
+    scores = []
+    for doc in docs:
+        tf = Counter(doc)
+        score = 0.0
+        for term in set(query):
+            if term not in tf:
+                continue
+            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+            f = tf[term]
+            score += idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len(doc) / avg))
+        scores.append(score)
+    return scores
+
+
+class ExampleRegistrar:
+    """What a plugin's `register_examples` hook receives: `add` an example, `rule` a prompt
+    line. It remembers what it added so a plugin that raises is undone."""
+
+    def __init__(self, bank: ExampleBank, source: str) -> None:
+        self._bank = bank
+        self.source = source
+        self._examples: list[Example] = []
+        self._rules: list[Rule] = []
+
+    def add(self, request: str, calls: Call | Sequence[Call]) -> Example | None:
+        """Add `request` -> `calls` (one call dict, or the calls in order); None if the bank
+        already holds the same example."""
+        example = self._bank.add(request, calls, source=self.source)
+        if example is not None:
+            self._examples.append(example)
+        return example
+
+    def rule(self, text: str) -> None:
+        """Add a line for the prompt naming when to use this app's syscalls."""
+        self._rules.append(self._bank.add_rule(text, source=self.source))
+
+    def undo(self) -> None:
+        """Remove everything this registrar added (its plugin failed)."""
+        self._bank.discard(self._examples, self._rules)
+        self._examples.clear()
+        self._rules.clear()
+
+
+@dataclass
+class _Validity:
+    """Which examples parse against one version of one registry."""
+
+    key: tuple[int, int, int]
+    problems: dict[int, str] = field(default_factory=dict)
+
+
+class ExampleBank:
+    """Every example the kernel may be shown, ranked against a request on demand.
+
+    With an embedder, examples rank by cosine similarity of their requests' embeddings (each
+    request embedded once, on first use); without one, by BM25 over their requests' words.
+    """
+
+    def __init__(self, embedder: TextEmbedder | None = None) -> None:
+        self.embedder = embedder
+        self._examples: list[Example] = []
+        self._words: list[list[str]] = []
+        self._rules: list[Rule] = []
+        self._vectors: dict[str, list[float]] = {}
+        self._validity: _Validity | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def examples(self) -> list[Example]:
+        """All examples, in the order they were added."""
+        return list(self._examples)
+
+    def rules(self) -> list[Rule]:
+        """All routing rules, in the order they were added."""
+        return list(self._rules)
+
+    def render_rules(self) -> str:
+        """The rules as prompt lines ("- text"), or ""."""
+        return "\n".join(f"- {rule.text}" for rule in self._rules)
+
+    def registrar(self, source: str) -> ExampleRegistrar:
+        """A registrar that adds to this bank under `source` (a plugin's name)."""
+        return ExampleRegistrar(self, source)
+
+    def add(
+        self, request: str, calls: Call | Sequence[Call], *, source: str = "builtin"
+    ) -> Example | None:
+        """Add one example (a copy of `calls`, which must be JSON); None if the same request
+        with the same calls is already here."""
+        request = " ".join(request.split()) if isinstance(request, str) else ""
+        if not request:
+            raise LlmosError(ErrorCode.E_INVAL, "an example needs a non-empty request")
+        listed = [calls] if isinstance(calls, dict) else list(calls)
+        if not listed or not all(
+            isinstance(c, dict) and isinstance(c.get("call"), str) for c in listed
+        ):
+            raise LlmosError(
+                ErrorCode.E_INVAL,
+                f"example {request!r}: calls must be one or more objects with a string 'call'",
+            )
+        try:
+            copied: list[Call] = json.loads(json.dumps(listed))
+        except (TypeError, ValueError) as exc:
+            raise LlmosError(ErrorCode.E_INVAL, f"example {request!r}: {exc}") from None
+        example = Example(request=request, calls=copied, source=source)
+        with self._lock:
+            if any(e.request == request and e.calls == copied for e in self._examples):
+                return None
+            self._examples.append(example)
+            self._words.append(words(request))
+            self._validity = None
+        return example
+
+    def add_rule(self, text: str, *, source: str = "builtin") -> Rule:
+        """Add one routing rule for the prompt."""
+        text = " ".join(text.split()) if isinstance(text, str) else ""
+        if not text:
+            raise LlmosError(ErrorCode.E_INVAL, "a rule needs some text")
+        rule = Rule(text=text, source=source)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def discard(self, examples: Sequence[Example], rules: Sequence[Rule] = ()) -> None:
+        """Remove these examples and rules (by identity)."""
+        drop = {id(e) for e in examples}
+        with self._lock:
+            kept = [i for i, e in enumerate(self._examples) if id(e) not in drop]
+            self._examples = [self._examples[i] for i in kept]
+            self._words = [self._words[i] for i in kept]
+            self._rules = [r for r in self._rules if not any(r is x for x in rules)]
+            self._validity = None
+
+    def _snapshot(self) -> tuple[list[Example], list[list[str]]]:
+        """The examples and their words as they stand now (another thread may add more)."""
+        with self._lock:
+            return list(self._examples), list(self._words)
+
+    def validate(self, registry: Registry) -> list[tuple[Example, str]]:
+        """The examples with a call `registry` rejects (not registered, bad arguments), and why;
+        `nearest(registry=...)` never shows those."""
+        examples, _ = self._snapshot()
+        problems = self._problems(registry, examples)
+        return [(e, problems[id(e)]) for e in examples if id(e) in problems]
+
+    def _problems(self, registry: Registry, examples: list[Example]) -> dict[int, str]:
+        """id(example) -> why, for examples that do not parse, cached per registry version."""
+        key = (id(registry), registry.version, len(examples))
+        found = self._validity
+        if found is not None and found.key == key:
+            return found.problems
+        problems: dict[int, str] = {}
+        for example in examples:
+            for call in example.calls:
+                try:
+                    registry.parse(call)
+                except LlmosError as exc:
+                    problems[id(example)] = f"{exc.code}: {exc.message}"
+                    break
+        self._validity = _Validity(key, problems)
+        return problems
+
+    def _embed_missing(self, embedder: TextEmbedder, examples: list[Example]) -> None:
+        """Embed, in one batch, the requests that have no cached vector yet."""
+        missing = sorted({e.request for e in examples} - self._vectors.keys())
+        if missing:
+            vectors = embedder.embed(missing)
+            with self._lock:
+                self._vectors.update(zip(missing, vectors, strict=True))
+
+    def warm(self) -> threading.Thread | None:
+        """Start embedding the examples (loading the embedder) on a background thread, so the
+        first ranking need not wait for it; None without an embedder."""
+        embedder = self.embedder
+        if embedder is None:
+            return None
+        examples, _ = self._snapshot()
+
+        def embed_quietly() -> None:
+            try:
+                self._embed_missing(embedder, examples)
+            except LlmosError as exc:
+                log.warning("examples were not embedded in the background: %s", exc.message)
+
+        thread = threading.Thread(target=embed_quietly, name="llmos-examples", daemon=True)
+        thread.start()
+        return thread
+
+    def _scores(
+        self, request: str, examples: list[Example], word_lists: list[list[str]]
+    ) -> list[float]:
+        """Each of `examples`' similarity to `request`."""
+        if self.embedder is None:
+            return bm25(words(request), word_lists)
+        self._embed_missing(self.embedder, examples)
+        query = self.embedder.embed_one(request)
+        return [
+            sum(a * b for a, b in zip(query, self._vectors[e.request], strict=True))
+            for e in examples
+        ]
+
+    def scores(self, request: str) -> list[float]:
+        """Each example's similarity to `request` (cosine with an embedder, else BM25), in the
+        order of `examples()`."""
+        return self._scores(request, *self._snapshot())
+
+    def ranked(self, request: str, *, registry: Registry | None = None) -> list[Example]:
+        """Every usable example, most similar to `request` first (ties: the order added)."""
+        examples, word_lists = self._snapshot()
+        problems = self._problems(registry, examples) if registry is not None else {}
+        scores = self._scores(request, examples, word_lists)
+        order = sorted(
+            (i for i, e in enumerate(examples) if id(e) not in problems),
+            key=lambda i: (-scores[i], i),
+        )
+        return [examples[i] for i in order]
+
+    def nearest(
+        self,
+        request: str,
+        k: int = DEFAULT_K,
+        budget_tokens: int | None = None,
+        count: Callable[[str], int] | None = None,
+        *,
+        registry: Registry | None = None,
+    ) -> list[Example]:
+        """Up to `k` examples most like `request` whose `render` fits `budget_tokens` (as
+        `count` measures it), in rank order. Of examples with one call shape only the best is
+        taken, until every other shape has been tried. With `registry`, only examples whose
+        calls it accepts."""
+        if budget_tokens is not None and count is None:
+            raise LlmosError(ErrorCode.E_INVAL, "a token budget needs a count function")
+        chosen: list[Example] = []
+        if k <= 0:
+            return chosen
+
+        def fits(example: Example) -> bool:
+            if budget_tokens is None or count is None:
+                return True
+            return count(render([*chosen, example])) <= budget_tokens
+
+        ranked = self.ranked(request, registry=registry)
+        shapes: set[Shape] = set()
+        repeats: list[Example] = []
+        for example in ranked:
+            if len(chosen) == k:
+                break
+            if example.shape in shapes:
+                repeats.append(example)
+            elif fits(example):
+                chosen.append(example)
+                shapes.add(example.shape)
+        for example in repeats:
+            if len(chosen) == k:
+                break
+            if fits(example):
+                chosen.append(example)
+        order = {id(e): i for i, e in enumerate(ranked)}
+        return sorted(chosen, key=lambda e: order[id(e)])
+
+
+def _ex(request: str, *calls: Call) -> Example:
+    """A built-in example."""
+    return Example(request=request, calls=list(calls))
+
+
+BUILTIN: tuple[Example, ...] = (
+    # fs.read: content questions read the file, then answer from its text.
+    _ex("show me todo.md", {"call": "fs.read", "path": "todo.md"}),
+    _ex("what timeout does app.yaml set?", {"call": "fs.read", "path": "app.yaml"}),
+    _ex(
+        "what port does server.cfg use?",
+        {"call": "fs.read", "path": "server.cfg"},
+        {"call": "reply", "text": "server.cfg uses port 8080."},
+    ),
+    _ex("show me the start of big.log", {"call": "fs.read", "path": "big.log", "limit": 2000}),
+    # fs.list
+    _ex("what's in the docs folder?", {"call": "fs.list", "path": "docs"}),
+    _ex("list all the text files", {"call": "fs.list", "pattern": "*.txt"}),
+    _ex(
+        "show every python file, sub-folders too",
+        {"call": "fs.list", "pattern": "*.py", "recursive": True},
+    ),
+    # fs.stat: size and dates only, never content.
+    _ex("how big is backup.zip?", {"call": "fs.stat", "path": "backup.zip"}),
+    _ex("when was report.pdf last changed?", {"call": "fs.stat", "path": "report.pdf"}),
+    # fs.search: the query is a word or two, not the user's phrase.
+    _ex(
+        "which logs mention an error?",
+        {"call": "fs.search", "query": "error", "pattern": "*.log"},
+    ),
+    _ex("which files mention invoice?", {"call": "fs.search", "query": "invoice"}),
+    _ex(
+        "where did I write about the dentist in my notes?",
+        {"call": "fs.search", "query": "dentist", "path": "notes"},
+    ),
+    # fs.write: a new file with its whole content.
+    _ex(
+        "save 'call Bob' to reminders/today.txt",
+        {"call": "fs.write", "path": "reminders/today.txt", "content": "call Bob"},
+    ),
+    _ex(
+        "create hello.py that prints hello",
+        {"call": "fs.write", "path": "hello.py", "content": 'print("hello")\n'},
+    ),
+    # fs.append: add to the end of an existing file.
+    _ex(
+        "add 'renew passport' to my todo list",
+        {"call": "fs.append", "path": "todo.md", "text": "renew passport\n"},
+    ),
+    _ex(
+        "put eggs on shopping.txt",
+        {"call": "fs.append", "path": "shopping.txt", "text": "eggs\n"},
+    ),
+    # fs.edit: read first when the old text is not in the request.
+    _ex(
+        "change the port in server.cfg to 9000",
+        {"call": "fs.read", "path": "server.cfg"},
+        {"call": "fs.edit", "path": "server.cfg", "old": "port = 8080", "new": "port = 9000"},
+    ),
+    _ex(
+        "replace every 'colour' with 'color' in essay.md",
+        {"call": "fs.edit", "path": "essay.md", "old": "colour", "new": "color", "all": True},
+    ),
+    _ex(
+        "fix the typo 'teh' in readme.md",
+        {"call": "fs.edit", "path": "readme.md", "old": "teh", "new": "the"},
+    ),
+    # fs.copy / fs.move, of one file or a pattern into a folder.
+    _ex("copy report.pdf to backup/", {"call": "fs.copy", "src": "report.pdf", "dst": "backup/"}),
+    _ex(
+        "back up all the csv files into archive",
+        {"call": "fs.copy", "src": "*.csv", "dst": "archive"},
+    ),
+    _ex(
+        "rename draft.txt to final.txt", {"call": "fs.move", "src": "draft.txt", "dst": "final.txt"}
+    ),
+    _ex("move the logs into old/", {"call": "fs.move", "src": "*.log", "dst": "old/"}),
+    # fs.delete: only a file the user named; otherwise look, then ask.
+    _ex("delete old.txt", {"call": "fs.delete", "path": "old.txt"}),
+    _ex(
+        "remove the tmp folder and everything in it",
+        {"call": "fs.delete", "path": "tmp", "recursive": True},
+    ),
+    _ex(
+        "delete the old report",
+        {"call": "fs.list", "pattern": "*report*"},
+        {
+            "call": "ask",
+            "question": "I see report-2023.pdf and report-2024.pdf: which one should I delete?",
+        },
+    ),
+    # fs.mkdir
+    _ex("make a folder called projects", {"call": "fs.mkdir", "path": "projects"}),
+    # image.*: one file, or a folder / pattern with out_dir for the results.
+    _ex(
+        "thumbnails of every photo in pics",
+        {"call": "image.thumbnail", "path": "pics", "size": 128, "out_dir": "pics/thumbs"},
+    ),
+    _ex(
+        "make a 128px thumbnail of cat.jpg",
+        {"call": "image.thumbnail", "path": "cat.jpg", "size": 128},
+    ),
+    _ex(
+        "resize all the jpgs to 800 pixels wide into small/",
+        {"call": "image.resize", "path": "*.jpg", "width": 800, "out_dir": "small"},
+    ),
+    _ex(
+        "convert logo.png to webp", {"call": "image.convert", "path": "logo.png", "format": "webp"}
+    ),
+    _ex(
+        "turn every png in icons into a jpg",
+        {"call": "image.convert", "path": "icons/*.png", "format": "jpg", "out_dir": "icons/jpg"},
+    ),
+    _ex("how big is photo.png?", {"call": "image.info", "path": "photo.png"}),
+    _ex(
+        "what sizes are the images in scans?",
+        {"call": "image.info", "path": "scans"},
+    ),
+    _ex(
+        "crop the top-left 100x100 of map.png",
+        {"call": "image.crop", "path": "map.png", "left": 0, "top": 0, "right": 100, "bottom": 100},
+    ),
+    # calc: arithmetic goes to calc, never mental arithmetic.
+    _ex(
+        "what is the total of 10, 25 and 7?",
+        {"call": "calc", "expression": "10+25+7"},
+        {"call": "reply", "text": "The total is 42."},
+    ),
+    _ex("what is 15% of 240?", {"call": "calc", "expression": "240*15/100"}),
+    _ex(
+        "add up the amounts in expenses.txt",
+        {"call": "fs.read", "path": "expenses.txt"},
+        {"call": "calc", "expression": "12.5+40+7.25"},
+        {"call": "reply", "text": "The amounts in expenses.txt add up to 59.75."},
+    ),
+    # mem.*: the user's own facts.
+    _ex(
+        "my sister's birthday is on 3 May",
+        {"call": "mem.store", "text": "The user's sister's birthday is on 3 May."},
+    ),
+    _ex("I work at Acme", {"call": "mem.store", "text": "The user works at Acme."}),
+    _ex(
+        "remember that the cabin's wifi password is pine42",
+        {"call": "mem.store", "text": "The wifi password at the cabin is pine42."},
+    ),
+    _ex("when is my sister's birthday?", {"call": "mem.search", "query": "sister's birthday"}),
+    _ex("what did I say my dog is called?", {"call": "mem.search", "query": "dog's name"}),
+    _ex(
+        "forget what I told you about my old job",
+        {"call": "mem.forget", "query": "old job"},
+    ),
+    # reply: words alone, or a plain no for what no syscall can do.
+    _ex("hi there", {"call": "reply", "text": "Hello! What would you like me to do?"}),
+    _ex("thanks!", {"call": "reply", "text": "You're welcome!"}),
+    _ex(
+        "what's the weather tomorrow?",
+        {"call": "reply", "text": "I can't check the weather: I have no internet or weather tool."},
+    ),
+    _ex(
+        "what time is it in Tokyo?",
+        {"call": "reply", "text": "I can't tell: I have no clock or time-zone tool."},
+    ),
+    _ex(
+        "send an email to Anna",
+        {"call": "reply", "text": "I can't send email: I have no mail tool."},
+    ),
+    _ex(
+        "tell me a joke",
+        {"call": "reply", "text": "Why did the computer sneeze? It had a virus."},
+    ),
+    # ask: the target is unclear, and nothing earlier names it.
+    _ex("delete that", {"call": "ask", "question": "Which file do you want me to delete?"}),
+    _ex("rename it", {"call": "ask", "question": "Which file should I rename, and to what?"}),
+    _ex("resize the picture", {"call": "ask", "question": "Which image, and to what size?"}),
+    # Several parts: one call per step, then a reply with what was found.
+    _ex(
+        "copy a.txt to b/ and tell me how many lines it has",
+        {"call": "fs.copy", "src": "a.txt", "dst": "b/"},
+        {"call": "fs.read", "path": "b/a.txt"},
+        {"call": "reply", "text": "I copied a.txt to b/; it has 12 lines."},
+    ),
+    _ex(
+        "make a folder called old and move the logs into it",
+        {"call": "fs.mkdir", "path": "old"},
+        {"call": "fs.move", "src": "*.log", "dst": "old"},
+        {"call": "reply", "text": "I made old/ and moved 3 logs into it."},
+    ),
+)
