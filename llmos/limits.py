@@ -12,10 +12,23 @@ MAX_LIST_ENTRIES = 2000
 """fs.list stops after this many entries and marks the listing truncated."""
 
 MAX_SEARCH_HITS = 200
-"""fs.search stops after this many matching lines."""
+"""fs.search returns at most this many matching lines (max_hits may ask for up to this)."""
+
+SEARCH_HITS = 20
+"""fs.search returns this many of its best lines unless max_hits asks for another number."""
+
+MAX_SEARCH_FILES = 10
+"""fs.search's per-file counts name at most this many files, best first (files_matched says
+how many matched in all), so the counts never crowd the best lines out of the kernel's view."""
+
+MAX_SEARCH_LINE_CHARS = 200
+"""A line fs.search returns is cut to this many characters, around its first match."""
 
 MAX_SEARCH_FILE_BYTES = 4 * 1024 * 1024
 """fs.search skips files larger than this."""
+
+MAX_COUNT_BYTES = 16 * 1024 * 1024
+"""fs.stat and fs.append count the lines of a text file up to this size; past it, no count."""
 
 MAX_SYMLINK_HOPS = 40
 """Symlinks followed while resolving one workspace path (Linux's own limit)."""

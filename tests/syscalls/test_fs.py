@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 import llmos.syscalls.fs as fs_mod
+from llmos.config import Settings
 from llmos.errors import ErrorCode
 from llmos.kernel.process import Process
-from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.base import SyscallResult, existing_kind
 from llmos.system import System
 
 
@@ -57,6 +58,8 @@ def test_read_whole_file(call: Any, workspace: Path) -> None:
         "path": "notes.txt",
         "text": "hello\nworld\n",
         "size": 12,
+        "lines": 2,
+        "words": 2,
         "offset": 0,
         "bytes_read": 12,
         "truncated": False,
@@ -550,7 +553,7 @@ def test_stat_errors(call: Any, workspace: Path) -> None:
 def test_delete_file(call: Any, workspace: Path) -> None:
     (workspace / "f.txt").write_text("x")
     (workspace / "keep.txt").write_text("x")
-    assert ok(call("fs.delete", path="f.txt")) == {"path": "f.txt", "deleted": 1}
+    assert ok(call("fs.delete", path="f.txt")) == {"path": "f.txt", "deleted": 1, "files": None}
     assert names(workspace) == ["keep.txt"]
 
 
@@ -567,7 +570,7 @@ def test_delete_non_empty_folder_needs_recursive(call: Any, workspace: Path) -> 
     err(call("fs.delete", path="d"), ErrorCode.E_NOTEMPTY)
     assert (workspace / "d" / "e" / "g.txt").exists()
     value = ok(call("fs.delete", path="d", recursive=True))
-    assert value == {"path": "d", "deleted": 4}
+    assert value == {"path": "d", "deleted": 4, "files": None}
     assert names(workspace) == []
 
 
@@ -931,3 +934,319 @@ def test_a_pattern_cannot_reach_outside_the_workspace(
     err(call("fs.copy", src="link/*.log", dst="got"), ErrorCode.E_PERM)
     err(call("fs.copy", src="../outside/*.log", dst="got"), ErrorCode.E_PERM)
     assert not (workspace / "got" / "s.log").exists()
+
+
+# ---------------------------------------------------------------- fs.search by words
+
+
+@pytest.fixture
+def notes(workspace: Path) -> Path:
+    """Files where a query's words are spread over lines, files and paths."""
+    (workspace / "cabin.txt").write_text(
+        "Directions: take the second left after the lake.\n"
+        "The wifi password for the cabin is larch-7731.\n"
+        "Firewood is in the shed.\n"
+    )
+    (workspace / "home.txt").write_text("wifi at home is slow\nmy email password is secret\n")
+    (workspace / "server.log").write_text(
+        "12:00 INFO started\n12:01 ERROR disk full\n12:02 INFO retry\n12:03 Errors: 2\n"
+    )
+    (workspace / "report.md").write_text("an error in the report\nthe log of changes\n")
+    return workspace
+
+
+def test_search_matches_words_in_any_order_best_first(call: Any, notes: Path) -> None:
+    value = ok(call("fs.search", query="wifi password cabin"))
+    best = value["hits"][0]
+    assert (best["path"], best["line"]) == ("cabin.txt", 2)
+    assert best["text"] == "The wifi password for the cabin is larch-7731."
+    assert all(best["score"] > h["score"] for h in value["hits"][1:])
+    assert [h["score"] for h in value["hits"]] == sorted(
+        (h["score"] for h in value["hits"]), reverse=True
+    )
+    assert value["files"][0] == {"path": "cabin.txt", "hits": 1}
+
+
+def test_search_a_word_in_the_file_path_counts_for_its_lines(call: Any, notes: Path) -> None:
+    value = ok(call("fs.search", query="error log"))
+    top = [(h["path"], h["line"]) for h in value["hits"][:2]]
+    assert sorted(top) == [("server.log", 2), ("server.log", 4)]
+    assert {h["path"] for h in value["hits"][2:]} == {"report.md"}
+    assert value["files"][0] == {"path": "server.log", "hits": 2}
+    assert value["matches"] == 4
+
+
+def test_search_the_exact_phrase_ranks_first(call: Any, notes: Path) -> None:
+    (notes / "todo.txt").write_text("read the error log tomorrow\n")
+    value = ok(call("fs.search", query="error log"))
+    assert (value["hits"][0]["path"], value["hits"][0]["line"]) == ("todo.txt", 1)
+
+
+def test_search_ignores_case_plurals_and_stopwords(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("one error here\nTWO ERRORS THERE\nboxes and cities\n")
+    # the exact form ranks first, the other form and case still match
+    assert [h["line"] for h in ok(call("fs.search", query="Errors"))["hits"]] == [2, 1]
+    assert [h["line"] for h in ok(call("fs.search", query="the error"))["hits"]] == [1, 2]
+    assert [h["line"] for h in ok(call("fs.search", query="box city"))["hits"]] == [3]
+    # a query of stopwords only still finds them
+    assert [h["line"] for h in ok(call("fs.search", query="and"))["hits"]] == [3]
+
+
+def test_search_rarer_words_weigh_more(call: Any, workspace: Path) -> None:
+    lines = [f"server ok {i}" for i in range(30)]
+    lines[17] = "timeout waiting for reply"
+    lines[25] = "server timeout after 30 s"
+    (workspace / "s.txt").write_text("\n".join(lines) + "\n")
+    value = ok(call("fs.search", query="server timeout"))
+    assert [h["line"] for h in value["hits"][:2]] == [26, 18]
+    assert value["matches"] == 30
+    assert value["truncated"] is True and len(value["hits"]) == 20
+
+
+def test_search_counts_hits_per_file_best_file_first(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("invoice 1\ninvoice 2\nother\n")
+    (workspace / "b.txt").write_text("Invoice for Alice\n")
+    (workspace / "docs").mkdir()
+    (workspace / "docs" / "c.md").write_text("\n".join(["invoices"] * 5) + "\n")
+    (workspace / "d.txt").write_text("nothing here\n")
+    value = ok(call("fs.search", query="invoice alice", max_hits=3))
+    # b.txt holds both words; then the files with only one, by their best line
+    assert value["files"] == [
+        {"path": "b.txt", "hits": 1},
+        {"path": "docs/c.md", "hits": 5},
+        {"path": "a.txt", "hits": 2},
+    ]
+    assert value["files_matched"] == 3 and value["matches"] == 8
+    assert len(value["hits"]) == 3 and value["truncated"] is True
+    assert value["files_scanned"] == 4
+
+
+def test_search_per_file_counts_are_capped(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_mod, "MAX_SEARCH_FILES", 2)
+    for i in range(4):
+        (workspace / f"f{i}.txt").write_text("needle\n" * (i + 1))
+    value = ok(call("fs.search", query="needle"))
+    assert value["files_matched"] == 4
+    assert [f["path"] for f in value["files"]] == ["f3.txt", "f2.txt"]
+
+
+def test_search_cuts_a_long_line_around_the_match(call: Any, workspace: Path) -> None:
+    (workspace / "min.js").write_text("x" * 1000 + " needle " + "y" * 1000 + "\n")
+    text = ok(call("fs.search", query="needle"))["hits"][0]["text"]
+    assert "needle" in text
+    assert len(text) <= fs_mod.MAX_SEARCH_LINE_CHARS + 2
+    assert text.startswith("…") and text.endswith("…")
+
+
+def test_search_regex_stays_exact_and_in_file_order(call: Any, workspace: Path) -> None:
+    (workspace / "a.txt").write_text("error log\nlog error\nerrors\n")
+    (workspace / "b.log").write_text("error\n")
+    value = ok(call("fs.search", query="error log", regex=True))
+    assert hit_tuples(value) == [("a.txt", 1, "error log")]
+    assert value["hits"][0]["score"] is None
+    value = ok(call("fs.search", query=r"^errors?$", regex=True))
+    assert hit_tuples(value) == [("a.txt", 3, "errors"), ("b.log", 1, "error")]
+    assert value["files"] == [{"path": "a.txt", "hits": 1}, {"path": "b.log", "hits": 1}]
+
+
+def test_search_finds_the_one_matching_line_of_a_long_log(call: Any, workspace: Path) -> None:
+    lines = [
+        f"2024-05-01 12:{i // 60 % 60:02d}:{i % 60:02d} INFO worker {i % 7} handled request {i}"
+        for i in range(2500)
+    ]
+    lines[1733] = "2024-05-01 12:28:53 WARN certificate for mail.example.org expires in 3 days"
+    (workspace / "big.log").write_text("\n".join(lines) + "\n")
+    value = ok(call("fs.search", query="certificate expiry mail"))
+    assert value["hits"][0]["line"] == 1734
+    assert "certificate" in value["hits"][0]["text"]
+    assert value["matches"] == 1
+
+
+# ---------------------------------------------------------------- fs.edit
+
+
+def test_edit_replaces_unique_text_keeping_mode(call: Any, workspace: Path) -> None:
+    target = workspace / "app.cfg"
+    target.write_text("host = example.org\nport = 8080\n")
+    target.chmod(0o640)
+    value = ok(call("fs.edit", path="app.cfg", old="port = 8080", new="port = 9090"))
+    assert value == {"path": "app.cfg", "replacements": 1, "lines": 2}
+    assert target.read_text() == "host = example.org\nport = 9090\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert names(workspace) == ["app.cfg"]
+
+
+def test_edit_absent_text_is_enoent_with_the_closest_line(call: Any, workspace: Path) -> None:
+    (workspace / "app.cfg").write_text("host = example.org\nport = 8080\n")
+    result = call("fs.edit", path="app.cfg", old="port=8081", new="port=1")
+    err(result, ErrorCode.E_NOENT)
+    assert "line 2" in str(result.message) and "port = 8080" in str(result.message)
+    spaced = call("fs.edit", path="app.cfg", old="PORT = 8080", new="x")
+    err(spaced, ErrorCode.E_NOENT)
+    assert "other case or spacing" in str(spaced.message)
+    assert (workspace / "app.cfg").read_text() == "host = example.org\nport = 8080\n"
+
+
+def test_edit_text_that_is_not_unique_needs_all(call: Any, workspace: Path) -> None:
+    (workspace / "list.txt").write_text("- milk\n- eggs\n- milk\n- milk\n")
+    result = call("fs.edit", path="list.txt", old="milk", new="oat milk")
+    err(result, ErrorCode.E_INVAL)
+    assert "3 times" in str(result.message) and "lines 1, 3, 4" in str(result.message)
+    assert (workspace / "list.txt").read_text() == "- milk\n- eggs\n- milk\n- milk\n"
+    value = ok(call("fs.edit", path="list.txt", old="milk", new="oat milk", all=True))
+    assert value["replacements"] == 3 and value["lines"] == 4
+    assert (workspace / "list.txt").read_text().count("oat milk") == 3
+
+
+def test_edit_removes_text_and_matches_windows_line_ends(call: Any, workspace: Path) -> None:
+    (workspace / "w.txt").write_bytes(b"one\r\ntwo\r\nthree\r\n")
+    value = ok(call("fs.edit", path="w.txt", old="one\ntwo\n", new=""))
+    assert value == {"path": "w.txt", "replacements": 1, "lines": 1}
+    assert (workspace / "w.txt").read_bytes() == b"three\r\n"
+
+
+def test_edit_errors(call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    (workspace / "bin.dat").write_bytes(b"ab\x00cd")
+    (workspace / "f.txt").write_text("x")
+    err(call("fs.edit", path="missing.txt", old="a", new="b"), ErrorCode.E_NOENT)
+    err(call("fs.edit", path="d", old="a", new="b"), ErrorCode.E_ISDIR)
+    err(call("fs.edit", path="bin.dat", old="ab", new="b"), ErrorCode.E_INVAL)
+    err(call("fs.edit", path="f.txt", old="", new="b"), ErrorCode.E_INVAL)
+    err(call("fs.edit", path="../f.txt", old="x", new="y"), ErrorCode.E_PERM)
+    assert (workspace / "bin.dat").read_bytes() == b"ab\x00cd"
+
+
+# ---------------------------------------------------------------- fs.append
+
+
+def test_append_adds_a_line_to_a_file_ending_in_a_newline(call: Any, workspace: Path) -> None:
+    (workspace / "todo.md").write_text("- milk\n")
+    value = ok(call("fs.append", path="todo.md", text="- eggs"))
+    assert value == {"path": "todo.md", "bytes_added": 7, "lines": 2, "created": False}
+    assert (workspace / "todo.md").read_text() == "- milk\n- eggs\n"
+
+
+def test_append_ends_an_unfinished_last_line_first(call: Any, workspace: Path) -> None:
+    (workspace / "todo.md").write_text("- milk")
+    value = ok(call("fs.append", path="todo.md", text="- eggs\n- tea\n"))
+    assert value == {"path": "todo.md", "bytes_added": 14, "lines": 3, "created": False}
+    assert (workspace / "todo.md").read_text() == "- milk\n- eggs\n- tea\n"
+
+
+def test_append_creates_a_missing_file_and_folders(call: Any, workspace: Path) -> None:
+    value = ok(call("fs.append", path="lists/shop.txt", text="bread"))
+    assert value == {"path": "lists/shop.txt", "bytes_added": 6, "lines": 1, "created": True}
+    assert (workspace / "lists" / "shop.txt").read_text() == "bread\n"
+    (workspace / "empty.txt").write_text("")
+    assert ok(call("fs.append", path="empty.txt", text="first"))["lines"] == 1
+    assert (workspace / "empty.txt").read_text() == "first\n"
+
+
+def test_append_errors(system: System, proc: Process, call: Any, workspace: Path) -> None:
+    (workspace / "d").mkdir()
+    os.mkfifo(workspace / "pipe")
+    err(call("fs.append", path="d", text="x"), ErrorCode.E_ISDIR)
+    err(call("fs.append", path="pipe", text="x"), ErrorCode.E_INVAL)
+    err(call("fs.append", path="a.txt", text=""), ErrorCode.E_INVAL)
+    err(call("fs.append", path="../a.txt", text="x"), ErrorCode.E_PERM)
+    assert names(workspace) == ["d", "pipe"]
+
+
+# ---------------------------------------------------------------- exact counts
+
+
+def test_read_counts_the_lines_and_words_it_returns(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workspace / "n.txt").write_text("one two\nthree\nfour five six")
+    value = ok(call("fs.read", path="n.txt"))
+    assert (value["lines"], value["words"]) == (3, 6)
+    monkeypatch.setattr(fs_mod, "MAX_READ_BYTES", 14)
+    part = ok(call("fs.read", path="n.txt"))
+    assert part["text"] == "one two\nthree\n" and part["truncated"] is True
+    assert (part["lines"], part["words"]) == (2, 3)
+    (workspace / "empty.txt").write_text("")
+    assert ok(call("fs.read", path="empty.txt"))["lines"] == 0
+
+
+def test_stat_counts_a_text_files_lines(
+    call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workspace / "log.txt").write_text("a\n" * 2500)
+    (workspace / "short.txt").write_text("a\nb")
+    (workspace / "bin.dat").write_bytes(b"\x00\n\n")
+    (workspace / "d").mkdir()
+    assert ok(call("fs.stat", path="log.txt"))["lines"] == 2500
+    assert ok(call("fs.stat", path="short.txt"))["lines"] == 2
+    assert ok(call("fs.stat", path="bin.dat"))["lines"] is None
+    assert ok(call("fs.stat", path="d"))["lines"] is None
+    monkeypatch.setattr(fs_mod, "MAX_COUNT_BYTES", 100)
+    assert ok(call("fs.stat", path="log.txt"))["lines"] is None
+
+
+# ---------------------------------------------------------------- fs.delete by pattern
+
+
+def test_delete_a_pattern_lists_every_file_deleted(call: Any, workspace: Path) -> None:
+    for name in ("a.tmp", "b.tmp", "keep.txt"):
+        (workspace / name).write_text("x")
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "c.tmp").write_text("x")
+    value = ok(call("fs.delete", path="*.tmp"))
+    assert value == {"path": "*.tmp", "deleted": 2, "files": ["a.tmp", "b.tmp"]}
+    assert names(workspace) == ["keep.txt", "sub"]
+    assert ok(call("fs.delete", path="sub/*.tmp"))["files"] == ["sub/c.tmp"]
+    err(call("fs.delete", path="*.tmp"), ErrorCode.E_NOENT)
+
+
+def test_delete_a_pattern_stops_at_a_folder_that_needs_recursive(
+    call: Any, workspace: Path
+) -> None:
+    (workspace / "a-old").write_text("x")
+    (workspace / "b-old").mkdir()
+    (workspace / "b-old" / "f").write_text("x")
+    result = call("fs.delete", path="*-old")
+    err(result, ErrorCode.E_NOTEMPTY)
+    assert "deleted before it: a-old" in str(result.message)
+    assert ok(call("fs.delete", path="*-old", recursive=True)) == {
+        "path": "*-old",
+        "deleted": 2,
+        "files": ["b-old"],
+    }
+    err(call("fs.delete", path="*/f"), ErrorCode.E_INVAL)
+    err(call("fs.delete", path="../*"), ErrorCode.E_PERM)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def test_arguments_that_name_existing_paths_are_marked(system: System) -> None:
+    marked = {}
+    for spec in system.registry.specs():
+        if spec.family != "fs":
+            continue
+        for name, info in spec.model.model_fields.items():
+            kind = existing_kind(info)
+            if kind is not None:
+                marked[f"{spec.name}.{name}"] = kind
+    assert marked == {
+        "fs.read.path": ("file", False),
+        "fs.list.path": ("dir", False),
+        "fs.search.path": ("any", False),
+        "fs.edit.path": ("file", False),
+        "fs.move.src": ("any", True),
+        "fs.copy.src": ("file", True),
+        "fs.stat.path": ("any", False),
+        "fs.delete.path": ("any", True),
+    }
+
+
+def test_fs_calls_are_registered_most_used_first(system: System, settings: Settings) -> None:
+    fs_calls = [s.name for s in system.registry.specs() if s.family == "fs"]
+    assert fs_calls[:4] == ["fs.read", "fs.write", "fs.list", "fs.search"]
+    assert {"fs.append", "fs.edit"} <= set(fs_calls)
+    assert {"fs.append", "fs.edit", "calc"} <= set(settings.default_caps)
+    assert "fs.delete" not in settings.default_caps
