@@ -45,6 +45,8 @@ class Settings(BaseSettings):
         default_factory=lambda: [
             "fs.read",
             "fs.write",
+            "fs.append",
+            "fs.edit",
             "fs.list",
             "fs.stat",
             "fs.move",
@@ -54,6 +56,7 @@ class Settings(BaseSettings):
             "image.*",
             "mem.store",
             "mem.search",
+            "calc",
             "reply",
             "ask",
         ],
