@@ -123,6 +123,44 @@ SCHED_SLOTS = 4
 (continuous batching), each on its own sequence of one KV cache sized this many contexts; more
 processes than slots wait for one, and the least recently used idle sequence is reused."""
 
+GROUND_SCAN_ENTRIES = 5000
+"""Before each step the kernel looks at most this many workspace entries to ground paths."""
+
+GROUND_MAX_PATHS = 200
+"""At most this many real paths (those nearest the request's words) are offered to the grammar
+for an argument that must name an existing file or folder; a bigger grammar slows decoding."""
+
+VIEW_MAX_ENTRIES = 40
+"""The workspace view shown with a request lists at most this many files and folders..."""
+
+VIEW_MAX_CHARS = 600
+"""...in at most this many characters."""
+
+FILE_INDEX_MAX_FILES = 5000
+"""Search by meaning over a workspace's files looks at most this many files (its walk stops
+there, and the result says it was cut short)."""
+
+FILE_INDEX_MAX_FILE_BYTES = 1024 * 1024
+"""...skips files larger than this (a log or a data dump past it is left to fs.search)."""
+
+FILE_INDEX_MAX_CHUNKS = 20_000
+"""...keeps at most this many chunks of text (a few lines each) per workspace; files past it
+are left out, and the result says so. Embedding is the cost: about N ms a chunk on 2 cores."""
+
+FILE_INDEX_MAX_DEPTH = 32
+"""...does not descend into folders nested deeper than this."""
+
+FILE_SEARCH_BUILD_SECONDS = 20.0
+"""A search spends at most about this long (re)indexing changed files before it answers from
+what is indexed; the result says how many files wait, and the next search goes on with them.
+A file already started is finished, so one big file can overrun it by its own embedding time."""
+
+FILE_SEARCH_MAX_K = 50
+"""...returns at most this many hits."""
+
+FILE_SEARCH_HIT_CHARS = 600
+"""...cuts each hit's text to this many characters."""
+
 MAX_IMAGE_BATCH = 200
 """An image call over a folder or pattern takes at most this many files (E_TOOBIG beyond)."""
 

@@ -662,13 +662,16 @@ def check_task(
     return True, ""
 
 
-def _run_single_step(kernel: Kernel, case: dict[str, Any], start: float) -> CaseResult:
-    """Decide one call for the case's intent and score it against `expect`."""
+def _run_single_step(
+    kernel: Kernel, case: dict[str, Any], sandbox: Sandbox, start: float
+) -> CaseResult:
+    """Decide one call for the case's intent, as the first step of a turn in its sandbox
+    (workspace view and grounded paths included), and score it against `expect`."""
     family = family_of(case)
     conv = Conversation()
-    conv.add("user", case["intent"])
+    ground = kernel.begin(sandbox.process, conv, str(case["intent"]))
     try:
-        call, _ = kernel.decide(conv)
+        call, _ = kernel.decide(conv, ground)
     except LlmosError as exc:
         return CaseResult(str(case["id"]), family, False, time.perf_counter() - start, exc.message)
     data = call.model_dump(mode="json")
@@ -710,7 +713,7 @@ def run_case(kernel: Kernel, case: dict[str, Any]) -> CaseResult:
         sandbox = Sandbox(kernel.system, case, Path(tmp))
         try:
             if "expect" in case:
-                return _run_single_step(kernel, case, start)
+                return _run_single_step(kernel, case, sandbox, start)
             return _run_task(kernel, case, sandbox, start)
         finally:
             sandbox.close()

@@ -23,7 +23,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from llmos.syscalls.base import Registry, SyscallSpec
+from llmos.syscalls.base import Registry, SyscallSpec, existing_kind
+
+if typing.TYPE_CHECKING:
+    from llmos.kernel.grounding import Snapshot
 
 PRIMITIVES = r"""
 ws ::= " "?
@@ -37,6 +40,7 @@ value ::= string | number | boolean | null | array | object
 array ::= "[" ws ( value ( ws "," ws value ){0,64} )? ws "]"
 object ::= "{" ws ( string ws ":" ws value ( ws "," ws string ws ":" ws value ){0,32} )? ws "}"
 string-list ::= "[" ws ( string ( ws "," ws string ){0,64} )? ws "]"
+glob ::= "\"" [^"\\\x7F\x00-\x1F*?]* [*?] [^"\\\x7F\x00-\x1F]* "\""
 """.strip()
 
 
@@ -96,24 +100,59 @@ def ordered_fields(spec: SyscallSpec[Any]) -> list[tuple[str, FieldInfo]]:
     ]
 
 
-def _member(name: str, field: FieldInfo) -> str:
-    kind = type_rule(field.annotation, nullable=field.is_required())
+def _ground_rule(kind: str, patterns: bool) -> str:
+    return f"ground-{kind}" + ("-or-glob" if patterns else "")
+
+
+def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
+    """The GBNF for a field that must name an existing path: one of the snapshot's real paths
+    of its kind (or the request's own), a glob where allowed; a list of them for a list field.
+    "" for a field that is not grounded (or no snapshot), None when nothing can fill it."""
+    grounded = existing_kind(field)
+    if grounded is None or ground is None:
+        return ""
+    kind, patterns = grounded
+    if not ground.choices(kind) and not patterns:
+        return None
+    one = _ground_rule(kind, patterns)
+    args = [a for a in get_args(field.annotation) if a is not type(None)]
+    listed = get_origin(field.annotation) is list or any(get_origin(a) is list for a in args)
+    single = field.annotation is str or str in args
+    many = f'"[" ws ( {one} ( ws "," ws {one} ){{0,64}} )? ws "]"'
+    if listed and single:
+        return f"( {one} | {many} )"
+    return many if listed else one
+
+
+def _member(name: str, field: FieldInfo, ground: Snapshot | None = None) -> str | None:
+    kind = _grounded_type(field, ground)
+    if kind is None:
+        return None
+    kind = kind or type_rule(field.annotation, nullable=field.is_required())
     return f"{_literal(f', {json.dumps(name)}: ')} {kind}"
 
 
-def call_rule(spec: SyscallSpec[Any]) -> str:
+def call_rule(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> str | None:
     """One syscall's object: `call` first, then required fields, then optional ones, in order;
-    fields in the model's `one_of` become one choice of exactly one of them."""
+    fields in the model's `one_of` become one choice of exactly one of them. With a snapshot,
+    grounded fields take only real paths; None when a required one has none to take."""
     one_of = set(getattr(spec.model, "one_of", ()))
     members: list[str] = []
     choice: list[str] = []
     for k, f in ordered_fields(spec):
+        member = _member(k, f, ground)
         if k in one_of:
             if not choice:
                 members.append("")
-            choice.append(_member(k, f))
+            if member is not None:
+                choice.append(member)
+        elif member is None:
+            if f.is_required():
+                return None
         else:
-            members.append(_member(k, f) if f.is_required() else f"( {_member(k, f)} )?")
+            members.append(member if f.is_required() else f"( {member} )?")
+    if one_of and not choice:
+        return None
     if choice:
         members[members.index("")] = "( " + " | ".join(choice) + " )"
     head = _literal('{"call": ' + json.dumps(spec.name))
@@ -121,12 +160,42 @@ def call_rule(spec: SyscallSpec[Any]) -> str:
     return f'{_rule_name(spec.name)} ::= {body} "}}"'
 
 
-def build_grammar(registry: Registry, only: list[str] | None = None) -> str:
-    """The GBNF text for one call of any registered syscall (or of those named in `only`)."""
-    specs = [s for s in registry.specs() if only is None or s.name in only]
-    rules = [call_rule(spec) for spec in specs]
-    root = "root ::= " + " | ".join(_rule_name(s.name) for s in specs)
-    return "\n".join([root, *rules, PRIMITIVES]) + "\n"
+def _ground_rules(ground: Snapshot) -> list[str]:
+    rules = []
+    for kind in ("file", "dir", "any"):
+        options = " | ".join(_quote(p) for p in ground.choices(kind))
+        rules.append(f"{_ground_rule(kind, False)} ::= {options or 'glob'}")
+        rules.append(f"{_ground_rule(kind, True)} ::= {options + ' | ' if options else ''}glob")
+    return rules
+
+
+def callable_specs(
+    registry: Registry, only: list[str] | None = None, ground: Snapshot | None = None
+) -> list[tuple[SyscallSpec[Any], str]]:
+    """(spec, its grammar rule) for every call that can be made now: all of them (or those in
+    `only`), less those whose required grounded argument has no real path to name, and those
+    that change files when the snapshot says the request asks for no change."""
+    out = []
+    frozen = ground is not None and not ground.changes
+    for spec in registry.specs():
+        if frozen and spec.model.changes_files:
+            continue
+        if only is None or spec.name in only:
+            rule = call_rule(spec, ground)
+            if rule is not None:
+                out.append((spec, rule))
+    return out
+
+
+def build_grammar(
+    registry: Registry, only: list[str] | None = None, ground: Snapshot | None = None
+) -> str:
+    """The GBNF text for one call of any registered syscall (or of those named in `only`);
+    with a snapshot, arguments that must name an existing path are limited to its paths."""
+    specs = callable_specs(registry, only, ground)
+    root = "root ::= " + " | ".join(_rule_name(s.name) for s, _ in specs)
+    extra = _ground_rules(ground) if ground is not None else []
+    return "\n".join([root, *(r for _, r in specs), *extra, PRIMITIVES]) + "\n"
 
 
 HEAD = '{"call": "'
@@ -156,12 +225,22 @@ def _options(annotation: Any) -> tuple[str, ...] | None:
     return None
 
 
-def call_shape(spec: SyscallSpec[Any]) -> CallShape:
+def _grounded_options(field: FieldInfo, ground: Snapshot | None) -> tuple[str, ...] | None:
+    """A grounded single-path field's choices as JSON strings (so the decoder can finish a name
+    once it is unambiguous); None where a glob or a list may be written instead."""
+    grounded = existing_kind(field)
+    if grounded is None or ground is None or grounded[1] or field.annotation is not str:
+        return None
+    return tuple(json.dumps(p, ensure_ascii=False) for p in ground.choices(grounded[0]))
+
+
+def call_shape(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> CallShape:
     """The shape `call_rule` writes for `spec`."""
     return CallShape(
         spec.name,
         tuple(
-            FieldShape(k, f.is_required(), _options(f.annotation)) for k, f in ordered_fields(spec)
+            FieldShape(k, f.is_required(), _options(f.annotation) or _grounded_options(f, ground))
+            for k, f in ordered_fields(spec)
         ),
     )
 
@@ -231,9 +310,9 @@ class CallFormat:
         self.shapes = {s.name: s for s in shapes}
 
     @classmethod
-    def from_registry(cls, registry: Registry) -> CallFormat:
-        """The format of every registered syscall."""
-        return cls([call_shape(spec) for spec in registry.specs()])
+    def from_registry(cls, registry: Registry, ground: Snapshot | None = None) -> CallFormat:
+        """The format of every registered syscall (every one callable now, with a snapshot)."""
+        return cls([call_shape(spec, ground) for spec, _ in callable_specs(registry, None, ground)])
 
     def forced(self, text: str) -> tuple[str, bool]:
         """(the text the format forces next, whether the call is already complete).
@@ -314,20 +393,23 @@ class Constraint:
 
 
 class GrammarCache:
-    """Builds the constraint once per registry version (the table rarely changes)."""
+    """Builds the constraint once per registry version and workspace snapshot (the table rarely
+    changes; the workspace between some steps)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._version = -1
+        self._key: tuple[int, object] | None = None
         self._constraint: Constraint | None = None
 
-    def constraint(self) -> Constraint:
-        """The current constraint, rebuilt only if the syscall table changed."""
-        if self._constraint is None or self._version != self.registry.version:
+    def constraint(self, ground: Snapshot | None = None) -> Constraint:
+        """The constraint for the current table, grounded in `ground` when given; rebuilt only
+        when either changed."""
+        key = (self.registry.version, ground.key if ground is not None else None)
+        if self._constraint is None or self._key != key:
             self._constraint = Constraint(
-                build_grammar(self.registry),
+                build_grammar(self.registry, ground=ground),
                 self.registry.json_schema(),
-                CallFormat.from_registry(self.registry),
+                CallFormat.from_registry(self.registry, ground),
             )
-            self._version = self.registry.version
+            self._key = key
         return self._constraint

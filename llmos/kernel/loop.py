@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Message
 from llmos.kernel.grammar import GrammarCache
+from llmos.kernel.grounding import Snapshot, scan, view
 from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
 from llmos.limits import MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
 from llmos.syscalls.base import Syscall, SyscallResult
@@ -61,6 +62,9 @@ class Turn:
     started: float = field(default_factory=time.time)
     tokens: int = 0
     """The turn's size in prompt tokens, as last counted (0: not counted yet)."""
+    view: str = ""
+    """The workspace view shown before the request (empty when it had not changed since the
+    last one the conversation shows)."""
 
     @property
     def request(self) -> str:
@@ -83,6 +87,12 @@ class Turn:
         return ""
 
     @property
+    def asked(self) -> bool:
+        """True when the turn ended by asking the person something."""
+        last = next((m for m in reversed(self.messages) if m["role"] == "assistant"), None)
+        return last is not None and last["content"].startswith('{"call": "ask"')
+
+    @property
     def done(self) -> bool:
         """True once the kernel replied or asked."""
         return bool(self.reply)
@@ -91,6 +101,8 @@ class Turn:
         """The turn's messages as the model sees them, recalled memory included."""
         out: list[Message] = []
         for i, message in enumerate(self.messages):
+            if i == 0 and self.view:
+                message = {**message, "content": f"{self.view}\n\n{message['content']}"}
             note = self.notes.get(i)
             if note:
                 message = {**message, "content": f"{note}\n\n{message['content']}"}
@@ -105,6 +117,7 @@ class Turn:
             "notes": {str(k): v for k, v in self.notes.items()},
             "recalled": self.recalled,
             "started": self.started,
+            "view": self.view,
         }
 
     @classmethod
@@ -118,7 +131,30 @@ class Turn:
             notes={int(k): str(v) for k, v in data.get("notes", {}).items()},
             recalled=[str(i) for i in data.get("recalled", [])],
             started=float(data.get("started", 0.0)),
+            view=str(data.get("view", "")),
         )
+
+    def drop_failures(self) -> None:
+        """Forget the calls that failed (and their errors) once the turn is over, so a later
+        request does not inherit a wrong guess ("cabin/wifi.txt" does not exist) as if it were
+        a fact. A refusal (E_PERM) stays: it is the truth about what is allowed."""
+        kept: list[Message] = []
+        index = {}
+        for i, message in enumerate(self.messages):
+            content = message["content"]
+            failed = message["role"] == "user" and (
+                (content.startswith('RESULT: {"ok":false') and '"E_PERM"' not in content)
+                or content.startswith("ERROR: ")
+            )
+            if failed and kept and kept[-1]["role"] == "assistant" and len(kept) > 1:
+                kept.pop()
+                continue
+            index[i] = len(kept)
+            kept.append(message)
+        if len(kept) != len(self.messages):
+            self.notes = {index[i]: n for i, n in self.notes.items() if i in index}
+            self.messages = kept
+            self.tokens = 0
 
 
 @dataclass
@@ -186,6 +222,18 @@ class Conversation:
             else:
                 out.insert(0, {"role": "user", "content": block})
         return out
+
+
+def grounding_text(conversation: Conversation) -> str:
+    """The person's words a turn is grounded in: its request, and the one before when that
+    turn ended by asking something back (so "yes, do it" may do what was asked about)."""
+    turns = conversation.turns
+    if not turns:
+        return ""
+    request = turns[-1].request
+    if len(turns) > 1 and turns[-2].asked:
+        return f"{turns[-2].request}\n{request}"
+    return request
 
 
 _CTRL = re.compile(r"[\x00-\x1f]")
@@ -285,8 +333,23 @@ class Kernel:
             head.append({"role": "system", "content": self._extras_message})
         return [*head, *conversation.messages]
 
-    def decide(self, conversation: Conversation) -> tuple[Syscall, str]:
+    def begin(self, process: Process, conversation: Conversation, request: str) -> Snapshot:
+        """Start a turn: the request, with a view of the workspace before it when that differs
+        from the last view the conversation shows. Returns the workspace snapshot."""
+        turn = conversation.begin(request)
+        snapshot = scan(process.workspace, grounding_text(conversation))
+        shown = view(snapshot)
+        last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
+        if shown != last:
+            turn.view = shown
+        return snapshot
+
+    def decide(
+        self, conversation: Conversation, ground: Snapshot | None = None
+    ) -> tuple[Syscall, str]:
         """Decode one call and validate it; repair, else feed the error back once and retry.
+        With a workspace snapshot, arguments that read an existing path can only name a real
+        one (or one the request names).
 
         Returns (call, the text to keep as the assistant's message). Raises LlmosError with
         E_BACKEND or E_INVAL when no valid call came out.
@@ -298,7 +361,7 @@ class Kernel:
                 messages = [*messages, {"role": "user", "content": error}]
             out = self.backend.complete(
                 messages,
-                constraint=self.grammars.constraint(),
+                constraint=self.grammars.constraint(ground),
                 max_tokens=self.max_tokens,
             )
             try:
@@ -327,11 +390,14 @@ class Kernel:
         """Run one request to its reply, yielding every step as it happens. With a pager on the
         conversation, each step is preceded by paging (shown as `memory` events) and the
         session is saved when the turn ends, however it ends."""
-        conversation.begin(request)
+        self.begin(process, conversation, request)
         pager = conversation.pager
         try:
             yield from self._steps(process, conversation, pager)
         finally:
+            turn = conversation.current
+            if turn is not None:
+                turn.drop_failures()
             if pager is not None:
                 pager.save(conversation, process)
 
@@ -339,13 +405,16 @@ class Kernel:
         self, process: Process, conversation: Conversation, pager: Pager | None
     ) -> Iterator[Event]:
         failed: dict[str, int] = {}
+        turn = conversation.current
+        request = turn.request if turn is not None else ""
+        grounding = grounding_text(conversation)
         for _ in range(self.max_steps):
             if pager is not None:
                 for line in pager.prepare(self, process, conversation):
                     yield Event("memory", text=line)
             start = time.perf_counter()
             try:
-                call, shown = self.decide(conversation)
+                call, shown = self.decide(conversation, scan(process.workspace, grounding))
             except LlmosError as exc:
                 yield Event("error", text=f"{exc.code}: {exc.message}")
                 return
@@ -377,7 +446,7 @@ class Kernel:
                 value = result.value if isinstance(result.value, dict) else {}
                 yield Event(kind, text=str(value.get("text", "")), call=data, result=result)
                 return
-            conversation.add("user", result_message(compact_result(result)))
+            conversation.add("user", result_message(compact_result(result), request))
             yield Event("result", call=data, result=result, text=result.render())
         yield Event(
             "limit",

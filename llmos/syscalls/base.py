@@ -23,6 +23,11 @@ class Syscall(BaseModel):
     one_of: ClassVar[tuple[str, ...]] = ()
     """Optional fields of which exactly one must be given; the grammar enforces it too."""
 
+    changes_files: ClassVar[bool] = False
+    """The call creates, changes or removes files (or forgets memories). In a turn whose
+    request asks for no change, the kernel's grammar leaves such calls out, so text planted
+    in a file it reads cannot make it write or delete anything."""
+
     call: str
 
 
@@ -37,7 +42,7 @@ def existing_path(
     file to read, a move's source). The kernel's grammar lets the model write only real paths
     of that kind there (or ones the request itself names, or a glob when `patterns`), so it
     cannot invent a name. Other keyword arguments go to pydantic's `Field`."""
-    extra = {"existing": kind, "patterns": patterns}
+    extra: dict[str, Any] = {"existing": kind, "patterns": patterns}
     return Field(json_schema_extra=extra, **field)
 
 

@@ -66,6 +66,7 @@ class FsReadResult(BaseModel):
 class FsWrite(Syscall):
     """Write text to a file, creating missing folders (overwrite, append, or create only if new)."""
 
+    changes_files = True
     call: Literal["fs.write"] = "fs.write"
     path: str = PathArg
     content: str = Field(description="The full text to write.")
@@ -85,6 +86,7 @@ class FsWriteResult(BaseModel):
 class FsAppend(Syscall):
     """Add text as new line(s) at the end of a file, e.g. an item to a list or todo (creates it)."""
 
+    changes_files = True
     call: Literal["fs.append"] = "fs.append"
     path: str = Field(description="File to add to, e.g. todo.md")
     text: str = Field(min_length=1, description="The text to add, e.g. one new line.")
@@ -102,6 +104,7 @@ class FsAppendResult(BaseModel):
 class FsEdit(Syscall):
     """Change part of a file: replace the exact text old with new (a word, a value, a line)."""
 
+    changes_files = True
     call: Literal["fs.edit"] = "fs.edit"
     path: str = existing_path("file", description="File to change.")
     old: str = Field(min_length=1, description="The exact text now in the file.")
@@ -165,6 +168,7 @@ class FsStatResult(BaseModel):
 class FsDelete(Syscall):
     """Delete a file or folder (recursive=true if not empty), or every file a pattern matches."""
 
+    changes_files = True
     call: Literal["fs.delete"] = "fs.delete"
     path: str = existing_path(
         "any", patterns=True, description="File or folder to delete, or a pattern like *.tmp"
@@ -184,6 +188,7 @@ class FsDeleteResult(BaseModel):
 class FsMove(Syscall):
     """Move or rename a file or folder (into dst if dst is an existing folder)."""
 
+    changes_files = True
     call: Literal["fs.move"] = "fs.move"
     src: str = existing_path(
         "any",
@@ -197,6 +202,7 @@ class FsMove(Syscall):
 class FsCopy(Syscall):
     """Copy a file (into dst if dst is an existing folder)."""
 
+    changes_files = True
     call: Literal["fs.copy"] = "fs.copy"
     src: str = existing_path(
         "file",
@@ -218,6 +224,7 @@ class FsMoveResult(BaseModel):
 class FsMkdir(Syscall):
     """Create a folder (and its parents)."""
 
+    changes_files = True
     call: Literal["fs.mkdir"] = "fs.mkdir"
     path: str = Field(description="Folder to create, e.g. docs/2024")
 

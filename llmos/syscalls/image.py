@@ -71,6 +71,7 @@ class ImageInfoResult(BaseModel):
 class ImageResize(Syscall):
     """Resize images to a width and/or height (keeps aspect ratio if one is given)."""
 
+    changes_files = True
     call: Literal["image.resize"] = "image.resize"
     path: str = InputArg
     width: int | None = Field(default=None, ge=1, le=MAX_IMAGE_SIDE)
@@ -83,6 +84,7 @@ class ImageResize(Syscall):
 class ImageThumbnail(Syscall):
     """Make thumbnails no larger than size x size pixels."""
 
+    changes_files = True
     call: Literal["image.thumbnail"] = "image.thumbnail"
     path: str = InputArg
     size: int = Field(default=256, ge=1, le=MAX_IMAGE_SIDE, description="Longest side in pixels.")
@@ -94,6 +96,7 @@ class ImageThumbnail(Syscall):
 class ImageConvert(Syscall):
     """Convert images to another format (png, jpeg, webp, gif, bmp, tiff)."""
 
+    changes_files = True
     call: Literal["image.convert"] = "image.convert"
     path: str = InputArg
     format: Literal["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"] = Field(
@@ -107,6 +110,7 @@ class ImageConvert(Syscall):
 class ImageCrop(Syscall):
     """Crop images to the box left, top, right, bottom (pixels)."""
 
+    changes_files = True
     call: Literal["image.crop"] = "image.crop"
     path: str = InputArg
     left: int = Field(ge=0)

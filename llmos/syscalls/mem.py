@@ -106,6 +106,7 @@ class MemForget(Syscall):
     """Forget memories: one by id, or every one matching a query."""
 
     one_of = ("id", "query")
+    changes_files = True
 
     call: Literal["mem.forget"] = "mem.forget"
     id: str | None = Field(default=None, description="The id of one memory (from mem.search).")

@@ -1,0 +1,203 @@
+"""Grounding: what the workspace really holds, read before each step, so the kernel can only
+name paths that exist (or that the person named) where a call reads, and sees a short view of
+the workspace with each request instead of guessing names."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from llmos.errors import LlmosError
+from llmos.limits import GROUND_MAX_PATHS, GROUND_SCAN_ENTRIES, VIEW_MAX_CHARS, VIEW_MAX_ENTRIES
+from llmos.security.workspace import Workspace, open_dir_at
+
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
+"""Folders never listed (besides hidden ones): tool caches, not the person's files."""
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]')
+"""Names the grammar's literals would have to escape: rare, and left out rather than risked."""
+_WORD = re.compile(r"[a-z0-9]+")
+_PATHLIKE = re.compile(
+    r"""(?:^|[\s"'`(\[,])((?:[~/.]|\w)[\w.~/@+-]*\.[\w]+|[\w.~@+-]*/[\w.~/@+-]*)"""
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file or folder of the workspace (path relative to its root)."""
+
+    path: str
+    is_dir: bool
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The workspace's files and folders at one moment, bounded; `complete` is False when the
+    scan stopped at its limit (the workspace holds more than is listed)."""
+
+    entries: tuple[Entry, ...] = ()
+    complete: bool = True
+    mentioned: tuple[str, ...] = field(default=())
+    """Paths the request itself names (they may not exist: the call then fails E_NOENT or
+    E_PERM, which is the honest answer)."""
+    changes: bool = True
+    """Whether the person's request asks for a change at all. When it does not ("what does
+    about.md say?"), calls that change files are left out of the grammar for the turn, so an
+    instruction planted in a file it reads has nothing to act with."""
+
+    @property
+    def key(self) -> tuple[tuple[tuple[str, bool], ...], tuple[str, ...], bool]:
+        """What the grammar depends on: the paths and the request's names, not sizes."""
+        return tuple((e.path, e.is_dir) for e in self.entries), self.mentioned, self.changes
+
+    def files(self) -> list[str]:
+        """Every listed file."""
+        return [e.path for e in self.entries if not e.is_dir]
+
+    def dirs(self) -> list[str]:
+        """Every listed folder, the workspace root (".") first."""
+        return [".", *(e.path for e in self.entries if e.is_dir)]
+
+    def choices(self, kind: str, limit: int = GROUND_MAX_PATHS) -> list[str]:
+        """The paths a grounded argument of `kind` (file, dir, any) may name: real ones of that
+        kind, then the ones the request names, at most `limit` real ones."""
+        real = self.files() if kind == "file" else self.dirs() if kind == "dir" else None
+        if real is None:
+            real = [*self.dirs(), *self.files()]
+        out = list(dict.fromkeys([*real[:limit], *self.mentioned]))
+        return out
+
+
+def scan(workspace: Workspace, request: str = "", changes: bool | None = None) -> Snapshot:
+    """The workspace's files and folders (hidden and cache folders left out), at most
+    GROUND_SCAN_ENTRIES looked at; when there are more than GROUND_MAX_PATHS, the ones whose
+    names share most words with `request` come first, then the shallowest. `changes` says
+    whether the turn may change files (by default: whether the request asks for a change)."""
+    found: list[Entry] = []
+    complete = True
+    mentioned = tuple(mentioned_paths(request))
+    if changes is None:
+        changes = asks_for_change(request)
+    try:
+        with workspace.locate(".") as loc:
+            fd = open_dir_at(loc.dir_fd, loc.name)
+    except (OSError, LlmosError):  # an unreadable workspace grounds nothing, never fails a turn
+        return Snapshot(mentioned=mentioned, changes=changes)
+    try:
+        for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS
+            )
+            base = "" if dirpath == "." else dirpath[2:] + "/"
+            for name in sorted(dirnames + filenames):
+                if name.startswith(".") or ".llmos-tmp-" in name or _UNSAFE.search(name):
+                    continue
+                try:
+                    info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                is_dir = stat.S_ISDIR(info.st_mode)
+                if not is_dir and not stat.S_ISREG(info.st_mode):
+                    continue
+                found.append(Entry(base + name, is_dir, 0 if is_dir else info.st_size))
+                if len(found) >= GROUND_SCAN_ENTRIES:
+                    complete = False
+                    break
+            if not complete:
+                break
+    finally:
+        os.close(fd)
+    if len(found) > GROUND_MAX_PATHS:
+        complete = False
+        found = _nearest(found, request)[:GROUND_MAX_PATHS]
+    found.sort(key=lambda e: e.path.split("/"))
+    if not changes:
+        real = {e.path for e in found}
+        changes = any(m.strip("/").removeprefix("./") not in real for m in mentioned)
+    return Snapshot(tuple(found), complete, mentioned, changes)
+
+
+def _nearest(entries: list[Entry], request: str) -> list[Entry]:
+    """Entries ordered by how many of the request's words their path holds, then depth."""
+    words = set(_WORD.findall(request.lower()))
+
+    def key(entry: Entry) -> tuple[int, int, str]:
+        shared = len(words & set(_WORD.findall(entry.path.lower())))
+        return (-shared, entry.path.count("/"), entry.path)
+
+    return sorted(entries, key=key)
+
+
+def mentioned_paths(request: str) -> list[str]:
+    """Path-like words of a request (`notes.txt`, `docs/a.md`, `/etc/hostname`, `old/`), as
+    written, trailing punctuation dropped."""
+    out: list[str] = []
+    for match in _PATHLIKE.finditer(request):
+        word = match.group(1).rstrip(".,;:!?)")
+        plausible = word and len(word) <= 200 and not word.startswith("http")
+        if plausible and word not in out and not _UNSAFE.search(word):
+            out.append(word)
+    return out
+
+
+CHANGE_WORDS = re.compile(
+    r"\b(?:(?:writ|wrote|sav|creat|mak|made|cop(?:y|ie)|duplicat|mov|renam|delet|remov|eras|"
+    r"trash|chuck|discard|wip|clean|tid(?:y|ie)|append|prepend|insert|edit|replac|fix|correct|"
+    r"chang|updat|overwrit|rewrit|convert|resiz|shrink|scal|crop|rotat|flip|thumbnail|"
+    r"compress|organi[sz]|arrang|archiv|zip|unzip|mkdir|touch|fill|combin|merg|split|"
+    r"export|generat|produc|draft|compos|undo|restor|revert|execut|install|send|swap|trim|"
+    r"strip|uppercas|lowercas|capitali[sz]|forget|forgot|purg|get rid|back(?:ed|ing)? up|"
+    r"note down|jot|turn\w* \S+ into)\w{0,4}|add|adds|added|put|puts|set|sets|bin|cut|"
+    r"new|start|run|tag|sort|clear|empty|join|paste|save)\b",
+    re.IGNORECASE,
+)
+"""Words with which people ask for a change. Read only from the person's request (file names
+left out), never from a file; generous on purpose: missing one costs a turn that cannot
+write, while a question ("what does about.md say?", "summarise README.md") gets none."""
+
+
+def asks_for_change(request: str) -> bool:
+    """Whether a request uses a word of change (its file names left out, so "backup.zip" or
+    "new.txt" do not count). A path it names that does not exist yet counts too; `scan`
+    checks that against the workspace."""
+    words = request
+    for path in mentioned_paths(request):
+        words = words.replace(path, " ")
+    return bool(CHANGE_WORDS.search(words))
+
+
+def view(snapshot: Snapshot, max_entries: int = VIEW_MAX_ENTRIES) -> str:
+    """A short listing of the workspace for the prompt: top-level files, then each folder with
+    the names inside it, within VIEW_MAX_CHARS; '...' where it was cut."""
+    if not snapshot.entries:
+        return "WORKSPACE: (empty)"
+    children: dict[str, list[Entry]] = {}
+    for entry in snapshot.entries:
+        parent = entry.path.rpartition("/")[0]
+        children.setdefault(parent, []).append(entry)
+    parts: list[str] = []
+    shown = 0
+
+    def walk(folder: str) -> None:
+        nonlocal shown
+        for entry in children.get(folder, []):
+            if shown >= max_entries:
+                return
+            shown += 1
+            if entry.is_dir:
+                inner = children.get(entry.path, [])
+                parts.append(f"{entry.path}/" + ("" if inner else " (empty)"))
+                walk(entry.path)
+            else:
+                parts.append(entry.path)
+
+    walk("")
+    text = ", ".join(parts)
+    cut = shown < len(snapshot.entries) or not snapshot.complete
+    if len(text) > VIEW_MAX_CHARS:
+        text = text[:VIEW_MAX_CHARS].rsplit(", ", 1)[0]
+        cut = True
+    return f"WORKSPACE: {text}" + (", ..." if cut else "")

@@ -1,0 +1,215 @@
+"""Grounded paths: the workspace snapshot, the view shown with a request, and a grammar that
+lets arguments reading an existing path name only real ones (or the request's own)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from llmos.kernel.backend import ScriptedBackend
+from llmos.kernel.grammar import CallFormat, GrammarCache, build_grammar
+from llmos.kernel.grounding import Snapshot, mentioned_paths, scan, view
+from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.process import Process
+from llmos.security.workspace import Workspace
+from llmos.syscalls.base import Registry, Syscall, existing_path
+from llmos.system import System
+
+
+class Peek(Syscall):
+    """Read a file."""
+
+    call: Literal["t.peek"] = "t.peek"
+    path: str = existing_path("file")
+
+
+class Look(Syscall):
+    """List a folder, or the files a pattern matches."""
+
+    call: Literal["t.look"] = "t.look"
+    path: str = existing_path("dir", patterns=True, default=".")
+
+
+class Note(Syscall):
+    """Write a new file."""
+
+    call: Literal["t.note"] = "t.note"
+    path: str
+
+
+def registry() -> Registry:
+    reg = Registry()
+    for model in (Peek, Look, Note):
+        reg.register(model, lambda call, process: None)
+    return reg
+
+
+def make_tree(root: Path) -> None:
+    (root / "notes.txt").write_text("The wifi password for the cabin is larch-7731.\n")
+    (root / "logs").mkdir()
+    for n in (1, 2, 3):
+        (root / "logs" / f"app{n}.log").write_text("error\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("x")
+    (root / "node_modules").mkdir()
+    (root / "node_modules" / "dep.js").write_text("x")
+
+
+def test_scan_lists_real_files_and_folders_not_hidden_or_caches(workspace: Path) -> None:
+    make_tree(workspace)
+    os.symlink("/etc/hostname", workspace / "outside")
+    snap = scan(Workspace(workspace))
+    assert snap.files() == ["logs/app1.log", "logs/app2.log", "logs/app3.log", "notes.txt"]
+    assert snap.dirs() == [".", "logs"]
+    assert snap.complete
+
+
+def test_scan_of_a_big_workspace_keeps_the_names_nearest_the_request(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmos.kernel.grounding as grounding
+
+    monkeypatch.setattr(grounding, "GROUND_MAX_PATHS", 5)
+    for n in range(20):
+        (workspace / f"file{n:02d}.txt").write_text("x")
+    (workspace / "budget-2026.xlsx").write_text("x")
+    snap = scan(Workspace(workspace), "what is in the budget for 2026?")
+    assert len(snap.entries) == 5 and not snap.complete
+    assert "budget-2026.xlsx" in snap.files()
+    assert view(snap).endswith(", ...")
+
+
+def test_mentioned_paths_are_the_path_like_words_of_a_request() -> None:
+    said = "copy notes.txt to backup/notes.txt, then read /etc/hostname and docs/."
+    assert mentioned_paths(said) == ["notes.txt", "backup/notes.txt", "/etc/hostname", "docs/"]
+    assert mentioned_paths("what is the wifi password for the cabin?") == []
+
+
+def test_view_is_short_and_shows_folders_with_their_contents(workspace: Path) -> None:
+    make_tree(workspace)
+    text = view(scan(Workspace(workspace)))
+    assert text == "WORKSPACE: logs/, logs/app1.log, logs/app2.log, logs/app3.log, notes.txt"
+    assert view(Snapshot()) == "WORKSPACE: (empty)"
+
+
+def test_grounded_grammar_offers_only_real_paths_for_reading(workspace: Path) -> None:
+    make_tree(workspace)
+    snap = scan(Workspace(workspace), "read missing.txt")
+    text = build_grammar(registry(), ground=snap)
+    peek = next(line for line in text.splitlines() if line.startswith("call-t-peek"))
+    assert "ground-file" in peek and "string" not in peek
+    files = next(line for line in text.splitlines() if line.startswith("ground-file ::="))
+    for path in ("notes.txt", "logs/app1.log", "missing.txt"):
+        assert f'\\"{path}\\"' in files
+    assert 'logs\\"' not in files, "a folder is not a file"
+    note = next(line for line in text.splitlines() if line.startswith("call-t-note"))
+    assert "string" in note, "a new file's path stays free"
+    look = next(line for line in text.splitlines() if line.startswith("call-t-look"))
+    assert "ground-dir-or-glob" in look
+
+
+def test_a_call_with_nothing_real_to_read_is_not_offered(workspace: Path) -> None:
+    text = build_grammar(registry(), ground=scan(Workspace(workspace), "hello"))
+    root = text.splitlines()[0]
+    assert "call-t-peek" not in root and "call-t-note" in root
+    assert "call-t-look" in root, "the root folder is always there to list"
+    assert "call-t-peek" in build_grammar(registry()).splitlines()[0], "ungrounded: all"
+
+
+def test_grounded_grammar_compiles_in_llama_cpp(workspace: Path) -> None:
+    import llama_cpp
+
+    make_tree(workspace)
+    (workspace / "ünïcode name.md").write_text("x")
+    text = build_grammar(registry(), ground=scan(Workspace(workspace), "open /etc/passwd"))
+    grammar = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+    assert grammar is not None
+
+
+def test_the_format_finishes_a_path_once_it_is_unambiguous(workspace: Path) -> None:
+    make_tree(workspace)
+    fmt = CallFormat.from_registry(registry(), scan(Workspace(workspace)))
+    forced, _ = fmt.forced('{"call": "t.peek", "path": "no')
+    assert forced == 'tes.txt"}'
+    forced, _ = fmt.forced('{"call": "t.peek", "path": "logs/app')
+    assert forced == ""
+    assert "t.peek" not in CallFormat.from_registry(registry(), Snapshot()).shapes
+
+
+def test_the_constraint_is_rebuilt_only_when_the_paths_change(workspace: Path) -> None:
+    make_tree(workspace)
+    cache = GrammarCache(registry())
+    ws = Workspace(workspace)
+    first = cache.constraint(scan(ws))
+    (workspace / "notes.txt").write_text("longer now, same name\n")
+    assert cache.constraint(scan(ws)) is first
+    (workspace / "new.txt").write_text("x")
+    assert cache.constraint(scan(ws)) is not first
+
+
+def test_each_step_is_grounded_and_the_view_comes_with_the_request(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    make_tree(workspace)
+    backend = ScriptedBackend(
+        [
+            {"call": "fs.write", "path": "todo.md", "content": "x"},
+            {"call": "reply", "text": "done"},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    list(kernel.turn(proc, conv, "make a todo"))
+    first, second = backend.prompts
+    assert first[-1]["content"].startswith("WORKSPACE: logs/, ")
+    assert first[-1]["content"].endswith("make a todo")
+    grammars = [c.grammar for c in backend.constraints if c is not None]
+    assert '\\"todo.md\\"' not in grammars[0] and '\\"todo.md\\"' in grammars[1]
+    assert "REQUEST: make a todo" in second[-1]["content"]
+    backend.outputs += [{"call": "reply", "text": "ok"}, {"call": "reply", "text": "bye"}]
+    list(kernel.turn(proc, conv, "thanks"))
+    assert "todo.md\n\nthanks" in backend.prompts[-1][-1]["content"], "it changed: shown"
+    list(kernel.turn(proc, conv, "bye"))
+    assert backend.prompts[-1][-1]["content"] == "bye", "unchanged: not shown again"
+
+
+def test_a_failed_guess_does_not_stay_in_the_conversation(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    backend = ScriptedBackend(
+        [
+            {"call": "fs.read", "path": "cabin/wifi/password.txt"},
+            {"call": "ask", "question": "Which file?"},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    list(kernel.turn(proc, conv, "what is the wifi password?"))
+    shown = json.dumps(kernel.messages(conv))
+    assert "cabin/wifi" not in shown
+    assert [m["role"] for m in conv.turns[0].messages] == ["user", "assistant"]
+
+
+class Scrub(Syscall):
+    """Delete a file."""
+
+    changes_files = True
+    call: Literal["t.scrub"] = "t.scrub"
+    path: str = existing_path("file")
+
+
+def test_a_request_that_asks_for_no_change_cannot_change_files(workspace: Path) -> None:
+    make_tree(workspace)
+    reg = registry()
+    reg.register(Scrub, lambda call, process: None)
+    ws = Workspace(workspace)
+    question = build_grammar(reg, ground=scan(ws, "summarise notes.txt")).splitlines()[0]
+    assert "call-t-scrub" not in question and "call-t-peek" in question
+    asked = build_grammar(reg, ground=scan(ws, "delete notes.txt")).splitlines()[0]
+    assert "call-t-scrub" in asked
+    target = build_grammar(reg, ground=scan(ws, "summarise notes.txt into short.txt"))
+    assert "call-t-scrub" in target.splitlines()[0], "a new path named is a target"
