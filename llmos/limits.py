@@ -172,3 +172,33 @@ MAX_CALC_CHARS = 200
 MAX_CALC_DIGITS = 100
 """calc refuses a number with more digits than this, checked before a power is computed, so
 `9**9**9` fails at once (E_TOOBIG) instead of hanging."""
+
+STAT_PREVIEW_CHARS = 240
+"""fs.stat shows a text file's start: all of it up to this many characters, else its whole lines
+within them and "..." (asked about a file's content, the model answered from its size alone and
+invented the rest)..."""
+
+STAT_PREVIEW_MAX_BYTES = 64 * 1024
+"""...and shows none for a file larger than this (a log or a data file is for fs.read)."""
+
+SEARCH_MEANING_SECONDS = 3.0
+"""When no line holds all of an fs.search's words and the process can reach the workspace's
+search by meaning, that search first indexes changed files for about this long (its first
+batch of chunks always: a few seconds more on 2 cores), then answers from what is indexed..."""
+
+SEARCH_MEANING_HITS = 3
+"""...adding at most this many passages to the word hits..."""
+
+SEARCH_MEANING_MIN_SIMILARITY = 0.15
+"""...only those at least this similar (cosine) to the query: "which database does the app
+use?" met its config's `[db] engine = "postgres"` at 0.19, unrelated passages stayed under 0.1
+(measured with all-MiniLM-L6-v2)..."""
+
+SEARCH_MEANING_HIT_CHARS = 300
+"""...each cut to this many characters."""
+
+EXAMPLE_COUNT = 3
+"""The kernel is shown at most this many examples nearest each request..."""
+
+EXAMPLE_TOKENS = 160
+"""...in at most this many prompt tokens (prefilled once per turn; dropped when it ends)."""

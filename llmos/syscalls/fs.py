@@ -5,13 +5,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import json
+import logging
 import math
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -28,16 +30,27 @@ from llmos.limits import (
     MAX_SEARCH_LINE_CHARS,
     MAX_WRITE_BYTES,
     SEARCH_HITS,
+    SEARCH_MEANING_HIT_CHARS,
+    SEARCH_MEANING_HITS,
+    SEARCH_MEANING_MIN_SIMILARITY,
+    SEARCH_MEANING_SECONDS,
+    STAT_PREVIEW_CHARS,
+    STAT_PREVIEW_MAX_BYTES,
 )
+from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_all, write_atomic_at
 from llmos.syscalls.base import Registry, Syscall, existing_path
+
+log = logging.getLogger(__name__)
 
 # O_NONBLOCK: opening a FIFO (or one swapped in) must not hang the caller; no effect on files.
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
 PathArg = Field(description="Path inside the workspace, e.g. notes.txt or docs/a.md")
 # Sniffed for a NUL byte to tell a binary file from text, as grep and git do.
 BINARY_SNIFF_BYTES = 8192
+# fs.list's summary names this many extensions, the most common first, and counts the rest.
+SUMMARY_EXTENSIONS = 5
 
 
 class FsRead(Syscall):
@@ -140,22 +153,27 @@ class FsEntry(BaseModel):
 
 
 class FsListResult(BaseModel):
-    """A folder's entries, sorted."""
+    """A folder's entries, sorted, after a `summary` that counts them ("3 files (2 .py, 1
+    .txt), 1 folder"): it comes first so it is still there when a long listing is cut."""
 
     path: str
+    summary: str
     entries: list[FsEntry]
     truncated: bool
 
 
 class FsStat(Syscall):
-    """Show a file's or folder's type, size, line count and modification time (not its content)."""
+    """Show a file's or folder's type, size, line count and modification time (and a small text
+    file's first lines)."""
 
     call: Literal["fs.stat"] = "fs.stat"
     path: str = existing_path("any", description="File or folder, e.g. notes.txt or docs")
 
 
 class FsStatResult(BaseModel):
-    """Metadata of one path; `lines` is counted for a text file (None for anything else)."""
+    """Metadata of one path; `lines` is counted for a text file (None for anything else), and
+    `preview` is a small UTF-8 text file's start: all of it when short, else its first lines
+    and "..." (None for a binary, a folder, a link or a file over STAT_PREVIEW_MAX_BYTES)."""
 
     path: str
     type: Literal["file", "dir", "link", "other"]
@@ -163,6 +181,7 @@ class FsStatResult(BaseModel):
     lines: int | None = None
     mtime: float
     mode: str
+    preview: str | None = None
 
 
 class FsDelete(Syscall):
@@ -243,7 +262,9 @@ class FsSearch(Syscall):
     query: str = Field(
         min_length=1, description="Words to find, in any order and case (or a regex, regex=true)."
     )
-    path: str = existing_path("any", default=".", description="Folder (or file) to search in.")
+    path: str = existing_path(
+        "dir", default=".", description="Folder to search in (all of the workspace by default)."
+    )
     pattern: str | None = Field(default=None, description="Only files matching this glob.")
     regex: bool = Field(default=False, description="Treat query as a regular expression.")
     max_hits: int = Field(
@@ -252,12 +273,16 @@ class FsSearch(Syscall):
 
 
 class FsSearchHit(BaseModel):
-    """One matching line: where it is, its text (cut around the match), how well it matches."""
+    """One matching line: where it is, its text (cut around the match), how well it matches.
+    A hit found by meaning (`by` "meaning") is a passage, lines `line` to `end_line`, and its
+    score is its cosine similarity to the query, not a word score."""
 
     path: str
     line: int
+    end_line: int | None = None
     text: str
     score: float | None = None
+    by: Literal["meaning"] | None = None
 
 
 class FsSearchFile(BaseModel):
@@ -270,9 +295,11 @@ class FsSearchFile(BaseModel):
 class FsSearchResult(BaseModel):
     """Matching lines, best first (a regex's in file order), and per-file counts. `matches`
     counts every matching line, `files_matched` every file with one; `truncated` says that
-    more lines matched than `hits` holds."""
+    more lines matched than `hits` holds. `note` says when passages found by meaning were
+    added because no line holds all of the query's words."""
 
     query: str
+    note: str | None = None
     matches: int
     files_matched: int
     files: list[FsSearchFile]
@@ -368,12 +395,37 @@ def _read_capped(fd: int, cap: int) -> bytes | None:
     return None if total > cap else b"".join(chunks)
 
 
-def _count_file_lines(fd: int) -> int | None:
-    """A text file's exact line count (up to MAX_COUNT_BYTES); None for a binary or larger one."""
-    data = _read_capped(fd, MAX_COUNT_BYTES)
+def _count_data_lines(data: bytes | None) -> int | None:
+    """The exact line count of a text file's bytes; None for a binary (or unread) one."""
     if data is None or b"\x00" in data[:BINARY_SNIFF_BYTES]:
         return None
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _count_file_lines(fd: int) -> int | None:
+    """A text file's exact line count (up to MAX_COUNT_BYTES); None for a binary or larger one."""
+    return _count_data_lines(_read_capped(fd, MAX_COUNT_BYTES))
+
+
+def _preview(data: bytes) -> str | None:
+    """A small UTF-8 text file's start: all of it when it has at most STAT_PREVIEW_CHARS
+    characters, else its whole lines within that many and "..." (cut inside a line only when
+    no line ends early enough); None for a binary, non-UTF-8 or over-large file."""
+    if len(data) > STAT_PREVIEW_MAX_BYTES or b"\x00" in data:
+        return None
+    try:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(text) <= STAT_PREVIEW_CHARS:
+        return text
+    head = text[: STAT_PREVIEW_CHARS + 1]  # +1: a line may end right at the limit
+    end = head.rfind("\n")
+    if end >= STAT_PREVIEW_CHARS // 3:
+        return head[: end + 1] + "..."
+    head = head[:STAT_PREVIEW_CHARS]
+    space = head.rfind(" ")
+    return head[: space if space >= STAT_PREVIEW_CHARS // 2 else len(head)].rstrip() + "..."
 
 
 def fs_read(call: FsRead, process: Process) -> FsReadResult:
@@ -554,11 +606,15 @@ def fs_edit(call: FsEdit, process: Process) -> FsEditResult:
             )
         if count > 1 and not call.all:
             lines = ", ".join(str(n) for n in _occurrence_lines(text, old))
+            # The whole call to copy, not "pass all=true": a small model copies an explicit
+            # call, and it ignored the advice (measured on the kernel's requests).
+            every = {"call": "fs.edit", "path": loc.rel, "old": call.old, "new": call.new}
             raise LlmosError(
                 ErrorCode.E_INVAL,
                 f"the text occurs {count} times in {call.path} (lines {lines}"
-                f"{', ...' if count > 5 else ''}); pass all=true to replace every one, or give "
-                "more of the text around the one to change",
+                f"{', ...' if count > 5 else ''}); to change just one, give more of the text "
+                "around it, enough to be found once; to change every one: "
+                + json.dumps({**every, "all": True}, ensure_ascii=False),
             )
         edited = text.replace(old, new) if call.all else text.replace(old, new, 1)
         out = edited.encode("utf-8")
@@ -600,13 +656,47 @@ def _is_temp(name: str) -> bool:
     return ".llmos-tmp-" in name
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _summary(entries: Sequence[FsEntry], truncated: bool) -> str:
+    """What a listing holds, counted, e.g. "3 files (2 .py, 1 .txt), 1 folder": asked "how many
+    python files are in src?", the model read the count here instead of miscounting entries."""
+    kinds = {kind: sum(e.type == kind for e in entries) for kind in ("file", "dir", "link")}
+    extensions: dict[str, int] = {}
+    for entry in entries:
+        if entry.type == "file":
+            ext = os.path.splitext(entry.path.rpartition("/")[2])[1].lower()
+            extensions[ext] = extensions.get(ext, 0) + 1
+    ranked = sorted(extensions.items(), key=lambda item: (-item[1], item[0] == "", item[0]))
+    shown = [f"{n} {ext or 'without extension'}" for ext, n in ranked[:SUMMARY_EXTENSIONS]]
+    rest = sum(n for _, n in ranked[SUMMARY_EXTENSIONS:])
+    if rest:
+        shown.append(f"{rest} other")
+    parts = []
+    if kinds["file"]:
+        parts.append(_plural(kinds["file"], "file") + f" ({', '.join(shown)})")
+    if kinds["dir"]:
+        parts.append(_plural(kinds["dir"], "folder"))
+    if kinds["link"]:
+        parts.append(_plural(kinds["link"], "link"))
+    others = len(entries) - sum(kinds.values())
+    if others:
+        parts.append(f"{others} other")
+    text = ", ".join(parts) or "nothing"
+    return f"at least {text} (the listing stops at {len(entries)} entries)" if truncated else text
+
+
 def fs_list(call: FsList, process: Process) -> FsListResult:
     """List entries (optionally recursive and glob-filtered), capped at MAX_LIST_ENTRIES."""
     with process.workspace.locate(call.path) as loc:
         info = _require(loc, call.path)
         if not stat.S_ISDIR(info.st_mode):
             entry = FsEntry(path=loc.rel, type=_kind(info.st_mode), size=info.st_size)
-            return FsListResult(path=loc.rel, entries=[entry], truncated=False)
+            return FsListResult(
+                path=loc.rel, summary=_summary([entry], False), entries=[entry], truncated=False
+            )
         fd = _open_dir(loc, call.path)
         entries: list[FsEntry] = []
         truncated = False
@@ -622,14 +712,21 @@ def fs_list(call: FsList, process: Process) -> FsListResult:
         finally:
             os.close(fd)
         entries.sort(key=lambda e: e.path.split("/"))
-        return FsListResult(path=_display(loc.rel), entries=entries, truncated=truncated)
+        return FsListResult(
+            path=_display(loc.rel),
+            summary=_summary(entries, truncated),
+            entries=entries,
+            truncated=truncated,
+        )
 
 
 def fs_stat(call: FsStat, process: Process) -> FsStatResult:
-    """Stat a path without following a final symlink; count a text file's lines."""
+    """Stat a path without following a final symlink; count a text file's lines and show the
+    start of a small one (the model answered questions about content from the size alone,
+    inventing the rest, when stat showed none of it)."""
     with process.workspace.locate(call.path, follow=False) as loc:
         info = _require(loc, call.path)
-        lines = None
+        lines = preview = None
         if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_COUNT_BYTES:
             try:
                 fd = _open_file(loc, call.path)
@@ -637,9 +734,11 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
                 fd = -1
             if fd >= 0:
                 try:
-                    lines = _count_file_lines(fd)
+                    data = _read_capped(fd, MAX_COUNT_BYTES)
                 finally:
                     os.close(fd)
+                lines = _count_data_lines(data)
+                preview = None if data is None else _preview(data)
         return FsStatResult(
             path=_display(loc.rel),
             type=_kind(info.st_mode),
@@ -647,6 +746,7 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
             lines=lines,
             mtime=info.st_mtime,
             mode=stat.filemode(info.st_mode),
+            preview=preview,
         )
 
 
@@ -1156,9 +1256,10 @@ def _search_regex(call: FsSearch, process: Process) -> FsSearchResult:
     )
 
 
-def _search_words(call: FsSearch, process: Process) -> FsSearchResult:
+def _search_words(call: FsSearch, process: Process) -> tuple[FsSearchResult, bool]:
     """Lines holding the query's words in any order, ranked (`_Scorer.score`), best first; files
-    ranked by how much of the query their lines and path cover, then by their best line."""
+    ranked by how much of the query their lines and path cover, then by their best line. Also
+    says whether some line holds all of the query's words (or its very text)."""
     query = _WordQuery.parse(call.query)
     corpus = _Corpus()
     scanned = 0
@@ -1187,7 +1288,11 @@ def _search_words(call: FsSearch, process: Process) -> FsSearchResult:
         )
         for score, line in ranked[: call.max_hits]
     ]
-    return FsSearchResult(
+    whole = any(
+        line.phrase or (query.terms and len(line.counts) == len(query.terms))
+        for line in corpus.found
+    )
+    result = FsSearchResult(
         query=call.query,
         matches=len(ranked),
         files_matched=len(order),
@@ -1196,11 +1301,97 @@ def _search_words(call: FsSearch, process: Process) -> FsSearchResult:
         files_scanned=scanned,
         truncated=len(ranked) > len(hits),
     )
+    return result, whole
 
 
-def fs_search(call: FsSearch, process: Process) -> FsSearchResult:
-    """Search text files (skipping binaries and huge files) by words, or by regex."""
-    return _search_regex(call, process) if call.regex else _search_words(call, process)
+class FilesByMeaning(Protocol):
+    """What fs.search needs of a workspace's search by meaning (`llmos.memory.files.FileIndex`
+    is one): passages nearest in meaning to a query, within a folder, indexing for at most
+    `budget_s` seconds first."""
+
+    def search(
+        self, query: str, k: int = ..., path: str = ..., budget_s: float | None = ...
+    ) -> FileSearchResult: ...
+
+
+def _passage(text: str) -> str:
+    """A passage found by meaning, cut to SEARCH_MEANING_HIT_CHARS."""
+    text = text.strip()
+    if len(text) <= SEARCH_MEANING_HIT_CHARS:
+        return text
+    return text[: SEARCH_MEANING_HIT_CHARS - 1] + "…"
+
+
+def _meaning_hits(call: FsSearch, scope: str, files: FilesByMeaning) -> list[FsSearchHit]:
+    """Up to SEARCH_MEANING_HITS passages of the searched folder (`scope`, and the call's glob)
+    related to the query, best first; none when the index fails, which is logged, so a word
+    search never fails because of it."""
+    try:
+        found = files.search(
+            call.query, k=2 * SEARCH_MEANING_HITS, path=call.path, budget_s=SEARCH_MEANING_SECONDS
+        )
+    except Exception as exc:  # the index, its database or its model: the words still answer
+        log.warning("fs.search by meaning failed; answering by words only: %s", exc)
+        return []
+    hits: list[FsSearchHit] = []
+    for hit in found.hits:
+        rel = hit.path.removeprefix(f"{scope}/") if scope else hit.path
+        if hit.similarity < SEARCH_MEANING_MIN_SIMILARITY or (
+            hit.path != scope and not _glob_match(call.pattern, rel, rel.rpartition("/")[2])
+        ):
+            continue
+        hits.append(
+            FsSearchHit(
+                path=hit.path,
+                line=hit.start_line,
+                end_line=hit.end_line,
+                text=_passage(hit.text),
+                score=round(hit.similarity, 2),
+                by="meaning",
+            )
+        )
+        if len(hits) >= SEARCH_MEANING_HITS:
+            break
+    return hits
+
+
+def with_meaning(
+    result: FsSearchResult, call: FsSearch, process: Process, files: FilesByMeaning
+) -> FsSearchResult:
+    """A word search's result with passages found by meaning put first (marked `by` "meaning",
+    with their line range), for a search in which no line holds all of the query's words: the
+    model asked "which database does the app use?" of a config saying `engine = "postgres"`
+    under `[db]`, found nothing by words, and gave up. Word hits inside a passage are dropped
+    (the passage shows them); the hits stay within max_hits."""
+    with process.workspace.locate(call.path) as loc:
+        scope = loc.rel
+    found = _meaning_hits(call, scope, files)
+    if not found:
+        return result
+    covered = {(h.path, n) for h in found for n in range(h.line, (h.end_line or h.line) + 1)}
+    words = [h for h in result.hits if (h.path, h.line) not in covered]
+    hits = (found + words)[: call.max_hits]
+    held = "these words" if result.matches == 0 else "all of these words"
+    note = (
+        f"no line holds {held}; hits marked by meaning are passages close in meaning to the"
+        " query (lines line to end_line): read them to answer"
+    )
+    truncated = result.truncated or len(found) + len(words) > len(hits)
+    return result.model_copy(update={"note": note, "hits": hits, "truncated": truncated})
+
+
+def fs_search(
+    call: FsSearch, process: Process, files: FilesByMeaning | None = None
+) -> FsSearchResult:
+    """Search text files (skipping binaries and huge files) by words, or by regex. Given the
+    workspace's search by meaning (`files`), a word search in which no line holds all of the
+    query's words also brings passages found by meaning (`with_meaning`)."""
+    if call.regex:
+        return _search_regex(call, process)
+    result, whole = _search_words(call, process)
+    if whole or files is None:
+        return result
+    return with_meaning(result, call, process, files)
 
 
 def _path_resource(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import stat
 import threading
@@ -13,8 +15,10 @@ import pytest
 
 import llmos.syscalls.fs as fs_mod
 from llmos.config import Settings
-from llmos.errors import ErrorCode
+from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
+from llmos.memory.embedder import Embedder
+from llmos.memory.files import FileHit, FileIndex, FileSearchResult, ScanReport
 from llmos.syscalls.base import SyscallResult, existing_kind
 from llmos.system import System
 
@@ -1224,6 +1228,239 @@ def test_delete_a_pattern_stops_at_a_folder_that_needs_recursive(
     err(call("fs.delete", path="../*"), ErrorCode.E_PERM)
 
 
+# ---------------------------------------------------------------- results that steer the kernel
+
+
+def test_search_path_names_a_folder_but_a_file_still_works(call: Any, corpus: Path) -> None:
+    # The model kept searching inside the one file it should have read; the grammar now offers
+    # folders only. A direct caller may still name a file.
+    field = fs_mod.FsSearch.model_fields["path"]
+    grounded = existing_kind(field)
+    assert grounded is not None and grounded[0] == "dir"
+    assert field.default == "."
+    assert field.description == "Folder to search in (all of the workspace by default)."
+    assert [h["line"] for h in ok(call("fs.search", query="needle", path="a.txt"))["hits"]] == [
+        2,
+        4,
+    ]
+
+
+def test_stat_previews_a_small_text_file_whole(call: Any, workspace: Path) -> None:
+    (workspace / "app.toml").write_text('[db]\nengine = "postgres"\n')
+    (workspace / "empty.txt").write_text("")
+    assert ok(call("fs.stat", path="app.toml"))["preview"] == '[db]\nengine = "postgres"\n'
+    assert ok(call("fs.stat", path="empty.txt"))["preview"] == ""
+
+
+def test_stat_preview_of_a_long_file_is_cut_at_a_line_end(call: Any, workspace: Path) -> None:
+    text = "".join(f"line {n}: the quick brown fox jumps\n" for n in range(1, 41))
+    (workspace / "long.txt").write_text(text)
+    preview = ok(call("fs.stat", path="long.txt"))["preview"]
+    assert preview.endswith("\n...")
+    head = preview.removesuffix("...")
+    assert text.startswith(head) and head.startswith("line 1: ")
+    assert 120 < len(head) <= fs_mod.STAT_PREVIEW_CHARS
+    one_line = "word " * 200
+    (workspace / "one.txt").write_text(one_line)
+    cut = ok(call("fs.stat", path="one.txt"))["preview"]
+    assert cut.endswith("word...") and len(cut) <= fs_mod.STAT_PREVIEW_CHARS + 3
+    assert one_line.startswith(cut.removesuffix("..."))
+
+
+def test_stat_has_no_preview_for_binaries_folders_links_and_big_files(
+    call: Any, workspace: Path
+) -> None:
+    (workspace / "bin.dat").write_bytes(b"GIF89a\x00\x01text")
+    (workspace / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (workspace / "d").mkdir()
+    (workspace / "small.txt").write_text("hi\n")
+    (workspace / "l").symlink_to("small.txt")
+    (workspace / "big.log").write_text(
+        ("x" * 99 + "\n") * (fs_mod.STAT_PREVIEW_MAX_BYTES // 100 + 1)
+    )
+    for path in ("bin.dat", "latin1.txt", "d", "l", "big.log"):
+        assert ok(call("fs.stat", path=path))["preview"] is None, path
+    assert ok(call("fs.stat", path="big.log"))["lines"] is not None
+
+
+def test_list_summary_counts_files_by_extension_and_folders(call: Any, workspace: Path) -> None:
+    src = workspace / "src"
+    (src / "pkg").mkdir(parents=True)
+    for name in ("main.py", "util.py", "notes.txt", "Makefile"):
+        (src / name).write_text("x")
+    (src / "pkg" / "deep.py").write_text("x")
+    value = ok(call("fs.list", path="src"))
+    assert value["summary"] == "4 files (2 .py, 1 .txt, 1 without extension), 1 folder"
+    assert list(value).index("summary") < list(value).index("entries"), "survives a cut"
+    python = ok(call("fs.list", path="src", pattern="*.py", recursive=True))
+    assert python["summary"] == "3 files (3 .py)"
+    (workspace / "empty").mkdir()
+    assert ok(call("fs.list", path="empty"))["summary"] == "nothing"
+    assert ok(call("fs.list", path="src/main.py"))["summary"] == "1 file (1 .py)"
+
+
+def test_list_summary_of_the_tree_and_of_a_cut_listing(
+    call: Any, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert ok(call("fs.list"))["summary"] == "2 files (1 .md, 1 .txt), 2 folders, 1 link"
+    monkeypatch.setattr(fs_mod, "MAX_LIST_ENTRIES", 2)
+    assert ok(call("fs.list"))["summary"] == (
+        "at least 2 files (1 .md, 1 .txt) (the listing stops at 2 entries)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new"),
+    [("essay.txt", "teh", "the"), ("./essay.txt", 'teh "cat"\n', "the cat\n")],
+)
+def test_edit_of_repeated_text_names_the_exact_call_that_changes_every_one(
+    system: System, proc: Process, workspace: Path, path: str, old: str, new: str
+) -> None:
+    text = 'teh "cat"\nsat on teh "cat"\nteh "cat"\nend\n'
+    (workspace / "essay.txt").write_text(text)
+    result = system.dispatch(proc, {"call": "fs.edit", "path": path, "old": old, "new": new})
+    err(result, ErrorCode.E_INVAL)
+    message = str(result.message)
+    every = {"call": "fs.edit", "path": "essay.txt", "old": old, "new": new, "all": True}
+    assert message.endswith("to change every one: " + json.dumps(every, ensure_ascii=False))
+    assert "to change just one, give more of the text around it" in message
+    copied = json.loads(message.rpartition("to change every one: ")[2])
+    assert ok(system.dispatch(proc, copied))["replacements"] == 3
+    assert (workspace / "essay.txt").read_text() == text.replace(old, new)
+
+
+# ---------------------------------------------------------------- fs.search by meaning
+
+CONFIG = """\
+[server]
+port = 8080
+workers = 4
+
+[db]
+engine = "postgres"
+host = "db.internal"
+"""
+ENGINE_LINE = 6
+DB_QUESTION = "which database does the app use?"
+
+
+class ScriptedFiles:
+    """A search by meaning that answers with the given hits (or raises) and records its calls."""
+
+    def __init__(self, hits: list[FileHit] | None = None, fail: Exception | None = None) -> None:
+        self.hits = hits or []
+        self.fail = fail
+        self.calls: list[dict[str, Any]] = []
+
+    def search(
+        self, query: str, k: int = 10, path: str = "", budget_s: float | None = None
+    ) -> FileSearchResult:
+        self.calls.append({"query": query, "k": k, "path": path, "budget_s": budget_s})
+        if self.fail is not None:
+            raise self.fail
+        scan = ScanReport(0, 0, 0, 0, 0, 0, 0, False)
+        return FileSearchResult(query=query, hits=self.hits, scan=scan)
+
+
+def file_hit(path: str, start: int, end: int, text: str, similarity: float) -> FileHit:
+    return FileHit(path, start, end, text, score=0.03, similarity=similarity)
+
+
+def meaning_search(proc: Process, files: Any, **args: Any) -> dict[str, Any]:
+    """fs.search's handler given a search by meaning, as the kernel would value it."""
+    call = fs_mod.FsSearch(**{"query": DB_QUESTION, **args})
+    return fs_mod.fs_search(call, proc, files).model_dump(mode="json", exclude_none=True)
+
+
+def test_meaning_hits_come_first_when_no_line_holds_all_words(
+    call: Any, proc: Process, workspace: Path
+) -> None:
+    (workspace / "config.toml").write_text(CONFIG)
+    (workspace / "README.md").write_text("# Shop app\nA small web shop.\n")
+    words = ok(call("fs.search", query=DB_QUESTION))
+    assert words["matches"] == 1 and words["note"] is None  # "app" alone, in the README
+    files = ScriptedFiles(
+        [
+            file_hit("config.toml", 5, 7, '[db]\nengine = "postgres"\nhost = "db.internal"', 0.19),
+            file_hit("README.md", 1, 2, "# Shop app\nA small web shop.", 0.21),
+            file_hit("config.toml", 1, 3, "[server]\nport = 8080\nworkers = 4", 0.05),
+        ]
+    )
+    value = meaning_search(proc, files)
+    assert value["hits"][0] == {
+        "path": "config.toml",
+        "line": 5,
+        "end_line": 7,
+        "text": '[db]\nengine = "postgres"\nhost = "db.internal"',
+        "score": 0.19,
+        "by": "meaning",
+    }
+    assert [(h["path"], h.get("by")) for h in value["hits"]] == [
+        ("config.toml", "meaning"),
+        ("README.md", "meaning"),  # the README's word hit lies inside it: shown once
+    ]
+    assert "by meaning" in value["note"]
+    assert files.calls == [
+        {
+            "query": DB_QUESTION,
+            "k": 2 * fs_mod.SEARCH_MEANING_HITS,
+            "path": ".",
+            "budget_s": fs_mod.SEARCH_MEANING_SECONDS,
+        }
+    ]
+    toml_only = meaning_search(proc, files, pattern="*.toml", max_hits=1)
+    assert [(h["path"], h["line"]) for h in toml_only["hits"]] == [("config.toml", 5)]
+
+
+def test_meaning_is_not_asked_when_a_line_holds_every_word(proc: Process, workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("the app uses the orders database\n")
+    files = ScriptedFiles([file_hit("notes.txt", 1, 1, "x", 0.9)])
+    value = meaning_search(proc, files)
+    assert files.calls == [] and "note" not in value
+    assert [h["line"] for h in value["hits"]] == [1]
+
+
+def test_a_failing_meaning_index_leaves_the_word_hits(
+    proc: Process, workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (workspace / "README.md").write_text("# Shop app\n")
+    files = ScriptedFiles(fail=LlmosError(ErrorCode.E_BACKEND, "the embedding model is broken"))
+    with caplog.at_level(logging.WARNING, logger=fs_mod.__name__):
+        value = meaning_search(proc, files)
+    assert [(h["path"], h["line"]) for h in value["hits"]] == [("README.md", 1)]
+    assert "note" not in value
+    assert "the embedding model is broken" in caplog.text
+    assert meaning_search(proc, ScriptedFiles(fail=RuntimeError("sqlite gone")))["hits"]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """all-MiniLM-L6-v2, loaded once, as tests/memory/conftest.py loads it (every Embedder in
+    the process shares the loaded model)."""
+    loaded = Embedder()
+    loaded.load()
+    return loaded
+
+
+def test_a_question_no_word_answers_is_found_by_meaning(
+    call: Any, proc: Process, settings: Settings, workspace: Path, embedder: Embedder
+) -> None:
+    (workspace / "config.toml").write_text(CONFIG)
+    (workspace / "notes").mkdir()
+    (workspace / "notes" / "todo.txt").write_text(
+        "- renew the car insurance before March\n- call the dentist about the crown\n"
+    )
+    words = ok(call("fs.search", query=DB_QUESTION))
+    assert words["matches"] == 0 and words["hits"] == []
+    with FileIndex.open(settings, proc.workspace, embedder) as files:
+        value = meaning_search(proc, files)
+    found = [h for h in value["hits"] if h["path"] == "config.toml"]
+    assert found and found[0]["by"] == "meaning", value
+    assert found[0]["line"] <= ENGINE_LINE <= found[0]["end_line"]
+    assert 'engine = "postgres"' in found[0]["text"]
+    assert "notes/todo.txt" not in {h["path"] for h in value["hits"]}, "unrelated: left out"
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -1235,11 +1472,11 @@ def test_arguments_that_name_existing_paths_are_marked(system: System) -> None:
         for name, info in spec.model.model_fields.items():
             kind = existing_kind(info)
             if kind is not None:
-                marked[f"{spec.name}.{name}"] = kind
+                marked[f"{spec.name}.{name}"] = tuple(kind)[:2]  # (kind, patterns allowed)
     assert marked == {
         "fs.read.path": ("file", False),
         "fs.list.path": ("dir", False),
-        "fs.search.path": ("any", False),
+        "fs.search.path": ("dir", False),
         "fs.edit.path": ("file", False),
         "fs.move.src": ("any", True),
         "fs.copy.src": ("file", True),
