@@ -27,6 +27,7 @@ from llmos.syscalls.dispatch import Dispatcher
 from llmos.syscalls.tool import ToolTable
 
 if TYPE_CHECKING:
+    from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
 
 
@@ -41,7 +42,8 @@ class System:
         self.tools = ToolTable()
         # The bank's embedder loads only when examples are first ranked; it shares the loaded
         # model with memory's (one per folder per process).
-        self.examples = ExampleBank(embedder=Embedder(settings.memory_embedder))
+        self.embedder = Embedder(settings.memory_embedder)
+        self.examples = ExampleBank(embedder=self.embedder)
         self.registry, self.plugins = build_registry(
             plugins=plugins, tools=self.tools, examples=self.examples
         )
@@ -50,6 +52,7 @@ class System:
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
         self._memory: Memory | None = None
         self._memory_lock = threading.Lock()
+        self._files: dict[Path, FileIndex] = {}
 
     @property
     def memory(self) -> Memory:
@@ -92,7 +95,20 @@ class System:
             grant=grant,
             grant_store=self.grants,
             open_memory=lambda: self.memory,
+            open_files=lambda: self.files(ws),
         )
+
+    def files(self, workspace: Workspace) -> FileIndex:
+        """The search-by-meaning index of a workspace's files, opened on first use and kept
+        per workspace; its embedder is the one the example bank and memory share."""
+        from llmos.memory.files import FileIndex
+
+        with self._memory_lock:
+            index = self._files.get(workspace.root)
+            if index is None:
+                index = FileIndex.open(self.settings, workspace, self.embedder)
+                self._files[workspace.root] = index
+            return index
 
     def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
         """Run one syscall for `process` through the one dispatch path."""
@@ -102,6 +118,9 @@ class System:
         """Release the memory store (if opened) and the audit log."""
         with self._memory_lock:
             memory, self._memory = self._memory, None
+            files, self._files = list(self._files.values()), {}
+        for index in files:
+            index.close()
         try:
             if memory is not None:
                 memory.close()

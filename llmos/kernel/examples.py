@@ -444,8 +444,8 @@ BUILTIN: tuple[Example, ...] = (
         {"call": "fs.edit", "path": "essay.md", "old": "colour", "new": "color", "all": True},
     ),
     _ex(
-        "fix the typo 'teh' in readme.md",
-        {"call": "fs.edit", "path": "readme.md", "old": "teh", "new": "the"},
+        "fix the typo 'recieve' in readme.md",
+        {"call": "fs.edit", "path": "readme.md", "old": "recieve", "new": "receive"},
     ),
     # fs.copy / fs.move, of one file or a pattern into a folder.
     _ex("copy report.pdf to backup/", {"call": "fs.copy", "src": "report.pdf", "dst": "backup/"}),
@@ -539,7 +539,7 @@ BUILTIN: tuple[Example, ...] = (
         {"call": "reply", "text": "I can't check the weather: I have no internet or weather tool."},
     ),
     _ex(
-        "what time is it in Tokyo?",
+        "what's the time in London?",
         {"call": "reply", "text": "I can't tell: I have no clock or time-zone tool."},
     ),
     _ex(

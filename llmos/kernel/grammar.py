@@ -100,8 +100,8 @@ def ordered_fields(spec: SyscallSpec[Any]) -> list[tuple[str, FieldInfo]]:
     ]
 
 
-def _ground_rule(kind: str, patterns: bool) -> str:
-    return f"ground-{kind}" + ("-or-glob" if patterns else "")
+def _ground_rule(kind: str, patterns: bool, named: bool = False) -> str:
+    return f"ground-{'named' if named else kind}" + ("-or-glob" if patterns else "")
 
 
 def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
@@ -111,10 +111,11 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
     grounded = existing_kind(field)
     if grounded is None or ground is None:
         return ""
-    kind, patterns = grounded
-    if not ground.choices(kind) and not patterns:
+    kind, patterns, named = grounded
+    patterns = patterns and (ground.bulk or not named)
+    if not (ground.named if named else ground.choices(kind)) and not patterns:
         return None
-    one = _ground_rule(kind, patterns)
+    one = _ground_rule(kind, patterns, named)
     args = [a for a in get_args(field.annotation) if a is not type(None)]
     listed = get_origin(field.annotation) is list or any(get_origin(a) is list for a in args)
     single = field.annotation is str or str in args
@@ -128,6 +129,9 @@ def _member(name: str, field: FieldInfo, ground: Snapshot | None = None) -> str 
     kind = _grounded_type(field, ground)
     if kind is None:
         return None
+    extra = field.json_schema_extra
+    own = extra.get("gbnf") if isinstance(extra, dict) else None
+    kind = kind or (f"( {own} )" if isinstance(own, str) else "")
     kind = kind or type_rule(field.annotation, nullable=field.is_required())
     return f"{_literal(f', {json.dumps(name)}: ')} {kind}"
 
@@ -162,8 +166,9 @@ def call_rule(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> str | N
 
 def _ground_rules(ground: Snapshot) -> list[str]:
     rules = []
-    for kind in ("file", "dir", "any"):
-        options = " | ".join(_quote(p) for p in ground.choices(kind))
+    for kind in ("file", "dir", "any", "named"):
+        paths = ground.named if kind == "named" else ground.choices(kind)
+        options = " | ".join(_quote(p) for p in paths)
         rules.append(f"{_ground_rule(kind, False)} ::= {options or 'glob'}")
         rules.append(f"{_ground_rule(kind, True)} ::= {options + ' | ' if options else ''}glob")
     return rules
@@ -195,7 +200,19 @@ def build_grammar(
     specs = callable_specs(registry, only, ground)
     root = "root ::= " + " | ".join(_rule_name(s.name) for s, _ in specs)
     extra = _ground_rules(ground) if ground is not None else []
-    return "\n".join([root, *(r for _, r in specs), *extra, PRIMITIVES]) + "\n"
+    own = list(dict.fromkeys(r for s, _ in specs for r in _own_rules(s)))
+    return "\n".join([root, *(r for _, r in specs), *extra, *own, PRIMITIVES]) + "\n"
+
+
+def _own_rules(spec: SyscallSpec[Any]) -> list[str]:
+    """The GBNF rules a syscall's fields bring for their own values (`gbnf_rules`)."""
+    out = []
+    for _, field in ordered_fields(spec):
+        extra = field.json_schema_extra
+        rules = extra.get("gbnf_rules") if isinstance(extra, dict) else None
+        if isinstance(rules, str):
+            out.append(rules)
+    return out
 
 
 HEAD = '{"call": "'
@@ -229,9 +246,10 @@ def _grounded_options(field: FieldInfo, ground: Snapshot | None) -> tuple[str, .
     """A grounded single-path field's choices as JSON strings (so the decoder can finish a name
     once it is unambiguous); None where a glob or a list may be written instead."""
     grounded = existing_kind(field)
-    if grounded is None or ground is None or grounded[1] or field.annotation is not str:
+    if grounded is None or ground is None or grounded.patterns or field.annotation is not str:
         return None
-    return tuple(json.dumps(p, ensure_ascii=False) for p in ground.choices(grounded[0]))
+    paths = ground.named if grounded.named else ground.choices(grounded.kind)
+    return tuple(json.dumps(p, ensure_ascii=False) for p in paths)
 
 
 def call_shape(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> CallShape:
@@ -310,9 +328,12 @@ class CallFormat:
         self.shapes = {s.name: s for s in shapes}
 
     @classmethod
-    def from_registry(cls, registry: Registry, ground: Snapshot | None = None) -> CallFormat:
-        """The format of every registered syscall (every one callable now, with a snapshot)."""
-        return cls([call_shape(spec, ground) for spec, _ in callable_specs(registry, None, ground)])
+    def from_registry(
+        cls, registry: Registry, ground: Snapshot | None = None, only: list[str] | None = None
+    ) -> CallFormat:
+        """The format of every registered syscall (every one callable now, with a snapshot;
+        only those in `only` when given)."""
+        return cls([call_shape(spec, ground) for spec, _ in callable_specs(registry, only, ground)])
 
     def forced(self, text: str) -> tuple[str, bool]:
         """(the text the format forces next, whether the call is already complete).
@@ -398,18 +419,24 @@ class GrammarCache:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._key: tuple[int, object] | None = None
+        self._key: tuple[object, ...] | None = None
         self._constraint: Constraint | None = None
 
-    def constraint(self, ground: Snapshot | None = None) -> Constraint:
-        """The constraint for the current table, grounded in `ground` when given; rebuilt only
-        when either changed."""
-        key = (self.registry.version, ground.key if ground is not None else None)
+    def constraint(
+        self, ground: Snapshot | None = None, only: list[str] | None = None
+    ) -> Constraint:
+        """The constraint for the current table, grounded in `ground` when given and limited to
+        the calls in `only`; rebuilt only when one of them changed."""
+        key = (
+            self.registry.version,
+            ground.key if ground is not None else None,
+            tuple(only) if only is not None else None,
+        )
         if self._constraint is None or self._key != key:
             self._constraint = Constraint(
-                build_grammar(self.registry, ground=ground),
+                build_grammar(self.registry, only, ground),
                 self.registry.json_schema(),
-                CallFormat.from_registry(self.registry, ground),
+                CallFormat.from_registry(self.registry, ground, only),
             )
             self._key = key
         return self._constraint

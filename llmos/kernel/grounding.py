@@ -43,15 +43,26 @@ class Snapshot:
     mentioned: tuple[str, ...] = field(default=())
     """Paths the request itself names (they may not exist: the call then fails E_NOENT or
     E_PERM, which is the honest answer)."""
+    named: tuple[str, ...] = ()
+    """Real paths the person's own words in the conversation name (the only ones a destroying
+    call may take)."""
+    bulk: bool = False
+    """Whether the request asks about many files at once ("every", "all", "*.log")."""
     changes: bool = True
     """Whether the person's request asks for a change at all. When it does not ("what does
     about.md say?"), calls that change files are left out of the grammar for the turn, so an
     instruction planted in a file it reads has nothing to act with."""
 
     @property
-    def key(self) -> tuple[tuple[tuple[str, bool], ...], tuple[str, ...], bool]:
+    def key(self) -> tuple[object, ...]:
         """What the grammar depends on: the paths and the request's names, not sizes."""
-        return tuple((e.path, e.is_dir) for e in self.entries), self.mentioned, self.changes
+        return (
+            tuple((e.path, e.is_dir) for e in self.entries),
+            self.mentioned,
+            self.named,
+            self.bulk,
+            self.changes,
+        )
 
     def files(self) -> list[str]:
         """Every listed file."""
@@ -71,11 +82,15 @@ class Snapshot:
         return out
 
 
-def scan(workspace: Workspace, request: str = "", changes: bool | None = None) -> Snapshot:
+def scan(
+    workspace: Workspace, request: str = "", changes: bool | None = None, said: str = ""
+) -> Snapshot:
     """The workspace's files and folders (hidden and cache folders left out), at most
     GROUND_SCAN_ENTRIES looked at; when there are more than GROUND_MAX_PATHS, the ones whose
     names share most words with `request` come first, then the shallowest. `changes` says
-    whether the turn may change files (by default: whether the request asks for a change)."""
+    whether the turn may change files (by default: whether the request asks for a change);
+    `said` is everything the person said in the conversation (default: the request), which
+    decides the paths they named."""
     found: list[Entry] = []
     complete = True
     mentioned = tuple(mentioned_paths(request))
@@ -85,7 +100,7 @@ def scan(workspace: Workspace, request: str = "", changes: bool | None = None) -
         with workspace.locate(".") as loc:
             fd = open_dir_at(loc.dir_fd, loc.name)
     except (OSError, LlmosError):  # an unreadable workspace grounds nothing, never fails a turn
-        return Snapshot(mentioned=mentioned, changes=changes)
+        return Snapshot(mentioned=mentioned, bulk=bool(BULK_WORDS.search(request)), changes=changes)
     try:
         for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
             dirnames[:] = sorted(
@@ -117,7 +132,25 @@ def scan(workspace: Workspace, request: str = "", changes: bool | None = None) -
     if not changes:
         real = {e.path for e in found}
         changes = any(m.strip("/").removeprefix("./") not in real for m in mentioned)
-    return Snapshot(tuple(found), complete, mentioned, changes)
+    named = tuple(
+        dict.fromkeys([*(e.path for e in found if names(said or request, e)), *mentioned])
+    )
+    bulk = bool(BULK_WORDS.search(request))
+    return Snapshot(tuple(found), complete, mentioned, named, bulk, changes)
+
+
+BULK_WORDS = re.compile(r"\b(all|every|each|any|both)\b|\*", re.IGNORECASE)
+
+
+def names(said: str, entry: Entry) -> bool:
+    """Whether the person's words name `entry`: its path, or its file name as a word of
+    its own (so "delete notes.txt" names docs/notes.txt, and "remove the backup" names no
+    backup-jan.zip)."""
+    text = said.lower()
+    for name in {entry.path.lower(), entry.path.rpartition("/")[2].lower()}:
+        if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-]|\.\w)", text):
+            return True
+    return False
 
 
 def _nearest(entries: list[Entry], request: str) -> list[Entry]:

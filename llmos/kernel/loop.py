@@ -4,6 +4,7 @@ emits `reply` or `ask`, or the step limit is hit. Every step is an event for the
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Generator, Iterator
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Message
-from llmos.kernel.grammar import GrammarCache
+from llmos.kernel.examples import render
+from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, scan, view
 from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
-from llmos.limits import MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
+from llmos.limits import EXAMPLE_COUNT, EXAMPLE_TOKENS, MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
 from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
@@ -23,9 +25,19 @@ if TYPE_CHECKING:
     from llmos.memory.pager import Pager
     from llmos.system import System
 
+log = logging.getLogger(__name__)
+
 EventKind = Literal["call", "result", "reply", "ask", "error", "limit", "memory"]
 ENDS_TURN = ("reply", "ask")
 CANCELLED_REPLY = "(cancelled: the person stopped this request before it was done)"
+REPEATED_FAILED = (
+    "ERROR: that exact call already failed; repeating it fails again. "
+    "Change the call or reply to the user explaining the error."
+)
+REPEATED_OK = (
+    "ERROR: that call was already made; its RESULT is above. Do not repeat it: reply to the "
+    "user with what the results say, or make the next call the request still needs."
+)
 
 
 @dataclass
@@ -65,6 +77,9 @@ class Turn:
     view: str = ""
     """The workspace view shown before the request (empty when it had not changed since the
     last one the conversation shows)."""
+    examples: str = ""
+    """Examples of requests like this one and their calls, shown before the request while the
+    turn runs and dropped when it ends (they teach the step, not the conversation)."""
 
     @property
     def request(self) -> str:
@@ -101,8 +116,9 @@ class Turn:
         """The turn's messages as the model sees them, recalled memory included."""
         out: list[Message] = []
         for i, message in enumerate(self.messages):
-            if i == 0 and self.view:
-                message = {**message, "content": f"{self.view}\n\n{message['content']}"}
+            if i == 0 and (self.view or self.examples):
+                head = "\n\n".join(x for x in (self.examples, self.view) if x)
+                message = {**message, "content": f"{head}\n\n{message['content']}"}
             note = self.notes.get(i)
             if note:
                 message = {**message, "content": f"{note}\n\n{message['content']}"}
@@ -155,6 +171,12 @@ class Turn:
             self.notes = {index[i]: n for i, n in self.notes.items() if i in index}
             self.messages = kept
             self.tokens = 0
+
+    def close(self) -> None:
+        """What a turn keeps once it is over: its examples go, and so do its failed calls."""
+        self.examples = ""
+        self.tokens = 0
+        self.drop_failures()
 
 
 @dataclass
@@ -222,6 +244,53 @@ class Conversation:
             else:
                 out.insert(0, {"role": "user", "content": block})
         return out
+
+
+_NUMBER = re.compile(r"\d[\d,.:/-]*\d")
+_CONTENT_WORD = re.compile(r"[a-z0-9']+")
+_FILLER = frozenset(
+    re.findall(
+        r"\w+",
+        "a an the is are was were what which who where when how do does did i my me you your "
+        "it of in on at for to and or please can could would tell show",
+    )
+)
+
+
+def unseen_numbers(text: str, seen: str) -> list[str]:
+    """Numbers of two or more characters in `text` that `seen` does not contain (thousands
+    separators ignored): what a reply states that no message gave it."""
+    flat = seen.replace(",", "")
+    out = []
+    for number in _NUMBER.findall(text):
+        if number not in seen and number.replace(",", "") not in flat:
+            out.append(number)
+    return out
+
+
+def echoes(question: str, request: str) -> bool:
+    """Whether a question is the request handed back (most of its words are the request's)."""
+    asked, wanted = _content_words(question), _content_words(request)
+    if not asked or not wanted:
+        return False
+    shared = len(asked & wanted)
+    return shared >= 0.6 * len(asked) and shared >= 0.6 * len(wanted)
+
+
+def _content_words(text: str) -> set[str]:
+    words = {w.removesuffix("'s").strip("'") for w in _CONTENT_WORD.findall(text.lower())}
+    return words - _FILLER - {""}
+
+
+def _rough_tokens(text: str) -> int:
+    """About how many tokens `text` is, for a backend that cannot count (4 characters each)."""
+    return len(text) // 4 + 1
+
+
+def said(conversation: Conversation) -> str:
+    """Everything the person asked in the resident turns: the paths a destroying call may take
+    are the ones named here ("show me todo.txt", then "delete it")."""
+    return "\n".join(turn.request for turn in conversation.turns)
 
 
 def grounding_text(conversation: Conversation) -> str:
@@ -298,8 +367,10 @@ class Kernel:
         *,
         max_steps: int = MAX_STEPS_PER_TURN,
         max_tokens: int = 384,
+        example_count: int = EXAMPLE_COUNT,
     ) -> None:
         self.system = system
+        self.example_count = example_count
         self.backend = backend
         self.max_steps = max_steps
         self.max_tokens = max_tokens
@@ -333,23 +404,82 @@ class Kernel:
             head.append({"role": "system", "content": self._extras_message})
         return [*head, *conversation.messages]
 
+    @staticmethod
+    def _doubt(call: Syscall, conversation: Conversation) -> str:
+        """Why a reply or question should not end the turn yet, or "": a reply stating a number
+        of two or more digits that neither the person nor any result in this conversation
+        showed (a guess; the examples shown do not count), or an `ask` that hands the person
+        their own request back."""
+        turn = conversation.current
+        if turn is None or call.call not in ENDS_TURN:
+            return ""
+        if call.call == "reply":
+            seen = " ".join(
+                [conversation.summary]
+                + [t.view for t in conversation.turns]
+                + [n for t in conversation.turns for n in t.notes.values()]
+                + [m["content"] for t in conversation.turns for m in t.messages[:-1]]
+            )
+            unseen = unseen_numbers(str(getattr(call, "text", "")), seen)
+            if unseen:
+                return (
+                    f"ERROR: your reply says {unseen[0]}, which no RESULT shows. Get the fact "
+                    "with a syscall (fs.read shows a file's text, calc computes), or reply "
+                    "without it."
+                )
+            return ""
+        if echoes(str(getattr(call, "question", "")), turn.request):
+            return (
+                "ERROR: that asks the user their own question. Answer it from the RESULTs "
+                "above, find it with a syscall, or reply that you could not find it."
+            )
+        return ""
+
     def begin(self, process: Process, conversation: Conversation, request: str) -> Snapshot:
         """Start a turn: the request, with a view of the workspace before it when that differs
         from the last view the conversation shows. Returns the workspace snapshot."""
         turn = conversation.begin(request)
-        snapshot = scan(process.workspace, grounding_text(conversation))
+        snapshot = scan(process.workspace, grounding_text(conversation), said=said(conversation))
         shown = view(snapshot)
         last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
         if shown != last:
             turn.view = shown
+        turn.examples = self.examples_for(request)
         return snapshot
 
+    def examples_for(self, request: str) -> str:
+        """The bank's examples nearest `request` (that the live table accepts), within
+        EXAMPLE_TOKENS, as the prompt shows them; "" when there are none or the bank fails."""
+        bank = self.system.examples
+        if self.example_count <= 0:
+            return ""
+        count = getattr(self.backend, "tokens", None)
+        if not callable(count):
+            count = _rough_tokens
+        try:
+            chosen = bank.nearest(
+                request,
+                k=self.example_count,
+                budget_tokens=EXAMPLE_TOKENS,
+                count=count,
+                registry=self.system.registry,
+            )
+        except Exception as exc:  # examples help; a failing embedder must not stop a turn
+            log.warning("example bank: %s", exc)
+            return ""
+        if not chosen:
+            return ""
+        return "EXAMPLES (requests like this one, and the calls that did them):\n" + render(chosen)
+
     def decide(
-        self, conversation: Conversation, ground: Snapshot | None = None
+        self,
+        conversation: Conversation,
+        ground: Snapshot | None = None,
+        only: list[str] | None = None,
     ) -> tuple[Syscall, str]:
         """Decode one call and validate it; repair, else feed the error back once and retry.
         With a workspace snapshot, arguments that read an existing path can only name a real
-        one (or one the request names).
+        one (or one the request names); with `only`, just those calls can come out.
 
         Returns (call, the text to keep as the assistant's message). Raises LlmosError with
         E_BACKEND or E_INVAL when no valid call came out.
@@ -361,7 +491,7 @@ class Kernel:
                 messages = [*messages, {"role": "user", "content": error}]
             out = self.backend.complete(
                 messages,
-                constraint=self.grammars.constraint(ground),
+                constraint=self.grammars.constraint(ground, only),
                 max_tokens=self.max_tokens,
             )
             try:
@@ -397,24 +527,28 @@ class Kernel:
         finally:
             turn = conversation.current
             if turn is not None:
-                turn.drop_failures()
+                turn.close()
             if pager is not None:
                 pager.save(conversation, process)
 
     def _steps(
         self, process: Process, conversation: Conversation, pager: Pager | None
     ) -> Iterator[Event]:
-        failed: dict[str, int] = {}
-        turn = conversation.current
-        request = turn.request if turn is not None else ""
+        seen: dict[str, bool] = {}
+        """Each call made this turn (as shown) and whether it succeeded."""
+        repeats = 0
+        doubted = False
+        only: list[str] | None = None
         grounding = grounding_text(conversation)
+        everything_said = said(conversation)
         for _ in range(self.max_steps):
             if pager is not None:
                 for line in pager.prepare(self, process, conversation):
                     yield Event("memory", text=line)
             start = time.perf_counter()
             try:
-                call, shown = self.decide(conversation, scan(process.workspace, grounding))
+                ground = scan(process.workspace, grounding, said=everything_said)
+                call, shown = self.decide(conversation, ground, only)
             except LlmosError as exc:
                 yield Event("error", text=f"{exc.code}: {exc.message}")
                 return
@@ -422,31 +556,40 @@ class Kernel:
             data = call.model_dump(mode="json")
             conversation.add("assistant", shown)
             yield Event("call", call=data, seconds=decided)
-            if shown in failed:
-                failed[shown] += 1
-                if failed[shown] > 2:
+            only = None
+            doubt = "" if shown in seen or doubted else self._doubt(call, conversation)
+            if doubt:
+                # Checked once a turn: a reply naming a number nothing showed, or a question
+                # that only hands the request back, goes back to the model with the reason.
+                doubted = True
+                conversation.add("user", doubt)
+                yield Event("error", call=data, text=doubt.removeprefix("ERROR: "))
+                continue
+            if shown in seen:
+                # A small model that has its answer often makes the same call again instead of
+                # replying. Not run again; the next step cannot make that call at all, and after
+                # a second repeat it can only reply or ask.
+                repeats += 1
+                if repeats > 2:  # only a backend that ignores the grammar gets here
                     yield Event(
                         "error",
-                        text=f"{ErrorCode.E_INVAL}: the kernel kept repeating a call that failed "
+                        text=f"{ErrorCode.E_INVAL}: the kernel kept repeating a call "
                         f"({shown}); try rewording the request",
                     )
                     return
-                conversation.add(
-                    "user",
-                    "ERROR: that exact call already failed; repeating it fails again. "
-                    "Change the call or reply to the user explaining the error.",
-                )
-                yield Event("error", call=data, text="repeated a failed call; not run again")
+                conversation.add("user", REPEATED_OK if seen[shown] else REPEATED_FAILED)
+                allowed = [s.name for s, _ in callable_specs(self.system.registry, None, ground)]
+                only = list(ENDS_TURN) if repeats > 1 else [n for n in allowed if n != call.call]
+                yield Event("error", call=data, text="repeated a call; not run again")
                 continue
             result = self.system.dispatch(process, call)
-            if not result.ok:
-                failed[shown] = 1
+            seen[shown] = result.ok
             if result.ok and call.call in ENDS_TURN:
                 kind: EventKind = "reply" if call.call == "reply" else "ask"
                 value = result.value if isinstance(result.value, dict) else {}
                 yield Event(kind, text=str(value.get("text", "")), call=data, result=result)
                 return
-            conversation.add("user", result_message(compact_result(result), request))
+            conversation.add("user", result_message(compact_result(result)))
             yield Event("result", call=data, result=result, text=result.render())
         yield Event(
             "limit",

@@ -12,6 +12,7 @@ from llmos.security.capabilities import CapabilitySet, GrantCallback, GrantStore
 from llmos.security.workspace import Workspace
 
 if TYPE_CHECKING:
+    from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
 
 _pids = itertools.count(1)
@@ -28,6 +29,8 @@ class Process:
     grant_store: GrantStore | None = None
     open_memory: Callable[[], Memory] | None = None
     """Opens (on first use) the installation's memory; None for a process without one."""
+    open_files: Callable[[], FileIndex] | None = None
+    """Opens (on first use) the search by meaning over the workspace's files; None without."""
     pid: int = field(default_factory=lambda: next(_pids))
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the process is being killed: a tool it is running is stopped (E_INTR)."""

@@ -15,8 +15,9 @@ from llmos.syscalls.base import Registry, SyscallSpec
 SYSTEM = """\
 You are the kernel of llmos, a shell on the user's own computer. The user asks for something; \
 you act by emitting exactly ONE syscall as a JSON object per step. After each syscall you get \
-its RESULT and the REQUEST again. Keep going until every part of the request is done, then \
-emit a "reply" that tells the user the answer or what you did, in plain words.
+its RESULT. Keep going until the request is done (every part of it), then emit a "reply" that \
+tells the user the answer or what you did, in plain words. Never repeat a call: its RESULT \
+is already above.
 
 The WORKSPACE line before a request lists the files and folders that exist. Use those exact \
 names; never make up a path. When the request names no file, pick the listed file that fits, \
@@ -24,7 +25,7 @@ or fs.search for the request's key words.
 
 Choose the syscall by what the request is about:
 - A file's content ("what port does x.cfg use", "show me x"): fs.read it, then reply with the \
-answer found in the text. fs.stat gives size, dates and line count, never content.
+answer found in the text. fs.stat gives size, dates, line count and a short preview.
 - Finding text: fs.search with a few key words (wifi password), never a whole sentence; it \
 matches the words in any order and says which files and lines have them.
 - Changing a file: fs.append adds to the end ("add X to my list"); fs.edit replaces exact \
@@ -56,36 +57,57 @@ reply explaining it; never repeat a failing call.
 - Leave out optional arguments (marked ?) unless you need them.
 """
 
-EXAMPLES: list[tuple[str, dict[str, Any]]] = [
-    ("show me todo.md", {"call": "fs.read", "path": "todo.md"}),
-    ("what timeout does app.yaml set?", {"call": "fs.read", "path": "app.yaml"}),
+Step = dict[str, Any] | str
+"""An example's step: a call, or the text of the RESULT it got."""
+
+EXAMPLES: list[tuple[str, list[Step]]] = [
+    (
+        "what port does server.cfg use?",
+        [
+            {"call": "fs.read", "path": "server.cfg"},
+            '{"ok":true,"call":"fs.read","value":{"path":"server.cfg","lines":2,'
+            '"text":"host = 0.0.0.0\\nport = 9090\\n"}}',
+            {"call": "reply", "text": "server.cfg uses port 9090."},
+        ],
+    ),
     (
         "save 'call Bob' to reminders/today.txt",
-        {"call": "fs.write", "path": "reminders/today.txt", "content": "call Bob"},
+        [{"call": "fs.write", "path": "reminders/today.txt", "content": "call Bob"}],
     ),
-    ("add 'buy milk' to todo.md", {"call": "fs.append", "path": "todo.md", "text": "buy milk"}),
+    ("add 'buy milk' to todo.md", [{"call": "fs.append", "path": "todo.md", "text": "buy milk"}]),
     (
-        "fix the typo 'recieve' in letter.txt",
-        {"call": "fs.edit", "path": "letter.txt", "old": "recieve", "new": "receive"},
+        "replace 'recieve' with 'receive' in letter.txt",
+        [{"call": "fs.edit", "path": "letter.txt", "old": "recieve", "new": "receive"}],
     ),
-    ("rename draft.txt to final.txt", {"call": "fs.move", "src": "draft.txt", "dst": "final.txt"}),
-    ("which files mention the invoice number?", {"call": "fs.search", "query": "invoice number"}),
+    (
+        "rename draft.txt to final.txt",
+        [{"call": "fs.move", "src": "draft.txt", "dst": "final.txt"}],
+    ),
+    (
+        "which files mention the invoice number?",
+        [
+            {"call": "fs.search", "query": "invoice number"},
+            '{"ok":true,"call":"fs.search","value":{"matches":2,"files":[{"path":"a.txt",'
+            '"hits":1},{"path":"jan/b.md","hits":1}],"hits":[...]}}',
+            {"call": "reply", "text": "a.txt and jan/b.md mention the invoice number."},
+        ],
+    ),
     (
         "make 128px thumbnails of every photo in pics",
-        {"call": "image.thumbnail", "path": "pics", "size": 128, "out_dir": "pics/thumbs"},
+        [{"call": "image.thumbnail", "path": "pics", "size": 128, "out_dir": "pics/thumbs"}],
     ),
     (
         "my sister's birthday is on 3 May",
-        {"call": "mem.store", "text": "The user's sister's birthday is on 3 May."},
+        [{"call": "mem.store", "text": "The user's sister's birthday is on 3 May."}],
     ),
-    ("when is my sister's birthday?", {"call": "mem.search", "query": "sister's birthday"}),
-    ("what is 1250 times 12 plus 30?", {"call": "calc", "expression": "1250*12+30"}),
+    ("when is my sister's birthday?", [{"call": "mem.search", "query": "sister's birthday"}]),
+    ("what is 1250 times 12 plus 30?", [{"call": "calc", "expression": "1250*12+30"}]),
     (
         "what's the weather tomorrow?",
-        {"call": "reply", "text": "I can't check the weather: no tool here can see it."},
+        [{"call": "reply", "text": "I can't check the weather: no tool here can see it."}],
     ),
-    ("delete that", {"call": "ask", "question": "Which file do you want me to delete?"}),
-    ("hi there", {"call": "reply", "text": "Hello! What would you like me to do?"}),
+    ("delete that", [{"call": "ask", "question": "Which file do you want me to delete?"}]),
+    ("hi there", [{"call": "reply", "text": "Hello! What would you like me to do?"}]),
 ]
 
 
@@ -138,8 +160,14 @@ def render_table(source: Registry | list[SyscallSpec[Any]]) -> str:
 
 
 def render_examples() -> str:
-    """The few-shot examples, as request -> syscall lines."""
-    return "\n".join(f"User: {req}\n{json.dumps(call)}" for req, call in EXAMPLES)
+    """The few-shot examples: each request, then its calls as JSON lines, with the RESULT a
+    call got where the example goes on after it (so the model sees a result lead to a reply)."""
+    lines = []
+    for request, steps in EXAMPLES:
+        lines.append(f"User: {request}")
+        for step in steps:
+            lines.append(result_message(step) if isinstance(step, str) else json.dumps(step))
+    return "\n".join(lines)
 
 
 def system_prompt(registry: Registry) -> str:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    NamedTuple,
+    TypeVar,
+    Union,
+)
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -35,22 +45,33 @@ Existing = Literal["file", "dir", "any"]
 """What an input path must name: a file, a folder, or either."""
 
 
+class Grounded(NamedTuple):
+    """What an argument made by `existing_path` may name."""
+
+    kind: Existing
+    patterns: bool
+    named: bool
+
+
 def existing_path(
-    kind: Existing = "any", *, patterns: bool = False, **field: Any
+    kind: Existing = "any", *, patterns: bool = False, named: bool = False, **field: Any
 ) -> Any:
     """A Field for an argument that names something that already exists in the workspace (a
     file to read, a move's source). The kernel's grammar lets the model write only real paths
     of that kind there (or ones the request itself names, or a glob when `patterns`), so it
-    cannot invent a name. Other keyword arguments go to pydantic's `Field`."""
-    extra: dict[str, Any] = {"existing": kind, "patterns": patterns}
+    cannot invent a name. With `named` (for destroying calls), only paths the person's own
+    words in the conversation name, and globs only when the request asks for many: a fooled
+    or guessing model cannot pick a file to delete. Other keyword arguments go to `Field`."""
+    extra: dict[str, Any] = {"existing": kind, "patterns": patterns, "named": named}
     return Field(json_schema_extra=extra, **field)
 
 
-def existing_kind(info: FieldInfo) -> tuple[Existing, bool] | None:
-    """(kind, patterns allowed) for a field made by `existing_path`, else None."""
+def existing_kind(info: FieldInfo) -> Grounded | None:
+    """What a field made by `existing_path` may name, else None."""
     extra = info.json_schema_extra
     if isinstance(extra, dict) and extra.get("existing") in ("file", "dir", "any"):
-        return extra["existing"], bool(extra.get("patterns"))  # type: ignore[return-value]
+        kind: Existing = extra["existing"]  # type: ignore[assignment]
+        return Grounded(kind, bool(extra.get("patterns")), bool(extra.get("named")))
     return None
 
 

@@ -32,12 +32,28 @@ class Ask(Syscall):
     question: str = Field(description="One short question.")
 
 
+CALC_GBNF = "calc-expr"
+CALC_RULES = r"""
+calc-expr ::= "\"" calc-sum "\""
+calc-sum ::= calc-product ( " "? [-+] " "? calc-product ){0,40}
+calc-product ::= calc-factor ( " "? ( "*" | "/" | "//" | "%" | "**" | "^" ) " "? calc-factor ){0,40}
+calc-factor ::= "-"? ( calc-percent | calc-number | "(" calc-sum ")" | calc-call )
+calc-percent ::= calc-number " "? "%" " of " calc-factor
+calc-call ::= calc-fn "(" calc-sum ( ", "? calc-sum ){0,60} ")"
+calc-fn ::= "sum" | "min" | "max" | "avg" | "mean" | "round" | "abs" | "sqrt"
+calc-number ::= [0-9]{1,15} ( "." [0-9]{1,12} )?
+""".strip()
+"""What the kernel's grammar lets it write as an expression: numbers, operators and the named
+functions, nothing else, so "time in Tokyo" or "sum(scores.csv)" cannot be sent to calc."""
+
+
 class Calc(Syscall):
     """Work out arithmetic exactly (totals, averages, percentages) instead of guessing."""
 
     call: Literal["calc"] = "calc"
     expression: str = Field(
-        description="Numbers with + - * / % ** ( ), sum min max avg round abs; e.g. 10+25+7."
+        description="Numbers with + - * / % ** ( ), sum min max avg round abs; e.g. 10+25+7.",
+        json_schema_extra={"gbnf": CALC_GBNF, "gbnf_rules": CALC_RULES},
     )
 
 

@@ -190,7 +190,10 @@ class FsDelete(Syscall):
     changes_files = True
     call: Literal["fs.delete"] = "fs.delete"
     path: str = existing_path(
-        "any", patterns=True, description="File or folder to delete, or a pattern like *.tmp"
+        "any",
+        patterns=True,
+        named=True,
+        description="File or folder to delete, or a pattern like *.tmp",
     )
     recursive: bool = Field(default=False, description="Delete a folder with everything in it.")
 
@@ -214,7 +217,7 @@ class FsMove(Syscall):
         patterns=True,
         description="Path to move, or a pattern like *.log (then dst is a folder).",
     )
-    dst: str = Field(description="New path, or an existing folder to move into.")
+    dst: str = Field(description="New path, or a folder to move into (existing, or ending in /).")
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
@@ -228,7 +231,7 @@ class FsCopy(Syscall):
         patterns=True,
         description="File to copy, or a pattern like *.txt (then dst is a folder).",
     )
-    dst: str = Field(description="New path, or an existing folder to copy into.")
+    dst: str = Field(description="New path, or a folder to copy into (existing, or ending in /).")
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
@@ -811,9 +814,16 @@ def fs_delete(call: FsDelete, process: Process) -> FsDeleteResult:
 
 
 def _destination(ws: Workspace, dst: str, src_name: str) -> str:
-    """`dst`, or `dst/src_name` when `dst` is an existing folder (like mv and cp)."""
+    """`dst`, or `dst/src_name` when `dst` is an existing folder (like mv and cp) or ends in
+    "/" (a folder to put it in, made if missing: "move it into done/")."""
     with ws.locate(dst, create_parents=True) as probe:
         info = probe.lstat() if probe.name != "." else os.fstat(probe.dir_fd)
+        if info is None and dst.endswith("/"):
+            try:
+                os.mkdir(probe.name, 0o777, dir_fd=probe.dir_fd)
+            except OSError as exc:
+                raise os_error(exc, dst) from None
+            info = probe.lstat()
         if info is not None and stat.S_ISDIR(info.st_mode):
             # "./" so that a folder or file named like "~x" is not read as the home folder.
             return f"./{probe.rel}/{src_name}" if probe.rel else f"./{src_name}"
@@ -1394,6 +1404,18 @@ def fs_search(
     return with_meaning(result, call, process, files)
 
 
+def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
+    """fs.search with the process's own search by meaning, when it has one that opens (a
+    missing embedder or a broken index leaves the word search alone)."""
+    files: FilesByMeaning | None = None
+    if process.open_files is not None and not call.regex:
+        try:
+            files = process.open_files()
+        except Exception as exc:  # the word search must still answer
+            log.warning("search by meaning is unavailable: %s", exc)
+    return fs_search(call, process, files)
+
+
 def _path_resource(
     call: FsRead | FsWrite | FsAppend | FsEdit | FsList | FsStat | FsDelete | FsMkdir | FsSearch,
     process: Process,
@@ -1412,7 +1434,7 @@ def register_syscalls(registry: Registry) -> None:
     registry.register(FsRead, fs_read, result=FsReadResult, resources=_path_resource)
     registry.register(FsWrite, fs_write, result=FsWriteResult, resources=_path_resource)
     registry.register(FsList, fs_list, result=FsListResult, resources=_path_resource)
-    registry.register(FsSearch, fs_search, result=FsSearchResult, resources=_path_resource)
+    registry.register(FsSearch, fs_search_here, result=FsSearchResult, resources=_path_resource)
     registry.register(FsAppend, fs_append, result=FsAppendResult, resources=_path_resource)
     registry.register(FsEdit, fs_edit, result=FsEditResult, resources=_path_resource)
     registry.register(FsMove, fs_move, result=FsMoveResult, resources=_move_resources)

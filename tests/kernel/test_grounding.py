@@ -161,15 +161,14 @@ def test_each_step_is_grounded_and_the_view_comes_with_the_request(
             {"call": "reply", "text": "done"},
         ]
     )
-    kernel = Kernel(system, backend)
+    kernel = Kernel(system, backend, example_count=0)
     conv = Conversation()
     list(kernel.turn(proc, conv, "make a todo"))
-    first, second = backend.prompts
+    first = backend.prompts[0]
     assert first[-1]["content"].startswith("WORKSPACE: logs/, ")
     assert first[-1]["content"].endswith("make a todo")
     grammars = [c.grammar for c in backend.constraints if c is not None]
     assert '\\"todo.md\\"' not in grammars[0] and '\\"todo.md\\"' in grammars[1]
-    assert "REQUEST: make a todo" in second[-1]["content"]
     backend.outputs += [{"call": "reply", "text": "ok"}, {"call": "reply", "text": "bye"}]
     list(kernel.turn(proc, conv, "thanks"))
     assert "todo.md\n\nthanks" in backend.prompts[-1][-1]["content"], "it changed: shown"
@@ -213,3 +212,44 @@ def test_a_request_that_asks_for_no_change_cannot_change_files(workspace: Path) 
     assert "call-t-scrub" in asked
     target = build_grammar(reg, ground=scan(ws, "summarise notes.txt into short.txt"))
     assert "call-t-scrub" in target.splitlines()[0], "a new path named is a target"
+
+
+def test_calc_can_be_given_only_arithmetic(system: System) -> None:
+    """The calc field brings its own grammar: what the model writes there parses as an
+    expression, so "time zone('Tokyo')" or "sum(scores.csv)" cannot come out."""
+    import llama_cpp
+
+    text = build_grammar(system.registry)
+    assert "calc-expr" in next(line for line in text.splitlines() if line.startswith("call-calc"))
+    assert llama_cpp.LlamaGrammar.from_string(text, verbose=False) is not None
+
+
+def test_a_destroying_call_takes_only_paths_the_person_named(workspace: Path) -> None:
+    (workspace / "backup-jan.zip").write_text("j")
+    (workspace / "backup-feb.zip").write_text("f")
+    (workspace / "todo.txt").write_text("x")
+    reg = registry()
+    reg.register(Scrub, lambda call, process: None)
+
+    class Wipe(Syscall):
+        """Delete files."""
+
+        changes_files = True
+        call: Literal["t.wipe"] = "t.wipe"
+        path: str = existing_path("any", patterns=True, named=True)
+
+    reg.register(Wipe, lambda call, process: None)
+    ws = Workspace(workspace)
+    vague = build_grammar(reg, ground=scan(ws, "remove the backup")).splitlines()[0]
+    assert "call-t-wipe" not in vague, "no file named, no glob asked for: nothing to delete"
+    said = "show me todo.txt\ndelete it"
+    named = scan(ws, "delete it", said=said)
+    assert named.named == ("todo.txt",)
+    rule = next(
+        line
+        for line in build_grammar(reg, ground=named).splitlines()
+        if line.startswith("ground-named ::=")
+    )
+    assert '\\"todo.txt\\"' in rule and "backup" not in rule
+    every = build_grammar(reg, ground=scan(ws, "delete all the backups")).splitlines()
+    assert "call-t-wipe" in every[0] and "ground-named-or-glob" in "\n".join(every)

@@ -94,21 +94,37 @@ def test_two_bad_outputs_give_a_clear_error_not_a_traceback(system: System, proc
 
 
 def test_step_limit_stops_with_a_message(system: System, proc: Process) -> None:
-    kinds, _, _ = run(system, proc, [{"call": "fs.list"}] * 3, "loop", max_steps=3)
+    lists = [{"call": "fs.list", "pattern": f"*.{n}"} for n in range(3)]
+    kinds, _, _ = run(system, proc, lists, "loop", max_steps=3)
     assert kinds == ["call", "result"] * 3 + ["limit"]
 
 
 def test_prompt_prefix_is_byte_stable_across_steps_and_turns(system: System, proc: Process) -> None:
+    """Within a turn each step's prompt extends the last; a closed turn (its examples and
+    failed calls dropped) stays as it is, so each later prompt extends it."""
     backend = ScriptedBackend(
-        [{"call": "fs.list"}, {"call": "reply", "text": "a"}, {"call": "reply", "text": "b"}]
+        [
+            {"call": "fs.list"},
+            {"call": "fs.read", "path": "nope.txt"},
+            {"call": "reply", "text": "a"},
+            {"call": "reply", "text": "b"},
+            {"call": "reply", "text": "c"},
+        ]
     )
     kernel = Kernel(system, backend)
     conv = Conversation()
-    list(kernel.turn(proc, conv, "first"))
+    list(kernel.turn(proc, conv, "first: list the files and read nope.txt"))
+    assert "EXAMPLES" in backend.prompts[0][-1]["content"], "the bank's examples are shown"
+    closed = kernel.messages(conv)
+    assert not any(m["content"].startswith("EXAMPLES (") for m in closed)
+    assert not any("nope.txt" in m["content"] for m in closed if m["role"] == "assistant")
     list(kernel.turn(proc, conv, "second"))
-    prompts = backend.prompts
-    for earlier, later in itertools.pairwise(prompts):
-        assert later[: len(earlier)] == earlier, "each step's prompt extends the previous one"
+    list(kernel.turn(proc, conv, "third"))
+    first_turn, later = backend.prompts[:3], backend.prompts[3:]
+    for earlier, prompt in itertools.pairwise(first_turn):
+        assert prompt[: len(earlier)] == earlier, "each step's prompt extends the previous one"
+    assert later[0][: len(closed)] == closed, "the next turn extends the closed one"
+    assert later[1][: len(later[0]) - 1] == later[0][:-1]
 
 
 def test_repair_handles_trailing_text_and_missing_braces() -> None:
@@ -157,7 +173,45 @@ def test_a_repeated_failing_call_is_not_run_again(system: System, proc: Process)
 def test_a_kernel_that_keeps_repeating_a_failure_is_stopped(system: System, proc: Process) -> None:
     move = {"call": "fs.move", "src": "*.log", "dst": "logs/"}
     kinds, _, _ = run(system, proc, [move] * 8, "move the logs")
-    assert kinds == ["call", "result", "call", "error", "call", "error"]
+    assert kinds == ["call", "result", "call", "error", "call", "error", "call", "error"]
+
+
+def test_a_repeated_call_that_worked_is_not_run_again_and_cannot_be_made_next(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "memo.txt").write_text("Studio door code: 4417#\n")
+    read = {"call": "fs.read", "path": "memo.txt"}
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            read,
+            read,
+            {"call": "fs.stat", "path": "memo.txt"},
+            read,
+            {"call": "reply", "text": "4417#"},
+        ],
+        "what's the door code?",
+    )
+    assert kinds == [
+        "call",
+        "result",
+        "call",
+        "error",
+        "call",
+        "result",
+        "call",
+        "error",
+        "call",
+        "reply",
+    ]
+    assert "already made" in backend.prompts[2][-1]["content"]
+    grammars = [c.grammar.splitlines()[0] for c in backend.constraints if c is not None]
+    assert "call-fs-read" in grammars[1] and "call-fs-read" not in grammars[2]
+    assert "call-fs-stat" in grammars[2], "other calls stay open after one repeat"
+    assert grammars[4] == "root ::= call-reply | call-ask", "after a second: only an answer"
+    lines = system.audit.path.read_text().splitlines()
+    assert sum('"fs.read"' in line for line in lines) == 1
 
 
 def test_tools_and_apps_extend_the_prompt_after_its_stable_prefix(system: System) -> None:
@@ -189,3 +243,66 @@ def test_a_cancelled_turn_is_closed_so_the_next_request_stands_alone() -> None:
     conv.begin("hello")
     assert conv.cancel() and [m["role"] for m in conv.turns[-1].messages] == ["user", "assistant"]
     assert not Conversation().cancel()
+
+
+def test_a_reply_with_a_number_nothing_showed_goes_back_once(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "plan.txt").write_text("step one\nship it\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.copy", "src": "plan.txt", "dst": "old/plan.txt"},
+            {"call": "reply", "text": "Its last line is 1234567890."},
+            {"call": "fs.read", "path": "old/plan.txt"},
+            {"call": "reply", "text": "Copied; it has 2 lines, the last is 'ship it'."},
+        ],
+        "copy plan.txt to old/plan.txt and tell me its last line",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "result", "call", "reply"]
+    assert "1234567890, which no RESULT shows" in backend.prompts[2][-1]["content"]
+
+
+def test_a_number_the_results_showed_is_a_fine_reply(system: System, workspace: Path) -> None:
+    proc = system.spawn("test", workspace, patterns=["calc", "reply", "ask"])
+    kinds, _, _ = run(
+        system,
+        proc,
+        [{"call": "calc", "expression": "10+25+7"}, {"call": "reply", "text": "The total is 42."}],
+        "add up 10, 25 and 7",
+    )
+    assert kinds == ["call", "result", "call", "reply"]
+    denied = system.spawn("test", workspace, patterns=["reply", "ask"])
+    kinds, _, _ = run(
+        system,
+        denied,
+        [
+            {"call": "calc", "expression": "10+25+7"},
+            {"call": "reply", "text": "The total is 42."},
+            {"call": "reply", "text": "I may not compute that here."},
+        ],
+        "add up 10, 25 and 7",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"], "42 was never shown"
+
+
+def test_asking_the_person_their_own_question_goes_back(system: System, proc: Process) -> None:
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "ask", "question": "What is your gym locker number?"},
+            {"call": "reply", "text": "I could not find your locker number."},
+        ],
+        "what's my gym locker number?",
+    )
+    assert kinds == ["call", "error", "call", "reply"]
+    assert "their own question" in backend.prompts[1][-1]["content"]
+    kinds, _, _ = run(
+        system,
+        proc,
+        [{"call": "ask", "question": "Which file do you want me to delete?"}],
+        "delete that",
+    )
+    assert kinds == ["call", "ask"], "a real question is asked"

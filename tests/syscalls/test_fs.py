@@ -1491,3 +1491,17 @@ def test_fs_calls_are_registered_most_used_first(system: System, settings: Setti
     assert {"fs.append", "fs.edit"} <= set(fs_calls)
     assert {"fs.append", "fs.edit", "calc"} <= set(settings.default_caps)
     assert "fs.delete" not in settings.default_caps
+
+
+def test_a_destination_ending_in_a_slash_is_a_folder_made_if_missing(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "todo.txt").write_text("file taxes\n")
+    (workspace / "plan.txt").write_text("ship it\n")
+    moved = system.dispatch(proc, {"call": "fs.move", "src": "todo.txt", "dst": "done/"})
+    assert moved.ok, moved.message
+    assert (workspace / "done" / "todo.txt").read_text() == "file taxes\n"
+    copied = system.dispatch(proc, {"call": "fs.copy", "src": "plan.txt", "dst": "old/2026/"})
+    assert copied.ok and (workspace / "old" / "2026" / "plan.txt").read_text() == "ship it\n"
+    renamed = system.dispatch(proc, {"call": "fs.move", "src": "plan.txt", "dst": "final"})
+    assert renamed.ok and (workspace / "final").is_file(), "without a slash it is a new name"
