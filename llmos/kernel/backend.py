@@ -354,6 +354,10 @@ class PrefixCache:
             tmp.unlink(missing_ok=True)
 
 
+TOP_TRIED = 5
+"""How many of the model's best tokens `Decoder.choose` tries before masking the vocabulary."""
+
+
 class Decoder:
     """Greedy decoding of one output on a llama-cpp-python `Llama`, reusing its KV cache."""
 
@@ -405,6 +409,27 @@ class Decoder:
         self._one_array.sorted = False
         self.lib.llama_sampler_apply(sampler, self._byref(self._one_array))
         return bool(self._one[0].logit != float("-inf"))
+
+    def choose(self, sampler: Any, logits: Any) -> int:
+        """The token to take next: the model's best if the grammar allows it; else, of its few
+        best, the first the grammar allows as it is or without its leading space (the model
+        often wants " copy" where the format has no space, and the masked best would then be
+        a different word, "append"); else the best token the grammar allows at all."""
+        import numpy as np
+
+        best = int(logits.argmax())
+        if sampler is None or self._allowed(sampler, best):
+            return best
+        few = np.argpartition(-logits, TOP_TRIED)[:TOP_TRIED]
+        for token in (int(t) for t in few[np.argsort(-logits[few])]):
+            if self._allowed(sampler, token):
+                return token
+            text = self.llm.detokenize([token])
+            if text[:1] == b" " and text.strip():
+                bare = self._tokenize(text[1:].decode(errors="replace"))
+                if len(bare) == 1 and self._allowed(sampler, bare[0]):
+                    return bare[0]
+        return self._masked_best(sampler, logits)
 
     def _masked_best(self, sampler: Any, logits: Any) -> int:
         """The best token the grammar allows, masking the whole vocabulary."""
@@ -480,9 +505,7 @@ class Decoder:
         room = max(0, min(max_tokens, llm.n_ctx() - llm.n_tokens - 1))
         while sampled + forced_count < room:
             logits = self._logits()
-            token = int(logits.argmax())
-            if sampler is not None and not self._allowed(sampler, token):
-                token = self._masked_best(sampler, logits)
+            token = self.choose(sampler, logits)
             if self.lib.llama_vocab_is_eog(self.vocab, token):
                 break
             if sampler is not None:

@@ -234,9 +234,7 @@ class BatchEngine:
         pointer = self.lib.llama_get_logits_ith(self.ctx, index)
         logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
         sampler = stream.sampler
-        token = int(logits.argmax())
-        if sampler is not None and not decoder._allowed(sampler, token):
-            token = decoder._masked_best(sampler, logits)
+        token = decoder.choose(sampler, logits)
         if self.lib.llama_vocab_is_eog(decoder.vocab, token):
             self._finish(stream)
             return

@@ -274,11 +274,16 @@ def _common_prefix(words: list[str]) -> str:
 
 
 def _choose(partial: str, words: list[str], closer: str) -> str:
-    """Forced text to finish `partial` as one of `words` (then `closer`, once unambiguous)."""
+    """Forced text to finish `partial` as one of `words` (then `closer`, once unambiguous).
+    While several remain, only their common prefix up to the end of a word part ("mem." of
+    mem.search and mem.store, not "mem.s"): forcing half a word splits the model's own
+    tokens, and it then picks the wrong rest ("earch" where it meant "store")."""
     left = [w[len(partial) :] for w in words if w.startswith(partial)]
     if len(left) == 1:
         return left[0] + closer
-    return _common_prefix(left)
+    common = _common_prefix(left)
+    cut = max((i + 1 for i, ch in enumerate(common) if not ch.isalnum()), default=0)
+    return common[:cut]
 
 
 def _scan_value(text: str, options: tuple[str, ...] | None) -> tuple[int | None, str]:

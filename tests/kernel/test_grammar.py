@@ -125,3 +125,12 @@ def test_one_of_fields_are_a_choice_in_the_grammar() -> None:
     rule = next(r for r in build_grammar(registry).splitlines() if r.startswith("call-t-forget"))
     assert '( ", \\"id\\": " (string) | ", \\"query\\": " (string) )' in rule
     assert ")?" not in rule, "neither may be left out"
+
+
+def test_the_format_forces_whole_word_parts_of_a_name_not_half_words() -> None:
+    registry, _ = build_registry(plugins=False)
+    fmt = CallFormat.from_registry(registry)
+    forced, _ = fmt.forced('{"call": "me')
+    assert forced == "m.", "mem.search, mem.store and mem.forget share 'mem.', not 'mem.s'"
+    forced, _ = fmt.forced('{"call": "mem.st')
+    assert forced.startswith('ore", "text"'), "once one name is left, the rest of it"
