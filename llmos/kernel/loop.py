@@ -423,9 +423,9 @@ class Kernel:
             unseen = unseen_numbers(str(getattr(call, "text", "")), seen)
             if unseen:
                 return (
-                    f"ERROR: your reply says {unseen[0]}, which no RESULT shows. Get the fact "
-                    "with a syscall (fs.read shows a file's text, calc computes), or reply "
-                    "without it."
+                    f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If you worked "
+                    "it out, compute it with calc first; if a file has it, read the file; "
+                    "else reply without it."
                 )
             return ""
         if echoes(str(getattr(call, "question", "")), turn.request):

@@ -84,6 +84,10 @@ EXAMPLES: list[tuple[str, list[Step]]] = [
         [{"call": "fs.move", "src": "draft.txt", "dst": "final.txt"}],
     ),
     (
+        "put report.txt in the archive folder",
+        [{"call": "fs.move", "src": "report.txt", "dst": "archive/"}],
+    ),
+    (
         "which files mention the invoice number?",
         [
             {"call": "fs.search", "query": "invoice number"},
