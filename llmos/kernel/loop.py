@@ -15,7 +15,7 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Message
 from llmos.kernel.examples import render
 from llmos.kernel.grammar import GrammarCache, callable_specs
-from llmos.kernel.grounding import Snapshot, scan, view
+from llmos.kernel.grounding import Snapshot, mentioned_paths, scan, view
 from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
 from llmos.limits import EXAMPLE_COUNT, EXAMPLE_TOKENS, MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
 from llmos.syscalls.base import Syscall, SyscallResult
@@ -406,7 +406,8 @@ class Kernel:
 
     @staticmethod
     def _doubt(call: Syscall, conversation: Conversation) -> str:
-        """Why a reply or question should not end the turn yet, or "": a reply stating a number
+        """Why a reply or question should not end the turn yet, or "": a reply to a request
+        naming paths when no call of the turn has looked at any of them, a reply stating a number
         of two or more digits that neither the person nor any result in this conversation
         showed (a guess; the examples shown do not count), or an `ask` that hands the person
         their own request back."""
@@ -414,6 +415,13 @@ class Kernel:
         if turn is None or call.call not in ENDS_TURN:
             return ""
         if call.call == "reply":
+            looked = " ".join(m["content"] for m in turn.messages[1:-1] if m["role"] == "assistant")
+            unread = [p for p in mentioned_paths(turn.request) if p not in looked]
+            if unread and len(unread) == len(mentioned_paths(turn.request)):
+                return (
+                    f"ERROR: you replied without looking at {unread[0]}, so you do not know "
+                    "what it holds yet. Make the call that reads it first."
+                )
             seen = " ".join(
                 [conversation.summary]
                 + [t.view for t in conversation.turns]

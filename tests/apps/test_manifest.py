@@ -217,7 +217,7 @@ def test_request_steps_run_through_the_kernel(
     )
     assert run.ok and run.replies == ["It says 42."]
     first = backend.prompts[0][-1]["content"]
-    assert first.startswith("WORKSPACE: a.txt\n\nYou answer questions about files.")
+    assert "WORKSPACE: a.txt\n\nYou answer questions about files." in first
     assert "what is in a.txt?" in first
     codes = [(r.call, r.code) for r in run.results]
     assert codes == [("fs.read", None), ("fs.write", "E_PERM"), ("reply", None)]

@@ -306,3 +306,21 @@ def test_asking_the_person_their_own_question_goes_back(system: System, proc: Pr
         "delete that",
     )
     assert kinds == ["call", "ask"], "a real question is asked"
+
+
+def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "server.cfg").write_text("port = 9090\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "reply", "text": "server.cfg is empty."},
+            {"call": "fs.read", "path": "server.cfg"},
+            {"call": "reply", "text": "It sets port 9090."},
+        ],
+        "show me server.cfg",
+    )
+    assert kinds == ["call", "error", "call", "result", "call", "reply"]
+    assert "without looking at server.cfg" in backend.prompts[1][-1]["content"]
