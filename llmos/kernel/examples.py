@@ -23,6 +23,10 @@ RESULT_PLACEHOLDER = "RESULT: ..."
 
 DEFAULT_K = 4
 
+_SHARED_VECTORS: dict[tuple[str, str], list[float]] = {}
+"""Vectors of example requests by (embedding model, request), shared by a process's banks:
+a pure cache of the model's output, like the embedder's own cache of loaded models."""
+
 log = logging.getLogger(__name__)
 
 Call = dict[str, Any]
@@ -282,12 +286,23 @@ class ExampleBank:
         return problems
 
     def _embed_missing(self, embedder: TextEmbedder, examples: list[Example]) -> None:
-        """Embed, in one batch, the requests that have no cached vector yet."""
+        """Embed, in one batch, the requests that have no vector yet, in this bank or in the
+        process's cache of them (every System makes a bank with the same 55 built-ins, and
+        embedding them costs seconds on 2 cores)."""
+        model = getattr(embedder, "name", None)  # a named model's vectors are shared
+        with self._lock:
+            for e in examples:
+                known = _SHARED_VECTORS.get((model, e.request)) if model else None
+                if known is not None:
+                    self._vectors.setdefault(e.request, known)
         missing = sorted({e.request for e in examples} - self._vectors.keys())
         if missing:
             vectors = embedder.embed(missing)
             with self._lock:
                 self._vectors.update(zip(missing, vectors, strict=True))
+                for text, vector in zip(missing, vectors, strict=True):
+                    if model:
+                        _SHARED_VECTORS[(str(model), text)] = vector
 
     def warm(self) -> threading.Thread | None:
         """Start embedding the examples (loading the embedder) on a background thread, so the
