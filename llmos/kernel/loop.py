@@ -368,9 +368,13 @@ class Kernel:
         max_steps: int = MAX_STEPS_PER_TURN,
         max_tokens: int = 384,
         example_count: int = EXAMPLE_COUNT,
+        check_replies: bool = True,
     ) -> None:
         self.system = system
         self.example_count = example_count
+        self.check_replies = check_replies
+        """Whether a doubtful reply or question goes back to the model (off for replayed
+        replies written in advance, which a bench tells as they are)."""
         self.backend = backend
         self.max_steps = max_steps
         self.max_tokens = max_tokens
@@ -565,7 +569,9 @@ class Kernel:
             conversation.add("assistant", shown)
             yield Event("call", call=data, seconds=decided)
             only = None
-            doubt = "" if shown in seen or doubted else self._doubt(call, conversation)
+            doubt = ""
+            if self.check_replies and shown not in seen and not doubted:
+                doubt = self._doubt(call, conversation)
             if doubt:
                 # Checked once a turn: a reply naming a number nothing showed, or a question
                 # that only hands the request back, goes back to the model with the reason.

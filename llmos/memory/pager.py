@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,6 +97,16 @@ def recall_text(turn: Turn) -> str:
     if len(turn.messages) <= 2:
         return head
     return "\n".join([head, *page_text(turn).splitlines()[1:]])
+
+
+def _copies(summary: str, system: str) -> bool:
+    """Whether a written summary repeats the system prompt instead of the conversation (a
+    small model continuing its prompt sometimes does): then the extracted one is used."""
+    lines = [line.strip("- ").strip() for line in summary.splitlines()]
+    return any(len(line) > 30 and line in system for line in lines)
+
+
+_NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
 
 
 def summary_line(turn: Turn) -> str:
@@ -385,11 +396,29 @@ class Pager:
             except LlmosError as exc:
                 self.stats.errors.append(f"summary: {exc.code}: {exc.message}")
             else:
-                if text:
+                if text and not _copies(text, kernel.system_message()):
                     self.stats.model_summaries += 1
-                    return text, "model"
+                    return self._with_lost_numbers(kernel, text, evicted), "model"
         self.stats.extractive_summaries += 1
         return self._extractive(kernel, conversation.summary, evicted), "extractive"
+
+    def _with_lost_numbers(self, kernel: Kernel, summary: str, evicted: list[Turn]) -> str:
+        """A written summary plus the extracted line of each evicted turn whose request held a
+        number the summary left out (a code, a date, an amount: the facts most asked about);
+        the written lines give way, last first, so it stays within its budget."""
+        lost = [
+            summary_line(t)
+            for t in evicted
+            if any(n not in summary for n in _NUMBER.findall(t.request))
+        ]
+        written = summary.splitlines()
+        while (
+            written
+            and lost
+            and text_tokens(kernel.backend, "\n".join([*written, *lost])) > self.summary_tokens
+        ):
+            written.pop()
+        return "\n".join([*written, *lost])
 
     def _model_cost(self, kernel: Kernel) -> float:
         """Seconds the model would take to write a summary, from its measured decode speed
@@ -411,7 +440,8 @@ class Pager:
         ask = (
             f"Write the new SUMMARY of turns 1-{last}: the old summary (if any) plus turns "
             f"{first}-{last} above, in at most {words} words. Keep every name, number, date "
-            "and fact the user gave. Write only the summary, as short lines starting with '- '."
+            "and fact the user gave. Write only the summary of what was said in those turns "
+            "(not the rules above), as short lines starting with '- '."
         )
         messages = [*kernel.messages(head), {"role": "user", "content": ask}]
         out = kernel.backend.complete(messages, constraint=None, max_tokens=self.summary_tokens)
