@@ -200,5 +200,11 @@ SEARCH_MEANING_HIT_CHARS = 300
 EXAMPLE_COUNT = 3
 """The kernel is shown at most this many examples nearest each request..."""
 
+EXAMPLE_MIN_SCORE = 0.35
+"""...and only those at least this similar (cosine of the requests' embeddings): measured on
+the built-ins, unrelated requests ("run the sleep tool", "which train do I take?") score about
+0.25 against their nearest, related ones 0.5-0.66; an unrelated example taught the 0.5B model
+to refuse a tool it had."""
+
 EXAMPLE_TOKENS = 160
 """...in at most this many prompt tokens (prefilled once per turn; dropped when it ends)."""

@@ -427,7 +427,7 @@ class Decoder:
             text = self.llm.detokenize([token])
             if text[:1] == b" " and text.strip():
                 bare = self._tokenize(text[1:].decode(errors="replace"))
-                if len(bare) == 1 and self._allowed(sampler, bare[0]):
+                if bare and self._allowed(sampler, bare[0]):
                     return bare[0]
         return self._masked_best(sampler, logits)
 

@@ -340,13 +340,17 @@ class ExampleBank:
         order of `examples()`."""
         return self._scores(request, *self._snapshot())
 
-    def ranked(self, request: str, *, registry: Registry | None = None) -> list[Example]:
-        """Every usable example, most similar to `request` first (ties: the order added)."""
+    def ranked(
+        self, request: str, *, registry: Registry | None = None, min_score: float | None = None
+    ) -> list[Example]:
+        """Every usable example (at least `min_score` similar, when given), most similar to
+        `request` first (ties: the order added)."""
         examples, word_lists = self._snapshot()
         problems = self._problems(registry, examples) if registry is not None else {}
         scores = self._scores(request, examples, word_lists)
+        floor = -math.inf if min_score is None else min_score
         order = sorted(
-            (i for i, e in enumerate(examples) if id(e) not in problems),
+            (i for i, e in enumerate(examples) if id(e) not in problems and scores[i] >= floor),
             key=lambda i: (-scores[i], i),
         )
         return [examples[i] for i in order]
@@ -359,11 +363,12 @@ class ExampleBank:
         count: Callable[[str], int] | None = None,
         *,
         registry: Registry | None = None,
+        min_score: float | None = None,
     ) -> list[Example]:
         """Up to `k` examples most like `request` whose `render` fits `budget_tokens` (as
         `count` measures it), in rank order. Of examples with one call shape only the best is
         taken, until every other shape has been tried. With `registry`, only examples whose
-        calls it accepts."""
+        calls it accepts; with `min_score`, only ones at least that similar."""
         if budget_tokens is not None and count is None:
             raise LlmosError(ErrorCode.E_INVAL, "a token budget needs a count function")
         chosen: list[Example] = []
@@ -375,7 +380,7 @@ class ExampleBank:
                 return True
             return count(render([*chosen, example])) <= budget_tokens
 
-        ranked = self.ranked(request, registry=registry)
+        ranked = self.ranked(request, registry=registry, min_score=min_score)
         shapes: set[Shape] = set()
         repeats: list[Example] = []
         for example in ranked:

@@ -185,6 +185,8 @@ def callable_specs(
     for spec in registry.specs():
         if frozen and spec.model.changes_files:
             continue
+        if ground is not None and spec.model.needs_files and not ground.files():
+            continue
         if only is None or spec.name in only:
             rule = call_rule(spec, ground)
             if rule is not None:

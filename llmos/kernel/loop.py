@@ -17,7 +17,13 @@ from llmos.kernel.examples import render
 from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, mentioned_paths, scan, view
 from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
-from llmos.limits import EXAMPLE_COUNT, EXAMPLE_TOKENS, MAX_RESULT_CHARS, MAX_STEPS_PER_TURN
+from llmos.limits import (
+    EXAMPLE_COUNT,
+    EXAMPLE_MIN_SCORE,
+    EXAMPLE_TOKENS,
+    MAX_RESULT_CHARS,
+    MAX_STEPS_PER_TURN,
+)
 from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
@@ -475,6 +481,7 @@ class Kernel:
                 budget_tokens=EXAMPLE_TOKENS,
                 count=count,
                 registry=self.system.registry,
+                min_score=EXAMPLE_MIN_SCORE if bank.embedder is not None else None,
             )
         except Exception as exc:  # examples help; a failing embedder must not stop a turn
             log.warning("example bank: %s", exc)

@@ -33,6 +33,11 @@ class Syscall(BaseModel):
     one_of: ClassVar[tuple[str, ...]] = ()
     """Optional fields of which exactly one must be given; the grammar enforces it too."""
 
+    needs_files: ClassVar[bool] = False
+    """The call is only of use where the workspace holds files (a search of them): the kernel's
+    grammar leaves it out in an empty workspace, where "which train do I take?" must go to
+    memory instead."""
+
     changes_files: ClassVar[bool] = False
     """The call creates, changes or removes files (or forgets memories). In a turn whose
     request asks for no change, the kernel's grammar leaves such calls out, so text planted

@@ -261,6 +261,7 @@ class FsMkdirResult(BaseModel):
 class FsSearch(Syscall):
     """Find which lines and files mention some words (in any order), best matches first."""
 
+    needs_files = True
     call: Literal["fs.search"] = "fs.search"
     query: str = Field(
         min_length=1, description="Words to find, in any order and case (or a regex, regex=true)."

@@ -253,3 +253,15 @@ def test_a_destroying_call_takes_only_paths_the_person_named(workspace: Path) ->
     assert '\\"todo.txt\\"' in rule and "backup" not in rule
     every = build_grammar(reg, ground=scan(ws, "delete all the backups")).splitlines()
     assert "call-t-wipe" in every[0] and "ground-named-or-glob" in "\n".join(every)
+
+
+def test_a_search_of_files_is_not_offered_in_an_empty_workspace(
+    system: System, workspace: Path
+) -> None:
+    ws = Workspace(workspace)
+    empty = build_grammar(system.registry, ground=scan(ws, "which train do I take?"))
+    assert "call-fs-search" not in empty.splitlines()[0]
+    assert "call-mem-search" in empty.splitlines()[0]
+    (workspace / "notes.txt").write_text("Take the 8:15 train.\n")
+    full = build_grammar(system.registry, ground=scan(ws, "which train do I take?"))
+    assert "call-fs-search" in full.splitlines()[0]
