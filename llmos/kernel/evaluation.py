@@ -727,6 +727,9 @@ def run_eval(
 ) -> dict[str, Any]:
     """Run every case and return the summary (per-family pass rates, timings, model)."""
     kernel = Kernel(system, backend)
+    warming = system.examples.warm()  # every case sees the examples, the first one too
+    if warming is not None:
+        warming.join()
     results: list[CaseResult] = []
     for case in cases:
         result = run_case(kernel, case)

@@ -185,6 +185,7 @@ class ExampleBank:
         self._words: list[list[str]] = []
         self._rules: list[Rule] = []
         self._vectors: dict[str, list[float]] = {}
+        self._warming: threading.Thread | None = None
         self._validity: _Validity | None = None
         self._lock = threading.Lock()
 
@@ -304,12 +305,26 @@ class ExampleBank:
                     if model:
                         _SHARED_VECTORS[(str(model), text)] = vector
 
+    @property
+    def ready(self) -> bool:
+        """Whether ranking would not wait: no embedder, or it is loaded and every example has
+        its vector."""
+        if self.embedder is None:
+            return True
+        examples, _ = self._snapshot()
+        loaded = bool(getattr(self.embedder, "loaded", True))
+        return loaded and all(e.request in self._vectors for e in examples)
+
     def warm(self) -> threading.Thread | None:
         """Start embedding the examples (loading the embedder) on a background thread, so the
-        first ranking need not wait for it; None without an embedder."""
+        first ranking need not wait for it; None without an embedder, or while one is already
+        at it."""
         embedder = self.embedder
         if embedder is None:
             return None
+        with self._lock:
+            if self._warming is not None and self._warming.is_alive():
+                return None
         examples, _ = self._snapshot()
 
         def embed_quietly() -> None:
@@ -319,6 +334,8 @@ class ExampleBank:
                 log.warning("examples were not embedded in the background: %s", exc.message)
 
         thread = threading.Thread(target=embed_quietly, name="llmos-examples", daemon=True)
+        with self._lock:
+            self._warming = thread
         thread.start()
         return thread
 

@@ -471,6 +471,9 @@ class Kernel:
         bank = self.system.examples
         if self.example_count <= 0:
             return ""
+        if not bank.ready:  # never make a request wait seconds for the embedder to load
+            bank.warm()
+            return ""
         count = getattr(self.backend, "tokens", None)
         if not callable(count):
             count = _rough_tokens

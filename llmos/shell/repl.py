@@ -97,7 +97,9 @@ class LazyKernel:
 
     def _warm_memory(self) -> None:
         """Load the embedder and ready the index in the background, so the first page-in or
-        mem.search does not wait for them; a memory that cannot open says so on first use."""
+        mem.search does not wait for them; a memory that cannot open says so on first use. The
+        example bank embeds its examples then too, for the first request's examples."""
+        self.system.examples.warm()
         try:
             self.system.memory.warm()
         except LlmosError:

@@ -376,3 +376,19 @@ def test_examples_naming_unregistered_syscalls_are_never_shown() -> None:
     assert [e.request for e in bank.nearest("frobnicate x", k=2, registry=registry)] == ["show x"]
     (example, why), *_ = bank.validate(registry)
     assert example.request == "frobnicate x" and why.startswith("E_NOSYS")
+
+
+def test_a_bank_not_ready_does_not_hold_up_a_turn(system: System) -> None:
+    """The first request does not wait for the embedder: it goes without examples while the
+    bank warms, and later ones get them."""
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+
+    kernel = Kernel(system, ScriptedBackend([]))
+    if not system.examples.ready:
+        assert kernel.examples_for("show me todo.md") == ""
+    warming = system.examples.warm()
+    if warming is not None:
+        warming.join()
+    assert system.examples.ready
+    assert kernel.examples_for("show me notes.md").startswith("EXAMPLES")

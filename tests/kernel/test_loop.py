@@ -113,6 +113,9 @@ def test_prompt_prefix_is_byte_stable_across_steps_and_turns(system: System, pro
     )
     kernel = Kernel(system, backend)
     conv = Conversation()
+    warming = system.examples.warm()
+    assert warming is not None
+    warming.join()
     list(kernel.turn(proc, conv, "first: list the files and read nope.txt"))
     assert "EXAMPLES" in backend.prompts[0][-1]["content"], "the bank's examples are shown"
     closed = kernel.messages(conv)

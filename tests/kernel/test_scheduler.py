@@ -158,7 +158,8 @@ def test_four_processes_overlap_their_slow_tools(system: System, tmp_path: Path)
             ws = tmp_path / f"ws{i}"
             ws.mkdir()
             process = system.spawn(f"p{i}", ws, patterns=["tool.*", "reply", "ask"])
-            kernel = Kernel(system, sched.client(process.name))
+            # No examples: their embedder's first load would be timed as the tools' wait.
+            kernel = Kernel(system, sched.client(process.name), example_count=0)
             jobs.append(Job(kernel, process, Conversation(), f"{SLEEP_REQUEST} ({i})"))
         start = time.perf_counter()
         for job in jobs:
@@ -487,7 +488,7 @@ def test_a_long_prompt_is_prefilled_in_steps_beside_a_decoding_process(
     from llmos.limits import SCHED_STEP_TOKENS
 
     kernel, constraint = prompts(system, backend)
-    long = chat(kernel, "summarise: " + " ".join(f"w{i}" for i in range(400)))
+    long = chat(kernel, "summarise: " + " ".join(f"w{i}" for i in range(250)))
     short = chat(kernel, "list the files here")
     engine = BatchEngine(backend, slots=2)
     try:

@@ -51,7 +51,8 @@ class Model:
         self.busy += 1
         self.overlapped |= self.busy > 1
         try:
-            request = next(m["content"] for m in messages if m["role"] == "user")
+            shown = next(m["content"] for m in messages if m["role"] == "user")
+            request = shown.rsplit("\n\n", 1)[-1]  # after the examples and workspace view
             key = next(k for k in self.scripts if k in request)
             self.served.append(key)
             self.arrived[key].set()
