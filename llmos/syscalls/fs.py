@@ -1406,14 +1406,17 @@ def fs_search(
 
 
 def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
-    """fs.search with the process's own search by meaning, when it has one that opens (a
-    missing embedder or a broken index leaves the word search alone)."""
-    files: FilesByMeaning | None = None
-    if process.open_files is not None and not call.regex:
-        try:
-            files = process.open_files()
-        except Exception as exc:  # the word search must still answer
-            log.warning("search by meaning is unavailable: %s", exc)
+    """fs.search as the dispatch path runs it: by words, and when the words match nothing,
+    with the process's own search by meaning too, when it has one that opens (a missing
+    embedder or a broken index leaves the word search's answer alone)."""
+    found = fs_search(call, process)
+    if found.matches or call.regex or process.open_files is None:
+        return found
+    try:
+        files = process.open_files()
+    except Exception as exc:  # the word search must still answer
+        log.warning("search by meaning is unavailable: %s", exc)
+        return found
     return fs_search(call, process, files)
 
 

@@ -1450,8 +1450,10 @@ def test_a_question_no_word_answers_is_found_by_meaning(
     (workspace / "notes" / "todo.txt").write_text(
         "- renew the car insurance before March\n- call the dentist about the crown\n"
     )
-    words = ok(call("fs.search", query=DB_QUESTION))
-    assert words["matches"] == 0 and words["hits"] == []
+    words = fs_mod.fs_search(fs_mod.FsSearch(query=DB_QUESTION), proc)
+    assert words.matches == 0 and words.hits == []
+    wired = ok(call("fs.search", query=DB_QUESTION))
+    assert wired["hits"] and wired["hits"][0]["path"] == "config.toml", "dispatch adds meaning"
     with FileIndex.open(settings, proc.workspace, embedder) as files:
         value = meaning_search(proc, files)
     found = [h for h in value["hits"] if h["path"] == "config.toml"]
