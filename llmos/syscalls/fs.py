@@ -469,16 +469,20 @@ def _check_write_size(size: int) -> None:
         )
 
 
+def _file_target(loc: Located, shown: str) -> os.stat_result | None:
+    """What a write to `loc` would replace (None: nothing yet); E_ISDIR for a folder."""
+    info = None if loc.is_root or loc.name == "." else loc.lstat()
+    if loc.is_root or loc.name == "." or (info is not None and stat.S_ISDIR(info.st_mode)):
+        raise LlmosError(ErrorCode.E_ISDIR, f"{shown} is a folder")
+    return info
+
+
 def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
     """Write atomically (temp file, fsync, rename); append writes in place with O_APPEND."""
     data = call.content.encode("utf-8")
     _check_write_size(len(data))
     with process.workspace.locate(call.path, create_parents=True) as loc:
-        if loc.is_root or loc.name == ".":
-            raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
-        info = loc.lstat()
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
+        info = _file_target(loc, call.path)
         created = info is None
         if call.mode == "append":
             kind = stat.S_IFMT(info.st_mode) if info is not None else stat.S_IFREG
@@ -517,11 +521,7 @@ def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
         data += b"\n"
     _check_write_size(len(data))
     with process.workspace.locate(call.path, create_parents=True) as loc:
-        if loc.is_root or loc.name == ".":
-            raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
-        info = loc.lstat()
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            raise LlmosError(ErrorCode.E_ISDIR, f"{call.path} is a folder")
+        info = _file_target(loc, call.path)
         kind = stat.S_IFMT(info.st_mode) if info is not None else stat.S_IFREG
         if kind not in (stat.S_IFREG, stat.S_IFLNK):  # a link meets O_NOFOLLOW below
             raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
