@@ -208,3 +208,14 @@ to refuse a tool it had."""
 
 EXAMPLE_TOKENS = 160
 """...in at most this many prompt tokens (prefilled once per turn; dropped when it ends)."""
+
+TOOL_MIN_SCORE = 0.35
+"""An app's or tool's syscall is named with a request (as made for it) when its description is
+at least this similar to the request: measured with all-MiniLM-L6-v2 on function-calling
+tools, fitting requests score 0.36-0.55 ("add 3, 4 and 5" / "Add a list of numbers" 0.54),
+unrelated ones 0.03-0.29 ("what time is it in Tokyo?" / a weather forecast 0.03)."""
+
+EXAMPLE_QUESTION_MISMATCH = 0.2
+"""How much less like a request an example counts when one of them is a question and the other
+is not: "my dog is called Rex" (tells a fact) is near "what is my dog called?" by meaning,
+but its call is the statement's (mem.store), not the question's (mem.search)."""

@@ -21,7 +21,7 @@ from llmos.kernel.prompt import result_message
 from llmos.kernel.scheduler import Job, KvPolicy, Policy, Scheduler, Served
 from llmos.system import System
 
-TASK = "Task {i}: run the sleep tool (no args), then reply done."
+TASK = "Task {i}: run the sleep tool now (no args). Reply done only after it has run."
 
 HISTORY = (
     ("list the files here", {"call": "fs.list"}, '{"ok":true,"value":{"entries":[]}}', "Empty."),

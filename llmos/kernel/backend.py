@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +40,9 @@ class Completion:
     forced_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    wanted: str = ""
+    """A call the model named that the constraint does not let out now (a decoder that lets it
+    name any registered call first, see `Constraint.names`); `text` is then that name only."""
 
 
 class Backend(Protocol):
@@ -357,6 +360,12 @@ class PrefixCache:
 TOP_TRIED = 5
 """How many of the model's best tokens `Decoder.choose` tries before masking the vocabulary."""
 
+CACHED_SAMPLERS = 4
+"""Compiled grammars a Decoder keeps."""
+
+PROBE_TOKENS = 24
+"""Most tokens the model may take to name the call it wants (the longest names are a few)."""
+
 
 class Decoder:
     """Greedy decoding of one output on a llama-cpp-python `Llama`, reusing its KV cache."""
@@ -385,18 +394,18 @@ class Decoder:
         self.fast_forward = True
 
     def _sampler(self, grammar: str) -> Any:
-        """A grammar sampler for `grammar`, compiled once and reset for each use."""
-        sampler = self._samplers.get(grammar)
+        """A grammar sampler for `grammar`, compiled once and reset for each use (the last few
+        are kept: a step may use a names-only grammar and its own)."""
+        sampler = self._samplers.pop(grammar, None)
         if sampler is None:
-            for old in self._samplers.values():
-                self.lib.llama_sampler_free(old)
-            self._samplers.clear()
+            while len(self._samplers) >= CACHED_SAMPLERS:
+                self.lib.llama_sampler_free(self._samplers.pop(next(iter(self._samplers))))
             sampler = self.lib.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
             if not sampler:
                 raise LlmosError(ErrorCode.E_BACKEND, "llama.cpp could not parse the grammar")
-            self._samplers[grammar] = sampler
         else:
             self.lib.llama_sampler_reset(sampler)
+        self._samplers[grammar] = sampler
         return sampler
 
     def _allowed(self, sampler: Any, token: int) -> bool:
@@ -488,17 +497,104 @@ class Decoder:
         stable: int = 0,
     ) -> Completion:
         """Decode greedily after `prompt`: under the constraint's grammar, with forced text
-        evaluated in batches, until the call is complete, an end token, or `max_tokens`."""
+        evaluated in batches, until the call is complete, an end token, or `max_tokens`.
+
+        When the constraint leaves some registered calls out, the model first names the call
+        it wants from all of them (`_probe`). One allowed is kept as the start of the call; one
+        left out is reported as `wanted`, and the call starts as the allowed name the model's
+        own probabilities rank best instead, so "rename it" (fs.move, nothing to move) goes to
+        `ask` rather than sliding into the one fs.* call left."""
+        if constraint is None or constraint.names is None or not self.fast_forward:
+            return self._decode(prompt, constraint, max_tokens, stable)
+        start = time.perf_counter()
+        name, steps = self._probe(prompt, constraint.names, stable)
+        probed = time.perf_counter() - start
+        wanted = ""
+        if not name:
+            return self._decode(prompt, constraint, max_tokens, stable)
+        if name not in constraint.format.shapes:
+            wanted, name = name, self._best_allowed(steps, list(constraint.format.shapes))
+        else:
+            name += '"'
+        out = self._decode(prompt, constraint, max_tokens, stable, name)
+        return replace(out, seconds=out.seconds + probed, wanted=wanted)
+
+    def _probe(
+        self, prompt: list[int], names: Constraint, stable: int
+    ) -> tuple[str, list[tuple[tuple[int, ...], Any]]]:
+        """The call name the model picks from `names` (greedy), and at each token it chose,
+        the tokens of the name so far and its log-probabilities for the next one."""
+        import numpy as np
+
+        from llmos.kernel.grammar import HEAD, wanted_name
+
+        llm = self.llm
+        sampler = self._sampler(names.grammar)
+        head_tokens = self._force(sampler, HEAD)
+        self.prefill(list(prompt) + head_tokens, stable)
+        text, path = HEAD, list[int]()
+        steps: list[tuple[tuple[int, ...], Any]] = []
+        for _ in range(PROBE_TOKENS):
+            logits = self._logits()
+            top = float(logits.max())
+            steps.append((tuple(path), logits - top - np.log(np.exp(logits - top).sum())))
+            token = self.choose(sampler, logits)
+            self.lib.llama_sampler_accept(sampler, token)
+            text += llm.detokenize([token]).decode(errors="replace")
+            path.append(token)
+            forced, done = names.format.forced(text)
+            if done:
+                return wanted_name(text + forced)[:200], steps
+            taken = self._force(sampler, forced)
+            text += llm.detokenize(taken).decode(errors="replace") if taken else ""
+            path += taken
+            llm.eval([token, *taken])
+        return "", steps
+
+    def _best_allowed(self, steps: list[tuple[tuple[int, ...], Any]], allowed: list[str]) -> str:
+        """How the call should start (text after `{"call": "`): the allowed name the model's
+        log-probabilities along the probe rank best, as far as they reach it (all of a sibling
+        of the wanted name, "fs.write"; the first token of another, "ask" or "mem")."""
+        best, best_score = "", -float("inf")
+        for name in allowed:
+            tokens = self._tokenize(name)
+            score, known = 0.0, 0
+            for prefix, logprobs in steps:
+                depth = len(prefix)
+                if depth < len(tokens) and tuple(tokens[:depth]) == prefix:
+                    score += float(logprobs[tokens[depth]])
+                    known = depth + 1
+            if known and score > best_score:
+                complete = known == len(tokens)
+                start = name + '"' if complete else self.llm.detokenize(tokens[:known]).decode()
+                best, best_score = start, score
+        return best
+
+    def _decode(
+        self,
+        prompt: list[int],
+        constraint: Constraint | None,
+        max_tokens: int,
+        stable: int,
+        name: str = "",
+    ) -> Completion:
+        """One greedy decode (see `decode`); `name` is how the call starts (after `{"call": "`)."""
         llm = self.llm
         start = time.perf_counter()
         sampler = self._sampler(constraint.grammar) if constraint else None
         out = b""
         forced_count = sampled = 0
         head = constraint.format.forced("")[0] if constraint and self.fast_forward else ""
-        head_tokens = self._tokenize(head)
-        for token in head_tokens:
-            if sampler is not None:
-                self.lib.llama_sampler_accept(sampler, token)
+        if constraint is not None and name:
+            from llmos.kernel.grammar import HEAD
+
+            head = HEAD + name
+            more, done = constraint.format.forced(head)
+            head += more
+            if done:
+                return Completion(text=head, prompt_tokens=len(prompt))
+        head_tokens = self._force(sampler, head) if sampler is not None else self._tokenize(head)
+        head = llm.detokenize(head_tokens).decode(errors="replace")
         prefilled = self.prefill(list(prompt) + head_tokens, stable)
         out, forced_count = head.encode(), len(head_tokens)
         prefill_done = time.perf_counter()

@@ -665,13 +665,12 @@ def check_task(
 def _run_single_step(
     kernel: Kernel, case: dict[str, Any], sandbox: Sandbox, start: float
 ) -> CaseResult:
-    """Decide one call for the case's intent, as the first step of a turn in its sandbox
-    (workspace view and grounded paths included), and score it against `expect`."""
+    """The first call the kernel would make for the case's intent, as the first step of a turn
+    in its sandbox (workspace view, grounded paths and its check of a reply included), scored
+    against `expect`."""
     family = family_of(case)
-    conv = Conversation()
-    ground = kernel.begin(sandbox.process, conv, str(case["intent"]))
     try:
-        call, _ = kernel.decide(conv, ground)
+        call = kernel.first_call(sandbox.process, Conversation(), str(case["intent"]))
     except LlmosError as exc:
         return CaseResult(str(case["id"]), family, False, time.perf_counter() - start, exc.message)
     data = call.model_dump(mode="json")

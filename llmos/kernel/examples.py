@@ -10,11 +10,12 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.limits import EXAMPLE_QUESTION_MISMATCH
 from llmos.syscalls.base import Registry
 
 # The line the kernel sees after each call is prompt.result_message(json); examples show its
@@ -92,6 +93,22 @@ _STOPWORDS = frozenset(
     )
 )
 _WORD = re.compile(r"[a-z0-9]+")
+
+
+_QUESTION = re.compile(
+    r"\?\s*$|^\s*(?:what|which|who|whom|whose|where|when|why|how|is|are|was|were|do|does|did|"
+    r"can|could|will|would|should|have|has)\b",
+    re.IGNORECASE,
+)
+
+
+_POLITE = re.compile(r"^\s*(?:please\s+)?(?:can|could|would|will)\s+you\b", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """Whether a request asks something (a question mark, or a question word first) rather
+    than tells or orders ("could you copy a.txt?" orders)."""
+    return bool(_QUESTION.search(text)) and not _POLITE.search(text)
 
 
 def _stem(word: str) -> str:
@@ -185,6 +202,7 @@ class ExampleBank:
         self._words: list[list[str]] = []
         self._rules: list[Rule] = []
         self._vectors: dict[str, list[float]] = {}
+        self._last_query: tuple[str, list[float]] | None = None
         self._warming: threading.Thread | None = None
         self._validity: _Validity | None = None
         self._lock = threading.Lock()
@@ -290,13 +308,16 @@ class ExampleBank:
         """Embed, in one batch, the requests that have no vector yet, in this bank or in the
         process's cache of them (every System makes a bank with the same 55 built-ins, and
         embedding them costs seconds on 2 cores)."""
+        self._embed_texts(embedder, [e.request for e in examples])
+
+    def _embed_texts(self, embedder: TextEmbedder, texts: Sequence[str]) -> None:
         model = getattr(embedder, "name", None)  # a named model's vectors are shared
         with self._lock:
-            for e in examples:
-                known = _SHARED_VECTORS.get((model, e.request)) if model else None
+            for text in texts:
+                known = _SHARED_VECTORS.get((model, text)) if model else None
                 if known is not None:
-                    self._vectors.setdefault(e.request, known)
-        missing = sorted({e.request for e in examples} - self._vectors.keys())
+                    self._vectors.setdefault(text, known)
+        missing = sorted(set(texts) - self._vectors.keys())
         if missing:
             vectors = embedder.embed(missing)
             with self._lock:
@@ -304,6 +325,31 @@ class ExampleBank:
                 for text, vector in zip(missing, vectors, strict=True):
                     if model:
                         _SHARED_VECTORS[(str(model), text)] = vector
+
+    def _query(self, embedder: TextEmbedder, request: str) -> list[float]:
+        """The request's vector (the last one is kept: a turn ranks examples and tools)."""
+        last = self._last_query
+        if last is not None and last[0] == request:
+            return last[1]
+        vector = embedder.embed_one(request)
+        self._last_query = (request, vector)
+        return vector
+
+    def fitting(self, request: str, described: Mapping[str, str], min_score: float) -> list[str]:
+        """The names in `described` (name -> what it does) whose description is at least
+        `min_score` similar to `request`, most similar first: the session's tools made for
+        what is asked. None without an embedder (word overlap is no measure of that)."""
+        embedder = self.embedder
+        if embedder is None or not described:
+            return []
+        self._embed_texts(embedder, list(described.values()))
+        query = self._query(embedder, request)
+        scored = []
+        for name, text in described.items():
+            score = sum(a * b for a, b in zip(query, self._vectors[text], strict=True))
+            if score >= min_score:
+                scored.append((-score, name))
+        return [name for _, name in sorted(scored)]
 
     @property
     def ready(self) -> bool:
@@ -346,7 +392,7 @@ class ExampleBank:
         if self.embedder is None:
             return bm25(words(request), word_lists)
         self._embed_missing(self.embedder, examples)
-        query = self.embedder.embed_one(request)
+        query = self._query(self.embedder, request)
         return [
             sum(a * b for a, b in zip(query, self._vectors[e.request], strict=True))
             for e in examples
@@ -358,17 +404,33 @@ class ExampleBank:
         return self._scores(request, *self._snapshot())
 
     def ranked(
-        self, request: str, *, registry: Registry | None = None, min_score: float | None = None
+        self,
+        request: str,
+        *,
+        registry: Registry | None = None,
+        min_score: float | None = None,
+        allowed: Collection[str] | None = None,
     ) -> list[Example]:
-        """Every usable example (at least `min_score` similar, when given), most similar to
-        `request` first (ties: the order added)."""
+        """Every usable example (at least `min_score` similar, when given; with `allowed`, only
+        those whose calls are all in it), most similar to `request` first (ties: the order
+        added)."""
         examples, word_lists = self._snapshot()
-        problems = self._problems(registry, examples) if registry is not None else {}
+        problems = dict(self._problems(registry, examples)) if registry is not None else {}
+        if allowed is not None:
+            for e in examples:
+                if any(c["call"] not in allowed for c in e.calls):
+                    problems.setdefault(id(e), "a call not offered now")
         scores = self._scores(request, examples, word_lists)
         floor = -math.inf if min_score is None else min_score
+        asks = is_question(request)
+
+        def rank(i: int) -> tuple[float, int]:
+            unlike = is_question(examples[i].request) != asks
+            return (-(scores[i] - (EXAMPLE_QUESTION_MISMATCH if unlike else 0.0)), i)
+
         order = sorted(
             (i for i, e in enumerate(examples) if id(e) not in problems and scores[i] >= floor),
-            key=lambda i: (-scores[i], i),
+            key=rank,
         )
         return [examples[i] for i in order]
 
@@ -381,11 +443,14 @@ class ExampleBank:
         *,
         registry: Registry | None = None,
         min_score: float | None = None,
+        allowed: Collection[str] | None = None,
     ) -> list[Example]:
         """Up to `k` examples most like `request` whose `render` fits `budget_tokens` (as
         `count` measures it), in rank order. Of examples with one call shape only the best is
         taken, until every other shape has been tried. With `registry`, only examples whose
-        calls it accepts; with `min_score`, only ones at least that similar."""
+        calls it accepts; with `min_score`, only ones at least that similar; with `allowed`,
+        only ones whose calls can all be made now (an example of a write, shown for "hello",
+        taught the model to claim it had written a file)."""
         if budget_tokens is not None and count is None:
             raise LlmosError(ErrorCode.E_INVAL, "a token budget needs a count function")
         chosen: list[Example] = []
@@ -397,7 +462,7 @@ class ExampleBank:
                 return True
             return count(render([*chosen, example])) <= budget_tokens
 
-        ranked = self.ranked(request, registry=registry, min_score=min_score)
+        ranked = self.ranked(request, registry=registry, min_score=min_score, allowed=allowed)
         shapes: set[Shape] = set()
         repeats: list[Example] = []
         for example in ranked:
@@ -447,7 +512,7 @@ BUILTIN: tuple[Example, ...] = (
         "which logs mention an error?",
         {"call": "fs.search", "query": "error", "pattern": "*.log"},
     ),
-    _ex("which files mention invoice?", {"call": "fs.search", "query": "invoice"}),
+    _ex("which files mention the budget?", {"call": "fs.search", "query": "budget"}),
     _ex(
         "where did I write about the dentist in my notes?",
         {"call": "fs.search", "query": "dentist", "path": "notes"},
@@ -539,7 +604,8 @@ BUILTIN: tuple[Example, ...] = (
         "crop the top-left 100x100 of map.png",
         {"call": "image.crop", "path": "map.png", "left": 0, "top": 0, "right": 100, "bottom": 100},
     ),
-    # calc: arithmetic goes to calc, never mental arithmetic.
+    # calc: arithmetic goes to calc, never mental arithmetic (beyond one-digit sums).
+    _ex("what's 3+5?", {"call": "reply", "text": "3 + 5 = 8."}),
     _ex(
         "what is the total of 10, 25 and 7?",
         {"call": "calc", "expression": "10+25+7"},
@@ -558,12 +624,13 @@ BUILTIN: tuple[Example, ...] = (
         {"call": "mem.store", "text": "The user's sister's birthday is on 3 May."},
     ),
     _ex("I work at Acme", {"call": "mem.store", "text": "The user works at Acme."}),
+    _ex("my cat's name is Miso", {"call": "mem.store", "text": "The user's cat is called Miso."}),
     _ex(
         "remember that the cabin's wifi password is pine42",
         {"call": "mem.store", "text": "The wifi password at the cabin is pine42."},
     ),
     _ex("when is my sister's birthday?", {"call": "mem.search", "query": "sister's birthday"}),
-    _ex("what did I say my dog is called?", {"call": "mem.search", "query": "dog's name"}),
+    _ex("what did I tell you my wife's name is?", {"call": "mem.search", "query": "wife's name"}),
     _ex(
         "forget what I told you about my old job",
         {"call": "mem.forget", "query": "old job"},
@@ -589,7 +656,7 @@ BUILTIN: tuple[Example, ...] = (
     ),
     # ask: the target is unclear, and nothing earlier names it.
     _ex("delete that", {"call": "ask", "question": "Which file do you want me to delete?"}),
-    _ex("rename it", {"call": "ask", "question": "Which file should I rename, and to what?"}),
+    _ex("move that one", {"call": "ask", "question": "Which file should I move, and where to?"}),
     _ex("resize the picture", {"call": "ask", "question": "Which image, and to what size?"}),
     # Several parts: one call per step, then a reply with what was found.
     _ex(

@@ -23,6 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from llmos.limits import GROUND_MAX_PATHS
 from llmos.syscalls.base import Registry, SyscallSpec, existing_kind
 
 if typing.TYPE_CHECKING:
@@ -111,11 +112,11 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
     grounded = existing_kind(field)
     if grounded is None or ground is None:
         return ""
-    kind, patterns, named = grounded
-    patterns = patterns and (ground.bulk or not named)
-    if not (ground.named if named else ground.choices(kind)) and not patterns:
+    patterns = grounded.patterns and (ground.bulk or not grounded.named)
+    kind = f"{grounded.kind}-real" if grounded.real else grounded.kind
+    if not (ground.named if grounded.named else ground.choices(*_kind_of(kind))) and not patterns:
         return None
-    one = _ground_rule(kind, patterns, named)
+    one = _ground_rule(kind, patterns, grounded.named)
     args = [a for a in get_args(field.annotation) if a is not type(None)]
     listed = get_origin(field.annotation) is list or any(get_origin(a) is list for a in args)
     single = field.annotation is str or str in args
@@ -164,10 +165,16 @@ def call_rule(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> str | N
     return f'{_rule_name(spec.name)} ::= {body} "}}"'
 
 
+def _kind_of(kind: str) -> tuple[str, int, bool]:
+    """`Snapshot.choices` arguments for a grounded rule's kind ("file-real": real files only)."""
+    base, _, real = kind.partition("-")
+    return base, GROUND_MAX_PATHS, bool(real)
+
+
 def _ground_rules(ground: Snapshot) -> list[str]:
     rules = []
-    for kind in ("file", "dir", "any", "named"):
-        paths = ground.named if kind == "named" else ground.choices(kind)
+    for kind in ("file", "dir", "any", "file-real", "dir-real", "any-real", "named"):
+        paths = ground.named if kind == "named" else ground.choices(*_kind_of(kind))
         options = " | ".join(_quote(p) for p in paths)
         rules.append(f"{_ground_rule(kind, False)} ::= {options or 'glob'}")
         rules.append(f"{_ground_rule(kind, True)} ::= {options + ' | ' if options else ''}glob")
@@ -185,7 +192,10 @@ def callable_specs(
     for spec in registry.specs():
         if frozen and spec.model.changes_files:
             continue
-        if ground is not None and spec.model.needs_files and not ground.files():
+        idle = ground is not None and not ground.entries and not ground.about_files
+        if idle and spec.model.needs_files:
+            continue
+        if ground is not None and spec.model.makes_folders and not ground.folder_talk:
             continue
         if only is None or spec.name in only:
             rule = call_rule(spec, ground)
@@ -250,7 +260,10 @@ def _grounded_options(field: FieldInfo, ground: Snapshot | None) -> tuple[str, .
     grounded = existing_kind(field)
     if grounded is None or ground is None or grounded.patterns or field.annotation is not str:
         return None
-    paths = ground.named if grounded.named else ground.choices(grounded.kind)
+    if grounded.named:
+        paths = list(ground.named)
+    else:
+        paths = ground.choices(grounded.kind, real_only=grounded.real)
     return tuple(json.dumps(p, ensure_ascii=False) for p in paths)
 
 
@@ -277,14 +290,15 @@ def _common_prefix(words: list[str]) -> str:
 
 def _choose(partial: str, words: list[str], closer: str) -> str:
     """Forced text to finish `partial` as one of `words` (then `closer`, once unambiguous).
-    While several remain, only their common prefix up to the end of a word part ("mem." of
-    mem.search and mem.store, not "mem.s"): forcing half a word splits the model's own
-    tokens, and it then picks the wrong rest ("earch" where it meant "store")."""
+    While several remain, only their common prefix up to the end of a word part, the
+    separator left to the model ("mem" of mem.search and mem.store, not "mem." nor "mem.s"):
+    its tokens are "mem" then ".store", and forcing "." or half a word splits them, after
+    which it picks the wrong rest ("forget" where it meant "store")."""
     left = [w[len(partial) :] for w in words if w.startswith(partial)]
     if len(left) == 1:
         return left[0] + closer
     common = _common_prefix(left)
-    cut = max((i + 1 for i, ch in enumerate(common) if not ch.isalnum()), default=0)
+    cut = max((i for i, ch in enumerate(common) if not ch.isalnum()), default=0)
     return common[:cut]
 
 
@@ -413,37 +427,82 @@ class CallFormat:
 @dataclass(frozen=True)
 class Constraint:
     """Everything a backend may use to constrain one call: the GBNF, the JSON Schema (for
-    servers that take one) and the format's forced text (for a decoder that fast-forwards)."""
+    servers that take one) and the format's forced text (for a decoder that fast-forwards).
+
+    `names`, when some registered calls cannot be made now, constrains just a call's name to
+    any registered one: a decoder first lets the model name the call it wants from the whole
+    table, so a wish for one that is not offered ("rename it" wants fs.move, with nothing to
+    move) is seen as such rather than slid into the one sibling left (fs.write)."""
 
     grammar: str
     schema: dict[str, Any]
     format: CallFormat
+    names: Constraint | None = None
+
+    @property
+    def callable(self) -> list[str]:
+        """The calls this constraint lets out."""
+        return list(self.format.shapes)
+
+
+def names_constraint(names: list[str]) -> Constraint:
+    """A constraint whose whole output is `{"call": NAME}` for one of `names`."""
+    options = " | ".join(_literal('{"call": ' + json.dumps(n) + "}") for n in names)
+    grammar = f"root ::= {options}\n"
+    shapes = [CallShape(n, ()) for n in names]
+    return Constraint(grammar, {}, CallFormat(shapes))
+
+
+def wanted_name(text: str) -> str:
+    """The call name in a names-only output (`{"call": "fs.move"}`), or ""."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ""
+    return str(data.get("call", "")) if isinstance(data, dict) else ""
+
+
+CACHED_CONSTRAINTS = 4
+"""Constraints a GrammarCache keeps (a step may need its own, one limited to fewer calls, and
+a names-only one)."""
 
 
 class GrammarCache:
-    """Builds the constraint once per registry version and workspace snapshot (the table rarely
-    changes; the workspace between some steps)."""
+    """Builds each constraint once per registry version and workspace snapshot (the table
+    rarely changes; the workspace between some steps), keeping the last few."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._key: tuple[object, ...] | None = None
-        self._constraint: Constraint | None = None
+        self._built: dict[tuple[object, ...], Constraint] = {}
 
     def constraint(
-        self, ground: Snapshot | None = None, only: list[str] | None = None
+        self,
+        ground: Snapshot | None = None,
+        only: list[str] | None = None,
+        *,
+        probe: bool = True,
     ) -> Constraint:
         """The constraint for the current table, grounded in `ground` when given and limited to
-        the calls in `only`; rebuilt only when one of them changed."""
+        the calls in `only`; rebuilt only when one of them changed. With `probe` (and a call
+        left out), it carries the names-only constraint over the whole table."""
         key = (
             self.registry.version,
             ground.key if ground is not None else None,
             tuple(only) if only is not None else None,
+            probe,
         )
-        if self._constraint is None or self._key != key:
-            self._constraint = Constraint(
+        built = self._built.pop(key, None)
+        if built is None:
+            fmt = CallFormat.from_registry(self.registry, ground, only)
+            names = [s.name for s in self.registry.specs()]
+            probing = probe and len(fmt.shapes) < len(names)
+            built = Constraint(
                 build_grammar(self.registry, only, ground),
                 self.registry.json_schema(),
-                CallFormat.from_registry(self.registry, ground, only),
+                fmt,
+                names_constraint(names) if probing else None,
             )
-            self._key = key
-        return self._constraint
+            while len(self._built) >= CACHED_CONSTRAINTS:
+                self._built.pop(next(iter(self._built)))
+        self._built[key] = built
+        return built

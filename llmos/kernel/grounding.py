@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from llmos.errors import LlmosError
 from llmos.limits import GROUND_MAX_PATHS, GROUND_SCAN_ENTRIES, VIEW_MAX_CHARS, VIEW_MAX_ENTRIES
 from llmos.security.workspace import Workspace, open_dir_at
+from llmos.syscalls.base import Syscall, is_target
 
 SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
 """Folders never listed (besides hidden ones): tool caches, not the person's files."""
@@ -52,6 +53,13 @@ class Snapshot:
     """Whether the person's request asks for a change at all. When it does not ("what does
     about.md say?"), calls that change files are left out of the grammar for the turn, so an
     instruction planted in a file it reads has nothing to act with."""
+    folders: tuple[str, ...] = ()
+    """Bare words the request calls a folder ("the downloads folder", "list src"): offered
+    where a folder is read, and a move or copy to one of them goes into it."""
+    about_files: bool = True
+    """Whether the request speaks of files or folders at all (or names one). In an empty
+    workspace, calls that only look at files are offered only when it does: "hello" or
+    "which train do I take?" has nothing there to look at."""
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -62,6 +70,8 @@ class Snapshot:
             self.named,
             self.bulk,
             self.changes,
+            self.folders,
+            self.about_files,
         )
 
     def files(self) -> list[str]:
@@ -72,14 +82,31 @@ class Snapshot:
         """Every listed folder, the workspace root (".") first."""
         return [".", *(e.path for e in self.entries if e.is_dir)]
 
-    def choices(self, kind: str, limit: int = GROUND_MAX_PATHS) -> list[str]:
+    def choices(
+        self, kind: str, limit: int = GROUND_MAX_PATHS, real_only: bool = False
+    ) -> list[str]:
         """The paths a grounded argument of `kind` (file, dir, any) may name: real ones of that
-        kind, then the ones the request names, at most `limit` real ones."""
+        kind (at most `limit`), then the ones the request names that could be of that kind (a
+        name with a file extension is no folder, "old/" or a folder word no file); with
+        `real_only`, only the real ones."""
         real = self.files() if kind == "file" else self.dirs() if kind == "dir" else None
         if real is None:
             real = [*self.dirs(), *self.files()]
-        out = list(dict.fromkeys([*real[:limit], *self.mentioned]))
-        return out
+        named: list[str] = []
+        if not real_only:
+            if kind != "dir":
+                named += [m for m in self.mentioned if not m.endswith("/")]
+            if kind != "file":
+                named += [m for m in self.mentioned if not has_extension(m)] + list(self.folders)
+        return list(dict.fromkeys([*real[:limit], *named]))
+
+    @property
+    def folder_talk(self) -> bool:
+        """Whether the request speaks of a folder: a folder word, a path ending in "/", or a
+        named path with no file extension ("create docs/2024")."""
+        return bool(self.folders) or any(
+            m.endswith("/") or not has_extension(m) for m in self.mentioned
+        )
 
 
 def scan(
@@ -94,13 +121,20 @@ def scan(
     found: list[Entry] = []
     complete = True
     mentioned = tuple(mentioned_paths(request))
+    folders = tuple(
+        f for f in folder_words(request) if f not in mentioned and f + "/" not in mentioned
+    )
+    about = bool(mentioned or folders or FILE_WORDS.search(request))
+    bulk = bool(BULK_WORDS.search(request))
     if changes is None:
         changes = asks_for_change(request)
     try:
         with workspace.locate(".") as loc:
             fd = open_dir_at(loc.dir_fd, loc.name)
     except (OSError, LlmosError):  # an unreadable workspace grounds nothing, never fails a turn
-        return Snapshot(mentioned=mentioned, bulk=bool(BULK_WORDS.search(request)), changes=changes)
+        return Snapshot(
+            mentioned=mentioned, bulk=bulk, changes=changes, folders=folders, about_files=about
+        )
     try:
         for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
             dirnames[:] = sorted(
@@ -135,11 +169,56 @@ def scan(
     named = tuple(
         dict.fromkeys([*(e.path for e in found if names(said or request, e)), *mentioned])
     )
-    bulk = bool(BULK_WORDS.search(request))
-    return Snapshot(tuple(found), complete, mentioned, named, bulk, changes)
+    return Snapshot(tuple(found), complete, mentioned, named, bulk, changes, folders, about)
 
 
 BULK_WORDS = re.compile(r"\b(all|every|each|any|both)\b|\*", re.IGNORECASE)
+
+FILE_WORDS = re.compile(
+    r"\b(?:files?|folders?|director(?:y|ies)|dirs?|workspace|documents?|docs?|photos?|images?|"
+    r"pictures?|pics?|logs?|readme|here|list|ls|search\w*|grep|find|open|read|print|show|"
+    r"contents?|csv|txt|pdf|spreadsheets?)\b",
+    re.IGNORECASE,
+)
+"""Words with which a request speaks of files or folders (besides naming one)."""
+
+_FOLDER = r"(?:folder|directory|dir)"
+_FOLDER_NAMES = (
+    re.compile(rf"""(?:^|[\s"'`(])["'`]?(\w[\w.-]*)["'`]?\s+{_FOLDER}\b""", re.IGNORECASE),
+    re.compile(rf"""\b{_FOLDER}\s+(?:called\s+|named\s+)?["'`]?(\w[\w.-]*)""", re.IGNORECASE),
+    re.compile(r"""\b(?:list|ls)\s+(?:the\s+|my\s+)?["'`]?(\w[\w.-]*)""", re.IGNORECASE),
+    re.compile(r"""\bmkdir\s+(?:-p\s+)?["'`]?(\w[\w.-]*)""", re.IGNORECASE),
+)
+_NOT_A_FOLDER = frozenset(
+    re.findall(
+        r"\w+",
+        "a an the this that these those my your our his her its their which what whose each every "
+        "any some all one new same other current parent root whole top main own empty first last "
+        "and or of in into to from for with on at by as is are it them everything files file "
+        "folders folder directory directories dirs dir contents content here there called named "
+        "me us you has have had holds hold contains contain should will would can could is was "
+        "do does did get gets so then but if",
+    )
+)
+
+
+def folder_words(request: str) -> list[str]:
+    """Bare words a request calls a folder: "the downloads folder", "folder called backups",
+    "list src" (articles, pronouns and words like "new" or "files" left out)."""
+    out: list[str] = []
+    for pattern in _FOLDER_NAMES:
+        for match in pattern.finditer(request):
+            word = match.group(1).rstrip(".,;:!?")
+            if word.lower() not in _NOT_A_FOLDER and not _UNSAFE.search(word) and word not in out:
+                out.append(word)
+    return out
+
+
+def has_extension(path: str) -> bool:
+    """Whether a path's last part ends in a file extension ("notes.txt", "a/b.tar.gz")."""
+    return bool(
+        re.search(r"\.[A-Za-z0-9]{1,8}$", path.rstrip("/").rpartition("/")[2])
+    ) and not path.endswith("/")
 
 
 def names(said: str, entry: Entry) -> bool:
@@ -234,3 +313,19 @@ def view(snapshot: Snapshot, max_entries: int = VIEW_MAX_ENTRIES) -> str:
         text = text[:VIEW_MAX_CHARS].rsplit(", ", 1)[0]
         cut = True
     return f"WORKSPACE: {text}" + (", ..." if cut else "")
+
+
+def into_folders(call: Syscall, snapshot: Snapshot) -> Syscall:
+    """`call` with each move or copy target the request called a folder ("into the done
+    folder") written as one ("done/"), unless a file already has that name: a small model
+    writes "done", and a missing "done" would make the move a rename."""
+    files = set(snapshot.files())
+    update = {}
+    for name, info in type(call).model_fields.items():
+        value = getattr(call, name)
+        if not is_target(info) or not isinstance(value, str) or value.endswith("/"):
+            continue
+        bare = value.removeprefix("./")
+        if bare in snapshot.folders and bare not in files:
+            update[name] = bare + "/"
+    return call.model_copy(update=update) if update else call

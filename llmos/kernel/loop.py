@@ -12,17 +12,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Backend, Message
+from llmos.kernel.backend import Backend, Completion, Message
 from llmos.kernel.examples import render
 from llmos.kernel.grammar import GrammarCache, callable_specs
-from llmos.kernel.grounding import Snapshot, mentioned_paths, scan, view
-from llmos.kernel.prompt import extras_prompt, result_message, summary_block, system_prompt
+from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
+from llmos.kernel.prompt import (
+    extra_specs,
+    extras_prompt,
+    result_message,
+    signature,
+    summary_block,
+    system_prompt,
+)
 from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,
     EXAMPLE_TOKENS,
     MAX_RESULT_CHARS,
     MAX_STEPS_PER_TURN,
+    TOOL_MIN_SCORE,
 )
 from llmos.syscalls.base import Syscall, SyscallResult
 
@@ -462,12 +470,15 @@ class Kernel:
         last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
         if shown != last:
             turn.view = shown
-        turn.examples = self.examples_for(request)
+        allowed = [spec.name for spec, _ in callable_specs(self.system.registry, None, snapshot)]
+        turn.examples = self.examples_for(request, allowed)
         return snapshot
 
-    def examples_for(self, request: str) -> str:
-        """The bank's examples nearest `request` (that the live table accepts), within
-        EXAMPLE_TOKENS, as the prompt shows them; "" when there are none or the bank fails."""
+    def examples_for(self, request: str, allowed: list[str] | None = None) -> str:
+        """The bank's examples nearest `request` (that the live table accepts, and whose calls
+        are all in `allowed` when given), within EXAMPLE_TOKENS, as the prompt shows them, the
+        nearest last (next to the request), and the session's own tools whose descriptions fit
+        it; "" when there are none or the bank fails."""
         bank = self.system.examples
         if self.example_count <= 0:
             return ""
@@ -477,21 +488,34 @@ class Kernel:
         count = getattr(self.backend, "tokens", None)
         if not callable(count):
             count = _rough_tokens
+        registry = self.system.registry
         try:
             chosen = bank.nearest(
                 request,
                 k=self.example_count,
                 budget_tokens=EXAMPLE_TOKENS,
                 count=count,
-                registry=self.system.registry,
+                registry=registry,
                 min_score=EXAMPLE_MIN_SCORE if bank.embedder is not None else None,
+                allowed=allowed,
+            )
+            extras = {spec.name: spec for spec in extra_specs(registry)}
+            fits = bank.fitting(
+                request, {n: s.description for n, s in extras.items()}, TOOL_MIN_SCORE
             )
         except Exception as exc:  # examples help; a failing embedder must not stop a turn
             log.warning("example bank: %s", exc)
             return ""
-        if not chosen:
-            return ""
-        return "EXAMPLES (requests like this one, and the calls that did them):\n" + render(chosen)
+        parts = []
+        if chosen:
+            parts.append(
+                "EXAMPLES (requests like this one, and the calls that did them):\n"
+                + render(chosen[::-1])
+            )
+        if fits:
+            tools = "\n".join(f"{signature(extras[n])} — {extras[n].description}" for n in fits)
+            parts.append(f"TOOLS of this session made for this request:\n{tools}")
+        return "\n\n".join(parts)
 
     def decide(
         self,
@@ -511,11 +535,7 @@ class Kernel:
             messages = self.messages(conversation)
             if attempt:
                 messages = [*messages, {"role": "user", "content": error}]
-            out = self.backend.complete(
-                messages,
-                constraint=self.grammars.constraint(ground, only),
-                max_tokens=self.max_tokens,
-            )
+            out = self._complete(messages, ground, only)
             try:
                 data: Any = json.loads(out.text)
             except ValueError:
@@ -524,6 +544,8 @@ class Kernel:
                 if data is None:
                     raise LlmosError(ErrorCode.E_INVAL, "the output is not a JSON object")
                 call = self.system.registry.parse(data)
+                if ground is not None:
+                    call = into_folders(call, ground)
             except LlmosError as exc:
                 error = (
                     f"ERROR: that was not a valid syscall ({exc.message}). "
@@ -535,6 +557,33 @@ class Kernel:
             shown = {"call": call.call, **call.model_dump(mode="json", exclude_defaults=True)}
             return call, json.dumps(shown)
         raise LlmosError(ErrorCode.E_INVAL, f"the model gave no valid syscall: {error}")
+
+    def first_call(self, process: Process, conversation: Conversation, request: str) -> Syscall:
+        """The first call the kernel would make for `request`, without making it: decided as a
+        turn's first step is (workspace view, examples, grounded paths), and past the same
+        check a turn gives a reply or question before taking it (one doubted goes back to the
+        model once). What a single-step evaluation scores."""
+        ground = self.begin(process, conversation, request)
+        call, shown = self.decide(conversation, ground)
+        conversation.add("assistant", shown)
+        doubt = self._doubt(call, conversation) if self.check_replies else ""
+        if doubt:
+            conversation.add("user", doubt)
+            call, shown = self.decide(conversation, ground)
+            conversation.add("assistant", shown)
+        return call
+
+    def _complete(
+        self, messages: list[Message], ground: Snapshot | None, only: list[str] | None
+    ) -> Completion:
+        """One constrained completion (a call the model wanted but could not make now is
+        logged: what it tried is worth knowing when a request goes wrong)."""
+        out = self.backend.complete(
+            messages, constraint=self.grammars.constraint(ground, only), max_tokens=self.max_tokens
+        )
+        if out.wanted:
+            log.debug("wanted %s, which cannot be called now; took %s", out.wanted, out.text[:60])
+        return out
 
     def turn(
         self, process: Process, conversation: Conversation, request: str

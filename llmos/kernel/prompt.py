@@ -115,7 +115,8 @@ EXAMPLES: list[tuple[str, list[Step]]] = [
 ]
 
 
-def _signature(spec: SyscallSpec[Any]) -> str:
+def signature(spec: SyscallSpec[Any]) -> str:
+    """A call's name and arguments as the table shows them: `fs.read(path, offset?, limit?)`."""
     one_of = tuple(getattr(spec.model, "one_of", ()))
     parts = []
     for name, field in spec.model.model_fields.items():
@@ -154,7 +155,7 @@ def render_table(source: Registry | list[SyscallSpec[Any]]) -> str:
     description, then each argument."""
     lines = []
     for spec in source.specs() if isinstance(source, Registry) else source:
-        lines.append(f"{_signature(spec)} — {spec.description}")
+        lines.append(f"{signature(spec)} — {spec.description}")
         for name, field in spec.model.model_fields.items():
             if name != "call" and field.description:
                 line = _field_line(name, field)
@@ -190,8 +191,9 @@ def extras_prompt(registry: Registry) -> str:
     if not extras:
         return ""
     return (
-        "More syscalls, from the apps and tools of this session (call them by name when the "
-        f"request is what they do):\n{render_table(extras)}\n"
+        "More syscalls, from the apps and tools of this session. When one of them does what the "
+        "request asks, call it by name (rather than calc, fs.* or a reply):\n"
+        f"{render_table(extras)}\n"
     )
 
 

@@ -34,9 +34,14 @@ class Syscall(BaseModel):
     """Optional fields of which exactly one must be given; the grammar enforces it too."""
 
     needs_files: ClassVar[bool] = False
-    """The call is only of use where the workspace holds files (a search of them): the kernel's
-    grammar leaves it out in an empty workspace, where "which train do I take?" must go to
-    memory instead."""
+    """The call works on files already there (reads, lists, searches, moves or converts them):
+    in an empty workspace the kernel's grammar offers it only when the request speaks of files
+    or names one, so "hello" or "which train do I take?" goes to a reply or memory instead."""
+
+    makes_folders: ClassVar[bool] = False
+    """The call creates a folder: offered only when the request speaks of one (a folder word,
+    a path ending in "/" or with no file extension), so "create notes/ideas.md with ..." cannot
+    become a folder named ideas.md."""
 
     changes_files: ClassVar[bool] = False
     """The call creates, changes or removes files (or forgets memories). In a turn whose
@@ -56,18 +61,28 @@ class Grounded(NamedTuple):
     kind: Existing
     patterns: bool
     named: bool
+    real: bool = False
 
 
 def existing_path(
-    kind: Existing = "any", *, patterns: bool = False, named: bool = False, **field: Any
+    kind: Existing = "any",
+    *,
+    patterns: bool = False,
+    named: bool = False,
+    real: bool = False,
+    **field: Any,
 ) -> Any:
     """A Field for an argument that names something that already exists in the workspace (a
     file to read, a move's source). The kernel's grammar lets the model write only real paths
     of that kind there (or ones the request itself names, or a glob when `patterns`), so it
     cannot invent a name. With `named` (for destroying calls), only paths the person's own
     words in the conversation name, and globs only when the request asks for many: a fooled
-    or guessing model cannot pick a file to delete. Other keyword arguments go to `Field`."""
+    or guessing model cannot pick a file to delete. With `real`, only paths that exist (an
+    append or an edit of a file that is not there is a new file: fs.write's). Other keyword
+    arguments go to `Field`."""
     extra: dict[str, Any] = {"existing": kind, "patterns": patterns, "named": named}
+    if real:
+        extra["real"] = True
     return Field(json_schema_extra=extra, **field)
 
 
@@ -76,8 +91,23 @@ def existing_kind(info: FieldInfo) -> Grounded | None:
     extra = info.json_schema_extra
     if isinstance(extra, dict) and extra.get("existing") in ("file", "dir", "any"):
         kind: Existing = extra["existing"]  # type: ignore[assignment]
-        return Grounded(kind, bool(extra.get("patterns")), bool(extra.get("named")))
+        return Grounded(
+            kind, bool(extra.get("patterns")), bool(extra.get("named")), bool(extra.get("real"))
+        )
     return None
+
+
+def target_path(**field: Any) -> Any:
+    """A Field for where a move or copy puts things. When the person called that name a
+    folder ("into the done folder") and no file has it, the kernel passes it as a folder
+    (with a trailing "/"), so the call moves into it instead of renaming to it."""
+    return Field(json_schema_extra={"target": True}, **field)
+
+
+def is_target(info: FieldInfo) -> bool:
+    """Whether a field was made by `target_path`."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("target"))
 
 
 class SyscallResult(BaseModel):

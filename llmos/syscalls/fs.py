@@ -40,7 +40,7 @@ from llmos.limits import (
 from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_all, write_atomic_at
-from llmos.syscalls.base import Registry, Syscall, existing_path
+from llmos.syscalls.base import Registry, Syscall, existing_path, target_path
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ SUMMARY_EXTENSIONS = 5
 class FsRead(Syscall):
     """Read a text file's content (optionally a byte range of it)."""
 
+    needs_files = True
     call: Literal["fs.read"] = "fs.read"
     path: str = existing_path("file", description="File to read, e.g. notes.txt or docs/a.md")
     offset: int = Field(default=0, ge=0, description="Byte offset to start at.")
@@ -97,11 +98,12 @@ class FsWriteResult(BaseModel):
 
 
 class FsAppend(Syscall):
-    """Add text as new line(s) at the end of a file, e.g. an item to a list or todo (creates it)."""
+    """Add text as new line(s) at the end of an existing file, e.g. an item to a list or todo."""
 
     changes_files = True
+    needs_files = True
     call: Literal["fs.append"] = "fs.append"
-    path: str = Field(description="File to add to, e.g. todo.md")
+    path: str = existing_path("file", real=True, description="File to add to, e.g. todo.md")
     text: str = Field(min_length=1, description="The text to add, e.g. one new line.")
 
 
@@ -118,8 +120,9 @@ class FsEdit(Syscall):
     """Change part of a file: replace the exact text old with new (a word, a value, a line)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["fs.edit"] = "fs.edit"
-    path: str = existing_path("file", description="File to change.")
+    path: str = existing_path("file", real=True, description="File to change.")
     old: str = Field(min_length=1, description="The exact text now in the file.")
     new: str = Field(description="The text to put in its place (empty to remove it).")
     all: bool = Field(default=False, description="Replace every occurrence, not just one.")
@@ -136,6 +139,7 @@ class FsEditResult(BaseModel):
 class FsList(Syscall):
     """List the files and folders in a folder."""
 
+    needs_files = True
     call: Literal["fs.list"] = "fs.list"
     path: str = existing_path(
         "dir", default=".", description="Folder to list; the workspace root by default."
@@ -166,6 +170,7 @@ class FsStat(Syscall):
     """Show a file's or folder's type, size, line count and modification time (and a small text
     file's first lines)."""
 
+    needs_files = True
     call: Literal["fs.stat"] = "fs.stat"
     path: str = existing_path("any", description="File or folder, e.g. notes.txt or docs")
 
@@ -188,6 +193,7 @@ class FsDelete(Syscall):
     """Delete a file or folder (recursive=true if not empty), or every file a pattern matches."""
 
     changes_files = True
+    needs_files = True
     call: Literal["fs.delete"] = "fs.delete"
     path: str = existing_path(
         "any",
@@ -211,13 +217,16 @@ class FsMove(Syscall):
     """Move or rename a file or folder (into dst if dst is an existing folder)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["fs.move"] = "fs.move"
     src: str = existing_path(
         "any",
         patterns=True,
         description="Path to move, or a pattern like *.log (then dst is a folder).",
     )
-    dst: str = Field(description="New path, or a folder to move into (existing, or ending in /).")
+    dst: str = target_path(
+        description="New path, or a folder to move into (existing, or ending in /)."
+    )
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
@@ -225,13 +234,16 @@ class FsCopy(Syscall):
     """Copy a file (into dst if dst is an existing folder)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["fs.copy"] = "fs.copy"
     src: str = existing_path(
         "file",
         patterns=True,
         description="File to copy, or a pattern like *.txt (then dst is a folder).",
     )
-    dst: str = Field(description="New path, or a folder to copy into (existing, or ending in /).")
+    dst: str = target_path(
+        description="New path, or a folder to copy into (existing, or ending in /)."
+    )
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
 
@@ -247,6 +259,7 @@ class FsMkdir(Syscall):
     """Create a folder (and its parents)."""
 
     changes_files = True
+    makes_folders = True
     call: Literal["fs.mkdir"] = "fs.mkdir"
     path: str = Field(description="Folder to create, e.g. docs/2024")
 

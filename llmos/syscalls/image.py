@@ -52,6 +52,7 @@ OverwriteArg = Field(default=False, description="Replace outputs that already ex
 class ImageInfo(Syscall):
     """Show an image's format, width, height, mode and EXIF (for many images, each one's size)."""
 
+    needs_files = True
     call: Literal["image.info"] = "image.info"
     path: str = InputArg
 
@@ -72,6 +73,7 @@ class ImageResize(Syscall):
     """Resize images to a width and/or height (keeps aspect ratio if one is given)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["image.resize"] = "image.resize"
     path: str = InputArg
     width: int | None = Field(default=None, ge=1, le=MAX_IMAGE_SIDE)
@@ -85,6 +87,7 @@ class ImageThumbnail(Syscall):
     """Make thumbnails no larger than size x size pixels."""
 
     changes_files = True
+    needs_files = True
     call: Literal["image.thumbnail"] = "image.thumbnail"
     path: str = InputArg
     size: int = Field(default=256, ge=1, le=MAX_IMAGE_SIDE, description="Longest side in pixels.")
@@ -97,6 +100,7 @@ class ImageConvert(Syscall):
     """Convert images to another format (png, jpeg, webp, gif, bmp, tiff)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["image.convert"] = "image.convert"
     path: str = InputArg
     format: Literal["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"] = Field(
@@ -111,6 +115,7 @@ class ImageCrop(Syscall):
     """Crop images to the box left, top, right, bottom (pixels)."""
 
     changes_files = True
+    needs_files = True
     call: Literal["image.crop"] = "image.crop"
     path: str = InputArg
     left: int = Field(ge=0)

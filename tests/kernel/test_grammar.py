@@ -131,6 +131,8 @@ def test_the_format_forces_whole_word_parts_of_a_name_not_half_words() -> None:
     registry, _ = build_registry(plugins=False)
     fmt = CallFormat.from_registry(registry)
     forced, _ = fmt.forced('{"call": "me')
-    assert forced == "m.", "mem.search, mem.store and mem.forget share 'mem.', not 'mem.s'"
+    assert forced == "m", "mem.search, mem.store and mem.forget share 'mem', not 'mem.s'"
+    forced, _ = fmt.forced('{"call": "mem')
+    assert forced == "", "the model's own token is '.store': forcing '.' alone would split it"
     forced, _ = fmt.forced('{"call": "mem.st')
     assert forced.startswith('ore", "text"'), "once one name is left, the rest of it"
