@@ -3,6 +3,7 @@ against the same model's raw decoding, all in one run on this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field, create_model
 from llmos.bench.dispatch import percentile
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Completion, LlamaCppBackend
+from llmos.kernel.backend import Completion, LlamaCppBackend, Message
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.prompt import result_message
 from llmos.syscalls.base import Registry, Syscall
@@ -102,6 +103,84 @@ def second_step_prefill(kernel: Kernel, backend: LlamaCppBackend) -> tuple[int, 
     return backend.tokens("".join(system)), second.prefill_tokens
 
 
+WORKSPACE = {
+    "notes.txt": "Groceries.\nThe wifi password for the cabin is larch-7731.\nCall Bo.\n",
+    "todo.md": "- book dentist\n",
+    "report.md": "# Report\nSales rose.\n",
+    "docs/intro.md": "Hello.\n",
+    "logs/app1.log": "start\nERROR disk full\n",
+    "logs/app2.log": "start\nok\n",
+}
+"""The workspace grounded decisions are made in: a few files and folders, as a person's."""
+
+
+class _Recorder:
+    """The backend, keeping every completion (a grounded decision may take two)."""
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.completions: list[Completion] = []
+
+    def tokens(self, text: str) -> int:
+        return self.backend.tokens(text)
+
+    def complete(self, messages: list[Message], **kwargs: Any) -> Completion:
+        out = self.backend.complete(messages, **kwargs)
+        self.completions.append(out)
+        return out
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """One decision made as a turn's first step is: workspace view, examples and grounded
+    paths included, and what the view and the examples cost in prompt tokens."""
+
+    seconds: float
+    prefill_tokens: int
+    view_tokens: int
+    example_tokens: int
+    wanted: bool
+
+
+def grounded_decisions(
+    system: System, backend: LlamaCppBackend, root: Path, requests: list[str]
+) -> list[Grounded]:
+    """Each request decided from a fresh conversation in a workspace holding WORKSPACE, as
+    `Kernel.turn` decides its first step (the example bank warmed first, as the shell does)."""
+    for rel, text in WORKSPACE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    warming = system.examples.warm()
+    if warming is not None:
+        warming.join()
+    recorder = _Recorder(backend)
+    kernel = Kernel(system, recorder)
+    process = system.spawn("bench", root, remembered=False)
+    out = []
+    for request in requests:
+        conversation = Conversation()
+        ground = kernel.begin(process, conversation, request)
+        turn = conversation.current
+        recorder.completions.clear()
+        start = time.perf_counter()
+        with contextlib.suppress(LlmosError):  # a failed decision is timed like the rest
+            kernel.decide(conversation, ground)
+        seconds = time.perf_counter() - start
+        view_t = backend.tokens(turn.view) if turn is not None and turn.view else 0
+        example_t = backend.tokens(turn.examples) if turn is not None and turn.examples else 0
+        out.append(
+            Grounded(
+                seconds,
+                sum(c.prefill_tokens for c in recorder.completions),
+                view_t,
+                example_t,
+                any(c.wanted for c in recorder.completions),
+            )
+        )
+    return out
+
+
 def _rate(tokens: int, seconds: float) -> float:
     return tokens / seconds if seconds > 0 else 0.0
 
@@ -130,6 +209,9 @@ def bench_kernel(
         slow = [decide(kernel, backend, r, grammar=True) for r in requests]
         backend.decoder.fast_forward = True
         raw = [decide(kernel, backend, r, grammar=False) for r in requests]
+        ws = Path(tmp, "ws")
+        ws.mkdir()
+        turns = grounded_decisions(system, backend, ws, requests)
         steps = []
         for n in table_sizes:
             added = padding_syscalls(system.registry, n)
@@ -165,6 +247,12 @@ def bench_kernel(
         valid_calls=sum(d.call != "(invalid)" for d in fast),
         raw_valid_calls=sum(d.call != "(invalid)" for d in raw),
         requests=len(requests),
+        grounded_p50_s=statistics.median(g.seconds for g in turns),
+        grounded_p90_s=percentile([g.seconds for g in turns], 90),
+        grounded_prefill_tokens=statistics.median(g.prefill_tokens for g in turns),
+        view_tokens=statistics.median(g.view_tokens for g in turns),
+        example_tokens=statistics.median(g.example_tokens for g in turns),
+        wanted=sum(g.wanted for g in turns),
         table_steps=[
             {"padding": n, "syscalls": size, "system_tokens": sys_t, "step2_prefill": pre}
             for n, size, sys_t, pre in steps
@@ -184,6 +272,15 @@ def _print(f: dict[str, Any]) -> None:
     print(
         f"  prefill: {f['cold_prefill_tok_s']:.1f} tok/s (first prompt), "
         f"{f['step_prefill_tok_s']:.1f} tok/s per step ({f['step_prefill_tokens']:.0f} tokens)"
+    )
+    print(
+        f"  as a turn's first step (workspace view, examples, grounded paths): "
+        f"p50 {f['grounded_p50_s']:.2f} s   p90 {f['grounded_p90_s']:.2f} s"
+    )
+    print(
+        f"    prefills {f['grounded_prefill_tokens']:.0f} tokens (median), of which the "
+        f"view is {f['view_tokens']:.0f} and the examples {f['example_tokens']:.0f}; "
+        f"{f['wanted']}/{f['requests']} named a call that could not be made"
     )
     print(f"  decode, raw unconstrained:         {raw:6.1f} tok/s")
     print(

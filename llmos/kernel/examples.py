@@ -660,10 +660,10 @@ BUILTIN: tuple[Example, ...] = (
     _ex("resize the picture", {"call": "ask", "question": "Which image, and to what size?"}),
     # Several parts: one call per step, then a reply with what was found.
     _ex(
-        "copy a.txt to b/ and tell me how many lines it has",
-        {"call": "fs.copy", "src": "a.txt", "dst": "b/"},
-        {"call": "fs.read", "path": "b/a.txt"},
-        {"call": "reply", "text": "I copied a.txt to b/; it has 12 lines."},
+        "copy report.md into backup and tell me how many lines it has",
+        {"call": "fs.copy", "src": "report.md", "dst": "backup/"},
+        {"call": "fs.read", "path": "backup/report.md"},
+        {"call": "reply", "text": "I copied report.md into backup/; it has 12 lines."},
     ),
     _ex(
         "make a folder called old and move the logs into it",

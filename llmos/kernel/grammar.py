@@ -112,7 +112,7 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
     grounded = existing_kind(field)
     if grounded is None or ground is None:
         return ""
-    patterns = grounded.patterns and (ground.bulk or not grounded.named)
+    patterns = grounded.patterns and ground.bulk
     kind = f"{grounded.kind}-real" if grounded.real else grounded.kind
     if not (ground.named if grounded.named else ground.choices(*_kind_of(kind))) and not patterns:
         return None

@@ -87,8 +87,9 @@ class Snapshot:
     ) -> list[str]:
         """The paths a grounded argument of `kind` (file, dir, any) may name: real ones of that
         kind (at most `limit`), then the ones the request names that could be of that kind (a
-        name with a file extension is no folder, "old/" or a folder word no file); with
-        `real_only`, only the real ones."""
+        name with a file extension is no folder, "old/" no file; a folder word only where a
+        folder is looked in, never as a source to move); with `real_only`, only the real
+        ones."""
         real = self.files() if kind == "file" else self.dirs() if kind == "dir" else None
         if real is None:
             real = [*self.dirs(), *self.files()]
@@ -97,7 +98,9 @@ class Snapshot:
             if kind != "dir":
                 named += [m for m in self.mentioned if not m.endswith("/")]
             if kind != "file":
-                named += [m for m in self.mentioned if not has_extension(m)] + list(self.folders)
+                named += [m for m in self.mentioned if not has_extension(m)]
+            if kind == "dir":
+                named += self.folders
         return list(dict.fromkeys([*real[:limit], *named]))
 
     @property
@@ -172,7 +175,13 @@ def scan(
     return Snapshot(tuple(found), complete, mentioned, named, bulk, changes, folders, about)
 
 
-BULK_WORDS = re.compile(r"\b(all|every|each|any|both)\b|\*", re.IGNORECASE)
+BULK_WORDS = re.compile(
+    r"\b(?:all|every|each|any|both|them|these|those|everything|files|photos|images|pictures|"
+    r"pics|logs|documents|docs|ones)\b|\*",
+    re.IGNORECASE,
+)
+"""Words with which a request asks about many files at once: only then may a call that takes a
+pattern be given one (a small model otherwise writes a made-up glob, "tmp/*", for "it")."""
 
 FILE_WORDS = re.compile(
     r"\b(?:files?|folders?|director(?:y|ies)|dirs?|workspace|documents?|docs?|photos?|images?|"

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 EventKind = Literal["call", "result", "reply", "ask", "error", "limit", "memory"]
 ENDS_TURN = ("reply", "ask")
 CANCELLED_REPLY = "(cancelled: the person stopped this request before it was done)"
+PURE_STEPS = 2
+"""Pure calls (calc) `first_call` makes before the call it returns."""
 REPEATED_FAILED = (
     "ERROR: that exact call already failed; repeating it fails again. "
     "Change the call or reply to the user explaining the error."
@@ -425,15 +427,15 @@ class Kernel:
     @staticmethod
     def _doubt(call: Syscall, conversation: Conversation) -> str:
         """Why a reply or question should not end the turn yet, or "": a reply to a request
-        naming paths when no call of the turn has looked at any of them, a reply stating a number
-        of two or more digits that neither the person nor any result in this conversation
-        showed (a guess; the examples shown do not count), or an `ask` that hands the person
-        their own request back."""
+        naming paths when no call or result of the turn has shown any of them, a reply stating
+        a number of two or more digits that neither the person nor any result in this
+        conversation showed (a guess; the examples shown do not count), or an `ask` that hands
+        the person their own request back."""
         turn = conversation.current
         if turn is None or call.call not in ENDS_TURN:
             return ""
         if call.call == "reply":
-            looked = " ".join(m["content"] for m in turn.messages[1:-1] if m["role"] == "assistant")
+            looked = " ".join(m["content"] for m in turn.messages[1:-1])
             unread = [p for p in mentioned_paths(turn.request) if p not in looked]
             if unread and len(unread) == len(mentioned_paths(turn.request)):
                 return (
@@ -456,8 +458,9 @@ class Kernel:
             return ""
         if echoes(str(getattr(call, "question", "")), turn.request):
             return (
-                "ERROR: that asks the user their own question. Answer it from the RESULTs "
-                "above, find it with a syscall, or reply that you could not find it."
+                "ERROR: that asks the user their own question back. Do what they asked: "
+                "answer from what you know or the RESULTs above, find it with a syscall, or "
+                "reply that you cannot."
             )
         return ""
 
@@ -562,15 +565,23 @@ class Kernel:
         """The first call the kernel would make for `request`, without making it: decided as a
         turn's first step is (workspace view, examples, grounded paths), and past the same
         check a turn gives a reply or question before taking it (one doubted goes back to the
-        model once). What a single-step evaluation scores."""
+        model once). A pure call (calc) is made, through dispatch, and the next one decided:
+        it is the kernel working something out, not an act. What a single-step evaluation
+        scores."""
         ground = self.begin(process, conversation, request)
-        call, shown = self.decide(conversation, ground)
-        conversation.add("assistant", shown)
-        doubt = self._doubt(call, conversation) if self.check_replies else ""
-        if doubt:
-            conversation.add("user", doubt)
+        doubted = False
+        for _ in range(PURE_STEPS + 2):
             call, shown = self.decide(conversation, ground)
             conversation.add("assistant", shown)
+            doubt = "" if doubted or not self.check_replies else self._doubt(call, conversation)
+            if doubt:
+                doubted = True
+                conversation.add("user", doubt)
+                continue
+            if not type(call).pure:
+                return call
+            result = self.system.dispatch(process, call)
+            conversation.add("user", result_message(compact_result(result)))
         return call
 
     def _complete(

@@ -199,12 +199,21 @@ class JobTable:
         return jobs
 
     def close(self) -> list[BackgroundJob]:
-        """Cancel the jobs still running (they are no longer announced); those jobs."""
+        """Cancel the jobs still running (they are no longer announced) and give each a few
+        seconds to stop at its next step, so the shell does not exit (and free the model) while
+        one is inside llama.cpp; those jobs."""
         self._closed = True
         running = self.running()
         for job in running:
             self.kill(job)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for job in running:
+            job.ended.wait(max(0.0, deadline - time.monotonic()))
         return running
+
+
+CLOSE_WAIT_S = 10.0
+"""How long leaving the shell waits, in all, for cancelled jobs to stop."""
 
 
 def _as_error(exc: BaseException) -> LlmosError:

@@ -38,6 +38,11 @@ class Syscall(BaseModel):
     in an empty workspace the kernel's grammar offers it only when the request speaks of files
     or names one, so "hello" or "which train do I take?" goes to a reply or memory instead."""
 
+    pure: ClassVar[bool] = False
+    """The call only works something out (arithmetic): no effect outside the kernel, nothing
+    read or written. A single-step evaluation lets the kernel make it and scores the call it
+    makes next, as a person sees only the answer it leads to."""
+
     makes_folders: ClassVar[bool] = False
     """The call creates a folder: offered only when the request speaks of one (a folder word,
     a path ending in "/" or with no file extension), so "create notes/ideas.md with ..." cannot

@@ -50,6 +50,7 @@ functions, nothing else, so "time in Tokyo" or "sum(scores.csv)" cannot be sent 
 class Calc(Syscall):
     """Work out arithmetic exactly (totals, averages, percentages) instead of guessing."""
 
+    pure = True
     call: Literal["calc"] = "calc"
     expression: str = Field(
         description="Numbers with + - * / % ** ( ), sum min max avg round abs; e.g. 10+25+7.",

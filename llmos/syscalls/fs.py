@@ -1397,8 +1397,8 @@ def with_meaning(
     hits = (found + words)[: call.max_hits]
     held = "these words" if result.matches == 0 else "all of these words"
     note = (
-        f"no line holds {held}; hits marked by meaning are passages close in meaning to the"
-        " query (lines line to end_line): read them to answer"
+        f"no line holds {held}, but the hits marked by meaning are the passages closest in"
+        " meaning to the query (lines line to end_line): the answer is likely in their text"
     )
     truncated = result.truncated or len(found) + len(words) > len(hits)
     return result.model_copy(update={"note": note, "hits": hits, "truncated": truncated})

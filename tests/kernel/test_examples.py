@@ -392,3 +392,39 @@ def test_a_bank_not_ready_does_not_hold_up_a_turn(system: System) -> None:
         warming.join()
     assert system.examples.ready
     assert kernel.examples_for("show me notes.md").startswith("EXAMPLES")
+
+
+def test_a_statement_ranks_statements_first_and_a_question_questions(embedder: Embedder) -> None:
+    bank = ExampleBank(embedder=embedder)
+    bank.add("what did I say my dog is called?", {"call": "mem.search", "query": "dog's name"})
+    bank.add("my cat's name is Miso", {"call": "mem.store", "text": "The user's cat is Miso."})
+    told = bank.ranked("my dog is called Rex")
+    assert told[0].calls[0]["call"] == "mem.store"
+    asked = bank.ranked("what is my dog called?")
+    assert asked[0].calls[0]["call"] == "mem.search"
+
+
+def test_only_examples_of_calls_offered_now_are_shown() -> None:
+    bank = ExampleBank()
+    bank.add(
+        "create hello.py that prints hello", {"call": "fs.write", "path": "h.py", "content": "x"}
+    )
+    bank.add("hi there", {"call": "reply", "text": "Hello!"})
+    assert len(bank.nearest("hello", k=2)) == 2
+    shown = bank.nearest("hello", k=2, allowed=["reply", "ask"])
+    assert [e.request for e in shown] == ["hi there"]
+
+
+def test_the_tools_whose_descriptions_fit_a_request_are_found(embedder: Embedder) -> None:
+    bank = ExampleBank(embedder=embedder)
+    tools = {
+        "add_numbers": "Add a list of numbers",
+        "weather_forecast": "Weather forecast for a location and day",
+        "send_sms": "Send a text message to a phone number",
+    }
+    assert bank.fitting("add 3, 4 and 5", tools, 0.35) == ["add_numbers"]
+    assert bank.fitting("what's the forecast for Berlin tomorrow?", tools, 0.35) == [
+        "weather_forecast"
+    ]
+    assert bank.fitting("sing me a song", tools, 0.35) == []
+    assert ExampleBank().fitting("add 3, 4 and 5", tools, 0.35) == [], "words are no measure"

@@ -136,3 +136,27 @@ def test_the_format_forces_whole_word_parts_of_a_name_not_half_words() -> None:
     assert forced == "", "the model's own token is '.store': forcing '.' alone would split it"
     forced, _ = fmt.forced('{"call": "mem.st')
     assert forced.startswith('ore", "text"'), "once one name is left, the rest of it"
+
+
+def test_a_constraint_that_leaves_calls_out_lets_the_model_name_any() -> None:
+    from llmos.kernel.grammar import wanted_name
+
+    registry, _ = build_registry(plugins=False)
+    cache = GrammarCache(registry)
+    assert cache.constraint().names is None, "every call offered: nothing to ask first"
+    limited = cache.constraint(None, ["reply", "ask"])
+    assert limited.callable == ["reply", "ask"]
+    assert limited.names is not None
+    assert set(limited.names.callable) == {s.name for s in registry.specs()}
+    assert cache.constraint(None, ["reply", "ask"], probe=False).names is None
+    assert cache.constraint(None, ["reply", "ask"]) is limited, "kept, not rebuilt"
+    assert wanted_name('{"call": "fs.move"}') == "fs.move" and wanted_name("{") == ""
+
+
+def test_the_names_grammar_compiles_in_llama_cpp() -> None:
+    import llama_cpp
+
+    from llmos.kernel.grammar import names_constraint
+
+    grammar = names_constraint(["fs.read", "reply", "mem.store"]).grammar
+    assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None

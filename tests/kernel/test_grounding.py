@@ -12,7 +12,15 @@ import pytest
 
 from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.grammar import CallFormat, GrammarCache, build_grammar
-from llmos.kernel.grounding import Snapshot, mentioned_paths, scan, view
+from llmos.kernel.grounding import (
+    Snapshot,
+    folder_words,
+    has_extension,
+    into_folders,
+    mentioned_paths,
+    scan,
+    view,
+)
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.process import Process
 from llmos.security.workspace import Workspace
@@ -109,7 +117,10 @@ def test_grounded_grammar_offers_only_real_paths_for_reading(workspace: Path) ->
     note = next(line for line in text.splitlines() if line.startswith("call-t-note"))
     assert "string" in note, "a new file's path stays free"
     look = next(line for line in text.splitlines() if line.startswith("call-t-look"))
-    assert "ground-dir-or-glob" in look
+    assert "ground-dir" in look and "glob" not in look, "one file asked for: no pattern"
+    many = build_grammar(registry(), ground=scan(Workspace(workspace), "list all the logs"))
+    look = next(line for line in many.splitlines() if line.startswith("call-t-look"))
+    assert "ground-dir-or-glob" in look, "many asked for: a pattern too"
 
 
 def test_a_call_with_nothing_real_to_read_is_not_offered(workspace: Path) -> None:
@@ -265,3 +276,81 @@ def test_a_search_of_files_is_not_offered_in_an_empty_workspace(
     (workspace / "notes.txt").write_text("Take the 8:15 train.\n")
     full = build_grammar(system.registry, ground=scan(ws, "which train do I take?"))
     assert "call-fs-search" in full.splitlines()[0]
+
+
+def test_folder_words_are_the_names_a_request_calls_a_folder() -> None:
+    assert folder_words("what's in the downloads folder?") == ["downloads"]
+    assert folder_words("list src") == ["src"]
+    assert folder_words("create a directory called backups") == ["backups"]
+    assert folder_words("mkdir -p build") == ["build"]
+    for vague in ("list the files", "make a new folder", "which folder has my notes"):
+        assert folder_words(vague) == [], vague
+    assert has_extension("docs/intro.md") and not has_extension("docs/2024")
+    assert not has_extension("old/")
+
+
+def test_a_named_path_is_offered_only_as_what_it_can_be(workspace: Path) -> None:
+    ws = Workspace(workspace)
+    snap = scan(ws, "show me docs/intro.md and old/")
+    assert "docs/intro.md" in snap.choices("file") and "docs/intro.md" not in snap.choices("dir")
+    assert "old/" in snap.choices("dir") and "old/" not in snap.choices("file")
+    folder = scan(ws, "what's in the downloads folder?")
+    assert "downloads" in folder.choices("dir") and "downloads" not in folder.choices("file")
+    assert snap.choices("file", real_only=True) == []
+
+
+def test_in_an_empty_workspace_file_calls_wait_for_a_request_about_files(
+    system: System, workspace: Path
+) -> None:
+    ws = Workspace(workspace)
+    for chat in ("hello", "which train do I take?", "text Bo that I am late"):
+        root = build_grammar(system.registry, ground=scan(ws, chat)).splitlines()[0]
+        for call in ("fs-list", "fs-stat", "fs-read", "image-info"):
+            assert f"call-{call}" not in root, (chat, call)
+        assert "call-reply" in root and "call-mem-search" in root
+    for about in ("what files do I have", "print notes.txt", "search my files for invoice"):
+        root = build_grammar(system.registry, ground=scan(ws, about)).splitlines()[0]
+        assert "call-fs-list" in root, about
+    (workspace / "a.txt").write_text("x")
+    root = build_grammar(system.registry, ground=scan(ws, "hello")).splitlines()[0]
+    assert "call-fs-list" in root, "a workspace with files: they may hold the answer"
+
+
+def test_an_append_or_edit_takes_only_a_file_that_is_there(system: System, workspace: Path) -> None:
+    ws = Workspace(workspace)
+    new = build_grammar(system.registry, ground=scan(ws, "put 'hello' in a.txt")).splitlines()
+    assert "call-fs-append" not in new[0] and "call-fs-edit" not in new[0]
+    assert "call-fs-write" in new[0], "a file that is not there is written"
+    (workspace / "todo.md").write_text("- milk\n")
+    text = build_grammar(system.registry, ground=scan(ws, "add eggs to todo.md and a.txt"))
+    assert "call-fs-append" in text.splitlines()[0]
+    real = next(line for line in text.splitlines() if line.startswith("ground-file-real ::="))
+    assert '\\"todo.md\\"' in real and "a.txt" not in real
+
+
+def test_a_folder_is_made_only_when_one_is_spoken_of(system: System, workspace: Path) -> None:
+    ws = Workspace(workspace)
+
+    def offered(request: str) -> bool:
+        root = build_grammar(system.registry, ground=scan(ws, request)).splitlines()[0]
+        return "call-fs-mkdir" in root
+
+    assert not offered("create notes/ideas.md with the text: build a boat")
+    assert offered("create a directory called backups")
+    assert offered("create docs/2024")
+    assert offered("make old/")
+
+
+def test_a_move_into_a_folder_the_request_names_goes_into_it(workspace: Path) -> None:
+    from llmos.syscalls.fs import FsMove
+
+    (workspace / "todo.txt").write_text("x")
+    ws = Workspace(workspace)
+    snap = scan(ws, "move it into the done folder")
+    moved = into_folders(FsMove(src="todo.txt", dst="done"), snap)
+    assert isinstance(moved, FsMove) and moved.dst == "done/"
+    plain = scan(ws, "rename todo.txt to done")
+    assert into_folders(FsMove(src="todo.txt", dst="done"), plain).dst == "done"  # type: ignore[attr-defined]
+    (workspace / "done").write_text("a file")
+    taken = scan(ws, "move it into the done folder")
+    assert into_folders(FsMove(src="todo.txt", dst="done"), taken).dst == "done"  # type: ignore[attr-defined]

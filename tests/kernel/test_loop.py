@@ -327,3 +327,48 @@ def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
     )
     assert kinds == ["call", "error", "call", "result", "call", "reply"]
     assert "without looking at server.cfg" in backend.prompts[1][-1]["content"]
+
+
+def test_a_reply_about_a_file_a_search_result_showed_is_taken(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "build.log").write_text("INFO ok\nWARNING cache miss storm\n")
+    kinds, _, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.search", "query": "WARNING"},
+            {"call": "reply", "text": "build.log says: WARNING cache miss storm."},
+        ],
+        "find the line with WARNING in build.log and tell me what it says",
+    )
+    assert kinds == ["call", "result", "call", "reply"], "the search result showed build.log"
+
+
+def test_the_first_call_works_arithmetic_out_and_is_what_comes_next(
+    system: System, proc: Process
+) -> None:
+    backend = ScriptedBackend(
+        [{"call": "calc", "expression": "2+2"}, {"call": "reply", "text": "2 + 2 = 4."}]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    arith = system.spawn("arith", proc.workspace.root, patterns=["calc", "reply", "ask"])
+    call = kernel.first_call(arith, conv, "what is 2+2?")
+    assert call.call == "reply"
+    assert (
+        'RESULT: {"ok":true,"call":"calc","value":{"expression":"2+2","value":4}}'
+        in (backend.prompts[1][-1]["content"])
+    ), "calc ran, through dispatch, and the model saw its result"
+
+
+def test_the_first_call_is_not_made_and_a_doubted_reply_is_asked_again(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "a.txt").write_text("x\n")
+    backend = ScriptedBackend(
+        [{"call": "reply", "text": "a.txt is empty."}, {"call": "fs.delete", "path": "a.txt"}]
+    )
+    call = Kernel(system, backend).first_call(proc, Conversation(), "delete a.txt")
+    assert call.call == "fs.delete" and (workspace / "a.txt").exists(), "decided, not run"
+    assert "without looking at a.txt" in backend.prompts[1][-1]["content"]

@@ -96,3 +96,25 @@ def test_an_instruction_planted_in_a_file_cannot_act(
     assert (workspace / "notes.txt").read_text() == NOTES
     names = {c["call"] for c in ran(events)}
     assert not names & {"fs.write", "fs.delete", "fs.move", "fs.append", "fs.edit"}
+
+
+def test_a_call_the_model_wants_but_cannot_make_is_reported_not_slid_into(
+    system: System, backend: LlamaCppBackend, workspace: Path
+) -> None:
+    import json
+
+    (workspace / "notes.txt").write_text(NOTES)
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    ground = kernel.begin(system.spawn("it", workspace), conv, "read notes.txt")
+    messages = kernel.messages(conv)
+    free = backend.complete(
+        messages, constraint=kernel.grammars.constraint(ground, probe=False), max_tokens=48
+    )
+    chosen = json.loads(free.text)["call"]
+    only = [n for n in ("reply", "ask", "mem.search", "fs.list") if n != chosen]
+    out = backend.complete(
+        messages, constraint=kernel.grammars.constraint(ground, only), max_tokens=48
+    )
+    assert out.wanted == chosen, "the model's own choice, left out, is what it wanted"
+    assert json.loads(out.text)["call"] in only

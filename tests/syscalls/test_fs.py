@@ -1474,16 +1474,18 @@ def test_arguments_that_name_existing_paths_are_marked(system: System) -> None:
         for name, info in spec.model.model_fields.items():
             kind = existing_kind(info)
             if kind is not None:
-                marked[f"{spec.name}.{name}"] = tuple(kind)[:2]  # (kind, patterns allowed)
+                # (kind, patterns allowed, only real ones)
+                marked[f"{spec.name}.{name}"] = (kind.kind, kind.patterns, kind.real)
     assert marked == {
-        "fs.read.path": ("file", False),
-        "fs.list.path": ("dir", False),
-        "fs.search.path": ("dir", False),
-        "fs.edit.path": ("file", False),
-        "fs.move.src": ("any", True),
-        "fs.copy.src": ("file", True),
-        "fs.stat.path": ("any", False),
-        "fs.delete.path": ("any", True),
+        "fs.read.path": ("file", False, False),
+        "fs.list.path": ("dir", False, False),
+        "fs.search.path": ("dir", False, False),
+        "fs.append.path": ("file", False, True),
+        "fs.edit.path": ("file", False, True),
+        "fs.move.src": ("any", True, False),
+        "fs.copy.src": ("file", True, False),
+        "fs.stat.path": ("any", False, False),
+        "fs.delete.path": ("any", True, False),
     }
 
 
