@@ -507,7 +507,7 @@ class Decoder:
         if constraint is None or constraint.names is None or not self.fast_forward:
             return self._decode(prompt, constraint, max_tokens, stable)
         start = time.perf_counter()
-        name, steps = self._probe(prompt, constraint.names, stable)
+        name, steps, prefilled = self._probe(prompt, constraint.names, stable)
         probed = time.perf_counter() - start
         wanted = ""
         if not name:
@@ -517,13 +517,19 @@ class Decoder:
         else:
             name += '"'
         out = self._decode(prompt, constraint, max_tokens, stable, name)
-        return replace(out, seconds=out.seconds + probed, wanted=wanted)
+        return replace(
+            out,
+            seconds=out.seconds + probed,
+            prefill_tokens=out.prefill_tokens + prefilled,
+            wanted=wanted,
+        )
 
     def _probe(
         self, prompt: list[int], names: Constraint, stable: int
-    ) -> tuple[str, list[tuple[tuple[int, ...], Any]]]:
-        """The call name the model picks from `names` (greedy), and at each token it chose,
-        the tokens of the name so far and its log-probabilities for the next one."""
+    ) -> tuple[str, list[tuple[tuple[int, ...], Any]], int]:
+        """The call name the model picks from `names` (greedy); at each token it chose, the
+        tokens of the name so far and its log-probabilities for the next one; and how many
+        prompt tokens were prefilled for it."""
         import numpy as np
 
         from llmos.kernel.grammar import HEAD, wanted_name
@@ -531,7 +537,7 @@ class Decoder:
         llm = self.llm
         sampler = self._sampler(names.grammar)
         head_tokens = self._force(sampler, HEAD)
-        self.prefill(list(prompt) + head_tokens, stable)
+        prefilled = self.prefill(list(prompt) + head_tokens, stable)
         text, path = HEAD, list[int]()
         steps: list[tuple[tuple[int, ...], Any]] = []
         for _ in range(PROBE_TOKENS):
@@ -544,12 +550,12 @@ class Decoder:
             path.append(token)
             forced, done = names.format.forced(text)
             if done:
-                return wanted_name(text + forced)[:200], steps
+                return wanted_name(text + forced)[:200], steps, prefilled
             taken = self._force(sampler, forced)
             text += llm.detokenize(taken).decode(errors="replace") if taken else ""
             path += taken
             llm.eval([token, *taken])
-        return "", steps
+        return "", steps, prefilled
 
     def _best_allowed(self, steps: list[tuple[tuple[int, ...], Any]], allowed: list[str]) -> str:
         """How the call should start (text after `{"call": "`): the allowed name the model's
