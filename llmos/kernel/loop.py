@@ -473,7 +473,7 @@ class Kernel:
         last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
         if shown != last:
             turn.view = shown
-        allowed = [spec.name for spec, _ in callable_specs(self.system.registry, None, snapshot)]
+        allowed = self.grammars.constraint(snapshot).callable  # cached for the first decision
         turn.examples = self.examples_for(request, allowed)
         return snapshot
 
