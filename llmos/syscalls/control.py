@@ -34,7 +34,10 @@ class Ask(Syscall):
 
 CALC_GBNF = "calc-expr"
 CALC_RULES = r"""
-calc-expr ::= "\"" calc-sum "\""
+calc-expr ::= "\"" calc-work "\""
+calc-work ::= calc-factor ( " "? calc-op " "? calc-factor ){1,40} | "-"? calc-whole
+calc-whole ::= calc-call | calc-percent | "(" calc-work ")"
+calc-op ::= [-+] | "*" | "/" | "//" | "%" | "**" | "^"
 calc-sum ::= calc-product ( " "? [-+] " "? calc-product ){0,40}
 calc-product ::= calc-factor ( " "? ( "*" | "/" | "//" | "%" | "**" | "^" ) " "? calc-factor ){0,40}
 calc-factor ::= "-"? ( calc-percent | calc-number | "(" calc-sum ")" | calc-call )
@@ -44,7 +47,8 @@ calc-fn ::= "sum" | "min" | "max" | "avg" | "mean" | "round" | "abs" | "sqrt"
 calc-number ::= [0-9]{1,15} ( "." [0-9]{1,12} )?
 """.strip()
 """What the kernel's grammar lets it write as an expression: numbers, operators and the named
-functions, nothing else, so "time in Tokyo" or "sum(scores.csv)" cannot be sent to calc."""
+functions, nothing else, so "time in Tokyo" or "sum(scores.csv)" cannot be sent to calc; and at
+least one operation, so a number the model guessed cannot come back from calc as computed."""
 
 
 class Calc(Syscall):

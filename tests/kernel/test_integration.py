@@ -147,3 +147,19 @@ def test_weights_stay_out_of_amx_buffers_only_where_the_build_has_amx(
     assert backend.llm.model_params.use_extra_bufts is (not amx_build())
     out = backend.complete([{"role": "user", "content": "Say yes."}], constraint=None, max_tokens=2)
     assert out.completion_tokens >= 1
+
+
+def test_calc_takes_only_an_operation_not_a_bare_number(backend: LlamaCppBackend) -> None:
+    from llmos.syscalls.control import CALC_GBNF, CALC_RULES
+
+    grammar = f"root ::= {CALC_GBNF}\n{CALC_RULES}"
+    decoder = backend.decoder
+
+    def accepted(text: str) -> bool:
+        sampler = decoder._sampler(grammar)
+        return len(decoder._force(sampler, text)) == len(decoder._tokenize(text))
+
+    for text in ['"12+30"', '"sum(4, 5, 6)"', '"15% of 80"', '"(3 + 4) * 2"', '"-avg(1, 2)"']:
+        assert accepted(text), text
+    for text in ['"12"', '"(12)"', '"-7"', '"12 lines"']:
+        assert not accepted(text), text
