@@ -47,7 +47,10 @@ class System:
         self.registry, self.plugins = build_registry(
             plugins=plugins, tools=self.tools, examples=self.examples
         )
-        self.audit = AuditLog(home / "audit.log", self.signer)
+        # With memory encrypted, the audit keeps keyed digests of argument values, not them.
+        self.audit = AuditLog(
+            home / "audit.log", self.signer, digest_values=settings.memory_encrypt
+        )
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
         self._memory: Memory | None = None
@@ -81,7 +84,7 @@ class System:
     ) -> Process:
         """A process on `workspace` holding a capability for each call pattern (the shell's
         defaults unless given), plus the workspace's "always" grants when `remembered`."""
-        ws = Workspace(workspace)
+        ws = Workspace(workspace, hidden=[self.settings.home])
         caps = CapabilitySet(self.authority)
         for pattern in self.settings.default_caps if patterns is None else patterns:
             caps.add(self.authority.mint(pattern))

@@ -138,14 +138,19 @@ def scan(
         return Snapshot(
             mentioned=mentioned, bulk=bulk, changes=changes, folders=folders, about_files=about
         )
+    hidden = workspace.hidden
     try:
         for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-            dirnames[:] = sorted(
-                d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS
-            )
             base = "" if dirpath == "." else dirpath[2:] + "/"
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not d.startswith(".") and d not in SKIPPED_DIRS and base + d not in hidden
+            )
             for name in sorted(dirnames + filenames):
                 if name.startswith(".") or ".llmos-tmp-" in name or _UNSAFE.search(name):
+                    continue
+                if base + name in hidden:
                     continue
                 try:
                     info = os.stat(name, dir_fd=dfd, follow_symlinks=False)

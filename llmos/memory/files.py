@@ -217,6 +217,8 @@ class _Scan:
     seen_files: int = 0
     notes: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    hidden: tuple[str, ...] = ()
+    """Workspace paths never indexed: llmos's own state when it lies inside."""
 
 
 def chunk_text(text: str) -> list[Chunk]:
@@ -400,6 +402,8 @@ def _walk(
         except OSError:
             continue
         rel = prefix + entry.name
+        if rel in scan.hidden:
+            continue
         if stat.S_ISREG(info.st_mode):
             yield rel, info
         elif stat.S_ISDIR(info.st_mode):
@@ -493,7 +497,7 @@ class FileIndex:
     def _refresh(self, path: str, budget_s: float | None) -> tuple[ScanReport, str]:
         """`refresh`, also returning the scanned folder's real workspace path."""
         started = time.monotonic()
-        scan = _Scan()
+        scan = _Scan(hidden=self.workspace.hidden)
         stale: list[tuple[str, os.stat_result]] = []
         with self.workspace.locate(path) as loc:
             scope = loc.rel

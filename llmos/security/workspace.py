@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +97,24 @@ def open_dir_at(dir_fd: int, name: str) -> int:
 class Workspace:
     """The directory a process may touch; every path the process names is resolved inside it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, hidden: Iterable[Path] = ()) -> None:
         real = Path(os.path.realpath(root))
         if not real.is_dir():
             raise LlmosError(ErrorCode.E_NOTDIR, f"workspace {root} is not a directory")
         self.root = real
         self._root_parts = real.parts
+        self.hidden: tuple[str, ...] = ()
+        """Workspace-relative real paths no call may reach, whatever it holds: llmos's own
+        state (LLMOS_HOME: keys, config, grants, audit, memory) when it lies inside."""
+        for path in hidden:
+            inner = Path(os.path.realpath(path))
+            if real == inner or inner in real.parents:
+                raise _perm(
+                    f"workspace {real} lies inside llmos's own state ({inner}); "
+                    "start llmos in another folder"
+                )
+            if real in inner.parents:
+                self.hidden += (inner.relative_to(real).as_posix(),)
         # Held for the workspace's lifetime: each resolution starts from a dup of this handle,
         # which is cheaper than re-walking the root's path and keeps pointing at the same
         # folder even if the path is later renamed or replaced.
@@ -120,6 +132,23 @@ class Workspace:
 
     def __del__(self) -> None:
         self.close()
+
+    def hides(self, rel: str) -> bool:
+        """Whether the real workspace path `rel` is, or lies inside, a hidden path."""
+        return any(rel == h or rel.startswith(h + "/") for h in self.hidden)
+
+    def hidden_below(self, rel: str) -> tuple[str, ...]:
+        """The hidden paths inside the folder `rel`, relative to it: what a walk of that
+        folder (a listing, a search, a recursive delete, a move of the folder) must leave out
+        or refuse."""
+        prefix = f"{rel}/" if rel else ""
+        return tuple(h[len(prefix) :] for h in self.hidden if h.startswith(prefix) and h != rel)
+
+    def check_whole(self, rel: str, shown: str) -> None:
+        """Refuse (E_PERM) to move, copy or delete the folder `rel` as a whole when a hidden
+        path lies inside it: llmos's state would go with it."""
+        if self.hidden_below(rel):
+            raise _perm(f"{shown}: it holds llmos's own state, which no call may touch")
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -163,8 +192,12 @@ class Workspace:
         E_NOENT unless `create_parents`.
         """
         rel = self.relpath(path)
+        if self.hides(rel):  # before the walk: create_parents must not make folders in there
+            raise _perm(f"{path}: llmos's own state is out of reach of every call")
         located, opened = self._walk(path, rel, follow=follow, create_parents=create_parents)
         try:
+            if self.hides(located.rel):  # reached through a symlink
+                raise _perm(f"{path}: llmos's own state is out of reach of every call")
             if self.guard is not None:
                 self.guard(located.rel)
             yield located

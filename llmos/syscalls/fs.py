@@ -108,9 +108,11 @@ class FsAppend(Syscall):
 
 
 class FsAppendResult(BaseModel):
-    """What was added and how long the file is now."""
+    """What was added and how long the file is now; `added` is the text as added when it
+    was made an item of the list the file ends with."""
 
     path: str
+    added: str | None = None
     bytes_added: int
     lines: int | None
     created: bool
@@ -526,13 +528,43 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
         return FsWriteResult(path=loc.rel, bytes_written=len(data), created=created)
 
 
+LIST_ITEM = re.compile(r"(?P<indent>[ \t]*)(?P<mark>[-*+] \[[ xX]\] |[-*+] |(?P<n>\d{1,6})([.)]) )")
+"""A list item's marker at the start of a line: a bullet, a task box or a number."""
+
+LIST_TAIL_BYTES = 4096
+"""How much of a file's end fs.append reads to see whether it ends with a list."""
+
+
+def _list_marker(tail: bytes) -> str:
+    """The marker a new item after the last line of `tail` takes ("- ", "- [ ] ", "4. ", ...),
+    or "" when the file does not end with a list item."""
+    last = next(
+        (ln for ln in reversed(tail.decode("utf-8", "replace").splitlines()) if ln.strip()), ""
+    )
+    item = LIST_ITEM.match(last)
+    if item is None:
+        return ""
+    mark = item["mark"]
+    if item["n"] is not None:
+        mark = f"{int(item['n']) + 1}{mark[len(item['n']) :]}"
+    elif "[" in mark:
+        mark = mark[:2] + "[ ] "
+    return item["indent"] + mark
+
+
+def _as_item(text: str, marker: str) -> str:
+    """`text` as a new item of a list whose items start with `marker`: a single line that
+    has no marker of its own gets it; anything else is added as written."""
+    if not marker or "\n" in text.strip("\n") or LIST_ITEM.match(text):
+        return text
+    return marker + text.lstrip()
+
+
 def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
     """Append in place (O_APPEND), first ending an unfinished last line, so the added text
-    always starts and ends a line of its own."""
-    data = call.text.encode("utf-8")
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    _check_write_size(len(data))
+    always starts and ends a line of its own; one line added to a file that ends with a
+    list item becomes an item in the same style ("buy milk" after "- eggs" is "- buy milk")."""
+    _check_write_size(len(call.text.encode("utf-8")) + 1)
     with process.workspace.locate(call.path, create_parents=True) as loc:
         info = _file_target(loc, call.path)
         kind = stat.S_IFMT(info.st_mode) if info is not None else stat.S_IFREG
@@ -546,7 +578,11 @@ def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
                 if not stat.S_ISREG(opened.st_mode):
                     raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
                 size = opened.st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
+                tail = os.pread(fd, LIST_TAIL_BYTES, max(0, size - LIST_TAIL_BYTES))
+                text = _as_item(call.text, _list_marker(tail))
+                data = text.encode("utf-8") + (b"" if text.endswith("\n") else b"\n")
+                _check_write_size(len(data))
+                if size and not tail.endswith(b"\n"):
                     data = b"\n" + data
                 write_all(fd, data)
                 lines = _count_file_lines(fd)
@@ -555,7 +591,11 @@ def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
         except OSError as exc:
             raise os_error(exc, call.path) from None
         return FsAppendResult(
-            path=loc.rel, bytes_added=len(data), lines=lines, created=info is None
+            path=loc.rel,
+            added=text if text != call.text else None,
+            bytes_added=len(data),
+            lines=lines,
+            created=info is None,
         )
 
 
@@ -646,13 +686,18 @@ def fs_edit(call: FsEdit, process: Process) -> FsEditResult:
         return FsEditResult(path=loc.rel, replacements=count, lines=_count_lines(edited))
 
 
-def _walk(dir_fd: int, recursive: bool) -> Iterator[tuple[str, str, os.stat_result, int]]:
+def _walk(
+    dir_fd: int, recursive: bool, hidden: tuple[str, ...] = ()
+) -> Iterator[tuple[str, str, os.stat_result, int]]:
     """(relative path, name, lstat, parent dir fd) of each entry below `dir_fd`, sorted, never
-    following links. The parent fd is valid only until the next item is taken."""
+    following links, leaving out the `hidden` paths (relative to `dir_fd`) and all below them.
+    The parent fd is valid only until the next item is taken."""
     for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=dir_fd, follow_symlinks=False):
-        dirnames.sort()
         base = "" if dirpath == "." else dirpath[2:] + "/"
+        dirnames[:] = sorted(d for d in dirnames if base + d not in hidden)
         for name in sorted(dirnames + filenames):
+            if base + name in hidden:
+                continue
             try:
                 info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
@@ -707,7 +752,8 @@ def _summary(entries: Sequence[FsEntry], truncated: bool) -> str:
 
 def fs_list(call: FsList, process: Process) -> FsListResult:
     """List entries (optionally recursive and glob-filtered), capped at MAX_LIST_ENTRIES."""
-    with process.workspace.locate(call.path) as loc:
+    ws = process.workspace
+    with ws.locate(call.path) as loc:
         info = _require(loc, call.path)
         if not stat.S_ISDIR(info.st_mode):
             entry = FsEntry(path=loc.rel, type=_kind(info.st_mode), size=info.st_size)
@@ -718,7 +764,7 @@ def fs_list(call: FsList, process: Process) -> FsListResult:
         entries: list[FsEntry] = []
         truncated = False
         try:
-            for rel, name, st, _dfd in _walk(fd, call.recursive):
+            for rel, name, st, _dfd in _walk(fd, call.recursive, ws.hidden_below(loc.rel)):
                 if _is_temp(name) or not _glob_match(call.pattern, rel, name):
                     continue
                 if len(entries) >= MAX_LIST_ENTRIES:
@@ -810,6 +856,7 @@ def fs_delete(call: FsDelete, process: Process) -> FsDeleteResult:
                 os.unlink(loc.name, dir_fd=loc.dir_fd)
                 return FsDeleteResult(path=loc.rel, deleted=1)
             count = 0
+            ws.check_whole(loc.rel, call.path)
             if call.recursive:
                 fd = _open_dir(loc, call.path)
                 try:
@@ -868,8 +915,11 @@ def _expand(ws: Workspace, pattern: str) -> list[str]:
         _require(loc, folder or ".")
         fd = _open_dir(loc, folder or ".")
         try:
+            hidden = ws.hidden_below(loc.rel)
             names = sorted(
-                n for n in os.listdir(fd) if not _is_temp(n) and fnmatch.fnmatchcase(n, name)
+                n
+                for n in os.listdir(fd)
+                if not _is_temp(n) and n not in hidden and fnmatch.fnmatchcase(n, name)
             )
         finally:
             os.close(fd)
@@ -957,6 +1007,8 @@ def fs_move(call: FsMove, process: Process) -> FsMoveResult:
         if src.is_root or src.name == ".":
             raise LlmosError(ErrorCode.E_PERM, "the workspace root cannot be moved")
         src_info = _require(src, call.src)
+        if stat.S_ISDIR(src_info.st_mode):
+            ws.check_whole(src.rel, call.src)
         dst_path = _destination(ws, call.dst, src.name)
         with ws.locate(dst_path, follow=False, create_parents=True) as dst:
             if dst.rel == src.rel:
@@ -1226,7 +1278,8 @@ def _search_texts(call: FsSearch, process: Process) -> Iterator[tuple[str, str |
         dfd = _open_dir(loc, call.path)
         prefix = f"{loc.rel}/" if loc.rel else ""
         try:
-            for rel, name, st, parent_fd in _walk(dfd, recursive=True):
+            hidden = process.workspace.hidden_below(loc.rel)
+            for rel, name, st, parent_fd in _walk(dfd, recursive=True, hidden=hidden):
                 if not stat.S_ISREG(st.st_mode) or not _glob_match(call.pattern, rel, name):
                     continue
                 try:
@@ -1423,14 +1476,26 @@ def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
     with the process's own search by meaning too, when it has one that opens (a missing
     embedder or a broken index leaves the word search's answer alone)."""
     found = fs_search(call, process)
-    if found.matches or call.regex or process.open_files is None:
+    if not (found.matches or call.regex or process.open_files is None):
+        try:
+            found = fs_search(call, process, process.open_files())
+        except Exception as exc:  # the word search must still answer
+            log.warning("search by meaning is unavailable: %s", exc)
+    return _elsewhere(found, call, process)
+
+
+def _elsewhere(found: FsSearchResult, call: FsSearch, process: Process) -> FsSearchResult:
+    """`found`, with a note when a search of one folder found nothing: the words may be
+    elsewhere in the workspace (the handler does not widen the search itself, since only
+    the folder asked for was authorized; the kernel's next call is checked like any)."""
+    where = process.workspace.relpath(call.path)
+    if found.matches or found.hits or where in ("", "."):
         return found
-    try:
-        files = process.open_files()
-    except Exception as exc:  # the word search must still answer
-        log.warning("search by meaning is unavailable: %s", exc)
-        return found
-    return fs_search(call, process, files)
+    note = (
+        f'nothing in {where} matches; it may be elsewhere: search again with path "." '
+        "for the whole workspace"
+    )
+    return found.model_copy(update={"note": note})
 
 
 def _path_resource(

@@ -593,8 +593,8 @@ def test_search_with_folder_swapped_mid_walk_reads_no_outside_file(
     (workspace / "sub" / "secret.txt").write_text("harmless needle")
     real_walk = fs_mod._walk
 
-    def racing_walk(dir_fd: int, recursive: bool) -> Iterator[Any]:
-        for item in real_walk(dir_fd, recursive):
+    def racing_walk(dir_fd: int, recursive: bool, hidden: tuple[str, ...] = ()) -> Iterator[Any]:
+        for item in real_walk(dir_fd, recursive, hidden):
             if item[0] == "sub/secret.txt":
                 os.rename(workspace / "sub", workspace / "sub-moved")
                 (workspace / "sub").symlink_to(outside)

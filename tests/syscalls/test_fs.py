@@ -792,6 +792,17 @@ def test_search_in_subfolder_and_single_file(call: Any, corpus: Path) -> None:
     assert single["files_scanned"] == 1
 
 
+def test_search_of_a_folder_that_finds_nothing_says_to_look_everywhere(
+    call: Any, corpus: Path
+) -> None:
+    (corpus / "a.txt").write_text("the wifi password is larch\n")
+    value = ok(call("fs.search", query="wifi password", path="sub"))
+    assert value["matches"] == 0 and value["hits"] == []
+    assert 'search again with path "."' in value["note"], "the handler does not widen it itself"
+    assert ok(call("fs.search", query="wifi password"))["matches"] == 1
+    assert ok(call("fs.search", query="needle", path="sub"))["note"] is None
+
+
 def test_search_glob_filter(call: Any, corpus: Path) -> None:
     value = ok(call("fs.search", query="needle", pattern="*.md"))
     assert hit_tuples(value) == [("b.md", 2, "NEEDLE in markdown")]
@@ -1133,20 +1144,61 @@ def test_edit_errors(call: Any, workspace: Path) -> None:
 def test_append_adds_a_line_to_a_file_ending_in_a_newline(call: Any, workspace: Path) -> None:
     (workspace / "todo.md").write_text("- milk\n")
     value = ok(call("fs.append", path="todo.md", text="- eggs"))
-    assert value == {"path": "todo.md", "bytes_added": 7, "lines": 2, "created": False}
+    assert value == {
+        "path": "todo.md",
+        "added": None,
+        "bytes_added": 7,
+        "lines": 2,
+        "created": False,
+    }
     assert (workspace / "todo.md").read_text() == "- milk\n- eggs\n"
 
 
 def test_append_ends_an_unfinished_last_line_first(call: Any, workspace: Path) -> None:
     (workspace / "todo.md").write_text("- milk")
     value = ok(call("fs.append", path="todo.md", text="- eggs\n- tea\n"))
-    assert value == {"path": "todo.md", "bytes_added": 14, "lines": 3, "created": False}
+    assert value == {
+        "path": "todo.md",
+        "added": None,
+        "bytes_added": 14,
+        "lines": 3,
+        "created": False,
+    }
     assert (workspace / "todo.md").read_text() == "- milk\n- eggs\n- tea\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "text", "after"),
+    [
+        ("# Todo\n- eggs\n", "buy milk", "# Todo\n- eggs\n- buy milk\n"),
+        ("* eggs\n\n", "milk", "* eggs\n\n* milk\n"),
+        ("- [x] eggs\n", "milk", "- [x] eggs\n- [ ] milk\n"),
+        ("1. eggs\n2. tea", "milk", "1. eggs\n2. tea\n3. milk\n"),
+        ("  - eggs\n", "- milk", "  - eggs\n- milk\n"),
+        ("- eggs\n", "milk\ntea", "- eggs\nmilk\ntea\n"),
+        ("notes\n", "milk", "notes\nmilk\n"),
+    ],
+)
+def test_append_to_a_list_follows_its_style(
+    call: Any, workspace: Path, before: str, text: str, after: str
+) -> None:
+    (workspace / "todo.md").write_text(before)
+    value = ok(call("fs.append", path="todo.md", text=text))
+    assert (workspace / "todo.md").read_text() == after
+    assert value["bytes_added"] == len(after) - len(before)
+    styled = value["added"] is not None
+    assert styled == (after.strip().splitlines()[-1] != text.splitlines()[-1])
 
 
 def test_append_creates_a_missing_file_and_folders(call: Any, workspace: Path) -> None:
     value = ok(call("fs.append", path="lists/shop.txt", text="bread"))
-    assert value == {"path": "lists/shop.txt", "bytes_added": 6, "lines": 1, "created": True}
+    assert value == {
+        "path": "lists/shop.txt",
+        "added": None,
+        "bytes_added": 6,
+        "lines": 1,
+        "created": True,
+    }
     assert (workspace / "lists" / "shop.txt").read_text() == "bread\n"
     (workspace / "empty.txt").write_text("")
     assert ok(call("fs.append", path="empty.txt", text="first"))["lines"] == 1
