@@ -1,19 +1,22 @@
 """The tool family: `tool.run` and `tool.list` over the tools that apps declare (manifests and
 plugins), each a Python callable or an external command run without a shell, bounded in time
-and output, in the calling process's workspace."""
+and output, in the calling process's workspace; a command runs inside the sandbox's walls, its
+path arguments resolved in the workspace and no argument turned into an option."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +32,18 @@ from llmos.limits import (
     TOOL_OUTPUT_BYTES,
     TOOL_TIMEOUT_S,
 )
+from llmos.security.sandbox import Sandbox
 from llmos.syscalls.base import Registry, Syscall
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+INTERPRETER = re.compile(
+    r"^(?:(?:ba|da|z|k|mk|c|tc|a|y)?sh|fish|busybox|pwsh|osascript|tclsh|Rscript|deno|node(?:js)?"
+    r"|(?:python|pypy|perl|ruby|php|lua)[0-9.]*)$"
+)
+"""Programs whose argument after a code flag (`sh -c`, `python -c`, `perl -e`) is a program."""
+CODE_FLAG = re.compile(r"^-[A-Za-z]*[ceEr]$|^--(?:eval|command|print)$|^-(?:Command|p)$")
 
 
 class ToolSpec(BaseModel):
@@ -55,6 +65,13 @@ class ToolSpec(BaseModel):
     timeout: float = Field(default=TOOL_TIMEOUT_S, gt=0, le=MAX_TOOL_TIMEOUT_S)
     max_output: int = Field(default=TOOL_OUTPUT_BYTES, gt=0, le=MAX_TOOL_OUTPUT_BYTES)
     cwd: str = Field(default=".", description="Working folder, relative to the workspace.")
+    sandbox: bool = Field(
+        default=True,
+        description="Run the command inside the sandbox's walls (Linux Landlock). False runs "
+        "it with the user's full rights, which the approval prompt says; it is also the only "
+        "way a command tool runs on a kernel without Landlock.",
+    )
+    network: bool = Field(default=False, description="Let the sandboxed command use the network.")
 
     @field_validator("args")
     @classmethod
@@ -78,6 +95,7 @@ class ToolSpec(BaseModel):
             raise ValueError("the program (first element) cannot be a {placeholder}")
         if any("\x00" in part for part in value):
             raise ValueError("the command contains a NUL byte")
+        _no_placeholder_in_code(value)
         return value
 
     @model_validator(mode="after")
@@ -88,6 +106,26 @@ class ToolSpec(BaseModel):
                 if name not in known:
                     raise ValueError(f"command uses {{{name}}}, which args.properties lacks")
         return self
+
+
+def _no_placeholder_in_code(command: list[str]) -> None:
+    """ValueError for a `{placeholder}` inside code an interpreter runs (`["sh", "-c", "cat
+    {path}"]`): the value would be interpreted, not passed as one word. The code may still take
+    its arguments as positional parameters: `["sh", "-c", 'cat -- "$1"', "sh", "{path}"]`."""
+    words = list(command)
+    if Path(words[0]).name == "env":
+        words = words[1:]
+        while words and (words[0].startswith("-") or "=" in words[0]):
+            words = words[1:]
+    if not words or not INTERPRETER.match(Path(words[0]).name):
+        return
+    for flag, code in itertools.pairwise(words[1:]):
+        if CODE_FLAG.match(flag) and PLACEHOLDER.search(code):
+            raise ValueError(
+                f"{code!r} is code that {Path(words[0]).name} interprets, and a {{placeholder}} "
+                "there would be interpreted too; pass it as a positional parameter instead, "
+                f'e.g. ["sh", "-c", \'cat -- "$1"\', "sh", "{{path}}"]'
+            )
 
 
 class Tool(ToolSpec):
@@ -292,10 +330,13 @@ def run_tool(table: ToolTable, call: ToolRun, process: Process) -> ToolRunResult
             seconds=round(time.perf_counter() - start, 3),
         )
     assert tool.command is not None
-    argv = build_argv(tool.command, call.args)
-    done = run_command(
-        argv, _working_dir(process, tool.cwd), tool.timeout, tool.max_output, stop=process.stop
-    )
+    cwd = _working_dir(process, tool.cwd)
+    args = resolve_paths(tool, call.args, process, cwd)
+    argv = build_argv(tool.command, args, options=option_arguments(tool))
+    with _sandbox_for(tool, process, argv[0], cwd) as sandbox:
+        done = run_command(
+            argv, cwd, tool.timeout, tool.max_output, stop=process.stop, sandbox=sandbox
+        )
     if done.ended == "stopped":
         raise LlmosError(
             ErrorCode.E_INTR,
@@ -390,34 +431,128 @@ def _word(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def build_argv(template: list[str], args: dict[str, Any]) -> list[str]:
+def build_argv(
+    template: list[str], args: dict[str, Any], *, options: Collection[str] = ()
+) -> list[str]:
     """The argv for one run: each `{arg}` replaced by its value, never split or interpreted. An
     element that is exactly `{arg}` is left out when the argument is absent, and becomes one
-    element per item when it is a list."""
+    element per item when it is a list. E_INVAL when a value would begin an element with "-"
+    (it would be read as an option: `--version`, `-rf`), unless its argument is in `options`."""
     argv = [template[0]]
     for part in template[1:]:
+        lead = PLACEHOLDER.match(part)
         whole = PLACEHOLDER.fullmatch(part)
         if whole is not None:
             value = args.get(whole.group(1))
             if value is None:
                 continue
-            argv.extend([_word(v) for v in value] if isinstance(value, list) else [_word(value)])
-            continue
-        argv.append(
-            PLACEHOLDER.sub(lambda m: "" if args.get(m[1]) is None else _word(args[m[1]]), part)
-        )
+            words = [_word(v) for v in value] if isinstance(value, list) else [_word(value)]
+        else:
+            words = [
+                PLACEHOLDER.sub(lambda m: "" if args.get(m[1]) is None else _word(args[m[1]]), part)
+            ]
+        if lead is not None and lead[1] not in options:
+            for word in words:
+                if word.startswith("-"):
+                    raise LlmosError(
+                        ErrorCode.E_INVAL,
+                        f"argument {lead[1]}={word!r} starts with '-' and would be read as an "
+                        "option of the command; tools take no options from their arguments "
+                        "(a schema lists the allowed ones with enum or const)",
+                    )
+        argv.extend(words)
     if any("\x00" in word for word in argv):
         raise LlmosError(ErrorCode.E_INVAL, "a tool argument contains a NUL byte")
     return argv
+
+
+def _author_chosen(schema: Any) -> bool:
+    """Whether a property's values are listed by the tool's author (enum/const, or an array
+    of such), so one starting with "-" is an option the author meant."""
+    if not isinstance(schema, dict):
+        return False
+    if "enum" in schema or "const" in schema:
+        return True
+    return schema.get("type") == "array" and _author_chosen(schema.get("items"))
+
+
+def option_arguments(tool: Tool) -> set[str]:
+    """The arguments whose values may begin with "-": those whose schema lists them."""
+    props = tool.args.get("properties") or {}
+    return {name for name, schema in props.items() if _author_chosen(schema)}
+
+
+def _is_path(schema: Any) -> bool:
+    """Whether a property is a workspace path (`"format": "path"`, or an array of them)."""
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("format") == "path":
+        return True
+    return schema.get("type") == "array" and _is_path(schema.get("items"))
+
+
+def resolve_paths(tool: Tool, args: dict[str, Any], process: Process, cwd: Path) -> dict[str, Any]:
+    """`args` with each path argument resolved in the workspace as fs paths are (E_PERM for
+    `..`, `~`, absolute paths or symlinks leading outside, and llmos's own state) and written
+    relative to the command's folder, starting with "." so it cannot be read as an option."""
+    props = tool.args.get("properties") or {}
+    resolved = dict(args)
+    for name, schema in props.items():
+        if not _is_path(schema) or args.get(name) is None:
+            continue
+        value = args[name]
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, str) for item in items):
+            raise LlmosError(ErrorCode.E_INVAL, f"tool {tool.name}: {name} must be a path")
+        paths = [_workspace_path(process, item, cwd, f"tool {tool.name}: {name}") for item in items]
+        resolved[name] = paths if isinstance(value, list) else paths[0]
+    return resolved
+
+
+def _workspace_path(process: Process, value: str, cwd: Path, shown: str) -> str:
+    """One path argument as the command sees it: `./notes.txt`, `../data/x.csv` from a tool
+    folder. The sandbox, not this check, is what holds while the command runs (a link swapped
+    in later still leads nowhere it can reach)."""
+    ws = process.workspace
+    rel = ws.relpath(value)
+    real = Path(os.path.realpath(ws.root / rel))
+    if not real.is_relative_to(ws.root):
+        raise LlmosError(ErrorCode.E_PERM, f"{shown}={value!r} leads outside the workspace")
+    real_rel = real.relative_to(ws.root).as_posix()
+    if ws.hides(rel) or ws.hides("" if real_rel == "." else real_rel):
+        raise LlmosError(ErrorCode.E_PERM, f"{shown}={value!r}: llmos's own state is out of reach")
+    word = os.path.relpath(real, cwd)
+    return word if word.startswith(".") else f"./{word}"
+
+
+def _sandbox_for(tool: Tool, process: Process, program: str, cwd: Path) -> Sandbox:
+    """The walls for one run of a command tool: Landlock unless its manifest said `sandbox =
+    false`; E_NOSYS, saying why, on a kernel without Landlock."""
+    ws = process.workspace
+    if not tool.sandbox:
+        return Sandbox(ws.root, timeout=tool.timeout, landlock=False)
+    found = os.path.join(cwd, program) if "/" in program else shutil.which(program)
+    try:
+        return Sandbox(
+            ws.root,
+            hidden=ws.hidden,
+            program=found,
+            network=tool.network,
+            timeout=tool.timeout,
+        )
+    except LlmosError as exc:
+        raise LlmosError(
+            exc.code,
+            f"tool {tool.name} not run: {exc.message}; a manifest may say sandbox = false to "
+            "run it unsandboxed, with the user's full rights",
+        ) from None
 
 
 def _working_dir(process: Process, rel: str) -> Path:
     """The tool's folder inside the workspace, resolved (symlinks too) and checked to stay in.
 
     The folder is the app's declaration, not something the call names, so it is not a
-    resource of the `tool.run` capability (which is scoped by tool name). A command is not
-    sandboxed beyond this: it runs with the user's rights, and the capability to run it is
-    the gate.
+    resource of the `tool.run` capability (which is scoped by tool name).
     """
     ws = process.workspace
     real = Path(os.path.realpath(ws.root / ws.relpath(rel)))
@@ -447,11 +582,13 @@ def run_command(
     cap: int,
     *,
     stop: threading.Event | None = None,
+    sandbox: Sandbox | None = None,
 ) -> CommandOutcome:
-    """Run `argv` (no shell) in its own process group; read at most `cap` bytes of stdout and
-    stderr together. On time-out, when the cap is reached, or when `stop` is set, the whole
-    group is killed (a tool's children go too), so neither a hung tool nor an endless writer
-    holds llmos up."""
+    """Run `argv` (no shell) in its own process group, inside `sandbox`'s walls when given; read
+    at most `cap` bytes of stdout and stderr together. When the command exits, at its time-out,
+    when the cap is reached, or when `stop` is set, the whole group is killed: a child it left
+    behind (`sleep 60 &`) dies with it, and neither a hung tool nor an endless writer holds
+    llmos up."""
     try:
         proc = subprocess.Popen(
             argv,
@@ -461,44 +598,72 @@ def run_command(
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
+            env=None if sandbox is None else sandbox.env,
+            preexec_fn=None if sandbox is None else sandbox.enter,
         )
     except FileNotFoundError:
         raise LlmosError(ErrorCode.E_NOENT, f"program {argv[0]!r} not found") from None
     except PermissionError:
         raise LlmosError(ErrorCode.E_PERM, f"program {argv[0]!r} is not executable") from None
+    except subprocess.SubprocessError as exc:  # the sandbox could not be entered: nothing ran
+        raise LlmosError(
+            ErrorCode.E_INTERNAL, f"program {argv[0]!r} not run: the sandbox failed ({exc})"
+        ) from None
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray()}
     deadline = time.monotonic() + timeout
     cut = False
+    # A pidfd tells the leader's exit without reaping it: the group is killed while the zombie
+    # still holds its id, so the kill can never reach a process that reused it.
+    pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else -1
+    exited = False
     with selectors.DefaultSelector() as selector:
         for fd in buffers:
             selector.register(fd, selectors.EVENT_READ)
+        if pidfd >= 0:
+            selector.register(pidfd, selectors.EVENT_READ)
 
-        def read(seconds: float) -> bool:
+        def take(fd: int) -> None:
             nonlocal cut
-            for key, _ in selector.select(seconds):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fd)
-                    continue
-                room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
-                buffers[key.fd] += chunk[:room]
-                cut = cut or len(chunk) > room
-            return cut or not selector.get_map()
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                selector.unregister(fd)
+                return
+            room = cap - len(buffers[out_fd]) - len(buffers[err_fd])
+            buffers[fd] += chunk[:room]
+            cut = cut or len(chunk) > room
 
-        def exited(seconds: float) -> bool:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(seconds)
-            return proc.returncode is not None
+        def pipes_open() -> bool:
+            return any(fd in buffers for fd in selector.get_map())
+
+        def step(seconds: float) -> bool:
+            nonlocal exited
+            for key, _ in selector.select(seconds):
+                if key.fd == pidfd:
+                    exited = True
+                    selector.unregister(pidfd)
+                elif key.fd in selector.get_map():
+                    take(key.fd)
+            if pidfd < 0 and not pipes_open():
+                exited = proc.poll() is not None
+            if cut:
+                return True
+            if not exited:
+                return False
+            # Exited: what it wrote is still in the pipes; a child holding them open must not.
+            while not cut and pipes_open() and (ready := selector.select(0)):
+                for key, _ in ready:
+                    if key.fd != pidfd and key.fd in selector.get_map():
+                        take(key.fd)
+            return True
 
         try:
-            ended = _until(deadline, stop, read)
-            if ended == "done" and not cut:
-                ended = _until(deadline, stop, exited)
+            ended = _until(deadline, stop, step)
         finally:
-            if proc.returncode is None:
-                _kill_group(proc)
+            _kill_group(proc)
+            if pidfd >= 0:
+                os.close(pidfd)
             proc.stdout.close()
             proc.stderr.close()
     return CommandOutcome(
@@ -512,6 +677,6 @@ def run_command(
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process's whole group (its children too), then reap it."""
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

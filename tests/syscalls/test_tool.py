@@ -80,9 +80,9 @@ def test_arguments_are_validated_against_the_schema(system: System, tools_proc: 
 
 
 def test_time_out_kills_the_whole_process_group(
-    system: System, tools_proc: Process, tmp_path: Path
+    system: System, tools_proc: Process, workspace: Path
 ) -> None:
-    marker = tmp_path / "child.pid"
+    marker = workspace / "child.pid"  # in the workspace: the sandboxed tool writes nowhere else
     script = (
         "import subprocess, sys, time;"
         "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
@@ -166,11 +166,11 @@ def test_python_tool_has_a_time_out_and_its_errors_come_back(
 
 
 def test_a_stopped_process_stops_its_running_tool(
-    system: System, tools_proc: Process, tmp_path: Path
+    system: System, tools_proc: Process, workspace: Path
 ) -> None:
     import threading
 
-    pidfile = tmp_path / "child.pid"
+    pidfile = workspace / "child.pid"
     script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     system.tools.command("slow", [PY, "-c", script], "Sleep a minute.", timeout=120)
     release = threading.Event()
