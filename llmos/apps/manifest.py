@@ -38,6 +38,9 @@ class CapabilityNeed:
 
     call: str
     scope: str = ANY
+    note: str = field(default="", compare=False)
+    """What the person approving must know beyond the call: `runs unsandboxed, with your full
+    rights` for a tool whose manifest says `sandbox = false`. Not part of the need's identity."""
 
     @classmethod
     def parse(cls, text: str) -> CapabilityNeed:
@@ -51,8 +54,9 @@ class CapabilityNeed:
         return cls(call, scope or ANY)
 
     def describe(self) -> str:
-        """The same form a manifest writes it in."""
-        return self.call if self.scope == ANY else f"{self.call} on {self.scope}"
+        """The same form a manifest writes it in, and the note, which the approval prompt shows."""
+        text = self.call if self.scope == ANY else f"{self.call} on {self.scope}"
+        return f"{text} ({self.note})" if self.note else text
 
     def held_by(self, cap: Capability) -> bool:
         """True when `cap` grants exactly this need."""
@@ -123,10 +127,20 @@ class Manifest(BaseModel):
         return self
 
     def needs(self) -> list[CapabilityNeed]:
-        """Every capability the app needs: those it lists plus `tool.run` on each of its tools."""
-        found = [CapabilityNeed.parse(text) for text in self.capabilities]
-        found += [CapabilityNeed("tool.run", name) for name in self.tools]
-        return sorted(set(found))
+        """Every capability the app needs: those it lists plus `tool.run` on each of its tools,
+        noting a tool that runs unsandboxed or may use the network."""
+        found = {need: need for need in map(CapabilityNeed.parse, self.capabilities)}
+        for name, spec in self.tools.items():
+            need = CapabilityNeed("tool.run", name, tool_note(spec))
+            found[need] = need  # the tool's own need, with its note, wins over a listed one
+        return sorted(found.values())
+
+
+def tool_note(spec: ToolSpec) -> str:
+    """What a tool's approval must say beyond its name: unsandboxed, or networked."""
+    if not spec.sandbox:
+        return "runs unsandboxed, with your full rights: any file you can read or write"
+    return "sandboxed, may use the network" if spec.network else ""
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -216,7 +230,12 @@ class AppRun:
 def app_grants(system: System, manifest: Manifest, source: Path) -> GrantStore:
     """Where this app's approvals are kept: per app name and manifest file, per workspace, so
     another file calling itself by the same name inherits nothing."""
-    key = hashlib.sha256(f"{manifest.name}\0{source.resolve()}".encode()).hexdigest()[:16]
+    identity = f"{manifest.name}\0{source.resolve()}"
+    # A tool turned unsandboxed or networked is a new app to approve: its old grants stay behind.
+    walls = sorted(f"{n}:{tool_note(s)}" for n, s in manifest.tools.items() if tool_note(s))
+    if walls:
+        identity += "\0" + "\0".join(walls)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     folder = system.settings.ensure_home() / "apps"
     folder.mkdir(exist_ok=True, mode=0o700)
     return GrantStore(folder / f"{manifest.name}-{key}.grants.json", system.authority)

@@ -240,3 +240,24 @@ def test_a_request_the_kernel_does_not_answer_fails(
     )
     assert not run.ok and run.code == ErrorCode.E_INVAL
     assert "did not reply" in run.message
+
+
+def test_an_unsandboxed_tool_is_shown_on_approval_and_asked_for_again(
+    tmp_path: Path, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workspace / "todo.txt").write_text("milk")
+    path = write(tmp_path, GOOD)
+    assert llmos_run(path, workspace, "--input", "say=hi", "--yes") == 0
+    assert llmos_run(path, workspace, "--input", "say=hi") == 0, "approved and remembered"
+    capsys.readouterr()
+    unwalled = GOOD.replace("timeout = 5", "timeout = 5\nsandbox = false")
+    manifest = parse_manifest(unwalled)
+    need = next(n for n in manifest.needs() if n.call == "tool.run")
+    assert need == CapabilityNeed("tool.run", "echo"), "the note is not part of the need"
+    assert "runs unsandboxed, with your full rights" in need.describe()
+    path.write_text(unwalled)
+    status = llmos_run(path, workspace, "--input", "say=hi")
+    assert status == EXIT_STATUS[ErrorCode.E_PERM], "the sandboxed tool's approval does not carry"
+    assert "tool.run on echo (runs unsandboxed" in capsys.readouterr().err
+    networked = parse_manifest(GOOD.replace("timeout = 5", "timeout = 5\nnetwork = true"))
+    assert "may use the network" in networked.needs()[-1].describe()
