@@ -257,6 +257,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "sandbox":
+        from llmos.bench.sandbox import bench_sandbox
+
+        figures = bench_sandbox()
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -421,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="print performance figures")
-    bench.add_argument("what", choices=["dispatch", "kernel", "memory", "conversation", "sched"])
+    bench.add_argument(
+        "what", choices=["dispatch", "kernel", "memory", "conversation", "sched", "sandbox"]
+    )
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(
         "--table-sizes",
