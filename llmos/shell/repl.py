@@ -1,31 +1,35 @@
 """The shell: a prompt-toolkit REPL on a terminal, plain line-by-line when input is a pipe.
 
-A line that starts with a syscall name (or `!`) runs that syscall directly; anything else is a
-request for the kernel, whose every step is shown as it happens; a request ending in ` &` runs
-in the background as its own process. Without a model the shell runs in direct-call mode. The
-model loads in the background, so the prompt appears at once; once loaded, a scheduler serves it
-to the shell and to its background jobs, one completion at a time.
+A line that starts with `!`, or with a syscall name that has a dot (`fs.list`) or is followed
+by a `key=value` word (`reply text=hi`), runs that syscall directly; anything else ("reply to
+the email from Bob") is a request for the kernel, whose every step is shown as it happens; a
+request ending in ` &` runs in the background as its own process. Without a model the shell
+runs in direct-call mode. The model loads in the background, so the prompt appears at once;
+once loaded, a scheduler serves it to the shell and to its background jobs, one completion at
+a time. Whatever goes wrong while a line is handled ends as one error line; the shell goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
+import json
 import os
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.security.audit import verify_log
+from llmos.security.audit import AuditEntry, verify
 from llmos.security.capabilities import GrantAnswer, GrantCallback, GrantRequest
 from llmos.shell.grants import parse_answer, question, terminal_grant
 from llmos.shell.jobs import BackgroundJob, JobTable, scheduler_states
-from llmos.syscalls.cmdline import parse_line
+from llmos.syscalls.cmdline import is_direct_call, parse_line
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
@@ -39,13 +43,15 @@ Emit = Callable[[str, bool], None]
 HELP = """\
 Ask for what you want in plain words ("tidy the .log files into logs/"), or type a syscall to
 run it directly, e.g.  fs.list   fs.read path=notes.txt   !fs.write path=a.txt content=hi
+A name without a dot needs ! or a key=value word (!reply hi, reply text=hi): "reply to Bob"
+and "ask mom about dinner" are requests. Words without = fill a call's one required field.
 Built-ins:
   :help                 this text
   :syscalls             the syscall table
   :caps                 capabilities this session holds
   :caps grant CALL [on SCOPE]   grant one for this session (e.g. :caps grant fs.delete on old)
   :caps revoke ID       revoke one (and everything attenuated from it)
-  :audit                verify the audit log
+  :audit [N]            the last N calls (10) from the audit log, and whether it verifies
   :mem                  context budget, summary, resident and recalled turns
   :model                the model in use and its speed
   :apps                 plugin apps loaded (and failed), tools declared
@@ -160,8 +166,50 @@ def render_event(event: Event) -> tuple[str, bool]:
 
 
 def _short(value: object) -> str:
+    """A value on one line, at most 40 characters (then …), quoted if it has spaces."""
     text = str(value).replace("\n", "⏎")
-    return repr(text[:40] + "…") if len(text) > 40 or " " in text else text
+    if len(text) > 40:
+        return repr(text[:40] + "…")
+    return repr(text) if " " in text else text
+
+
+def render_audit_entry(entry: AuditEntry) -> str:
+    """One audit line as `:audit` shows it: number, time, process, call and its key arguments
+    (shortened; digests as `#hash…`), and the outcome."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.time)) if entry.time else "?"
+    number = f"#{entry.seq}" if entry.written else "(unwritten)"
+    # Lines keep their keys sorted; the paths a call works on read best first.
+    keys = sorted(entry.args, key=lambda k: PATH_KEYS.index(k) if k in PATH_KEYS else 3)
+    args = " ".join(
+        f"{key}={_audit_value(entry.args[key])}" for key in keys if entry.args[key] is not None
+    )
+    outcome = "ok" if entry.ok else (entry.code or "failed")
+    who = f"{entry.process}[{entry.pid}]"
+    return f"{number:>6} {when}  {who:14} {entry.call} {args}".rstrip() + f"  → {outcome}"
+
+
+def _audit_value(value: object) -> str:
+    """An argument as logged, short: digests as their first hex digits and size."""
+    if isinstance(value, dict) and ("sha256" in value or "hmac" in value):
+        digest = str(value.get("hmac") or value.get("sha256"))[:8]
+        size = next((f"{value[k]} {k}" for k in ("chars", "bytes") if k in value), "")
+        return f"#{digest}…" + (f"({size})" if size else "")
+    if isinstance(value, str):
+        return _short(value)
+    return _short(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for an unexpected error while the shell handled a line: what failed and where
+    (the innermost frame), so it can be reported; the shell itself goes on."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" (at {Path(last.filename).name}:{last.lineno})"
+    message = str(exc).replace("\n", " ").strip()
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{ErrorCode.E_INTERNAL}: unexpected error, the line was not completed: {text}{where}"
 
 
 class Shell:
@@ -193,17 +241,26 @@ class Shell:
         self.jobs = JobTable(system, workspace, kernel, self._job_ended, parent=self.process)
 
     def handle(self, line: str) -> tuple[bool, str]:
-        """Run one line; returns (ok, text to show). Never raises for bad input."""
+        """Run one line; returns (ok, text to show). It raises only EOFError (leave) and
+        KeyboardInterrupt (Ctrl-C): any other failure, expected or not, becomes one error line
+        and the shell goes on."""
+        try:
+            return self._handle(line)
+        except (EOFError, KeyboardInterrupt):
+            raise
+        except LlmosError as exc:
+            return False, f"{exc.code}: {exc.message}"
+        except Exception as exc:
+            return False, failure_line(exc)
+
+    def _handle(self, line: str) -> tuple[bool, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             return True, ""
         if line.startswith(":"):
             return self.builtin(line[1:].split())
-        if line.startswith("!"):
-            line = line[1:]
-        first = line.split(maxsplit=1)[0]
         background = line == "&" or line.endswith(" &")
-        if not first.startswith("{") and first not in self.system.registry:
+        if not is_direct_call(line, self.system.registry):
             if background:
                 return self.background(line[:-1].strip())
             return self.ask_kernel(line)
@@ -212,10 +269,29 @@ class Shell:
                 f"{ErrorCode.E_INVAL}: only requests to the kernel run in the background; "
                 "a syscall runs at once (drop the &)"
             )
-        try:
-            raw = parse_line(line)
-        except LlmosError as exc:
-            return False, f"{exc.code}: {exc.message}"
+        return self.direct(line.removeprefix("!").strip())
+
+    def direct(self, line: str) -> tuple[bool, str]:
+        """Run `NAME key=value ...` (or a JSON call) through the dispatch path; words without
+        `=` fill the call's one required field, if it has one (`!reply hi`)."""
+        if not line:
+            return False, (
+                f"{ErrorCode.E_INVAL}: ! runs a syscall: !NAME key=value ... "
+                "(e.g. !fs.list, or !reply hi); see :syscalls"
+            )
+        positional = None
+        if not line.startswith("{"):
+            name = line.split(maxsplit=1)[0]
+            spec = self.system.registry.get(name)
+            if spec is None:
+                return False, f"{ErrorCode.E_INVAL}: no syscall {name!r} (see :syscalls)"
+            required = [
+                field
+                for field, info in spec.model.model_fields.items()
+                if field != "call" and info.is_required()
+            ]
+            positional = required[0] if len(required) == 1 else None
+        raw = parse_line(line, positional)
         result = self.system.dispatch(self.process, raw)
         return result.ok, result.render()
 
@@ -247,6 +323,11 @@ class Shell:
                 if event.kind in ("reply", "ask"):
                     return True, text
                 self.emit(text, good)
+        except Exception:
+            # Close the broken turn, so the next request is not taken as more of this one.
+            with contextlib.suppress(Exception):
+                self.conversation.cancel()
+            raise
         finally:
             events.close()
 
@@ -337,6 +418,34 @@ class Shell:
         cap = self.system.authority.mint(call, scope=resource)
         self.process.caps.add(cap)
         return True, f"granted {cap.describe()} for this session ({cap.id})"
+
+    def audit_report(self, n: int) -> tuple[bool, str]:
+        """`:audit [N]`: the last N calls in the audit log (when, who, what, how it ended),
+        then whether the whole log verifies."""
+        audit = self.system.audit
+        audit.flush()
+        lines = [render_audit_entry(entry) for entry in audit.tail(n)]
+        report = verify(audit.path, self.system.signer)
+        if report.problems:
+            lines += [f"line {p.line}: {p.reason}" for p in report.problems]
+            lines.append(
+                f"audit log FAILED verification: {len(report.problems)} problem(s) "
+                f"in {report.lines} lines"
+            )
+        else:
+            older = (
+                f" (the first {report.legacy_lines} signed with the install key, from before"
+                " the audit had its own)"
+                if report.legacy_lines
+                else ""
+            )
+            lines.append(f"audit log OK: {report.lines} lines verified{older}")
+        if audit.pending:
+            lines.append(
+                f"{audit.pending} line(s) not yet written ({audit.failure}); kept in memory "
+                "and written with the next call"
+            )
+        return not report.problems and not audit.pending, "\n".join(lines)
 
     def model_status(self) -> tuple[bool, str]:
         """`:model`: which model the kernel runs, its context and measured speed."""
@@ -479,10 +588,9 @@ class Shell:
             lines += [f"denied  {call} on {scope}" for call, scope in self.process.caps.denied]
             return True, "\n".join(lines) or "(none)"
         if name == "audit":
-            count, problems = verify_log(self.system.audit.path, self.system.signer)
-            if problems:
-                return False, "\n".join(f"line {p.line}: {p.reason}" for p in problems)
-            return True, f"audit log OK: {count} lines verified"
+            if rest and not (rest[0].isdigit() and len(rest) == 1):
+                return False, "usage: :audit [N]   (the last N calls, 10 if not given)"
+            return self.audit_report(int(rest[0]) if rest else 10)
         if name == "mem":
             return self.memory_status()
         if name == "model":
@@ -784,7 +892,32 @@ def run_shell(
         use = shell.context_use()
         return HTML(" " + " │ ".join([*parts, use] if use else parts) + " ")
 
+    def run_line(line: str) -> bool:
+        """Handle one line and show its outcome; False when the shell is to leave."""
+        busy.set()
+        print_pending()
+        try:
+            ok, text = shell.handle(line)
+        except EOFError:
+            return False
+        except KeyboardInterrupt:
+            spinner.pause()
+            try:
+                shell.cancelled()
+            except Exception as exc:
+                spinner.print_line(paint(failure_line(exc), False))
+            spinner.print_line("^C (cancelled; the shell is ready)")
+            return True
+        finally:
+            spinner.pause()
+            busy.clear()
+            print_pending()
+        if text:
+            spinner.print_line(paint(text, ok))
+        return True
+
     print(f"llmos — workspace {shell.process.workspace.root}. Type :help.", file=term)
+    failures = 0
     while True:
         try:
             line = session.prompt("llmos> ", bottom_toolbar=toolbar, pre_run=at_prompt)
@@ -792,23 +925,20 @@ def run_shell(
             continue
         except EOFError:
             return leave()
-        busy.set()
-        print_pending()
-        try:
-            ok, text = shell.handle(line)
-        except EOFError:
-            return leave()
-        except KeyboardInterrupt:
-            spinner.pause()
-            shell.cancelled()
-            spinner.print_line("^C (cancelled; the shell is ready)")
+        except Exception as exc:  # the prompt itself failed (the terminal, the toolbar)
+            spinner.print_line(paint(failure_line(exc), False))
+            failures += 1
+            if failures >= 3:
+                spinner.print_line("the prompt failed 3 times in a row; leaving the shell")
+                leave()
+                return 1
             continue
-        finally:
-            spinner.pause()
-            busy.clear()
-            print_pending()
-        if text:
-            spinner.print_line(paint(text, ok))
+        failures = 0
+        try:
+            if not run_line(line):
+                return leave()
+        except KeyboardInterrupt:  # a second Ctrl-C while the outcome was being shown
+            continue
 
 
 __all__ = ["Shell", "run_piped", "run_shell", "terminal_grant"]

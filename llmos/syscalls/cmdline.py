@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from collections.abc import Container
 from typing import Any
 
 from llmos.errors import ErrorCode, LlmosError
@@ -19,21 +21,56 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_words(words: list[str]) -> dict[str, Any]:
-    """`["fs.read", "path=a.txt"]` -> `{"call": "fs.read", "path": "a.txt"}`."""
+def parse_words(words: list[str], positional: str | None = None) -> dict[str, Any]:
+    """`["fs.read", "path=a.txt"]` -> `{"call": "fs.read", "path": "a.txt"}`.
+
+    With `positional` (the call's one required field), words that are not `key=value` are
+    joined into that field: `["reply", "hi", "there"]` -> `{"call": "reply", "text": "hi there"}`.
+    """
     if not words:
         raise LlmosError(ErrorCode.E_INVAL, "no syscall given; try: fs.list path=.")
     raw: dict[str, Any] = {"call": words[0]}
+    bare: list[str] = []
     for word in words[1:]:
         key, sep, value = word.partition("=")
-        if not sep or not key:
+        if sep and key:
+            raw[key] = parse_value(value)
+        elif positional is not None:
+            bare.append(word)
+        else:
             raise LlmosError(ErrorCode.E_INVAL, f"expected key=value, got {word!r}")
-        raw[key] = parse_value(value)
+    if bare:
+        if positional in raw:
+            raise LlmosError(
+                ErrorCode.E_INVAL, f"{positional} given twice: as {positional}= and as {bare[0]!r}"
+            )
+        raw[str(positional)] = " ".join(bare)
     return raw
 
 
-def parse_line(line: str) -> dict[str, Any]:
-    """Parse one shell line (`fs.write path=a.txt content="two words"`), or a JSON object."""
+_KEY_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def is_direct_call(line: str, names: Container[str]) -> bool:
+    """Whether a shell line is a syscall to run directly rather than a request for the kernel.
+
+    It is when it starts with `!` or `{` (a JSON call), or with a known syscall name that has a
+    dot (`fs.list`) or is followed by a `key=value` word (`reply text=hi`). A known name without
+    a dot and without such a word reads as plain words: "reply to the email from Bob" and "ask
+    mom about dinner" are requests.
+    """
+    line = line.strip()
+    if line.startswith(("!", "{")):
+        return True
+    words = line.split()
+    if not words or words[0] not in names:
+        return False
+    return "." in words[0] or any(_KEY_VALUE.match(word) for word in words[1:])
+
+
+def parse_line(line: str, positional: str | None = None) -> dict[str, Any]:
+    """Parse one shell line (`fs.write path=a.txt content="two words"`), or a JSON object;
+    `positional` as for `parse_words`."""
     line = line.strip()
     if line.startswith("{"):
         try:
@@ -47,4 +84,4 @@ def parse_line(line: str) -> dict[str, Any]:
         words = shlex.split(line)
     except ValueError as exc:
         raise LlmosError(ErrorCode.E_INVAL, f"cannot parse: {exc}") from None
-    return parse_words(words)
+    return parse_words(words, positional)

@@ -86,10 +86,8 @@ class Pane:
         subprocess.run([TMUX, "kill-server"], env=self.env, capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def pane(small_model: Path, workspace: Path, llmos_home: Path, tmp_path: Path) -> Iterator[Pane]:
-    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
-    (workspace / "old.txt").write_text("stale\n")
+def _start(workspace: Path, llmos_home: Path, tmp_path: Path, *args: str) -> Pane:
+    """The shell on `workspace` in a new tmux pane, run with `args`."""
     env = {
         **os.environ,
         "LLMOS_HOME": str(llmos_home),
@@ -97,12 +95,30 @@ def pane(small_model: Path, workspace: Path, llmos_home: Path, tmp_path: Path) -
         "TERM": "xterm-256color",
     }
     env.pop("TMUX", None)
-    argv = [sys.executable, "-X", "faulthandler", "-m", "llmos.cli", "-w", str(workspace)]
-    argv += ["--model", str(small_model)]
+    argv = [sys.executable, "-X", "faulthandler", "-m", "llmos.cli", "-w", str(workspace), *args]
     command = " ".join(shlex.quote(a) for a in argv)
     stderr = tmp_path / "stderr.txt"
     shell = Pane(f"env LLMOS_HOME={shlex.quote(str(llmos_home))} {command} 2>{stderr}", env)
     shell.stderr = stderr
+    return shell
+
+
+@pytest.fixture
+def pane(small_model: Path, workspace: Path, llmos_home: Path, tmp_path: Path) -> Iterator[Pane]:
+    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
+    (workspace / "old.txt").write_text("stale\n")
+    shell = _start(workspace, llmos_home, tmp_path, "--model", str(small_model))
+    try:
+        yield shell
+    finally:
+        shell.close()
+
+
+@pytest.fixture
+def direct_pane(workspace: Path, llmos_home: Path, tmp_path: Path) -> Iterator[Pane]:
+    """The shell without a model (direct-call mode): starts in a second, needs no GGUF."""
+    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
+    shell = _start(workspace, llmos_home, tmp_path, "--direct")
     try:
         yield shell
     finally:
@@ -189,3 +205,29 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
         time.sleep(0.2)
     assert pane.exit_status() == 0
     assert "cancelled 1 background job(s) still running: [2] write a very long" in pane.screen()
+
+
+def test_bad_lines_in_a_real_terminal_leave_the_shell_running(
+    direct_pane: Pane, workspace: Path
+) -> None:
+    pane = direct_pane
+    first_prompt(pane)
+    pane.type("!")
+    pane.wait_for("E_INVAL: ! runs a syscall")
+    pane.type("fs.list")
+    deadline = time.monotonic() + 30
+    while "notes.txt" not in after(pane.screen(), "llmos> fs.list"):
+        assert time.monotonic() < deadline, f"no listing after '!':\n{pane.screen()}"
+        time.sleep(0.2)
+    pane.type("reply to the email from Bob")
+    pane.wait_for("direct-call mode (no model loaded)")
+    pane.type("!reply hi there")
+    screen = pane.wait_for("hi there", times=2)
+    assert pane.exit_status() is None and "Traceback" not in screen
+    time.sleep(0.5)
+    pane.send("C-d")
+    deadline = time.monotonic() + 30
+    while pane.exit_status() is None:
+        assert time.monotonic() < deadline, "Ctrl-D did not leave the shell"
+        time.sleep(0.2)
+    assert pane.exit_status() == 0
