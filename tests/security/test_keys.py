@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.security import keys
 from llmos.security.keys import KEY_BYTES, Signer, derive_key, load_or_create_key
 
 
@@ -72,9 +71,9 @@ def test_a_crash_while_the_key_is_made_leaves_no_key(
         raise OSError(5, "Input/output error")
 
     if crash_in == "write":
-        monkeypatch.setattr(keys.os, "write", half_then_die)
+        monkeypatch.setattr(os, "write", half_then_die)
     else:
-        monkeypatch.setattr(keys.os, "fsync", die)
+        monkeypatch.setattr(os, "fsync", die)
     with pytest.raises(OSError):
         load_or_create_key(path)
     assert not path.exists(), "no half-written key is ever in place"
