@@ -140,9 +140,11 @@ saying how many were lost is written first once writing works again."""
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    written = os.write(fd, data)  # all of it, but for a disk filling up in the middle
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 class AuditLog:
@@ -418,8 +420,9 @@ class AuditLog:
     def _append(self, content: dict[str, Any]) -> None:
         """Append one line after the last; a partial write is cut off again, so the file never
         holds half a line, and the caller keeps the entry to try it later."""
-        entry = {**content, "seq": self._seq + 1, "prev": self._prev}
-        body = _canonical(entry)
+        content["seq"] = self._seq + 1  # set again if this write fails and is retried
+        content["prev"] = self._prev
+        body = _canonical(content)
         mac = self._signer.sign(body)
         line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
         try:

@@ -294,3 +294,24 @@ def test_tail_reads_the_last_lines_and_what_is_still_pending(
     monkeypatch.undo()
     log.close()
     assert tail_log(tmp_path / "missing.log", 5) == []
+
+
+def test_ctrl_c_in_the_middle_of_a_write_keeps_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install, path = Signer(KEY), tmp_path / "audit.log"
+    log = AuditLog(path, install)
+    real = audit_module._write_all
+
+    def interrupted(fd: int, data: bytes) -> None:
+        real(fd, data[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit_module, "_write_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the person's Ctrl-C still reaches the shell
+        _record(log, 1, call="fs.delete")
+    assert log.pending == 1 and path.read_bytes() == b"", "no half line"
+    monkeypatch.undo()
+    log.close()  # what is pending is written at close at the latest
+    assert [e["call"] for e in _lines(path)] == ["fs.delete"]
+    assert verify_log(path, install) == (1, [])
