@@ -197,6 +197,22 @@ def cmd_syscalls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_undo(args: argparse.Namespace) -> int:
+    """List the undo journal's change sets, or restore one (asking first on a terminal)."""
+    from llmos.system import System
+    from llmos.undo import confirm_on_terminal, list_lines, undo
+
+    with System(_settings(args), plugins=False) as system:
+        if args.list:
+            print("\n".join(list_lines(system, _workspace(args))))
+            return 0
+        confirm = None if args.yes else confirm_on_terminal
+        if confirm is not None and not sys.stdin.isatty():
+            raise LlmosError(ErrorCode.E_INVAL, "no terminal to confirm on; add --yes to undo")
+        print("\n".join(undo(system, _workspace(args), args.number, confirm)))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Verify the audit log's chain and signatures."""
     from llmos.security.audit import verify_log
@@ -421,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     syscalls = sub.add_parser("syscalls", help="list the syscall table")
     syscalls.add_argument("--schema", action="store_true", help="print the union's JSON Schema")
     syscalls.set_defaults(func=cmd_syscalls)
+
+    undo = sub.add_parser("undo", help="undo the last change set (a turn, a call, an app run)")
+    undo.add_argument("number", nargs="?", type=int, help="the change set (see --list)")
+    undo.add_argument("--list", action="store_true", help="list this workspace's change sets")
+    undo.add_argument("--yes", action="store_true", help="do not ask first")
+    undo.set_defaults(func=cmd_undo)
 
     audit = sub.add_parser("audit", help="audit log tools")
     audit.add_argument("action", choices=["verify"])

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default=None,
         description="A sentence-transformers model folder; the packaged all-MiniLM-L6-v2 if unset.",
     )
+    journal_max_mb: int = Field(
+        default=256,
+        ge=1,
+        description="Most space the undo journal keeps; the oldest change sets go first.",
+    )
     default_caps: list[str] = Field(
         default_factory=lambda: [
             "fs.read",

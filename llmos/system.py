@@ -20,6 +20,7 @@ from llmos.security.capabilities import (
     GrantCallback,
     GrantStore,
 )
+from llmos.security.journal import Journal
 from llmos.security.keys import Signer, load_or_create_key
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Syscall, SyscallResult
@@ -52,7 +53,8 @@ class System:
             home / "audit.log", self.signer, digest_values=settings.memory_encrypt
         )
         self.grants = GrantStore(home / "grants.json", self.authority)
-        self.dispatcher = Dispatcher(self.registry, self.authority, self.audit)
+        self.journal = Journal(home / "journal", settings.journal_max_mb << 20)
+        self.dispatcher = Dispatcher(self.registry, self.authority, self.audit, self.journal)
         self._memory: Memory | None = None
         self._memory_lock = threading.Lock()
         self._files: dict[Path, FileIndex] = {}

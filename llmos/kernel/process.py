@@ -14,6 +14,7 @@ from llmos.security.workspace import Workspace
 if TYPE_CHECKING:
     from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
+    from llmos.security.journal import ChangeSet
 
 _pids = itertools.count(1)
 
@@ -34,6 +35,9 @@ class Process:
     pid: int = field(default_factory=lambda: next(_pids))
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the process is being killed: a tool it is running is stopped (E_INTR)."""
+    changes: ChangeSet | None = field(default=None, repr=False)
+    """The open change set (a turn, an app run) that the files its calls change are journaled
+    in, for undo; None makes each file-changing call a change set of its own."""
 
     @property
     def interactive(self) -> bool:

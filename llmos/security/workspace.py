@@ -123,6 +123,9 @@ class Workspace:
         """Called with the real workspace-relative path of everything `locate` resolves, so the
         dispatch path can check capability scopes against where a path really leads (a symlink
         inside the workspace must not carry a call out of its scope). Raises to refuse."""
+        self.watch: Callable[[Located], None] | None = None
+        """Called with everything `locate` resolves, after the guard passed it and before the
+        caller acts on it: the dispatch path journals what a file-changing call will change."""
 
     def close(self) -> None:
         """Release the handle on the root."""
@@ -200,6 +203,8 @@ class Workspace:
                 raise _perm(f"{path}: llmos's own state is out of reach of every call")
             if self.guard is not None:
                 self.guard(located.rel)
+            if self.watch is not None:
+                self.watch(located)
             yield located
         finally:
             for fd in opened:

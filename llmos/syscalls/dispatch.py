@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,11 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
+from llmos.security.journal import Journal
+from llmos.security.workspace import Located
 from llmos.syscalls.base import Registry, Syscall, SyscallResult, SyscallSpec
+
+log = logging.getLogger(__name__)
 
 DispatchHook = Callable[[Process, Syscall, SyscallResult], None]
 
@@ -18,11 +23,16 @@ class Dispatcher:
     """Runs syscalls for processes; no handler is ever called any other way."""
 
     def __init__(
-        self, registry: Registry, authority: CapabilityAuthority, audit: AuditLog | None
+        self,
+        registry: Registry,
+        authority: CapabilityAuthority,
+        audit: AuditLog | None,
+        journal: Journal | None = None,
     ) -> None:
         self.registry = registry
         self.authority = authority
         self.audit = audit
+        self.journal = journal
 
     def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
         """Run one call for `process`; every outcome, allowed or denied, is audited."""
@@ -68,11 +78,30 @@ class Dispatcher:
                 allowed.add(real)
 
         workspace = process.workspace
+        if not call.changes_files or self.journal is None:
+            previous, workspace.guard = workspace.guard, guard
+            try:
+                return spec.handler(call, process)
+            finally:
+                workspace.guard = previous
+        own = process.changes is None
+        changes = process.changes or self.journal.begin(_label(call), workspace)
+
+        def watch(located: Located) -> None:
+            changes.before(located, call.call)
+
         previous, workspace.guard = workspace.guard, guard
+        watching, workspace.watch = workspace.watch, watch
         try:
             return spec.handler(call, process)
         finally:
-            workspace.guard = previous
+            workspace.guard, workspace.watch = previous, watching
+            try:
+                changes.after(workspace)
+                if own:
+                    self.journal.end(changes)
+            except OSError as exc:  # the saved copies are in; only the record is behind
+                log.warning("the undo journal could not record %s: %s", call.call, exc)
 
     def _authorize(self, process: Process, spec: SyscallSpec[Any], resources: list[str]) -> None:
         """Pass if a held capability covers the call; else ask (interactive) or refuse (E_PERM)."""
@@ -112,6 +141,13 @@ def _as_answer(value: object) -> GrantAnswer:
         return GrantAnswer(value.strip().lower())
     except ValueError:
         return GrantAnswer.DENY
+
+
+def _label(call: Syscall) -> str:
+    """A direct call's change-set label: its name and first arguments, shortened."""
+    args = call.model_dump(mode="json", exclude={"call"}, exclude_defaults=True)
+    words = [f"{k}={str(v)[:40]}" for k, v in list(args.items())[:2]]
+    return " ".join([call.call, *words])
 
 
 def _name_and_args(raw: Syscall | dict[str, Any]) -> tuple[str, dict[str, Any]]:

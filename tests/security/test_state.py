@@ -19,11 +19,14 @@ from llmos.system import System
 
 def _tree(root: Path) -> dict[str, bytes]:
     """Every file below `root` and its bytes: what must not change (but the audit trail,
-    which records each refusal)."""
+    which records each refusal, and the undo journal, which records the workspace's changes)."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink() and not p.name.startswith("audit.log")
+        if p.is_file()
+        and not p.is_symlink()
+        and not p.name.startswith("audit.log")
+        and p.relative_to(root).parts[0] != "journal"
     }
 
 

@@ -493,11 +493,13 @@ def swap_after_locate(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[],
 
     def install(swap: Callable[[], None]) -> None:
         original = Workspace.locate
+        pending = [swap]
 
         @contextlib.contextmanager
         def racing(self: Workspace, path: str, **kwargs: Any) -> Iterator[Located]:
             with original(self, path, **kwargs) as loc:
-                swap()
+                if pending:
+                    pending.pop()()
                 yield loc
 
         monkeypatch.setattr(Workspace, "locate", racing)
