@@ -325,16 +325,25 @@ def run_prepared(
     show: Callable[[str], None] = print,
 ) -> AppRun:
     """Run a prepared app's steps in order (its tools must be declared) and stop at the first
-    failure. `backend` opens the model, only if a request step needs it."""
+    failure, the files they change journaled as one change set. `backend` opens the model,
+    only if a request step needs it."""
     run = AppRun()
     kernel_steps = _KernelSteps(system, backend, app.preface)
-    for number, step in enumerate(app.steps, 1):
-        if "request" in step:
-            kernel_steps.run(app.process, str(step["request"]), run, show, number)
-        else:
-            _syscall_step(system, app.process, step, run, show, number)
-        if not run.ok:
-            break
+    process = app.process
+    process.changes = system.journal.begin(f"app {app.manifest.name}", process.workspace)
+    try:
+        for number, step in enumerate(app.steps, 1):
+            if "request" in step:
+                kernel_steps.run(process, str(step["request"]), run, show, number)
+            else:
+                _syscall_step(system, process, step, run, show, number)
+            if not run.ok:
+                break
+    finally:  # the whole run is one change set: `llmos undo` takes it back at once
+        system.journal.end(process.changes)
+        process.changes = None
+        for notice in system.journal.take_notices():
+            show(f"note: {notice}")
     return run
 
 

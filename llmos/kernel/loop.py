@@ -602,15 +602,22 @@ class Kernel:
     ) -> Generator[Event, None, None]:
         """Run one request to its reply, yielding every step as it happens. With a pager on the
         conversation, each step is preceded by paging (shown as `memory` events) and the
-        session is saved when the turn ends, however it ends."""
+        session is saved when the turn ends, however it ends. The files the turn changes are
+        one change set of the undo journal (unless the process already has one open)."""
         self.begin(process, conversation, request)
         pager = conversation.pager
+        own = process.changes is None  # else an app run's change set holds the turn's changes
+        if own:
+            process.changes = self.system.journal.begin(request, process.workspace)
         try:
             yield from self._steps(process, conversation, pager)
         finally:
             turn = conversation.current
             if turn is not None:
                 turn.close()
+            if own and process.changes is not None:
+                self.system.journal.end(process.changes)
+                process.changes = None
             if pager is not None:
                 pager.save(conversation, process)
 

@@ -189,14 +189,21 @@ class ChangeSet:
         return self.info.id
 
     def before(self, located: Located, call: str) -> None:
-        """Save what `located` holds now, once per path and call, before the call changes it."""
+        """Save what `located` holds now, before the call changes it: once per path in the
+        set (a path an earlier call of the set changed keeps its first state, and undo takes
+        it back to that)."""
         if located.rel in self._pending or located.is_root:
+            return
+        earlier = next((c for c in self.info.changes if c.path == located.rel), None)
+        if earlier is not None:
+            if call not in earlier.call.split(", "):
+                earlier.call = f"{earlier.call}, {call}"
+            self._pending[located.rel] = earlier
             return
         if self._saver is None:
             self._saver = _Saver(self.folder)
-        change = Change(
-            path=located.rel, call=call, before=capture(located.dir_fd, located.name, self._saver)
-        )
+        state = capture(located.dir_fd, located.name, self._saver)
+        change = Change(path=located.rel, call=call, before=state)
         self._pending[located.rel] = change
         self.info.changes.append(change)
         self.save()

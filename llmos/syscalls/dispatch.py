@@ -35,35 +35,41 @@ class Dispatcher:
         self.journal = journal
 
     def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
-        """Run one call for `process`; every outcome, allowed or denied, is audited."""
+        """Run one call for `process`; every outcome, allowed or denied, is audited, also when
+        the call is interrupted (Ctrl-C) or fails in a way no handler expected."""
         name, args = _name_and_args(raw)
         resources: list[str] = []
+        result: SyscallResult | None = None
         try:
-            call = self.registry.parse(raw)
-            spec = self.registry.get(call.call)
-            assert spec is not None
-            resources = list(spec.resources(call, process))
-            self._authorize(process, spec, resources)
-            result = SyscallResult.success(call.call, self._run(process, spec, call, resources))
-        except LlmosError as exc:
-            result = SyscallResult.failure(name, exc.code, exc.message)
-        except OSError as exc:
-            result = SyscallResult.failure(name, ErrorCode.E_IO, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            result = SyscallResult.failure(
-                name, ErrorCode.E_INTERNAL, f"{name} failed: {type(exc).__name__}: {exc}"
-            )
-        if self.audit is not None:
-            self.audit.record(
-                pid=process.pid,
-                process=process.name,
-                call=name,
-                args=args,
-                ok=result.ok,
-                code=result.code.value if result.code else None,
-                resources=resources,
-            )
-        return result
+            try:
+                call = self.registry.parse(raw)
+                spec = self.registry.get(call.call)
+                assert spec is not None
+                resources = list(spec.resources(call, process))
+                self._authorize(process, spec, resources)
+                value = self._run(process, spec, call, resources)
+                result = SyscallResult.success(call.call, value)
+            except LlmosError as exc:
+                result = SyscallResult.failure(name, exc.code, exc.message)
+            except OSError as exc:
+                result = SyscallResult.failure(name, ErrorCode.E_IO, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                result = SyscallResult.failure(
+                    name, ErrorCode.E_INTERNAL, f"{name} failed: {type(exc).__name__}: {exc}"
+                )
+            return result
+        finally:  # record never raises, and a Ctrl-C mid-call still leaves its line
+            if self.audit is not None:
+                code = ErrorCode.E_INTR.value if result is None else result.code
+                self.audit.record(
+                    pid=process.pid,
+                    process=process.name,
+                    call=name,
+                    args=args,
+                    ok=result is not None and result.ok,
+                    code=code.value if isinstance(code, ErrorCode) else code,
+                    resources=resources,
+                )
 
     def _run(
         self, process: Process, spec: SyscallSpec[Any], call: Syscall, resources: list[str]

@@ -197,6 +197,8 @@ def test_a_call_killed_mid_way_can_still_be_undone(
     with pytest.raises(KeyboardInterrupt):
         system.dispatch(proc, {"call": "fs.write", "path": "notes.txt", "content": "half"})
     assert (files / "notes.txt").read_text() == "half"
+    [line] = system.audit.tail(1)
+    assert (line.call, line.ok, line.code) == ("fs.write", False, "E_INTR"), "audited anyway"
     undo(system, files, None, None)
     assert (files / "notes.txt").read_text() == "one\ntwo\n"
 
@@ -226,3 +228,61 @@ def test_llmos_undo_command(workspace: Path, llmos_home: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "restored notes.txt" in done.stdout
     assert (workspace / "notes.txt").read_text() == "keep me\n"
+
+
+def test_a_kernel_turn_is_one_change_set(system: System, proc: Process, files: Path) -> None:
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.kernel.loop import Conversation, Kernel
+
+    before = tree(files)
+    backend = ScriptedBackend(
+        [
+            {"call": "fs.write", "path": "notes.txt", "content": "rewritten"},
+            {"call": "fs.append", "path": "todo.md", "text": "milk"},
+            {"call": "reply", "text": "done"},
+        ]
+    )
+    request = "rewrite notes.txt and add milk to todo.md"
+    events = list(Kernel(system, backend).turn(proc, Conversation(), request))
+    assert events[-1].kind == "reply", [e.text for e in events]
+    assert proc.changes is None, "the turn closed its change set"
+    [turn] = system.journal.sets()
+    assert turn.label == request
+    assert sorted(c.path for c in turn.changes) == ["notes.txt", "todo.md"]
+    undo(system, files, None, None)
+    assert tree(files) == before
+
+
+def test_an_app_run_is_one_change_set(system: System, workspace: Path) -> None:
+    from llmos.apps.manifest import Manifest, run_app
+
+    (workspace / "a.txt").write_text("a\n")
+    manifest = Manifest.model_validate(
+        {
+            "name": "tidy",
+            "capabilities": ["fs.write", "fs.append"],
+            "steps": [
+                {"call": "fs.write", "path": "a.txt", "content": "A"},
+                {"call": "fs.append", "path": "a.txt", "text": "more"},
+                {"call": "fs.write", "path": "b.txt", "content": "B"},
+            ],
+        }
+    )
+    run = run_app(
+        system,
+        manifest,
+        workspace / "tidy.toml",
+        workspace,
+        {},
+        approve=lambda *a: True,
+        show=lambda line: None,
+    )
+    assert run.ok
+    [app] = system.journal.sets()
+    assert app.label == "app tidy"
+    assert [(c.path, c.call) for c in app.changes] == [
+        ("a.txt", "fs.write, fs.append"),
+        ("b.txt", "fs.write"),
+    ]
+    undo(system, workspace, None, None)
+    assert (workspace / "a.txt").read_text() == "a\n" and not (workspace / "b.txt").exists()
