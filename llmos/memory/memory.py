@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_MEM_FORGET, MEM_FORGET_MIN_SCORE
+from llmos.memory.cipher import KEY_FILE
 from llmos.memory.embedder import Embedder
 from llmos.memory.index import (
     INDEX_DIR,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMORY_DIR = "memory"
-KEY_FILE = ("keys", "memory.key")
 REINDEX_BATCH = 256
 PROBE_RECENT = 16
 QUERY_CACHE = 64
@@ -67,20 +67,22 @@ class Hit:
         return self.record.text
 
 
-def _index_metadata(record: Record) -> dict[str, Any]:
-    """What Chroma keeps beside a vector: enough to filter by tag, session and time."""
+def _index_metadata(record: Record, tag_key: Callable[[str], str]) -> dict[str, Any]:
+    """What Chroma keeps beside a vector: enough to filter by tag, session and time (never the
+    text: Chroma holds no documents; a hit's text is read from the store by its id). Tags are
+    filed under `tag_key(tag)`, a keyed digest when memory is encrypted."""
     meta: dict[str, Any] = {"collection": record.collection, "created": record.created}
     session = record.meta.get("session")
     if session is not None:
         meta["session"] = str(session)
     for tag in record.tags:
-        meta[f"tag:{tag}"] = True
+        meta[f"tag:{tag_key(tag)}"] = True
     return meta
 
 
-def _where(tags: Sequence[str]) -> Where | None:
+def _where(tags: Sequence[str], tag_key: Callable[[str], str]) -> Where | None:
     """A Chroma filter for records carrying every tag."""
-    clauses: list[Where] = [{f"tag:{t}": True} for t in tags]
+    clauses: list[Where] = [{f"tag:{tag_key(t)}": True} for t in tags]
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -202,7 +204,7 @@ class Memory:
                     collection,
                     [r.id for r in records],
                     vectors,
-                    [_index_metadata(r) for r in records],
+                    [_index_metadata(r, self.db.index_tag) for r in records],
                 )
             except LlmosError as exc:
                 log.warning("indexing %d memories failed: %s", len(records), exc.message)
@@ -229,7 +231,7 @@ class Memory:
                         collection,
                         [r.id for r, _ in chosen],
                         [v for _, v in chosen],
-                        [_index_metadata(r) for r, _ in chosen],
+                        [_index_metadata(r, self.db.index_tag) for r, _ in chosen],
                     )
 
     def _index_failed(self, exc: Exception) -> None:
@@ -276,7 +278,7 @@ class Memory:
         hits: list[Hit] = []
         for collection in collections:
             if session is None:
-                where = _where(wanted)
+                where = _where(wanted, self.db.index_tag)
                 hits.extend(self._search_one(index, collection, vector, k, where, allow, min_score))
             else:
                 hits.extend(
@@ -422,14 +424,20 @@ class Memory:
 
         An index closed cleanly is checked in this process; one that may have been killed
         mid-write is probed in a subprocess first, because opening a damaged Chroma segment
-        can crash (chroma-core/chroma 7238).
+        can crash (chroma-core/chroma 7238). One whose tags are filed in clear while memory is
+        encrypted (or by digest while it is not) is wiped and rebuilt: a local index's old
+        files must not keep the tags.
         """
         state = self.db.get_meta("index_state")
         model = self.db.get_meta("index_model")
+        tags = self.db.get_meta("index_tags") or "plain"
         self.db.set_meta("index_state", "dirty")
         same_model = model == self.embedder.name or self.db.count() == 0
         if not self.index.exists():
             result = ProbeResult(Health.MISSING, "no index yet")
+        elif tags != self._tag_mode():
+            want = self._tag_mode()
+            result = ProbeResult(Health.DAMAGED, f"tags filed {tags}, memory wants them {want}")
         elif not same_model:
             result = ProbeResult(Health.STALE, f"built with {model}, not {self.embedder.name}")
         elif self.index.path is not None and state != "clean":
@@ -484,7 +492,12 @@ class Memory:
                     batch = []
             total += self._index_batch(collection, batch)
         self.db.set_meta("index_model", model)
+        self.db.set_meta("index_tags", self._tag_mode())
         return total
+
+    def _tag_mode(self) -> str:
+        """How the index files tags now: 'keyed' (digests) when memory is encrypted."""
+        return "keyed" if self.db.encrypt else "plain"
 
     def _index_batch(
         self, collection: Collection, batch: Sequence[tuple[Record, list[float] | None]]
@@ -499,7 +512,10 @@ class Memory:
         filled = [v if v is not None else fresh[r.id] for r, v in batch]
         records = [r for r, _ in batch]
         self.index.upsert(
-            collection, [r.id for r in records], filled, [_index_metadata(r) for r in records]
+            collection,
+            [r.id for r in records],
+            filled,
+            [_index_metadata(r, self.db.index_tag) for r in records],
         )
         return len(batch)
 

@@ -10,6 +10,8 @@ loses nothing; the session (summary and resident turns) is saved after every cha
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from llmos.kernel.backend import Backend, Message
     from llmos.kernel.loop import Kernel
     from llmos.kernel.process import Process
+    from llmos.memory.cipher import RecordCipher
     from llmos.memory.memory import Allow, Hit, Memory
 
 SESSIONS_DIR = "sessions"
@@ -184,23 +187,43 @@ class PagerStats:
 
 class SessionFile:
     """A conversation saved as JSON under LLMOS_HOME/sessions, replaced atomically, so
-    `llmos --resume` continues it after a restart or a crash."""
+    `llmos --resume` continues it after a restart or a crash.
 
-    def __init__(self, home: Path, session_id: str | None = None) -> None:
+    With `encrypt` (memory_encrypt) the whole conversation is sealed under the memory key
+    (AES-GCM, bound to the session id) and the file holds only its id and the ciphertext; a
+    sealed file is opened whatever `encrypt` says, so turning encryption off still resumes it.
+    """
+
+    def __init__(self, home: Path, session_id: str | None = None, *, encrypt: bool = False) -> None:
+        self.home = home
         self.folder = home / SESSIONS_DIR
         self.id = session_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.path = self.folder / f"{self.id}.json"
+        self.encrypt = encrypt
+        self._cipher: RecordCipher | None = None
 
     @classmethod
-    def latest(cls, home: Path) -> SessionFile | None:
+    def latest(cls, home: Path, *, encrypt: bool = False) -> SessionFile | None:
         """The most recently saved session, if there is one."""
         folder = home / SESSIONS_DIR
         files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-        return cls(home, files[-1].stem) if files else None
+        return cls(home, files[-1].stem, encrypt=encrypt) if files else None
+
+    def _cipher_now(self, *, create: bool) -> RecordCipher:
+        if self._cipher is None:
+            from llmos.memory.cipher import RecordCipher, memory_key_path
+
+            path = memory_key_path(self.home)
+            self._cipher = (
+                RecordCipher.from_key_file(path)
+                if create
+                else RecordCipher.existing(path, f"session {self.id}")
+            )
+        return self._cipher
 
     def save(self, conversation: Conversation, process: str) -> None:
         """Write the session: a temporary file, fsync, then rename over the old one."""
-        data = {
+        data: dict[str, object] = {
             "id": self.id,
             "process": process,
             "saved": time.time(),
@@ -208,11 +231,17 @@ class SessionFile:
             "paged_out": conversation.paged_out,
             "turns": [t.to_json() for t in conversation.turns],
         }
+        body = json.dumps(data, ensure_ascii=False).encode()
+        if self.encrypt:
+            sealed = self._cipher_now(create=True).seal(self.id, "session", body)
+            body = json.dumps({"id": self.id, "sealed": base64.b64encode(sealed).decode()}).encode()
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps(data, ensure_ascii=False).encode())
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -227,11 +256,14 @@ class SessionFile:
         """Fill `conversation` from the saved session (E_NOENT or E_INVAL when it cannot)."""
         try:
             data = json.loads(self.path.read_text())
+            if "sealed" in data:
+                blob = base64.b64decode(data["sealed"], validate=True)
+                data = json.loads(self._cipher_now(create=False).open(self.id, "session", blob))
             turns = [Turn.from_json(t) for t in data["turns"]]
             summary, paged_out = str(data["summary"]), int(data["paged_out"])
         except FileNotFoundError:
             raise LlmosError(ErrorCode.E_NOENT, f"no saved session {self.id!r}") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise LlmosError(
                 ErrorCode.E_INVAL, f"session file {self.path} is damaged: {exc}"
             ) from None
@@ -575,6 +607,8 @@ class Pager:
             self.session.save(conversation, process.name)
         except OSError as exc:
             self.stats.errors.append(f"E_IO: cannot save the session: {exc}")
+        except LlmosError as exc:  # the memory key unreadable: the turn goes on all the same
+            self.stats.errors.append(f"{exc.code}: cannot save the session: {exc.message}")
 
     def describe(self, kernel: Kernel, conversation: Conversation) -> str:
         """What `:mem` shows: the budget, the summary, what is resident and what was recalled."""
@@ -613,10 +647,17 @@ class Pager:
         return "\n".join(lines)
 
 
-def resume_conversation(home: Path, session_id: str | None = None) -> Conversation:
+def resume_conversation(
+    home: Path, session_id: str | None = None, *, encrypt: bool = False
+) -> Conversation:
     """A conversation continued from its saved session (the latest when no id is given), with
-    a pager filing into the same recall pages; E_NOENT when there is none."""
-    session = SessionFile(home, session_id) if session_id else SessionFile.latest(home)
+    a pager filing into the same recall pages; E_NOENT when there is none. With `encrypt`
+    (memory_encrypt) it is saved sealed from now on."""
+    session = (
+        SessionFile(home, session_id, encrypt=encrypt)
+        if session_id
+        else SessionFile.latest(home, encrypt=encrypt)
+    )
     if session is None:
         raise LlmosError(ErrorCode.E_NOENT, "there is no saved session to resume")
     conversation = Conversation(pager=Pager(session))
@@ -624,9 +665,9 @@ def resume_conversation(home: Path, session_id: str | None = None) -> Conversati
     return conversation
 
 
-def new_conversation(home: Path) -> Conversation:
-    """A fresh conversation with a pager and its own saved session."""
-    return Conversation(pager=Pager(SessionFile(home)))
+def new_conversation(home: Path, *, encrypt: bool = False) -> Conversation:
+    """A fresh conversation with a pager and its own saved session (sealed with `encrypt`)."""
+    return Conversation(pager=Pager(SessionFile(home, encrypt=encrypt)))
 
 
 __all__ = [

@@ -36,6 +36,11 @@ MetaValue = str | int | float | bool
 DB_FILE = "store.sqlite3"
 MAX_SQL_VARIABLES = 500
 LOCK_FILE = "lock"
+PLAIN, TEXT_SEALED, ALL_SEALED = 0, 1, 2
+"""A record's `encrypted` column: in clear; its text sealed (what an older llmos wrote, tags and
+metadata in clear); text, tags and metadata sealed together, only the session id left in clear
+(what a search within one session selects by; it is a saved session's file name anyway)."""
+SEAL_BATCH = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -145,9 +150,11 @@ class MemoryStore:
         self._flock = StoreLock(folder / LOCK_FILE)
         self._flock.acquire()
         try:
-            if encrypt:
-                self._cipher = self._load_cipher(create=True)
             self._db = self._connect(folder / DB_FILE)
+            if encrypt:
+                self._cipher = self._load_cipher(create=not self._has_sealed())
+                # Deleted and rewritten rows are zeroed, not left in free pages.
+                self._db.execute("PRAGMA secure_delete=ON")
             self.store_id = self._init_meta()
             self._next_seq = self._last_seq() + 1
             # Counted once here, then kept in step by add/delete: this process is the only
@@ -157,6 +164,8 @@ class MemoryStore:
                 "SELECT collection, COUNT(*) FROM records GROUP BY collection"
             ):
                 self._counts[collection] = int(n)
+            self.sealed_on_open = self._seal_existing() if encrypt else 0
+            """How many records stored in clear (or only partly sealed) opening sealed."""
         except BaseException:
             self._flock.release()
             raise
@@ -189,15 +198,67 @@ class MemoryStore:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
         return int(row[0]) if row else 0
 
+    def _has_sealed(self) -> bool:
+        row = self._db.execute("SELECT 1 FROM records WHERE encrypted != 0 LIMIT 1").fetchone()
+        return row is not None
+
     def _load_cipher(self, *, create: bool) -> RecordCipher:
+        """The cipher under the key file; a key is made only when nothing is sealed yet (a
+        store whose key was lost must not go on under a new one)."""
         if self.key_path is None:
             raise LlmosError(ErrorCode.E_IO, "memory encryption needs a key file; none was given")
-        if not create and not self.key_path.exists():
-            raise LlmosError(
-                ErrorCode.E_IO,
-                f"memory is encrypted but its key {self.key_path} is missing; restore it",
-            )
+        if not create:
+            return RecordCipher.existing(self.key_path, "memory")
         return RecordCipher.from_key_file(self.key_path)
+
+    def _seal_existing(self) -> int:
+        """Seal every record stored in clear or only partly sealed (turning encryption on for
+        an existing store), then compact the file and empty the WAL, so that no copy of the old
+        text is left in free pages or log frames. Returns how many records it sealed."""
+        sealed = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS}, vector FROM records WHERE encrypted != ? LIMIT ?",
+                    (ALL_SEALED, SEAL_BATCH),
+                ).fetchall()
+            if not rows:
+                break
+            with self._transaction() as db:
+                for row in rows:
+                    record = self._record(row[:7])
+                    vector = row[7]
+                    if isinstance(vector, bytes) and not row[3]:
+                        vector = self._seal(record.id, "vector", vector, True)
+                    text, tags, meta = self._sealed_columns(record)
+                    db.execute(
+                        "UPDATE records SET text = ?, encrypted = ?, tags = ?, meta = ?,"
+                        " vector = ? WHERE id = ?",
+                        (text, ALL_SEALED, tags, meta, vector, record.id),
+                    )
+            sealed += len(rows)
+        if sealed:
+            with self._lock:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return sealed
+
+    def _sealed_columns(self, record: Record) -> tuple[bytes, str, str]:
+        """The text, tags and meta columns of a record sealed whole (ALL_SEALED)."""
+        private = {"text": record.text, "tags": list(record.tags), "meta": dict(record.meta)}
+        blob = self._cipher_now().seal(
+            record.id, "record", json.dumps(private, ensure_ascii=False).encode()
+        )
+        session = record.meta.get("session")
+        public = {} if session is None else {"session": session}
+        return blob, "[]", json.dumps(public)
+
+    def index_tag(self, tag: str) -> str:
+        """What the index files `tag` under: the tag itself, or with encryption on a keyed
+        digest of it (prefixed '~', which no tag holds), so the index never holds a tag."""
+        if not self.encrypt:
+            return tag
+        return "~" + self._cipher_now().digest("tag", tag)
 
     def _cipher_now(self) -> RecordCipher:
         """The cipher, loading an existing key when an encrypted record is first met."""
@@ -260,6 +321,12 @@ class MemoryStore:
                         meta=dict(item.meta or {}),
                         created=time.time(),
                     )
+                    if self.encrypt:
+                        text, tags, meta = self._sealed_columns(record)
+                    else:
+                        text = item.text.encode()
+                        tags = json.dumps(list(record.tags))
+                        meta = json.dumps(record.meta, sort_keys=True)
                     db.execute(
                         "INSERT INTO records (seq, id, collection, text, encrypted, tags, meta,"
                         " vector, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -267,10 +334,10 @@ class MemoryStore:
                             seq,
                             record_id,
                             collection,
-                            self._seal(record_id, "text", item.text.encode(), self.encrypt),
-                            int(self.encrypt),
-                            json.dumps(list(record.tags)),
-                            json.dumps(record.meta, sort_keys=True),
+                            text,
+                            ALL_SEALED if self.encrypt else PLAIN,
+                            tags,
+                            meta,
                             None
                             if item.vector is None
                             else self._seal_vector(record_id, item.vector, self.encrypt),
@@ -293,14 +360,19 @@ class MemoryStore:
     def _record(self, row: Sequence[object]) -> Record:
         record_id, collection, blob, encrypted, tags, meta, created = row
         assert isinstance(record_id, str) and isinstance(blob, bytes)
-        if encrypted:
-            blob = self._cipher_now().open(record_id, "text", blob)
+        if encrypted == ALL_SEALED:
+            private = json.loads(self._cipher_now().open(record_id, "record", blob))
+            text, tags, meta = private["text"], private["tags"], private["meta"]
+        else:
+            if encrypted:
+                blob = self._cipher_now().open(record_id, "text", blob)
+            text, tags, meta = blob.decode(), json.loads(str(tags)), json.loads(str(meta))
         return Record(
             id=record_id,
             collection=collection,  # type: ignore[arg-type]
-            text=blob.decode(),
-            tags=tuple(json.loads(str(tags))),
-            meta=json.loads(str(meta)),
+            text=text,
+            tags=tuple(tags),
+            meta=meta,
             created=float(created),  # type: ignore[arg-type]
         )
 
