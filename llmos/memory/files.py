@@ -314,10 +314,13 @@ def _db_errors(path: Path, what: str) -> Iterator[None]:
         raise LlmosError(ErrorCode.E_IO, f"file index {path}: {what} failed: {exc}") from exc
 
 
-def _connect(path: Path, root: str) -> sqlite3.Connection:
-    """Open (creating, 0600) the index database of one workspace, checking it is that one's."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _connect(path: Path | None, root: str) -> sqlite3.Connection:
+    """Open (creating, 0600) the index database of one workspace, checking it is that one's;
+    with no path, a database in this process's memory only."""
+    if path is not None:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    where = ":memory:" if path is None else path
+    db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode=WAL")
@@ -336,6 +339,13 @@ def _connect(path: Path, root: str) -> sqlite3.Connection:
     return db
 
 
+def _remove_db(path: Path) -> None:
+    """Delete an index database with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
 def _open_db(path: Path, root: str) -> sqlite3.Connection:
     """The index database, rebuilt empty when SQLite finds it damaged (it is only a cache)."""
     try:
@@ -346,9 +356,7 @@ def _open_db(path: Path, root: str) -> sqlite3.Connection:
         log.warning("file index %s is damaged (%s); rebuilding it", path, exc)
     except OSError as exc:
         raise LlmosError(ErrorCode.E_IO, f"file index {path}: cannot open: {exc}") from exc
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
+    _remove_db(path)
     try:
         return _connect(path, root)
     except (sqlite3.Error, OSError) as exc:
@@ -430,7 +438,9 @@ class FileIndex:
     database (SQLite's locking), each bringing it up to date before it searches.
     """
 
-    def __init__(self, workspace: Workspace, embedder: Embedder, folder: Path) -> None:
+    def __init__(
+        self, workspace: Workspace, embedder: Embedder, folder: Path, *, in_memory: bool = False
+    ) -> None:
         self.workspace = workspace
         self.embedder = embedder
         try:
@@ -440,7 +450,16 @@ class FileIndex:
         except OSError as exc:
             raise LlmosError(ErrorCode.E_IO, f"file index folder {folder}: {exc}") from exc
         self.path = folder / index_file_name(workspace.root)
-        self._db = _open_db(self.path, str(workspace.root))
+        self.in_memory = in_memory
+        """Kept in this process's memory, never on disk (memory_encrypt: see `open`)."""
+        if in_memory:
+            try:
+                _remove_db(self.path)  # an index written before encryption was turned on
+                self._db = _connect(None, str(workspace.root))
+            except (sqlite3.Error, OSError) as exc:
+                raise LlmosError(ErrorCode.E_IO, f"file index in memory: {exc}") from exc
+        else:
+            self._db = _open_db(self.path, str(workspace.root))
         self._lock = threading.RLock()
         self._vectors: _Vectors | None = None
         # Vectors of files a deadline cut short, by (model, path, chunk text), for next time.
@@ -451,9 +470,21 @@ class FileIndex:
         cls, settings: Settings, workspace: Workspace, embedder: Embedder | None = None
     ) -> FileIndex:
         """The index of `workspace` under LLMOS_HOME/files; the embedder is the one memory uses
-        (`settings.memory_embedder`) unless one, already loaded perhaps, is given."""
+        (`settings.memory_embedder`) unless one, already loaded perhaps, is given.
+
+        With memory_encrypt the index is kept in memory only, and one left on disk is deleted:
+        its chunks and words are copies of the files' text, and the word index (FTS5) cannot
+        be encrypted and still match words and their stems. It is only a cache of files that
+        are in the workspace anyway, so each process builds its own (within a search's time
+        budget, as a first build is) instead of keeping a copy in LLMOS_HOME.
+        """
         folder = settings.ensure_home() / FILES_DIR
-        return cls(workspace, embedder or Embedder(settings.memory_embedder), folder)
+        return cls(
+            workspace,
+            embedder or Embedder(settings.memory_embedder),
+            folder,
+            in_memory=settings.memory_encrypt,
+        )
 
     def close(self) -> None:
         """Close the database (idempotent)."""

@@ -118,6 +118,9 @@ class Memory:
             index = MemoryIndex(namespace=store.store_id, server=settings.memory_server)
         else:
             index = MemoryIndex(namespace=store.store_id, path=folder / INDEX_DIR)
+            if store.encrypt and store.get_meta("index_tags") != "keyed":
+                # Its files hold tags in clear: gone now, not at the first search's rebuild.
+                index.wipe()
         return cls(store, index, Embedder(settings.memory_embedder))
 
     def warm(self) -> None:
