@@ -100,8 +100,8 @@ class World:
         return self.system.dispatch(proc, call)
 
 
-@pytest.fixture
-def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
+def make_world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
+    """The world of one test (each red-team file has its `world` fixture make it)."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("the secret\n")
@@ -110,6 +110,11 @@ def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> 
     user_home.mkdir(parents=True, exist_ok=True)
     (user_home / ".bashrc").write_text("# the user's own\n")
     return World(system, workspace, outside, user_home, llmos_home)
+
+
+@pytest.fixture
+def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
+    return make_world(system, workspace, tmp_path, llmos_home)
 
 
 def png(path: Path, size: tuple[int, int] = (40, 20), color: tuple[int, int, int] = (200, 0, 0)):
