@@ -35,7 +35,16 @@ class Settings(BaseSettings):
         description="URL of a Chroma server for the memory index; a local index when unset.",
     )
     memory_encrypt: bool = Field(
-        default=False, description="Encrypt stored memory text at rest (AES-GCM)."
+        default=False,
+        description=(
+            "Encrypt memory at rest (AES-256-GCM under LLMOS_HOME/keys/memory.key, made on first "
+            "use): kept facts, their tags, paged-out turns with their metadata and saved "
+            "sessions are sealed, the index holds only vectors and keyed digests of tags, the "
+            "file index stays in memory, the audit keeps digests of argument values. Turning it "
+            "on seals an existing store when it is next opened. Off by default: it protects a "
+            "copy of LLMOS_HOME only when the key is kept apart from it, and a lost key loses "
+            "the memory."
+        ),
     )
     memory_embedder: Path | None = Field(
         default=None,
