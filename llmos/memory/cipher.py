@@ -1,9 +1,9 @@
 """Encryption at rest of stored memory: AES-256-GCM, each blob bound to its record id.
 
 One random key, LLMOS_HOME/keys/memory.key (0600, made on first encrypted use), seals memory's
-records, their embeddings, the saved sessions and the file index's text; a keyed digest under a
-key derived from it stands in for a word or a tag where an index must match it without holding
-it. The key is apart from the install key, which signs capabilities: losing one costs only it.
+records (text, tags and metadata), their embeddings and the saved sessions; a keyed digest under
+a key derived from it stands in for a tag where the index must match it without holding it. The
+key is apart from the install key, which signs capabilities: losing one costs only it.
 """
 
 from __future__ import annotations
