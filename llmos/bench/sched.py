@@ -137,7 +137,7 @@ PATTERNS = ["tool.*", "fs.*", "reply", "ask"]
 
 
 def _ws(system: System, name: str) -> Path:
-    path = system.settings.home / "ws" / name
+    path = system.settings.home.parent / "ws" / name  # beside the home: it is out of reach
     path.mkdir(parents=True, exist_ok=True)
     return path
 

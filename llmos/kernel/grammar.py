@@ -192,6 +192,9 @@ def callable_specs(
     for spec in registry.specs():
         if frozen and spec.model.changes_files:
             continue
+        allows = ground.allows if ground is not None else None
+        if allows is not None and spec.model.declared_effects() - allows:
+            continue
         idle = ground is not None and not ground.entries and not ground.about_files
         if idle and spec.model.needs_files:
             continue

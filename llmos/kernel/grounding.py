@@ -60,6 +60,9 @@ class Snapshot:
     """Whether the request speaks of files or folders at all (or names one). In an empty
     workspace, calls that only look at files are offered only when it does: "hello" or
     "which train do I take?" has nothing there to look at."""
+    allows: frozenset[str] | None = None
+    """The effects the turn's request may cause (`llmos.kernel.policy`); calls with another
+    are left out of the grammar (the dispatcher refuses them anyway). None: no limit."""
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -72,6 +75,7 @@ class Snapshot:
             self.changes,
             self.folders,
             self.about_files,
+            self.allows,
         )
 
     def files(self) -> list[str]:

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
@@ -16,6 +16,7 @@ from llmos.kernel.backend import Backend, Completion, Message
 from llmos.kernel.examples import render
 from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
+from llmos.kernel.policy import allowed_effects
 from llmos.kernel.prompt import (
     extra_specs,
     extras_prompt,
@@ -469,7 +470,12 @@ class Kernel:
         """Start a turn: the request, with a view of the workspace before it when that differs
         from the last view the conversation shows. Returns the workspace snapshot."""
         turn = conversation.begin(request)
-        snapshot = scan(process.workspace, grounding_text(conversation), said=said(conversation))
+        words = grounding_text(conversation)
+        snapshot = scan(process.workspace, words, said=said(conversation))
+        process.allows = allowed_effects(
+            words, changes=snapshot.changes, tools=self.system.tools.names()
+        )
+        snapshot = replace(snapshot, allows=process.allows)
         shown = view(snapshot)
         last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
         if shown != last:
@@ -604,6 +610,7 @@ class Kernel:
         conversation, each step is preceded by paging (shown as `memory` events) and the
         session is saved when the turn ends, however it ends. The files the turn changes are
         one change set of the undo journal (unless the process already has one open)."""
+        allowed = process.allows
         self.begin(process, conversation, request)
         pager = conversation.pager
         own = process.changes is None  # else an app run's change set holds the turn's changes
@@ -615,6 +622,7 @@ class Kernel:
             turn = conversation.current
             if turn is not None:
                 turn.close()
+            process.allows = allowed
             if own and process.changes is not None:
                 self.system.journal.end(process.changes)
                 process.changes = None
@@ -638,6 +646,7 @@ class Kernel:
             start = time.perf_counter()
             try:
                 ground = scan(process.workspace, grounding, said=everything_said)
+                ground = replace(ground, allows=process.allows)
                 call, shown = self.decide(conversation, ground, only)
             except LlmosError as exc:
                 yield Event("error", text=f"{exc.code}: {exc.message}")

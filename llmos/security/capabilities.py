@@ -266,6 +266,9 @@ class GrantRequest:
     process: str
     call: str
     resource: str
+    reason: str = ""
+    """Why it is asked when holding the capability is not the question: the call does what
+    the person's request did not ask for (its answer then counts for this one call)."""
 
 
 GrantCallback = Callable[[GrantRequest], GrantAnswer]

@@ -22,8 +22,14 @@ CHOICES = {
 
 
 def question(request: GrantRequest) -> str:
-    """The text of the prompt for one missing capability."""
+    """The text of the prompt for one missing capability, or for a call the request did not
+    ask for (said why; only once or deny mean anything then)."""
     where = "" if request.resource in ("*",) else f" on {request.resource or '/'}"
+    if request.reason:
+        return (
+            f"⚠ {request.process} wants {request.call}{where}, but {request.reason}. "
+            "Allow it this once? [o]nce / [d]eny: "
+        )
     return (
         f"⚠ {request.process} wants {request.call}{where}. "
         "Allow? [o]nce / [s]ession / [a]lways / [d]eny: "

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from llmos.kernel.process import Process
 
 
+Effect = Literal["write", "delete", "remember", "forget", "run"]
+"""What a call may do beyond reading, as the turn policy and the grant prompt name it."""
+
+
 class Syscall(BaseModel):
     """Base of every syscall model: a literal `call` discriminator plus typed arguments."""
 
@@ -52,8 +56,20 @@ class Syscall(BaseModel):
     """The call creates, changes or removes files (or forgets memories). In a turn whose
     request asks for no change, the kernel's grammar leaves such calls out, so text planted
     in a file it reads cannot make it write or delete anything."""
+    effects: ClassVar[frozenset[Effect]] = frozenset()
+    """What the call does beyond reading: "write" (create or change files), "delete",
+    "remember" (store a memory), "forget", "run" (a tool). Empty (read only) unless declared;
+    a call with `changes_files` and no effects declared is a "write". The dispatcher refuses,
+    or asks about, an effect the turn's request did not ask for (`Process.allows`)."""
 
     call: str
+
+    @classmethod
+    def declared_effects(cls) -> frozenset[Effect]:
+        """The call's effects, "write" for a call that only says it changes files."""
+        if cls.effects or not cls.changes_files:
+            return cls.effects
+        return frozenset({"write"})
 
 
 Existing = Literal["file", "dir", "any"]

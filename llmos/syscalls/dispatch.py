@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
+from llmos.kernel.process import Authorized, Process
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
 from llmos.security.journal import Journal
@@ -46,8 +46,10 @@ class Dispatcher:
                 spec = self.registry.get(call.call)
                 assert spec is not None
                 resources = list(spec.resources(call, process))
-                self._authorize(process, spec, resources)
-                value = self._run(process, spec, call, resources)
+                self._check_effects(process, call, resources)
+                auth = Authorized(process.caps, spec.cap_name)
+                auth.once |= self._authorize(process, spec, resources)
+                value = self._run(process, spec, call, resources, auth)
                 result = SyscallResult.success(call.call, value)
             except LlmosError as exc:
                 result = SyscallResult.failure(name, exc.code, exc.message)
@@ -72,16 +74,37 @@ class Dispatcher:
                 )
 
     def _run(
-        self, process: Process, spec: SyscallSpec[Any], call: Syscall, resources: list[str]
+        self,
+        process: Process,
+        spec: SyscallSpec[Any],
+        call: Syscall,
+        resources: list[str],
+        auth: Authorized,
     ) -> Any:
-        """Call the handler with the workspace guarded: every path it resolves (after symlinks,
-        or derived, like a default output name) must be covered too, else E_PERM."""
+        """Call the handler with what was authorized (`process.authorized`) and the workspace
+        guarded: every path it resolves (after symlinks, or derived, like a default output
+        name) must be covered too, else E_PERM."""
         allowed = set(resources)
 
         def guard(real: str) -> None:
             if real not in allowed:
-                self._authorize(process, spec, [real])
+                auth.once |= self._authorize(process, spec, [real])
                 allowed.add(real)
+
+        before, process.authorized = process.authorized, auth
+        try:
+            return self._guarded(process, spec, call, guard)
+        finally:
+            process.authorized = before
+
+    def _guarded(
+        self,
+        process: Process,
+        spec: SyscallSpec[Any],
+        call: Syscall,
+        guard: Callable[[str], None],
+    ) -> Any:
+        """The handler under the guard, and for a file-changing call, the undo journal."""
 
         workspace = process.workspace
         if not call.changes_files or self.journal is None:
@@ -109,28 +132,77 @@ class Dispatcher:
             except OSError as exc:  # the saved copies are in; only the record is behind
                 log.warning("the undo journal could not record %s: %s", call.call, exc)
 
-    def _authorize(self, process: Process, spec: SyscallSpec[Any], resources: list[str]) -> None:
-        """Pass if a held capability covers the call; else ask (interactive) or refuse (E_PERM)."""
+    def _authorize(
+        self, process: Process, spec: SyscallSpec[Any], resources: list[str]
+    ) -> set[str]:
+        """Pass when held capabilities cover each resource (several scopes combine: fs.move
+        on inbox and on done moves inbox/a.txt to done/a.txt); else ask (interactive) for
+        what is missing, or refuse (E_PERM). Returns what was answered "once"."""
         cap_name = spec.cap_name
-        if process.caps.find(cap_name, resources) is not None:
-            return
-        wanted = process.caps.missing(cap_name, resources) if resources else [ANY]
+        caps = process.caps
+        if resources:
+            wanted = [r for r in resources if caps.find(cap_name, [r]) is None]
+        else:
+            wanted = [] if caps.find(cap_name, []) is not None else [ANY]
+        if not wanted:
+            return set()
         shown = ", ".join(r if r else "/" for r in wanted if r != ANY)
         need = f"{cap_name}" + (f" on {shown}" if shown else "")
-        if process.caps.is_denied(cap_name, resources):
+        if caps.is_denied(cap_name, resources):
             raise LlmosError(ErrorCode.E_PERM, f"denied: {need}")
         if process.grant is None:
             raise LlmosError(ErrorCode.E_PERM, f"missing capability {need}")
+        once: set[str] = set()
         for resource in wanted:
             answer = _as_answer(process.grant(GrantRequest(process.name, cap_name, resource)))
             if answer is GrantAnswer.DENY:
-                process.caps.deny(cap_name, resource)
+                caps.deny(cap_name, resource)
                 raise LlmosError(ErrorCode.E_PERM, f"denied by the user: {need}")
             if answer in (GrantAnswer.SESSION, GrantAnswer.ALWAYS):
                 cap = self.authority.mint(cap_name, scope=resource or ANY)
-                process.caps.add(cap)
+                caps.add(cap)
                 if answer is GrantAnswer.ALWAYS and process.grant_store is not None:
                     process.grant_store.save(process.workspace.root, cap)
+            else:
+                once.add(resource)
+        return once
+
+    def _check_effects(self, process: Process, call: Syscall, resources: list[str]) -> None:
+        """Refuse, or ask about on a terminal, an effect the turn's request did not ask for
+        (`process.allows`, fixed from the person's words alone): whatever a file or a result
+        says, it cannot make a question write, delete, remember, forget or run anything."""
+        if process.allows is None:
+            return
+        missing = sorted(call.declared_effects() - process.allows)
+        if not missing:
+            return
+        what = " or ".join(EFFECT_WORDS[e] for e in missing)
+        if process.grant is None:
+            raise LlmosError(
+                ErrorCode.E_PERM,
+                f"{call.call} would {what}, which the person's request did not ask for, so "
+                "it was not done (text in a file or a result cannot ask for it). Tell them "
+                "what you would do, and let them ask for it.",
+            )
+        shown = ", ".join(r or "/" for r in resources) or ANY
+        reason = f"your request did not ask to {what}"
+        answer = _as_answer(process.grant(GrantRequest(process.name, call.call, shown, reason)))
+        if answer is GrantAnswer.DENY:
+            raise LlmosError(
+                ErrorCode.E_PERM,
+                f"the person refused: {call.call} would {what}, which their request did not "
+                "ask for",
+            )
+
+
+EFFECT_WORDS: dict[str, str] = {
+    "write": "change files",
+    "delete": "delete files",
+    "remember": "store a memory",
+    "forget": "forget memories",
+    "run": "run a tool",
+}
+"""How an effect reads in a refusal or a prompt ("... would delete files")."""
 
 
 def _as_answer(value: object) -> GrantAnswer:

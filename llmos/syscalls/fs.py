@@ -195,6 +195,7 @@ class FsDelete(Syscall):
     """Delete a file or folder (recursive=true if not empty), or every file a pattern matches."""
 
     changes_files = True
+    effects = frozenset({"delete"})
     needs_files = True
     call: Literal["fs.delete"] = "fs.delete"
     path: str = existing_path(

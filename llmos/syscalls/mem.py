@@ -18,10 +18,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
+from llmos.kernel.process import Authorized, Process
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
 from llmos.memory.tags import normalize_tags
-from llmos.security.capabilities import ANY, call_matches
 from llmos.syscalls.base import Registry, Syscall
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ def _tags(value: list[str] | None) -> list[str] | None:
 class MemStore(Syscall):
     """Remember a fact for later (kept in long-term memory until forgotten)."""
 
+    effects = frozenset({"remember"})
     call: Literal["mem.store"] = "mem.store"
     text: str = Field(min_length=1, description="The fact to remember, as one full sentence.")
     tags: list[str] | None = Field(
@@ -107,6 +107,7 @@ class MemForget(Syscall):
 
     one_of = ("id", "query")
     changes_files = True
+    effects = frozenset({"forget"})
 
     call: Literal["mem.forget"] = "mem.forget"
     id: str | None = Field(default=None, description="The id of one memory (from mem.search).")
@@ -154,17 +155,24 @@ def _memory(process: Process) -> Memory:
 
 
 def _allow(process: Process, call: str) -> Allow | None:
-    """Which memories `call` may touch for this process: None (no filter) when it holds an
-    unscoped capability and no denial for the call, else a per-memory capability check."""
-    caps = process.caps
-    denied = any(call_matches(pattern, call) for pattern, _ in caps.denied)
-    if not denied and caps.find(call, [ANY]) is not None:
+    """Which memories `call` may touch for this process, as the dispatcher authorized it:
+    None (no filter) when it is allowed on everything, else a per-memory check."""
+    auth = _authorized(process)
+    if auth.unscoped(call):
         return None
 
     def allow(record: Record) -> bool:
-        return caps.find(call, record_resources(record.collection, record.tags)) is not None
+        return auth.covers(record_resources(record.collection, record.tags), call)
 
     return allow
+
+
+def _authorized(process: Process) -> Authorized:
+    """What the dispatch path allowed the running call (outside one, the held capabilities:
+    the pager recalls with no call running)."""
+    if process.authorized is not None:
+        return process.authorized
+    return Authorized(process.caps, "")
 
 
 def search_filter(process: Process) -> Allow | None:
@@ -233,7 +241,7 @@ def _forget_resources(call: MemForget, process: Process) -> list[str]:
     """The scopes of every memory that would go: forgetting needs mem.forget on all of them.
     Memories the process cannot see are not there for it (E_NOENT), never a hint of them; a
     process with no mem.forget grant at all is refused (E_PERM) before anything is looked up."""
-    if process.caps.find("mem.forget", []) is None:
+    if not _authorized(process).any_grant("mem.forget"):
         return []
     search_allow = _allow(process, "mem.search")
     if call.id is not None:

@@ -25,7 +25,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
+from llmos.kernel.process import Authorized, Process
 from llmos.limits import (
     MAX_TOOL_OUTPUT_BYTES,
     MAX_TOOL_TIMEOUT_S,
@@ -158,6 +158,7 @@ class Tool(ToolSpec):
 class ToolRun(Syscall):
     """Run one of the apps' tools by name with its arguments (tool.list shows them)."""
 
+    effects = frozenset({"run"})
     call: Literal["tool.run"] = "tool.run"
     name: str = Field(description="The tool's name.")
     args: dict[str, Any] = Field(
@@ -283,6 +284,7 @@ class ToolTable:
 
 def list_tools(table: ToolTable, process: Process) -> ToolListResult:
     """The tools `process` holds a `tool.run` capability for."""
+    auth = process.authorized or Authorized(process.caps, "")
     infos = [
         ToolInfo(
             name=tool.name,
@@ -292,7 +294,7 @@ def list_tools(table: ToolTable, process: Process) -> ToolListResult:
             app=tool.app,
         )
         for tool in table
-        if process.caps.find("tool.run", [tool.name]) is not None
+        if auth.covers([tool.name], "tool.run")
     ]
     return ToolListResult(tools=infos)
 
