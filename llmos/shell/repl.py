@@ -52,6 +52,7 @@ Built-ins:
   :caps grant CALL [on SCOPE]   grant one for this session (e.g. :caps grant fs.delete on old)
   :caps revoke ID       revoke one (and everything attenuated from it)
   :audit [N]            the last N calls (10) from the audit log, and whether it verifies
+  :undo [N | list]      undo the last change (a request's, a syscall's) or change N; list them
   :mem                  context budget, summary, resident and recalled turns
   :model                the model in use and its speed
   :apps                 plugin apps loaded (and failed), tools declared
@@ -245,7 +246,9 @@ class Shell:
         KeyboardInterrupt (Ctrl-C): any other failure, expected or not, becomes one error line
         and the shell goes on."""
         try:
-            return self._handle(line)
+            ok, text = self._handle(line)
+            notices = self.system.journal.take_notices()
+            return ok, "\n".join([text, *(f"note: {n}" for n in notices)]).strip("\n")
         except (EOFError, KeyboardInterrupt):
             raise
         except LlmosError as exc:
@@ -569,6 +572,19 @@ class Shell:
             )
         return True, text
 
+    def undo(self, rest: list[str]) -> tuple[bool, str]:
+        """`:undo` restores the last change set (a turn, a direct call), `:undo N` set N,
+        `:undo list` lists them; each file only while it holds what the change left."""
+        from llmos.undo import list_lines, undo
+
+        root = self.process.workspace.root
+        if rest in (["list"], ["--list"]):
+            return True, "\n".join(list_lines(self.system, root))
+        if len(rest) > 1 or (rest and not rest[0].isdigit()):
+            return False, "usage: :undo [N | list]"
+        lines = undo(self.system, root, int(rest[0]) if rest else None, None)
+        return True, "\n".join(lines)
+
     def builtin(self, words: list[str]) -> tuple[bool, str]:
         """The `:` commands."""
         name, rest = (words[0], words[1:]) if words else ("help", [])
@@ -591,6 +607,8 @@ class Shell:
             if rest and not (rest[0].isdigit() and len(rest) == 1):
                 return False, "usage: :audit [N]   (the last N calls, 10 if not given)"
             return self.audit_report(int(rest[0]) if rest else 10)
+        if name == "undo":
+            return self.undo(rest)
         if name == "mem":
             return self.memory_status()
         if name == "model":
@@ -650,6 +668,7 @@ BUILTINS = (
     ":syscalls",
     ":caps",
     ":audit",
+    ":undo",
     ":mem",
     ":model",
     ":apps",

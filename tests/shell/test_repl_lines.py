@@ -181,3 +181,24 @@ def test_audit_shows_digests_and_problems(system: System, workspace: Path) -> No
     path.write_bytes(path.read_bytes().replace(b"big.txt", b"bog.txt"))
     ok, text = shell.handle(":audit 1")
     assert not ok and "line 1: edited" in text and "FAILED verification" in text
+
+
+def test_undo_takes_back_a_request_and_a_direct_call(system: System, workspace: Path) -> None:
+    (workspace / "notes.txt").write_text("mine\n")
+    outputs = [
+        {"call": "fs.write", "path": "notes.txt", "content": "the model's"},
+        {"call": "reply", "text": "rewritten"},
+    ]
+    shell = _shell(system, workspace, outputs)
+    assert shell.handle("rewrite notes.txt please")[0]
+    assert shell.handle('fs.write path=new.txt content="x"')[0]
+    ok, listed = shell.handle(":undo list")
+    assert ok and "rewrite notes.txt please" in listed and "fs.write path=new.txt" in listed
+    ok, text = shell.handle(":undo")
+    assert ok and "removed new.txt" in text and not (workspace / "new.txt").exists()
+    ok, text = shell.handle(":undo")
+    assert ok and "restored notes.txt" in text, text
+    assert (workspace / "notes.txt").read_text() == "mine\n"
+    ok, text = shell.handle(":undo")
+    assert not ok and text.startswith("E_NOENT: nothing to undo")
+    assert not shell.handle(":undo now")[0]
