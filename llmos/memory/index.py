@@ -83,23 +83,32 @@ class MemoryIndex:
     """Vectors and filterable metadata of stored records in Chroma, one collection per kind."""
 
     def __init__(
-        self, *, namespace: str, path: Path | None = None, server: str | None = None
+        self,
+        *,
+        namespace: str,
+        path: Path | None = None,
+        server: str | None = None,
+        in_memory: bool = False,
     ) -> None:
-        if (path is None) == (server is None):
-            raise ValueError("give exactly one of path (local index) or server (Chroma URL)")
+        if (path is not None) + (server is not None) + in_memory != 1:
+            raise ValueError("give exactly one of path, server (Chroma URL) or in_memory")
         self.namespace = namespace
         self.path = path
         self.server = server
+        self.in_memory = in_memory
+        """Held in this process only (memory_encrypt), rebuilt from the store when opened."""
         self._client: Any = None
         self._collections: dict[str, Any] = {}
 
     @property
     def local(self) -> bool:
-        """True for an index in a folder of ours (which can be wiped), False for a server."""
-        return self.path is not None
+        """True for an index of ours (a folder, or this process's memory), False for a server."""
+        return self.server is None
 
     def exists(self) -> bool:
         """False when a local index has never been built (or was wiped)."""
+        if self.in_memory:
+            return self._client is not None
         return self.path is None or self.path.exists()
 
     def _connect(self) -> Any:
@@ -109,7 +118,10 @@ class MemoryIndex:
         from chromadb.config import Settings as ChromaSettings
 
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
-        if self.path is not None:
+        if self.in_memory:
+            with _chroma_errors("opening an index in memory"):
+                self._client = chromadb.EphemeralClient(settings=chroma_settings)
+        elif self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             with _chroma_errors(f"opening {self.path}"):
                 self._client = chromadb.PersistentClient(

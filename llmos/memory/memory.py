@@ -116,11 +116,15 @@ class Memory:
         )
         if settings.memory_server:
             index = MemoryIndex(namespace=store.store_id, server=settings.memory_server)
+        elif settings.memory_encrypt:
+            # Chroma's local files cannot be sealed, and hnswlib writes its whole buffer,
+            # uninitialised bytes (old heap contents: texts this process held) included. So
+            # the index lives in memory, rebuilt from the sealed vectors on open (no
+            # re-embedding), and an index left on disk from before is deleted.
+            MemoryIndex(namespace=store.store_id, path=folder / INDEX_DIR).wipe()
+            index = MemoryIndex(namespace=store.store_id, in_memory=True)
         else:
             index = MemoryIndex(namespace=store.store_id, path=folder / INDEX_DIR)
-            if store.encrypt and store.get_meta("index_tags") != "keyed":
-                # Its files hold tags in clear: gone now, not at the first search's rebuild.
-                index.wipe()
         return cls(store, index, Embedder(settings.memory_embedder))
 
     def warm(self) -> None:

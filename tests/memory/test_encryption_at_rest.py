@@ -6,6 +6,7 @@ give the plaintext back; with it off, nothing changes; an existing plain store i
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,17 @@ CONTEXT = 3800
 FACT = "my bank PIN is 88412"
 TAG = "zanzibar-vault"
 CONVERSATION = "my pet marmot is called Wobblethorpe and he lives in the garden"
-SECRETS = (b"88412", b"PIN ", b"zanzibar", b"wobblethorpe", b"marmot")
-"""Needles searched in every file (lower-cased, except 'PIN ', matched as written). Each is at
-least four bytes long: a shorter one turns up by chance in megabytes of ciphertext and vectors."""
+SECRETS = (
+    re.compile(rb"(?<![0-9a-fA-F])88412(?![0-9a-fA-F])"),
+    re.compile(rb"PIN "),
+    re.compile(rb"zanzibar", re.IGNORECASE),
+    re.compile(rb"wobblethorpe", re.IGNORECASE),
+    re.compile(rb"marmot", re.IGNORECASE),
+)
+"""Needles searched in every file's bytes. Each is at least four bytes long (a shorter one turns
+up by chance in megabytes of ciphertext and vectors), and the number counts only outside a run
+of hex digits: the audit's signatures and digests are hex, where any five digits turn up by
+chance about once in a million places."""
 
 
 def leaks(home: Path) -> dict[str, list[str]]:
@@ -43,8 +52,7 @@ def leaks(home: Path) -> dict[str, list[str]]:
         if not path.is_file():
             continue
         data = path.read_bytes()
-        lower = data.lower()
-        hits = [n.decode() for n in SECRETS if n in (data if n == b"PIN " else lower)]
+        hits = [n.pattern.decode() for n in SECRETS if n.search(data)]
         if hits:
             found[str(path.relative_to(home))] = hits
     return found
@@ -117,6 +125,7 @@ def test_no_secret_word_is_on_disk_and_everything_still_reads_back(
     assert leaks(llmos_home) == {}, "open: nothing in the store, its WAL or the index"
     encrypted.close()
     assert leaks(llmos_home) == {}, "closed"
+    assert not (llmos_home / "memory" / "chroma").exists(), "the index is kept in memory"
     assert conv.pager is not None and conv.pager.session is not None
     again = resume_conversation(llmos_home, encrypt=True)
     assert again.pager is not None and again.pager.session_id == conv.pager.session_id
