@@ -39,11 +39,11 @@ class Settings(BaseSettings):
         description=(
             "Encrypt memory at rest (AES-256-GCM under LLMOS_HOME/keys/memory.key, made on first "
             "use): kept facts, their tags, paged-out turns with their metadata and saved "
-            "sessions are sealed, the index holds only vectors and keyed digests of tags, the "
-            "file index stays in memory, the audit keeps digests of argument values. Turning it "
+            "sessions are sealed; the search indexes (memory's and the files') are kept in "
+            "memory and rebuilt on open; the audit keeps digests of argument values. Turning it "
             "on seals an existing store when it is next opened. Off by default: it protects a "
-            "copy of LLMOS_HOME only when the key is kept apart from it, and a lost key loses "
-            "the memory."
+            "copy of LLMOS_HOME only when the key is kept apart from it, a lost key loses the "
+            "memory, and each start rebuilds the indexes."
         ),
     )
     memory_embedder: Path | None = Field(
