@@ -111,7 +111,7 @@ def build_registry(
             label = f"{ep.name} ({ep.value})"
             try:
                 _register_one(pm, registry, tools, examples, ep.name, ep.load())
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end llmos
                 report.failed[label] = f"{type(exc).__name__}: {exc}"
             else:
                 report.loaded.append(label)

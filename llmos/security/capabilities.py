@@ -118,6 +118,10 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _place_payload(cap: Capability, place: str) -> bytes:
+    return json.dumps([place, cap.id, cap.sig]).encode()
+
+
 class CapabilityAuthority:
     """Mints, verifies, attenuates and revokes capabilities under the installation key."""
 
@@ -135,6 +139,17 @@ class CapabilityAuthority:
         return self._sign(
             Capability(id=secrets.token_hex(8), call=call, scope=scope, expires=expires)
         )
+
+    def bind(self, cap: Capability, place: str) -> str:
+        """A signature tying `cap` to `place` (a workspace), under a key of its own: a grant
+        remembered for one workspace and copied by hand to another is not honoured there."""
+        return self._signer.derive("grant places").sign(_place_payload(cap, place))
+
+    def is_bound(self, cap: Capability, place: str, signature: object) -> bool:
+        """Whether `signature` ties `cap` to `place` (see `bind`)."""
+        if not isinstance(signature, str):
+            return False
+        return self._signer.derive("grant places").verify(_place_payload(cap, place), signature)
 
     def _sign(self, cap: Capability) -> Capability:
         return cap.model_copy(update={"sig": self._signer.sign(cap.payload())})
@@ -356,11 +371,15 @@ class GrantStore:
         raw = self._read().get(str(workspace), [])
         caps: list[Capability] = []
         for item in raw if isinstance(raw, list) else []:
+            if not isinstance(item, dict):
+                continue
+            entry = dict(item)
+            place = entry.pop("workspace_sig", None)
             try:
-                cap = Capability.model_validate(item)
+                cap = Capability.model_validate(entry)
             except ValidationError:
                 continue  # an edited or damaged entry is not honoured, and does not stop a spawn
-            if self.authority.is_valid(cap):
+            if self.authority.is_valid(cap) and self.authority.is_bound(cap, str(workspace), place):
                 caps.append(cap)
         return caps
 
@@ -371,5 +390,7 @@ class GrantStore:
 
         with locked(self.path):
             data = self._read()
-            data.setdefault(str(workspace), []).append(cap.model_dump(mode="json"))
+            entry = cap.model_dump(mode="json")
+            entry["workspace_sig"] = self.authority.bind(cap, str(workspace))
+            data.setdefault(str(workspace), []).append(entry)
             write_atomic(self.path, json.dumps(data, indent=1).encode())

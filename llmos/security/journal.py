@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
@@ -37,6 +38,9 @@ JOURNAL_FILE_BYTES = 64 * 1024 * 1024
 
 JOURNAL_TREE_ENTRIES = 2000
 """The most entries of one folder a change set saves (a recursive delete or a folder move)."""
+
+BLOB_NAME = re.compile(r"[0-9]{1,9}\.blob")
+"""What a saved copy's name looks like; a record naming anything else is not followed."""
 
 Kind = Literal["missing", "file", "link", "dir", "unsaved"]
 
@@ -347,6 +351,10 @@ class Journal:
                     return Restored(
                         path=change.path, action="left", reason="changed since; left as it is"
                     )
+                if _damaged(change.before):
+                    return Restored(
+                        path=change.path, action="left", reason="the journal's record is damaged"
+                    )
                 _clear(loc.dir_fd, loc.name, now)
                 if change.before.kind == "missing":
                     return Restored(path=change.path, action="removed")
@@ -402,6 +410,17 @@ def _size(folder: Path) -> int:
     return total
 
 
+def _damaged(state: PathState) -> bool:
+    """Whether a saved state names something no journal writes (a record edited by hand to
+    pull another file in, or to put one outside its folder)."""
+    if state.kind == "file" and not BLOB_NAME.fullmatch(state.blob):
+        return True
+    return any(
+        "/" in entry or entry in ("", ".", "..") or _damaged(sub)
+        for entry, sub in state.entries.items()
+    )
+
+
 def _clear(dir_fd: int, name: str, now: PathState) -> None:
     """Remove what is at `name` now (a file, a link, or a folder the undo will put back)."""
     if now.kind == "missing":
@@ -421,6 +440,8 @@ def _clear(dir_fd: int, name: str, now: PathState) -> None:
 def _put(dir_fd: int, name: str, state: PathState, folder: Path) -> None:
     """Recreate `state` at `name` (nothing is there now)."""
     if state.kind == "file":
+        if not BLOB_NAME.fullmatch(state.blob):  # a record edited to name another file
+            raise LlmosError(ErrorCode.E_INVAL, f"{name}: the journal's record of it is damaged")
         write_atomic_at(
             dir_fd, name, (folder / state.blob).read_bytes(), exclusive=True, mode=state.mode
         )
@@ -431,6 +452,8 @@ def _put(dir_fd: int, name: str, state: PathState, folder: Path) -> None:
         fd = open_dir_at(dir_fd, name)
         try:
             for entry, sub in state.entries.items():
+                if "/" in entry or entry in ("", ".", ".."):
+                    raise LlmosError(ErrorCode.E_INVAL, f"{name}: the journal's record is damaged")
                 _put(fd, entry, sub, folder)
         finally:
             os.close(fd)

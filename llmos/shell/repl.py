@@ -232,7 +232,12 @@ class Shell:
         self.process: Process = system.spawn("shell", workspace, grant=grant)
         self.kernel = kernel
         home = system.settings.ensure_home()
-        self.conversation = resume_conversation(home) if resume else new_conversation(home)
+        sealed = system.settings.memory_encrypt  # the saved conversation is sealed too
+        self.conversation = (
+            resume_conversation(home, encrypt=sealed)
+            if resume
+            else new_conversation(home, encrypt=sealed)
+        )
         self.emit: Emit = emit or (lambda text, ok: None)
         self.notify: Emit = notify or self.emit
         """Told, from the job's own thread, when a background job ends."""

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from llmos.kernel.process import Process
 
 
+RESERVED_FAMILIES = ("fs", "image", "mem", "tool", "reply", "ask", "calc")
+"""Call families only llmos itself registers (a plugin's calls are named after the app)."""
+
 Effect = Literal["write", "delete", "remember", "forget", "run"]
 """What a call may do beyond reading, as the turn policy and the grant prompt name it."""
 
@@ -230,6 +233,7 @@ class Registry:
         self._specs: dict[str, SyscallSpec[Any]] = {}
         self.version = 0
         self.core: frozenset[str] = frozenset()
+        self.reserved: frozenset[str] = frozenset()
         self._adapter: TypeAdapter[Any] | None = None
 
     def register(
@@ -241,9 +245,12 @@ class Registry:
         capability: str = "",
         resources: ResourceFn[C] | None = None,
         description: str = "",
+        system: bool = False,
     ) -> SyscallSpec[C]:
-        """Add one syscall; its description defaults to the first line of the model's docstring."""
+        """Add one syscall; its description defaults to the first line of the model's docstring.
+        Once the core is marked, a built-in family's names are llmos's own (`system`)."""
         name = call_name(model)
+        self._check_reserved(name, system)
         if name in self._specs:
             raise LlmosError(ErrorCode.E_EXISTS, f"syscall {name!r} is already registered")
         doc = (model.__doc__ or "").strip().splitlines()
@@ -261,10 +268,27 @@ class Registry:
         self._changed()
         return spec
 
-    def unregister(self, name: str) -> None:
-        """Remove a syscall (a per-case eval tool, an unloaded plugin)."""
+    def unregister(self, name: str, *, system: bool = False) -> None:
+        """Remove a syscall (a per-case eval tool, an unloaded plugin); never a built-in one,
+        unless llmos itself does it (`system`: the tool table re-registers `tool.run`)."""
+        if name in self._specs:
+            self._check_reserved(name, system)
         if self._specs.pop(name, None) is not None:
             self._changed()
+
+    def _check_reserved(self, name: str, system: bool) -> None:
+        """E_PERM for a plugin's change to the built-in families (fs, image, mem, tool, the
+        control calls) once the core is marked: a plugin may neither replace `fs.read` nor
+        add `image.upload`, which the default `image.*` grant would let run unasked."""
+        if system or not self.core:
+            return
+        family = name.split(".", 1)[0]
+        if name in self.core or family in self.reserved:
+            raise LlmosError(
+                ErrorCode.E_PERM,
+                f"{name!r} is in llmos's own {family!r} family: an app may not add to it or "
+                "replace it; name its calls after the app",
+            )
 
     def _changed(self) -> None:
         self.version += 1
@@ -294,6 +318,7 @@ class Registry:
         """Record the calls registered so far as the core table (the built-in families): the
         kernel's stable prompt describes them, and later ones (apps, tools) come after it."""
         self.core = frozenset(self._specs)
+        self.reserved = frozenset(RESERVED_FAMILIES) | {n.split(".", 1)[0] for n in self.core}
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

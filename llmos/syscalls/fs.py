@@ -509,6 +509,10 @@ def fs_write(call: FsWrite, process: Process) -> FsWriteResult:
             try:
                 fd = os.open(loc.name, flags, 0o644, dir_fd=loc.dir_fd)
                 try:
+                    opened = os.fstat(fd)
+                    if not stat.S_ISREG(opened.st_mode):
+                        raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
+                    _one_link(opened, call.path)
                     write_all(fd, data)
                 finally:
                     os.close(fd)
@@ -561,6 +565,17 @@ def _as_item(text: str, marker: str) -> str:
     return marker + text.lstrip()
 
 
+def _one_link(info: os.stat_result, path: str) -> None:
+    """E_PERM for a file with other hard links: writing it in place would change them too,
+    and one may be a file outside the workspace (a replacing write only replaces this name)."""
+    if info.st_nlink > 1:
+        raise LlmosError(
+            ErrorCode.E_PERM,
+            f"{path} has {info.st_nlink - 1} other hard link(s), maybe outside the workspace: "
+            "it is not written in place (fs.write overwrite or fs.edit replace it instead)",
+        )
+
+
 def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
     """Append in place (O_APPEND), first ending an unfinished last line, so the added text
     always starts and ends a line of its own; one line added to a file that ends with a
@@ -578,6 +593,7 @@ def fs_append(call: FsAppend, process: Process) -> FsAppendResult:
                 opened = os.fstat(fd)
                 if not stat.S_ISREG(opened.st_mode):
                     raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not a regular file")
+                _one_link(opened, call.path)
                 size = opened.st_size
                 tail = os.pread(fd, LIST_TAIL_BYTES, max(0, size - LIST_TAIL_BYTES))
                 text = _as_item(call.text, _list_marker(tail))

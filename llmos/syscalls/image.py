@@ -198,14 +198,20 @@ def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
             raise LlmosError(ErrorCode.E_NOENT, f"{path} does not exist")
         if stat.S_ISDIR(info.st_mode):
             raise LlmosError(ErrorCode.E_ISDIR, f"{path} is a folder")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open for good
+            raise LlmosError(ErrorCode.E_INVAL, f"{path} is not a regular file")
         if info.st_size > MAX_IMAGE_FILE_BYTES:
             raise LlmosError(
                 ErrorCode.E_TOOBIG, f"{path} is {info.st_size} bytes, over {MAX_IMAGE_FILE_BYTES}"
             )
         try:
-            fd = os.open(loc.name, os.O_RDONLY | os.O_NOFOLLOW | O_CLOEXEC, dir_fd=loc.dir_fd)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
+            fd = os.open(loc.name, flags, dir_fd=loc.dir_fd)
         except OSError as exc:
             raise os_error(exc, path) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO since the lstat
+            os.close(fd)
+            raise LlmosError(ErrorCode.E_INVAL, f"{path} is not a regular file")
         with os.fdopen(fd, "rb") as fh:
             data = fh.read(MAX_IMAGE_FILE_BYTES + 1)
         if len(data) > MAX_IMAGE_FILE_BYTES:  # it grew after the lstat

@@ -110,22 +110,19 @@ class ToolSpec(BaseModel):
 
 def _no_placeholder_in_code(command: list[str]) -> None:
     """ValueError for a `{placeholder}` inside code an interpreter runs (`["sh", "-c", "cat
-    {path}"]`): the value would be interpreted, not passed as one word. The code may still take
-    its arguments as positional parameters: `["sh", "-c", 'cat -- "$1"', "sh", "{path}"]`."""
-    words = list(command)
-    if Path(words[0]).name == "env":
-        words = words[1:]
-        while words and (words[0].startswith("-") or "=" in words[0]):
-            words = words[1:]
-    if not words or not INTERPRETER.match(Path(words[0]).name):
-        return
-    for flag, code in itertools.pairwise(words[1:]):
-        if CODE_FLAG.match(flag) and PLACEHOLDER.search(code):
-            raise ValueError(
-                f"{code!r} is code that {Path(words[0]).name} interprets, and a {{placeholder}} "
-                "there would be interpreted too; pass it as a positional parameter instead, "
-                f'e.g. ["sh", "-c", \'cat -- "$1"\', "sh", "{{path}}"]'
-            )
+    {path}"]`), wherever the interpreter stands (after `env`, `nice`, `timeout 5`, `xargs`,
+    `find -exec`): the value would be interpreted, not passed as one word. The code may still
+    take its arguments as positional parameters: `["sh", "-c", 'cat -- "$1"', "sh", "{path}"]`."""
+    for at, word in enumerate(command):
+        if not INTERPRETER.match(Path(word).name):
+            continue
+        for flag, code in itertools.pairwise(command[at + 1 :]):
+            if CODE_FLAG.match(flag) and PLACEHOLDER.search(code):
+                raise ValueError(
+                    f"{code!r} is code that {Path(word).name} interprets, and a {{placeholder}} "
+                    "there would be interpreted too; pass it as a positional parameter instead, "
+                    f'e.g. ["sh", "-c", \'cat -- "$1"\', "sh", "{{path}}"]'
+                )
 
 
 class Tool(ToolSpec):
@@ -265,8 +262,8 @@ class ToolTable:
         registry = self._registry
         if registry is None:
             return
-        registry.unregister("tool.run")
-        registry.unregister("tool.list")
+        registry.unregister("tool.run", system=True)
+        registry.unregister("tool.list", system=True)
         if not self._tools:
             return
         listed = "; ".join(tool.summary() for tool in self)
@@ -276,9 +273,13 @@ class ToolTable:
             result=ToolRunResult,
             resources=lambda call, process: [call.name],
             description=f"Run a tool with its args. Tools: {listed}",
+            system=True,
         )
         registry.register(
-            ToolList, lambda call, process: list_tools(self, process), result=ToolListResult
+            ToolList,
+            lambda call, process: list_tools(self, process),
+            result=ToolListResult,
+            system=True,
         )
 
 

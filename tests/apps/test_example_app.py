@@ -21,7 +21,7 @@ def test_the_example_app_backs_up_a_note(
     assert not (workspace / "backup").exists()
     assert main([*args, "--yes"]) == 0
     assert (workspace / "backup" / "todo.txt").read_text() == "buy milk and eggs\n"
-    assert '"output": "4 todo.txt\\n"' in capsys.readouterr().out
+    assert '"output": "4 ./todo.txt\\n"' in capsys.readouterr().out
     (workspace / "backup" / "todo.txt").unlink()
     assert main(args) == 0, "the approval is remembered"
     assert main(args) == EXIT_STATUS[ErrorCode.E_EXISTS], "a second copy would overwrite it"

@@ -407,7 +407,6 @@ def test_4_with_memory_encrypted_no_stored_fact_is_on_disk_in_clear(
     assert _plaintext_under(home, [b"88412", b"bank PIN", b"zqbanking"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="problem 4: a session keeps the conversation in clear")
 def test_4_with_memory_encrypted_a_conversation_is_not_on_disk_in_clear(
     tmp_path: Path, workspace: Path
 ) -> None:
