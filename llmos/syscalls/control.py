@@ -38,17 +38,23 @@ calc-expr ::= "\"" calc-work "\""
 calc-work ::= calc-factor ( " "? calc-op " "? calc-factor ){1,40} | "-"? calc-whole
 calc-whole ::= calc-call | calc-percent | "(" calc-work ")"
 calc-op ::= [-+] | "*" | "/" | "//" | "%" | "**" | "^"
-calc-sum ::= calc-product ( " "? [-+] " "? calc-product ){0,40}
-calc-product ::= calc-factor ( " "? ( "*" | "/" | "//" | "%" | "**" | "^" ) " "? calc-factor ){0,40}
+calc-sum ::= calc-factor ( " "? calc-op " "? calc-factor ){0,40}
 calc-factor ::= "-"? ( calc-percent | calc-number | "(" calc-sum ")" | calc-call )
 calc-percent ::= calc-number " "? "%" " of " calc-factor
-calc-call ::= calc-fn "(" calc-sum ( ", "? calc-sum ){0,60} ")"
+calc-call ::= calc-fn "(" calc-inner ( ", "? calc-inner ){0,60} ")"
+calc-inner ::= calc-ifactor ( " "? calc-op " "? calc-ifactor ){0,40}
+calc-ifactor ::= "-"? ( calc-number | "(" calc-inner ")" | calc-icall )
+calc-icall ::= calc-fn "(" calc-flat ( ", "? calc-flat ){0,60} ")"
+calc-flat ::= calc-ffactor ( " "? calc-op " "? calc-ffactor ){0,40}
+calc-ffactor ::= "-"? ( calc-number | "(" calc-flat ")" )
 calc-fn ::= "sum" | "min" | "max" | "avg" | "mean" | "round" | "abs" | "sqrt"
 calc-number ::= [0-9]{1,15} ( "." [0-9]{1,12} )?
 """.strip()
 """What the kernel's grammar lets it write as an expression: numbers, operators and the named
 functions, nothing else, so "time in Tokyo" or "sum(scores.csv)" cannot be sent to calc; and at
-least one operation, so a number the model guessed cannot come back from calc as computed."""
+least one operation, so a number the model guessed cannot come back from calc as computed; and
+functions nested two deep at most (a model that wanted to write "sum(scores" wrote "sum(sum(sum(
+..." until the length limit)."""
 
 
 class Calc(Syscall):

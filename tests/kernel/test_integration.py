@@ -159,7 +159,8 @@ def test_calc_takes_only_an_operation_not_a_bare_number(backend: LlamaCppBackend
         sampler = decoder._sampler(grammar)
         return len(decoder._force(sampler, text)) == len(decoder._tokenize(text))
 
-    for text in ['"12+30"', '"sum(4, 5, 6)"', '"15% of 80"', '"(3 + 4) * 2"', '"-avg(1, 2)"']:
+    accepted_texts = ['"12+30"', '"sum(4, 5, 6)"', '"15% of 80"', '"(3 + 4) * 2"', '"-avg(1, 2)"']
+    for text in [*accepted_texts, '"round(avg(1, 2, 3), 1)"', '"sum(10, 25, 7) / 3"']:
         assert accepted(text), text
-    for text in ['"12"', '"(12)"', '"-7"', '"12 lines"']:
+    for text in ['"12"', '"(12)"', '"-7"', '"12 lines"', '"sum(sum(sum(1)))"']:
         assert not accepted(text), text
