@@ -35,6 +35,7 @@ from llmos.limits import (
     SUMMARY_MAX_SECONDS,
     SUMMARY_TOKENS,
 )
+from llmos.syscalls.atomic import write_all
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend, Message
@@ -239,10 +240,7 @@ class SessionFile:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, body)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.syscalls.atomic import write_all
 
 KEY_BYTES = 32
 
@@ -101,10 +102,7 @@ def _install(path: Path, key: bytes, *, replace: bool) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         try:
-            view = memoryview(key)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, key)
         finally:
             os.close(fd)
         if replace:
