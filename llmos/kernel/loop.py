@@ -452,10 +452,9 @@ class Kernel:
             unseen = unseen_numbers(str(getattr(call, "text", "")), seen)
             if unseen:
                 return (
-                    f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If it is in a "
-                    "file or about one (lines, words), read the file: its RESULT counts them; "
-                    "if you worked it out from numbers you have, compute it with calc; else "
-                    "reply without it."
+                    f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If you worked "
+                    "it out, compute it with calc first, from the numbers you used; if a file "
+                    "has it (or its lines), read the file; else reply without it."
                 )
             return ""
         if echoes(str(getattr(call, "question", "")), turn.request):

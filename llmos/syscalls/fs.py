@@ -251,11 +251,13 @@ class FsCopy(Syscall):
 
 
 class FsMoveResult(BaseModel):
-    """Where it went (for a pattern: every file it matched)."""
+    """Where it went (for a pattern: every file it matched); a copied text file's exact line
+    count, so "copy it, then tell me how many lines it has" has the number in hand."""
 
     src: str
     dst: str
     files: list[str] | None = None
+    lines: int | None = None
 
 
 class FsMkdir(Syscall):
@@ -1007,7 +1009,7 @@ def fs_copy(call: FsCopy, process: Process) -> FsMoveResult:
             raise LlmosError(exc.code, f"{dst.rel}: {exc.message}") from None
         except OSError as exc:
             raise os_error(exc, call.dst) from None
-        return FsMoveResult(src=src_rel, dst=dst.rel)
+        return FsMoveResult(src=src_rel, dst=dst.rel, lines=_count_data_lines(data))
 
 
 def fs_move(call: FsMove, process: Process) -> FsMoveResult:

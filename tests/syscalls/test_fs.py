@@ -623,6 +623,7 @@ def test_move_renames_file(call: Any, workspace: Path) -> None:
         "src": "a.txt",
         "dst": "b.txt",
         "files": None,
+        "lines": None,
     }
     assert names(workspace) == ["b.txt"]
     assert (workspace / "b.txt").read_text() == "A"
@@ -632,7 +633,7 @@ def test_move_into_existing_folder(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("A")
     (workspace / "docs").mkdir()
     value = ok(call("fs.move", src="a.txt", dst="docs"))
-    assert value == {"src": "a.txt", "dst": "docs/a.txt", "files": None}
+    assert value == {"src": "a.txt", "dst": "docs/a.txt", "files": None, "lines": None}
     assert (workspace / "docs" / "a.txt").read_text() == "A"
     assert not (workspace / "a.txt").exists()
 
@@ -700,6 +701,7 @@ def test_move_to_itself_is_a_no_op(call: Any, workspace: Path) -> None:
         "src": "a.txt",
         "dst": "a.txt",
         "files": None,
+        "lines": None,
     }
     assert (workspace / "a.txt").read_text() == "A"
 
@@ -868,7 +870,7 @@ def test_copy_file_and_into_folder(call: Any, workspace: Path) -> None:
     (workspace / "a.txt").write_text("one two")
     (workspace / "a.txt").chmod(0o640)
     value = ok(call("fs.copy", src="a.txt", dst="b.txt"))
-    assert value == {"src": "a.txt", "dst": "b.txt", "files": None}
+    assert value == {"src": "a.txt", "dst": "b.txt", "files": None, "lines": 1}
     assert (workspace / "b.txt").read_text() == "one two"
     assert (workspace / "a.txt").read_text() == "one two"
     assert stat.S_IMODE((workspace / "b.txt").stat().st_mode) == 0o640
