@@ -528,7 +528,10 @@ class Kernel:
         words = grounding_text(conversation)
         snapshot = scan(process.workspace, words, said=said(conversation))
         process.allows = allowed_effects(
-            words, changes=snapshot.changes, tools=self.system.tools.names()
+            words,
+            changes=snapshot.changes,
+            tools=self.system.tools.names(),
+            fits_tool=bool(self._fitting_tools(words)),
         )
         snapshot = replace(snapshot, allows=process.allows)
         shown = view(snapshot)
@@ -538,6 +541,19 @@ class Kernel:
         allowed = self.grammars.constraint(snapshot).callable  # cached for the first decision
         turn.examples = self.examples_for(request, allowed)
         return snapshot
+
+    def _fitting_tools(self, request: str) -> list[str]:
+        """The session's tools whose descriptions are close in meaning to `request` (none
+        while the embedder loads, or when it fails: the policy then reads words alone)."""
+        tools = {tool.name: tool.description for tool in self.system.tools}
+        bank = self.system.examples
+        if not tools or not bank.ready:
+            return []
+        try:
+            return bank.fitting(request, tools, TOOL_MIN_SCORE)
+        except Exception as exc:  # a failing embedder must not stop a turn
+            log.warning("tool fitting: %s", exc)
+            return []
 
     def examples_for(self, request: str, allowed: list[str] | None = None) -> str:
         """The bank's examples nearest `request` (that the live table accepts, and whose calls

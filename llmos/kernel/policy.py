@@ -56,11 +56,14 @@ RUN_WORDS = re.compile(r"\b(?:run|runs|use|using|execute|launch|invoke|call|star
 """Words with which people ask for a tool to run."""
 
 
-def allowed_effects(words: str, *, changes: bool, tools: Iterable[str] = ()) -> frozenset[str]:
+def allowed_effects(
+    words: str, *, changes: bool, tools: Iterable[str] = (), fits_tool: bool = False
+) -> frozenset[str]:
     """The effects (`Syscall.effects`) a request may cause: "write" when it asks for a change
     (`changes`, as grounding decides from the same words), "delete" and "forget" when it says
     so, "remember" when it asks to or tells a fact (not a question, not an order to look at
-    something), "run" when it asks to run or names one of the `tools`."""
+    something), "run" when it asks to run, names one of the `tools`, or is close in meaning to
+    one's description (`fits_tool`: the descriptions are the app author's, not data)."""
     text = words
     for path in mentioned_paths(words):  # "notes-removed.txt" asks for nothing
         text = text.replace(path, " ")
@@ -75,7 +78,7 @@ def allowed_effects(words: str, *, changes: bool, tools: Iterable[str] = ()) -> 
     if REMEMBER_WORDS.search(text) or telling:
         out.add("remember")
     lowered = text.lower()
-    if RUN_WORDS.search(text) or any(_named(tool, lowered) for tool in tools):
+    if fits_tool or RUN_WORDS.search(text) or any(_named(tool, lowered) for tool in tools):
         out.add("run")
     return frozenset(out)
 

@@ -242,7 +242,7 @@ def test_kill_stops_the_tool_a_job_is_running(
     entered, release = hold_tool(system, workspace)
     model = Model({"wait": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")]})
     shell, notices = make_shell(model)
-    shell.handle("wait for it &")
+    shell.handle("wait: run the hold tool &")  # a request that asks for the tool (policy)
     assert entered.wait(WAIT)
     began = time.monotonic()
     shell.handle(":kill 1")
