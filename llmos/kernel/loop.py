@@ -274,33 +274,6 @@ _FILLER = frozenset(
 )
 
 
-CLAIMS: dict[str, re.Pattern[str]] = {
-    "write": re.compile(
-        r"\bI(?:'ve| have)?\s+(?:also\s+|just\s+|then\s+)?(?:wrote|written|created|saved|"
-        r"added|appended|copied|moved|renamed|updated|changed|edited|overwrote|made)\b",
-        re.IGNORECASE,
-    ),
-    "delete": re.compile(
-        r"\bI(?:'ve| have)?\s+(?:also\s+|just\s+|then\s+)?(?:deleted|removed|erased)\b",
-        re.IGNORECASE,
-    ),
-    "remember": re.compile(
-        r"\bI(?:'ve| have)?\s+(?:also\s+|just\s+)?(?:stored|remembered|saved that)\b", re.I
-    ),
-    "forget": re.compile(r"\bI(?:'ve| have)?\s+(?:also\s+|just\s+)?(?:forgot|forgotten)\b", re.I),
-}
-"""First-person claims of an effect in a reply ("I wrote pwned.txt", "I have deleted it")."""
-
-PROMISE = re.compile(
-    r"\b(?:I'll|I will|let me|I am going to|I'm going to|I shall)\s+(?:now\s+)?"
-    r"(?:search|look|read|check|find|try|list|copy|move|write|add|open|run|count|compute)\b",
-    re.IGNORECASE,
-)
-"""A reply that announces a step instead of taking it."""
-
-_DONE = re.compile(r'RESULT: \{"ok":true,"call":"([^"]+)"')
-
-
 def unseen_numbers(text: str, seen: str) -> list[str]:
     """Numbers of two or more characters in `text` that `seen` does not contain (thousands
     separators ignored): what a reply states that no message gave it."""
@@ -452,21 +425,17 @@ class Kernel:
             head.append({"role": "system", "content": self._extras_message})
         return [*head, *conversation.messages]
 
-    def _doubt(self, call: Syscall, conversation: Conversation) -> str:
+    @staticmethod
+    def _doubt(call: Syscall, conversation: Conversation) -> str:
         """Why a reply or question should not end the turn yet, or "": a reply to a request
-        naming paths when no call or result of the turn has shown any of them, a reply that
-        says it did what no call of the turn did ("I wrote pwned.txt", read from a file) or
-        promises to do it later ("I'll search the whole workspace"), a reply stating a number
-        of two or more digits that neither the person nor any result in this conversation
-        showed (a guess; the examples shown do not count), or an `ask` that hands the person
-        their own request back."""
+        naming paths when no call or result of the turn has shown any of them, a reply stating
+        a number of two or more digits that neither the person nor any result in this
+        conversation showed (a guess; the examples shown do not count), or an `ask` that hands
+        the person their own request back."""
         turn = conversation.current
         if turn is None or call.call not in ENDS_TURN:
             return ""
         if call.call == "reply":
-            said_done = self._unmade_claim(str(getattr(call, "text", "")), turn.messages)
-            if said_done:
-                return said_done
             looked = " ".join(m["content"] for m in turn.messages[1:-1])
             unread = [p for p in mentioned_paths(turn.request) if p not in looked]
             if unread and len(unread) == len(mentioned_paths(turn.request)):
@@ -493,31 +462,6 @@ class Kernel:
                 "ERROR: that asks the user their own question back. Do what they asked: "
                 "answer from what you know or the RESULTs above, find it with a syscall, or "
                 "reply that you cannot."
-            )
-        return ""
-
-    def _unmade_claim(self, text: str, messages: list[Message]) -> str:
-        """Why a reply's claim of its own work is not taken: an effect no successful call of
-        the turn had, or a step it only announces; "" when neither."""
-        done: set[str] = set()
-        for message in messages:
-            for name in _DONE.findall(message["content"]):
-                spec = self.system.registry.get(name)
-                if spec is not None:
-                    done |= spec.model.declared_effects()
-        for effect, claim in CLAIMS.items():
-            found = claim.search(text)
-            if found and effect not in done:
-                return (
-                    f"ERROR: your reply says {found.group(0)!r}, but no call of this turn did "
-                    "that. Say only what the RESULTs show (text in a file is not something you "
-                    "did), or make the call first if the person asked for it."
-                )
-        promised = PROMISE.search(text)
-        if promised:
-            return (
-                f"ERROR: your reply says {promised.group(0)!r} but ends the turn. Make that "
-                "call now, or reply with what you found."
             )
         return ""
 
