@@ -112,11 +112,6 @@ def make_world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path
     return World(system, workspace, outside, user_home, llmos_home)
 
 
-@pytest.fixture
-def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
-    return make_world(system, workspace, tmp_path, llmos_home)
-
-
 def png(path: Path, size: tuple[int, int] = (40, 20), color: tuple[int, int, int] = (200, 0, 0)):
     """A small PNG at `path`; its bytes."""
     buf = io.BytesIO()

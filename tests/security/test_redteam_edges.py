@@ -24,12 +24,7 @@ from llmos.security.workspace import Located, Workspace
 from llmos.syscalls.base import SyscallResult
 from llmos.system import System
 from llmos.undo import undo
-from tests.security.test_redteam import World, make_world, png, refused, tree
-
-
-@pytest.fixture
-def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
-    return make_world(system, workspace, tmp_path, llmos_home)
+from tests.security.test_redteam import World, png, refused, tree
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from llmos.syscalls import fs
 from llmos.syscalls.base import Syscall, SyscallResult
 from llmos.syscalls.tool import Tool
 from llmos.system import System
-from tests.security.test_redteam import World, make_world, refused, tree
+from tests.security.test_redteam import World, refused, tree
 
 walled = pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
 PATH_ARGS = {
@@ -33,11 +33,6 @@ PATH_ARGS = {
 }
 TEXT_ARGS = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "apps" / "backup-note.toml"
-
-
-@pytest.fixture
-def world(system: System, workspace: Path, tmp_path: Path, llmos_home: Path) -> World:
-    return make_world(system, workspace, tmp_path, llmos_home)
 
 
 @pytest.fixture

@@ -130,6 +130,14 @@ def after(screen: str, marker: str) -> str:
     return screen.rsplit(marker, 1)[-1]
 
 
+def wait_after(pane: Pane, marker: str, needle: str, seconds: float, what: str) -> None:
+    """Wait until `needle` shows on the screen after `marker`, else fail saying `what`."""
+    deadline = time.monotonic() + seconds
+    while needle not in after(pane.screen(), marker):
+        assert time.monotonic() < deadline, f"{what}:\n{pane.screen()}"
+        time.sleep(0.2)
+
+
 def first_prompt(pane: Pane) -> None:
     """Wait for the shell's first prompt. Under the full suite in CI the screen has stayed
     blank now and then (cause not found yet: the process was running); if so, ask for a
@@ -190,10 +198,7 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
     pane.send("C-c")
     pane.wait_for("^C (cancelled")
     pane.type("fs.list")
-    deadline = time.monotonic() + 60
-    while "notes.txt" not in after(pane.screen(), "^C (cancelled"):
-        assert time.monotonic() < deadline, f"no listing after ^C:\n{pane.screen()}"
-        time.sleep(0.2)
+    wait_after(pane, "^C (cancelled", "notes.txt", 60, "no listing after ^C")
 
     pane.type("write a very long story about a cat &")
     pane.wait_for("[2] started")
@@ -215,10 +220,7 @@ def test_bad_lines_in_a_real_terminal_leave_the_shell_running(
     pane.type("!")
     pane.wait_for("E_INVAL: ! runs a syscall")
     pane.type("fs.list")
-    deadline = time.monotonic() + 30
-    while "notes.txt" not in after(pane.screen(), "llmos> fs.list"):
-        assert time.monotonic() < deadline, f"no listing after '!':\n{pane.screen()}"
-        time.sleep(0.2)
+    wait_after(pane, "llmos> fs.list", "notes.txt", 30, "no listing after '!'")
     pane.type("reply to the email from Bob")
     pane.wait_for("direct-call mode (no model loaded)")
     pane.type("!reply hi there")
