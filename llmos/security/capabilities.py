@@ -344,8 +344,11 @@ class CapabilitySet:
         return None
 
     def missing(self, call: str, resources: Sequence[str]) -> list[str]:
-        """The resources no held capability covers for `call` (all of them if none do)."""
-        return [r for r in resources if self.find(call, [r]) is None] or list(resources)
+        """The resources no held capability covers for `call`, each on its own (scopes
+        combine); for a call with no resources, [ANY] when no capability for it is held."""
+        if not resources:
+            return [] if self.find(call, []) is not None else [ANY]
+        return [r for r in resources if self.find(call, [r]) is None]
 
 
 class GrantStore:

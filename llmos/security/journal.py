@@ -183,7 +183,8 @@ class ChangeSet:
 
     journal: Journal
     info: ChangeSetInfo
-    folder: Path
+    folder: Path | None = None
+    """Made on the first path saved: a turn or call that changes nothing costs no I/O."""
     _pending: dict[str, Change] = field(default_factory=dict)
     _saver: _Saver | None = None
 
@@ -205,7 +206,7 @@ class ChangeSet:
             self._pending[located.rel] = earlier
             return
         if self._saver is None:
-            self._saver = _Saver(self.folder)
+            self._saver = _Saver(self._folder())
         state = capture(located.dir_fd, located.name, self._saver)
         change = Change(path=located.rel, call=call, before=state)
         self._pending[located.rel] = change
@@ -215,6 +216,8 @@ class ChangeSet:
     def after(self, workspace: Workspace) -> None:
         """Record what the call left at each path it watched; drop the paths it left as they
         were (a copy's source), and their saved bytes."""
+        if not self._pending:
+            return
         for rel, change in self._pending.items():
             try:
                 with workspace.locate(rel, follow=False) as loc:
@@ -231,17 +234,23 @@ class ChangeSet:
         self._pending.clear()
         self.save()
 
+    def _folder(self) -> Path:
+        """The set's folder, numbered and made now if it is not yet."""
+        if self.folder is None:
+            self.info.id, self.folder = self.journal.allocate()
+        return self.folder
+
     def _drop_blobs(self, state: PathState) -> None:
         if state.blob:
             with contextlib.suppress(FileNotFoundError):
-                (self.folder / state.blob).unlink()
+                (self._folder() / state.blob).unlink()
         for sub in state.entries.values():
             self._drop_blobs(sub)
 
     def save(self) -> None:
         """Write the set's record atomically, so a kill leaves the last whole one."""
         data = self.info.model_dump_json().encode()
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | O_CLOEXEC)
+        fd = os.open(self._folder(), os.O_RDONLY | os.O_DIRECTORY | O_CLOEXEC)
         try:
             write_atomic_at(fd, "set.json", data, mode=0o600)
         finally:
@@ -258,7 +267,16 @@ class Journal:
         self._notices: list[str] = []
 
     def begin(self, label: str, workspace: Workspace) -> ChangeSet:
-        """Open a new change set (a turn, a direct call, an app run) on `workspace`."""
+        """Open a new change set (a turn, a direct call, an app run) on `workspace`; it takes
+        its number and folder when it first saves a path."""
+        info = ChangeSetInfo(
+            id=0, label=label[:200], workspace=str(workspace.root), started=time.time()
+        )
+        return ChangeSet(self, info)
+
+    def allocate(self) -> tuple[int, Path]:
+        """The next change set number and its new folder (another process may take numbers
+        at the same time: each folder is made exclusively)."""
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             last = max(self._ids(), default=0)
@@ -270,14 +288,13 @@ class Journal:
                     break
                 except FileExistsError:  # another process took this number
                     continue
-        info = ChangeSetInfo(
-            id=last, label=label[:200], workspace=str(workspace.root), started=time.time()
-        )
-        return ChangeSet(self, info, folder)
+        return last, folder
 
     def end(self, changes: ChangeSet) -> None:
         """Close a change set: forget it when it changed nothing, then keep the journal
         within its size by dropping the oldest sets (noting it for the person)."""
+        if changes.folder is None:
+            return
         if not changes.info.changes:
             shutil.rmtree(changes.folder, ignore_errors=True)
             return

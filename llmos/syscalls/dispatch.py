@@ -10,8 +10,8 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Authorized, Process
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
-from llmos.security.journal import Journal
-from llmos.security.workspace import Located
+from llmos.security.journal import ChangeSet, Journal
+from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Registry, Syscall, SyscallResult, SyscallSpec
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ class Dispatcher:
             return result
         finally:  # record never raises, and a Ctrl-C mid-call still leaves its line
             if self.audit is not None:
-                code = ErrorCode.E_INTR.value if result is None else result.code
+                code = ErrorCode.E_INTR if result is None else result.code
                 self.audit.record(
                     pid=process.pid,
                     process=process.name,
                     call=name,
                     args=args,
                     ok=result is not None and result.ok,
-                    code=code.value if isinstance(code, ErrorCode) else code,
+                    code=code.value if code else None,
                     resources=resources,
                 )
 
@@ -104,33 +104,34 @@ class Dispatcher:
         call: Syscall,
         guard: Callable[[str], None],
     ) -> Any:
-        """The handler under the guard, and for a file-changing call, the undo journal."""
-
+        """The handler under the guard and, for a call with effects on files, the undo
+        journal watching every path it resolves."""
         workspace = process.workspace
-        if not call.changes_files or self.journal is None:
-            previous, workspace.guard = workspace.guard, guard
-            try:
-                return spec.handler(call, process)
-            finally:
-                workspace.guard = previous
         own = process.changes is None
-        changes = process.changes or self.journal.begin(_label(call), workspace)
-
-        def watch(located: Located) -> None:
-            changes.before(located, call.call)
-
-        previous, workspace.guard = workspace.guard, guard
-        watching, workspace.watch = workspace.watch, watch
+        changes = None
+        if self.journal is not None and call.declared_effects() & FILE_EFFECTS:
+            changes = process.changes or self.journal.begin(_label(call), workspace)
+        previous, watching = workspace.guard, workspace.watch
+        workspace.guard = guard
+        if changes is not None:
+            workspace.watch = lambda located: changes.before(located, call.call)
         try:
             return spec.handler(call, process)
         finally:
             workspace.guard, workspace.watch = previous, watching
-            try:
-                changes.after(workspace)
-                if own:
-                    self.journal.end(changes)
-            except OSError as exc:  # the saved copies are in; only the record is behind
-                log.warning("the undo journal could not record %s: %s", call.call, exc)
+            if changes is not None:
+                self._record(changes, own, workspace, call)
+
+    def _record(self, changes: ChangeSet, own: bool, workspace: Workspace, call: Syscall) -> None:
+        """Note what the call left in its change set, closing the set when it was the call's
+        own; a journal that cannot write its record is logged (the saved copies are in)."""
+        assert self.journal is not None
+        try:
+            changes.after(workspace)
+            if own:
+                self.journal.end(changes)
+        except OSError as exc:
+            log.warning("the undo journal could not record %s: %s", call.call, exc)
 
     def _authorize(
         self, process: Process, spec: SyscallSpec[Any], resources: list[str]
@@ -140,10 +141,7 @@ class Dispatcher:
         what is missing, or refuse (E_PERM). Returns what was answered "once"."""
         cap_name = spec.cap_name
         caps = process.caps
-        if resources:
-            wanted = [r for r in resources if caps.find(cap_name, [r]) is None]
-        else:
-            wanted = [] if caps.find(cap_name, []) is not None else [ANY]
+        wanted = caps.missing(cap_name, resources)
         if not wanted:
             return set()
         shown = ", ".join(r if r else "/" for r in wanted if r != ANY)
@@ -194,6 +192,9 @@ class Dispatcher:
                 "ask for",
             )
 
+
+FILE_EFFECTS = frozenset({"write", "delete"})
+"""Effects on files: a call with one is journaled for undo (forgetting a memory is not)."""
 
 EFFECT_WORDS: dict[str, str] = {
     "write": "change files",
