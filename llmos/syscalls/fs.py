@@ -1496,8 +1496,8 @@ def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
     embedder or a broken index leaves the word search's answer alone)."""
     found = fs_search(call, process)
     if not (found.matches or call.regex or process.open_files is None):
-        try:
-            found = fs_search(call, process, process.open_files())
+        try:  # no line matched, so no line holds every word: add what meaning finds
+            found = with_meaning(found, call, process, process.open_files())
         except Exception as exc:  # the word search must still answer
             log.warning("search by meaning is unavailable: %s", exc)
     return _elsewhere(found, call, process)
