@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -518,5 +520,21 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def console() -> None:
+    """The console script: `main`, then leave at once if a background thread is still at work.
+
+    Interpreter shutdown stops a daemon thread that wakes up by unwinding it with
+    pthread_exit; inside llama.cpp or torch (a cancelled job's decode, an embedding warming
+    up) that unwinding hits a noexcept frame and aborts the process (exit 134) after everything
+    of ours was already closed and flushed. So when such a thread remains, skip finalization."""
+    status = main()
+    if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -208,7 +208,7 @@ def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
     while pane.exit_status() is None:
         assert time.monotonic() < deadline, "Ctrl-D did not leave the shell"
         time.sleep(0.2)
-    assert pane.exit_status() == 0
+    assert pane.exit_status() == 0, pane.stderr.read_text() if pane.stderr else ""
     assert "cancelled 1 background job(s) still running: [2] write a very long" in pane.screen()
 
 
