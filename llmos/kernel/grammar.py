@@ -102,7 +102,11 @@ def ordered_fields(spec: SyscallSpec[Any]) -> list[tuple[str, FieldInfo]]:
 
 
 def _ground_rule(kind: str, patterns: bool, named: bool = False) -> str:
-    return f"ground-{'named' if named else kind}" + ("-or-glob" if patterns else "")
+    if named:
+        base = "named" if kind.startswith("any") else f"named-{kind.partition('-')[0]}"
+    else:
+        base = kind
+    return f"ground-{base}" + ("-or-glob" if patterns else "")
 
 
 def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
@@ -114,7 +118,11 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
         return ""
     patterns = grounded.patterns and ground.bulk
     kind = f"{grounded.kind}-real" if grounded.real else grounded.kind
-    if not (ground.named if grounded.named else ground.choices(*_kind_of(kind))) and not patterns:
+    if grounded.named:
+        offered = ground.named_of(grounded.kind)
+    else:
+        offered = ground.choices(*_kind_of(kind))
+    if not offered and not patterns:
         return None
     one = _ground_rule(kind, patterns, grounded.named)
     args = [a for a in get_args(field.annotation) if a is not type(None)]
@@ -173,11 +181,18 @@ def _kind_of(kind: str) -> tuple[str, int, bool]:
 
 def _ground_rules(ground: Snapshot) -> list[str]:
     rules = []
-    for kind in ("file", "dir", "any", "file-real", "dir-real", "any-real", "named"):
-        paths = ground.named if kind == "named" else ground.choices(*_kind_of(kind))
+    for kind in ("file", "dir", "any", "file-real", "dir-real", "any-real"):
+        paths = ground.choices(*_kind_of(kind))
         options = " | ".join(_quote(p) for p in paths)
         rules.append(f"{_ground_rule(kind, False)} ::= {options or 'glob'}")
         rules.append(f"{_ground_rule(kind, True)} ::= {options + ' | ' if options else ''}glob")
+    for kind in ("any", "dir", "file"):
+        options = " | ".join(_quote(p) for p in ground.named_of(kind))
+        rule = _ground_rule(kind, False, named=True)
+        rules.append(f"{rule} ::= {options or 'glob'}")
+        rules.append(
+            f"{_ground_rule(kind, True, True)} ::= {options + ' | ' if options else ''}glob"
+        )
     return rules
 
 
@@ -264,7 +279,7 @@ def _grounded_options(field: FieldInfo, ground: Snapshot | None) -> tuple[str, .
     if grounded is None or ground is None or grounded.patterns or field.annotation is not str:
         return None
     if grounded.named:
-        paths = list(ground.named)
+        paths = ground.named_of(grounded.kind)
     else:
         paths = ground.choices(grounded.kind, real_only=grounded.real)
     return tuple(json.dumps(p, ensure_ascii=False) for p in paths)

@@ -78,6 +78,18 @@ class Snapshot:
             self.allows,
         )
 
+    def named_of(self, kind: str) -> list[str]:
+        """The paths the person named that can be of `kind` (file, dir, any): a search scoped
+        to a folder takes only a folder they named ("search the logs folder"), never one the
+        model picked ("the wifi password for the cabin" searched logs/ and found nothing)."""
+        if kind == "any":
+            return list(self.named)
+        dirs = {e.path for e in self.entries if e.is_dir}
+        files = {e.path for e in self.entries if not e.is_dir}
+        if kind == "dir":
+            return [p for p in self.named if p in dirs or (p not in files and not has_extension(p))]
+        return [p for p in self.named if p in files or (p not in dirs and not p.endswith("/"))]
+
     def files(self) -> list[str]:
         """Every listed file."""
         return [e.path for e in self.entries if not e.is_dir]

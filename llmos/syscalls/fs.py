@@ -285,7 +285,10 @@ class FsSearch(Syscall):
         min_length=1, description="Words to find, in any order and case (or a regex, regex=true)."
     )
     path: str = existing_path(
-        "dir", default=".", description="Folder to search in (all of the workspace by default)."
+        "dir",
+        named=True,
+        default=".",
+        description="A folder the request names to search in (else all of the workspace).",
     )
     pattern: str | None = Field(default=None, description="Only files matching this glob.")
     regex: bool = Field(default=False, description="Treat query as a regular expression.")

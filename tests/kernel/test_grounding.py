@@ -354,3 +354,28 @@ def test_a_move_into_a_folder_the_request_names_goes_into_it(workspace: Path) ->
     (workspace / "done").write_text("a file")
     taken = scan(ws, "move it into the done folder")
     assert into_folders(FsMove(src="todo.txt", dst="done"), taken).dst == "done"  # type: ignore[attr-defined]
+
+
+def test_a_search_is_narrowed_only_to_a_place_the_person_named(
+    system: System, workspace: Path
+) -> None:
+    make_tree(workspace)
+    ws = Workspace(workspace)
+
+    def search_rule(request: str) -> str:
+        grammar = build_grammar(system.registry, ground=scan(ws, request))
+        return next(line for line in grammar.splitlines() if line.startswith("call-fs-search ::="))
+
+    # "the cabin" names no folder: a small model scoped this search to logs/ and found nothing.
+    anywhere = search_rule("what is the wifi password for the cabin?")
+    assert '\\"path\\"' not in anywhere, "the whole workspace is searched"
+    assert '\\"query\\"' in anywhere
+    named = build_grammar(system.registry, ground=scan(ws, "search the logs folder for errors"))
+    search = next(line for line in named.splitlines() if line.startswith("call-fs-search ::="))
+    assert '\\"path\\"' in search and "ground-named-dir" in search
+    rule = next(line for line in named.splitlines() if line.startswith("ground-named-dir ::="))
+    assert '\\"logs\\"' in rule and "notes.txt" not in rule
+    # A file the person names is read, not searched inside: never a search's scope.
+    file_named = scan(ws, "search notes.txt and the logs folder for the password")
+    assert file_named.named_of("dir") == ["logs"]
+    assert set(file_named.named_of("any")) == {"notes.txt", "logs"}

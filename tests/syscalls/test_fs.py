@@ -1286,13 +1286,13 @@ def test_delete_a_pattern_stops_at_a_folder_that_needs_recursive(
 
 
 def test_search_path_names_a_folder_but_a_file_still_works(call: Any, corpus: Path) -> None:
-    # The model kept searching inside the one file it should have read; the grammar now offers
-    # folders only. A direct caller may still name a file.
+    # The model kept searching inside the one file it should have read, and scoped searches to
+    # folders the request never spoke of; the grammar now offers only folders the person named.
+    # A direct caller may still name a file.
     field = fs_mod.FsSearch.model_fields["path"]
     grounded = existing_kind(field)
-    assert grounded is not None and grounded[0] == "dir"
+    assert grounded is not None and grounded.kind == "dir" and grounded.named
     assert field.default == "."
-    assert field.description == "Folder to search in (all of the workspace by default)."
     assert [h["line"] for h in ok(call("fs.search", query="needle", path="a.txt"))["hits"]] == [
         2,
         4,
