@@ -118,10 +118,7 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
         return ""
     patterns = grounded.patterns and ground.bulk
     kind = f"{grounded.kind}-real" if grounded.real else grounded.kind
-    if grounded.named:
-        offered = ground.named_of(grounded.kind)
-    else:
-        offered = ground.choices(*_kind_of(kind))
+    offered = ground.named_of(grounded.kind) if grounded.named else ground.choices(*_kind_of(kind))
     if not offered and not patterns:
         return None
     one = _ground_rule(kind, patterns, grounded.named)

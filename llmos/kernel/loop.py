@@ -66,10 +66,15 @@ class Event:
     call: dict[str, Any] | None = None
     result: SyscallResult | None = None
     seconds: float = 0.0
+    note: str = ""
+    """What llmos itself says about a reply: that it claims an effect no call of the turn had
+    ("I wrote pwned.txt", repeated from a file it read), so the person is not misled."""
 
     def to_json(self) -> dict[str, Any]:
         """The event as JSON data (for `--json` output)."""
         out: dict[str, Any] = {"kind": self.kind, "text": self.text, "seconds": self.seconds}
+        if self.note:
+            out["note"] = self.note
         if self.call is not None:
             out["call"] = self.call
         if self.result is not None:
@@ -97,6 +102,9 @@ class Turn:
     examples: str = ""
     """Examples of requests like this one and their calls, shown before the request while the
     turn runs and dropped when it ends (they teach the step, not the conversation)."""
+    targets: tuple[str, ...] = ()
+    """Paths the request names that did not exist when it began, in a turn that may write:
+    what it asks to be made ("summarise story.txt into short.txt"). Not saved."""
 
     @property
     def request(self) -> str:
@@ -274,6 +282,55 @@ _FILLER = frozenset(
 )
 
 
+_CLAIMANT = r"(?:\bI(?:'ve| have)?|\band(?: then)?|\bthen)\s+"
+"""Who claims: "I", or "and (then)" going on from a claim ("I wrote it and then deleted")."""
+
+CLAIMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "write": (
+        re.compile(
+            _CLAIMANT + r"(?:also\s+|just\s+|then\s+|now\s+)?(?:wrote|written|created|"
+            r"saved|added|appended|copied|moved|renamed|updated|changed|edited|overwrote|"
+            r"overwritten|replaced)\b",
+            re.IGNORECASE,
+        ),
+        "changed no file",
+    ),
+    "delete": (
+        re.compile(
+            _CLAIMANT + r"(?:also\s+|just\s+|then\s+|now\s+)?(?:deleted|removed|"
+            r"erased)\b",
+            re.IGNORECASE,
+        ),
+        "deleted nothing",
+    ),
+    "forget": (
+        re.compile(_CLAIMANT + r"(?:also\s+|just\s+|now\s+)?(?:forgot|forgotten)\b", re.I),
+        "forgot nothing",
+    ),
+    "run": (
+        re.compile(_CLAIMANT + r"(?:also\s+|just\s+|now\s+)?(?:ran|executed)\b", re.I),
+        "ran no tool",
+    ),
+}
+"""First-person claims of an effect in a reply ("I wrote pwned.txt", "I have deleted it"), and
+what to say when no call of the turn had that effect."""
+
+
+def unmade_claims(text: str, done: set[str]) -> str:
+    """llmos's note on a reply that claims effects no call of the turn had (`done`: the
+    effects of the turn's successful calls), or "". Asking the model again made the 1.5B
+    model drift into an earlier topic, so the reply stands and the person is told."""
+    said = [
+        (found.group(0), what)
+        for effect, (claim, what) in CLAIMS.items()
+        if effect not in done and (found := claim.search(text))
+    ]
+    if not said:
+        return ""
+    quoted = ", ".join(repr(words) for words, _ in said)
+    return f"llmos: this turn {' and '.join(what for _, what in said)} (the reply says {quoted})"
+
+
 def unseen_numbers(text: str, seen: str) -> list[str]:
     """Numbers of two or more characters in `text` that `seen` does not contain (thousands
     separators ignored): what a reply states that no message gave it."""
@@ -428,7 +485,8 @@ class Kernel:
     @staticmethod
     def _doubt(call: Syscall, conversation: Conversation) -> str:
         """Why a reply or question should not end the turn yet, or "": a reply to a request
-        naming paths when no call or result of the turn has shown any of them, a reply stating
+        naming paths when no call or result of the turn has shown any of them, a reply while a
+        path the request asks to be made (`Turn.targets`) was named by no call, a reply stating
         a number of two or more digits that neither the person nor any result in this
         conversation showed (a guess; the examples shown do not count), or an `ask` that hands
         the person their own request back."""
@@ -449,6 +507,14 @@ class Kernel:
                 + [n for t in conversation.turns for n in t.notes.values()]
                 + [m["content"] for t in conversation.turns for m in t.messages[:-1]]
             )
+            made = " ".join(m["content"] for m in turn.messages[:-1] if m["role"] == "assistant")
+            unmade = [t for t in turn.targets if json.dumps(t)[1:-1] not in made]
+            if unmade:
+                return (
+                    f"ERROR: the request also asks for {unmade[0]}, and no call of this turn has "
+                    "made it yet. Make that call now (use what the RESULTs above show), or "
+                    "reply why you cannot."
+                )
             unseen = unseen_numbers(str(getattr(call, "text", "")), seen)
             if unseen:
                 return (
@@ -478,6 +544,11 @@ class Kernel:
             fits_tool=bool(self._fitting_tools(words)),
         )
         snapshot = replace(snapshot, allows=process.allows)
+        if "write" in process.allows and snapshot.complete:
+            real = {e.path for e in snapshot.entries}
+            turn.targets = tuple(
+                m for m in mentioned_paths(request) if m.strip("/").removeprefix("./") not in real
+            )
         shown = view(snapshot)
         last = next((t.view for t in reversed(conversation.turns[:-1]) if t.view), "")
         if shown != last:
@@ -649,6 +720,8 @@ class Kernel:
     ) -> Iterator[Event]:
         seen: dict[str, bool] = {}
         """Each call made this turn (as shown) and whether it succeeded."""
+        done: set[str] = set()
+        """The effects of the turn's successful calls."""
         repeats = 0
         doubted = False
         only: list[str] | None = None
@@ -700,10 +773,14 @@ class Kernel:
                 continue
             result = self.system.dispatch(process, call)
             seen[shown] = result.ok
+            if result.ok:
+                done |= type(call).declared_effects()
             if result.ok and call.call in ENDS_TURN:
                 kind: EventKind = "reply" if call.call == "reply" else "ask"
                 value = result.value if isinstance(result.value, dict) else {}
-                yield Event(kind, text=str(value.get("text", "")), call=data, result=result)
+                text = str(value.get("text", ""))
+                note = unmade_claims(text, done) if kind == "reply" else ""
+                yield Event(kind, text=text, call=data, result=result, note=note)
                 return
             conversation.add("user", result_message(compact_result(result)))
             yield Event("result", call=data, result=result, text=result.render())

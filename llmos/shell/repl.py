@@ -163,6 +163,8 @@ def render_event(event: Event) -> tuple[str, bool]:
         return f"? {event.text}", True
     if event.kind == "memory":
         return f"· {event.text}", True
+    if event.kind == "reply" and event.note:
+        return f"{event.text}\n⚠ {event.note}", True
     return event.text, event.kind == "reply"
 
 
