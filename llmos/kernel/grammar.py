@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from llmos.limits import GROUND_MAX_PATHS
-from llmos.syscalls.base import Registry, SyscallSpec, existing_kind
+from llmos.syscalls.base import Registry, SyscallSpec, existing_kind, is_fixed
 
 if typing.TYPE_CHECKING:
     from llmos.kernel.grounding import Snapshot
@@ -94,8 +94,9 @@ def type_rule(annotation: Any, *, nullable: bool = True) -> str:
 
 
 def ordered_fields(spec: SyscallSpec[Any]) -> list[tuple[str, FieldInfo]]:
-    """A call's arguments in the order the grammar writes them: required ones, then optional."""
-    fields = [(k, f) for k, f in spec.model.model_fields.items() if k != "call"]
+    """A call's arguments in the order the grammar writes them: required ones, then optional
+    (those `fixed` to their defaults left out)."""
+    fields = [(k, f) for k, f in spec.model.model_fields.items() if k != "call" and not is_fixed(f)]
     return [kf for kf in fields if kf[1].is_required()] + [
         kf for kf in fields if not kf[1].is_required()
     ]

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from llmos.kernel.grammar import type_rule
-from llmos.syscalls.base import Registry, SyscallSpec
+from llmos.syscalls.base import Registry, SyscallSpec, is_fixed
 
 SYSTEM = """\
 You are the kernel of llmos, a shell on the user's own computer. The user asks for something; \
@@ -120,7 +120,7 @@ def signature(spec: SyscallSpec[Any]) -> str:
     one_of = tuple(getattr(spec.model, "one_of", ()))
     parts = []
     for name, field in spec.model.model_fields.items():
-        if name == "call" or name in one_of[1:]:
+        if name == "call" or name in one_of[1:] or is_fixed(field):
             continue
         if name in one_of:
             parts.append(" | ".join(one_of))
@@ -157,7 +157,7 @@ def render_table(source: Registry | list[SyscallSpec[Any]]) -> str:
     for spec in source.specs() if isinstance(source, Registry) else source:
         lines.append(f"{signature(spec)} — {spec.description}")
         for name, field in spec.model.model_fields.items():
-            if name != "call" and field.description:
+            if name != "call" and field.description and not is_fixed(field):
                 line = _field_line(name, field)
                 if line:
                     lines.append(line)

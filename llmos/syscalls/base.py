@@ -121,6 +121,19 @@ def existing_kind(info: FieldInfo) -> Grounded | None:
     return None
 
 
+def fixed(**field: Any) -> Any:
+    """A Field the kernel's grammar and prompt leave out, so a kernel call keeps its default (a
+    direct call may still set it): a small model guesses such knobs (`max_hits=1` cut a
+    search's lines to one). Keyword arguments go to `Field`."""
+    return Field(json_schema_extra={"fixed": True}, **field)
+
+
+def is_fixed(info: FieldInfo) -> bool:
+    """Whether a field was made by `fixed`."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("fixed"))
+
+
 def target_path(**field: Any) -> Any:
     """A Field for where a move or copy puts things. When the person called that name a
     folder ("into the done folder") and no file has it, the kernel passes it as a folder

@@ -40,7 +40,7 @@ from llmos.limits import (
 from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_all, write_atomic_at
-from llmos.syscalls.base import Registry, Syscall, existing_path, target_path
+from llmos.syscalls.base import Registry, Syscall, existing_path, fixed, target_path
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class FsSearch(Syscall):
     )
     pattern: str | None = Field(default=None, description="Only files matching this glob.")
     regex: bool = Field(default=False, description="Treat query as a regular expression.")
-    max_hits: int = Field(
+    max_hits: int = fixed(
         default=SEARCH_HITS, ge=1, le=MAX_SEARCH_HITS, description="Most lines to return."
     )
 

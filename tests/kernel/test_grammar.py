@@ -8,6 +8,7 @@ from typing import Literal, get_args, get_origin
 from llmos.apps.plugins import build_registry
 from llmos.kernel.grammar import CallFormat, GrammarCache, build_grammar, ordered_fields
 from llmos.syscalls.base import Registry, Syscall
+from llmos.system import System
 
 
 class Ping(Syscall):
@@ -160,3 +161,14 @@ def test_the_names_grammar_compiles_in_llama_cpp() -> None:
 
     grammar = names_constraint(["fs.read", "reply", "mem.store"]).grammar
     assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+
+
+def test_a_fixed_field_is_left_to_its_default_by_the_kernel(system: System) -> None:
+    # The model wrote max_hits=1 for "which log files mention an error?" and saw one line.
+    from llmos.kernel.prompt import signature
+
+    spec = system.registry.get("fs.search")
+    assert spec is not None
+    assert "max_hits" not in build_grammar(system.registry)
+    assert "max_hits" not in signature(spec)
+    assert "max_hits" in spec.model.model_fields, "a direct call may still set it"
