@@ -24,7 +24,13 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from llmos.limits import GROUND_MAX_PATHS
-from llmos.syscalls.base import Registry, SyscallSpec, existing_kind, is_fixed
+from llmos.syscalls.base import (
+    Registry,
+    SyscallSpec,
+    existing_kind,
+    is_fixed,
+    is_narrowing,
+)
 
 if typing.TYPE_CHECKING:
     from llmos.kernel.grounding import Snapshot
@@ -133,6 +139,8 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
 
 
 def _member(name: str, field: FieldInfo, ground: Snapshot | None = None) -> str | None:
+    if ground is not None and not ground.bulk and is_narrowing(field):
+        return None
     kind = _grounded_type(field, ground)
     if kind is None:
         return None

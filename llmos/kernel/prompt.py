@@ -197,12 +197,11 @@ def extras_prompt(registry: Registry) -> str:
     )
 
 
-def result_message(result_json: str, request: str = "") -> str:
-    """How a syscall's result is shown to the kernel: the result, then the request it serves,
-    so a request in parts ("copy it, then tell me ...") stays in view until every part is
-    done."""
-    reminder = f"\nREQUEST: {request}" if request else ""
-    return f"RESULT: {result_json}{reminder}"
+def result_message(result_json: str) -> str:
+    """How a syscall's result is shown to the kernel. (The request restated after each result
+    was measured and dropped: the 1.5B model took it for a new request; a reply that leaves a
+    named part undone goes back to it instead, see `Kernel._doubt`.)"""
+    return f"RESULT: {result_json}"
 
 
 def summary_block(summary: str, paged_out: int) -> str:

@@ -134,6 +134,20 @@ def is_fixed(info: FieldInfo) -> bool:
     return isinstance(extra, dict) and bool(extra.get("fixed"))
 
 
+def narrowing_glob(**field: Any) -> Any:
+    """A Field for a glob that narrows a call to some files: the kernel may write one only when
+    the request asks about many files ("which log files ...", "every .py file"); otherwise a
+    small model narrows a search to files it guessed (`logs/*` for the cabin's wifi password).
+    Keyword arguments go to `Field`."""
+    return Field(json_schema_extra={"narrowing": True}, **field)
+
+
+def is_narrowing(info: FieldInfo) -> bool:
+    """Whether a field was made by `narrowing_glob`."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("narrowing"))
+
+
 def target_path(**field: Any) -> Any:
     """A Field for where a move or copy puts things. When the person called that name a
     folder ("into the done folder") and no file has it, the kernel passes it as a folder

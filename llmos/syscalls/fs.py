@@ -40,7 +40,14 @@ from llmos.limits import (
 from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_all, write_atomic_at
-from llmos.syscalls.base import Registry, Syscall, existing_path, fixed, target_path
+from llmos.syscalls.base import (
+    Registry,
+    Syscall,
+    existing_path,
+    fixed,
+    narrowing_glob,
+    target_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +297,7 @@ class FsSearch(Syscall):
         default=".",
         description="A folder the request names to search in (else all of the workspace).",
     )
-    pattern: str | None = Field(default=None, description="Only files matching this glob.")
+    pattern: str | None = narrowing_glob(default=None, description="Only files matching this glob.")
     regex: bool = Field(default=False, description="Treat query as a regular expression.")
     max_hits: int = fixed(
         default=SEARCH_HITS, ge=1, le=MAX_SEARCH_HITS, description="Most lines to return."
@@ -1511,12 +1518,16 @@ def _elsewhere(found: FsSearchResult, call: FsSearch, process: Process) -> FsSea
     elsewhere in the workspace (the handler does not widen the search itself, since only
     the folder asked for was authorized; the kernel's next call is checked like any)."""
     where = process.workspace.relpath(call.path)
-    if found.matches or found.hits or where in ("", "."):
+    narrowed = where not in ("", ".")
+    if found.matches or found.hits or not (narrowed or call.pattern):
         return found
-    note = (
-        f'nothing in {where} matches; it may be elsewhere: search again with path "." '
-        "for the whole workspace"
+    scope = " in ".join(
+        ([f"files matching {call.pattern}"] if call.pattern else []) + ([where] if narrowed else [])
     )
+    again = " and ".join(
+        (['with path "."'] if narrowed else []) + (["without the pattern"] if call.pattern else [])
+    )
+    note = f"nothing in {scope} matches; it may be elsewhere: search again {again}"
     return found.model_copy(update={"note": note})
 
 

@@ -379,3 +379,18 @@ def test_a_search_is_narrowed_only_to_a_place_the_person_named(
     file_named = scan(ws, "search notes.txt and the logs folder for the password")
     assert file_named.named_of("dir") == ["logs"]
     assert set(file_named.named_of("any")) == {"notes.txt", "logs"}
+
+
+def test_a_search_is_narrowed_by_a_glob_only_when_the_request_asks_about_many_files(
+    system: System, workspace: Path
+) -> None:
+    make_tree(workspace)
+    ws = Workspace(workspace)
+
+    def search_rule(request: str) -> str:
+        grammar = build_grammar(system.registry, ground=scan(ws, request))
+        return next(line for line in grammar.splitlines() if line.startswith("call-fs-search ::="))
+
+    assert '\\"pattern\\"' not in search_rule("what is the wifi password for the cabin?")
+    assert '\\"pattern\\"' in search_rule("which log files mention an error?")
+    assert '\\"pattern\\"' in build_grammar(system.registry), "no snapshot: no limit"

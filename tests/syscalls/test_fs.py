@@ -1563,3 +1563,25 @@ def test_a_destination_ending_in_a_slash_is_a_folder_made_if_missing(
     assert copied.ok and (workspace / "old" / "2026" / "plan.txt").read_text() == "ship it\n"
     renamed = system.dispatch(proc, {"call": "fs.move", "src": "plan.txt", "dst": "final"})
     assert renamed.ok and (workspace / "final").is_file(), "without a slash it is a new name"
+
+
+def test_a_narrowed_search_that_finds_nothing_says_where_else_to_look(
+    call: Any, corpus: Path
+) -> None:
+    # "the wifi password for the cabin" searched logs/* and the model replied it was not there.
+    (corpus / "notes.txt").write_text("The wifi password for the cabin is larch-7731.\n")
+    in_folder = ok(call("fs.search", query="wifi password", path="sub"))
+    assert in_folder["matches"] == 0
+    assert in_folder["note"] == (
+        'nothing in sub matches; it may be elsewhere: search again with path "."'
+    )
+    by_glob = ok(call("fs.search", query="wifi password", pattern="*.md"))
+    assert by_glob["note"] == (
+        "nothing in files matching *.md matches; it may be elsewhere: search again without "
+        "the pattern"
+    )
+    both = ok(call("fs.search", query="wifi password", path="sub", pattern="*.txt"))
+    assert both["note"].startswith("nothing in files matching *.txt in sub matches")
+    assert both["note"].endswith('with path "." and without the pattern')
+    found = ok(call("fs.search", query="wifi password"))
+    assert found["note"] is None and found["hits"][0]["path"] == "notes.txt"
