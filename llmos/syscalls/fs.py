@@ -298,7 +298,7 @@ class FsSearch(Syscall):
         description="A folder the request names to search in (else all of the workspace).",
     )
     pattern: str | None = narrowing_glob(default=None, description="Only files matching this glob.")
-    regex: bool = Field(default=False, description="Treat query as a regular expression.")
+    regex: bool = fixed(default=False, description="Treat query as a regular expression.")
     max_hits: int = fixed(
         default=SEARCH_HITS, ge=1, le=MAX_SEARCH_HITS, description="Most lines to return."
     )
