@@ -221,6 +221,10 @@ def callable_specs(
             continue
         if ground is not None and spec.model.makes_folders and not ground.folder_talk:
             continue
+        if ground is not None and spec.model.needs_recall and not ground.about_memory:
+            continue
+        if ground is not None and spec.model.needs_numbers and not ground.numbers:
+            continue
         if only is None or spec.name in only:
             rule = call_rule(spec, ground)
             if rule is not None:

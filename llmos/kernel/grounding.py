@@ -10,6 +10,7 @@ import stat
 from dataclasses import dataclass, field
 
 from llmos.errors import LlmosError
+from llmos.kernel.examples import is_question
 from llmos.limits import GROUND_MAX_PATHS, GROUND_SCAN_ENTRIES, VIEW_MAX_CHARS, VIEW_MAX_ENTRIES
 from llmos.security.workspace import Workspace, open_dir_at
 from llmos.syscalls.base import Syscall, is_target
@@ -60,6 +61,12 @@ class Snapshot:
     """Whether the request speaks of files or folders at all (or names one). In an empty
     workspace, calls that only look at files are offered only when it does: "hello" or
     "which train do I take?" has nothing there to look at."""
+    about_memory: bool = True
+    """Whether the request may be about what the person said or kept before (it asks
+    something, speaks of the person, or of remembering): only then is memory searched."""
+    numbers: bool = True
+    """Whether the turn holds a digit so far (its request, a result, a recalled memory): only
+    then is arithmetic offered. Set by the kernel as the turn goes (`Kernel.decide`)."""
     allows: frozenset[str] | None = None
     """The effects the turn's request may cause (`llmos.kernel.policy`); calls with another
     are left out of the grammar (the dispatcher refuses them anyway). None: no limit."""
@@ -75,6 +82,8 @@ class Snapshot:
             self.changes,
             self.folders,
             self.about_files,
+            self.about_memory,
+            self.numbers,
             self.allows,
         )
 
@@ -144,6 +153,7 @@ def scan(
         f for f in folder_words(request) if f not in mentioned and f + "/" not in mentioned
     )
     about = bool(mentioned or folders or FILE_WORDS.search(request))
+    recall = is_question(request) or bool(RECALL_WORDS.search(request))
     bulk = bool(BULK_WORDS.search(request))
     if changes is None:
         changes = asks_for_change(request)
@@ -152,7 +162,12 @@ def scan(
             fd = open_dir_at(loc.dir_fd, loc.name)
     except (OSError, LlmosError):  # an unreadable workspace grounds nothing, never fails a turn
         return Snapshot(
-            mentioned=mentioned, bulk=bulk, changes=changes, folders=folders, about_files=about
+            mentioned=mentioned,
+            bulk=bulk,
+            changes=changes,
+            folders=folders,
+            about_files=about,
+            about_memory=recall,
         )
     hidden = workspace.hidden
     try:
@@ -193,7 +208,7 @@ def scan(
     named = tuple(
         dict.fromkeys([*(e.path for e in found if names(said or request, e)), *mentioned])
     )
-    return Snapshot(tuple(found), complete, mentioned, named, bulk, changes, folders, about)
+    return Snapshot(tuple(found), complete, mentioned, named, bulk, changes, folders, about, recall)
 
 
 BULK_WORDS = re.compile(
@@ -203,6 +218,14 @@ BULK_WORDS = re.compile(
 )
 """Words with which a request asks about many files at once: only then may a call that takes a
 pattern be given one (a small model otherwise writes a made-up glob, "tmp/*", for "it")."""
+
+RECALL_WORDS = re.compile(
+    r"\b(?:my|mine|i|i'm|i've|i'd|we|our|remember\w*|remind\w*|recall\w*|told|said|"
+    r"mention\w*|know|memor\w*|find|look\w*|search\w*|check|what|who|whose|when|where|which|"
+    r"why|how)\b",
+    re.IGNORECASE,
+)
+"""Words of a request that may be about what the person said or kept before."""
 
 FILE_WORDS = re.compile(
     r"\b(?:files?|folders?|director(?:y|ies)|dirs?|workspace|documents?|docs?|photos?|images?|"

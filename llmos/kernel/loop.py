@@ -380,6 +380,7 @@ def grounding_text(conversation: Conversation) -> str:
 
 
 _CTRL = re.compile(r"[\x00-\x1f]")
+_DIGIT = re.compile(r"\d")
 
 
 def repair(text: str) -> dict[str, Any] | None:
@@ -627,6 +628,10 @@ class Kernel:
         E_BACKEND or E_INVAL when no valid call came out.
         """
         error = ""
+        turn = conversation.current
+        if ground is not None and turn is not None:
+            held = " ".join(m["content"] for m in turn.messages)
+            ground = replace(ground, numbers=bool(_DIGIT.search(held)))
         for attempt in range(2):
             messages = self.messages(conversation)
             if attempt:

@@ -45,6 +45,16 @@ class Syscall(BaseModel):
     in an empty workspace the kernel's grammar offers it only when the request speaks of files
     or names one, so "hello" or "which train do I take?" goes to a reply or memory instead."""
 
+    needs_recall: ClassVar[bool] = False
+    """The call looks up what the person said or kept before (mem.search): the kernel's grammar
+    offers it only when the request asks something, speaks of the person ("my", "I") or of
+    remembering, so "sing me a song" is answered, not searched for in memory."""
+
+    needs_numbers: ClassVar[bool] = False
+    """The call works on numbers (calc): the kernel's grammar offers it only once the turn
+    holds a digit (in the request, a result or a recalled memory), so "what time is it in
+    Tokyo?" cannot be answered by computing 12*30+1250."""
+
     pure: ClassVar[bool] = False
     """The call only works something out (arithmetic): no effect outside the kernel, nothing
     read or written. A single-step evaluation lets the kernel make it and scores the call it

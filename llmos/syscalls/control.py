@@ -61,6 +61,7 @@ class Calc(Syscall):
     """Work out arithmetic exactly (totals, averages, percentages) instead of guessing."""
 
     pure = True
+    needs_numbers = True
     call: Literal["calc"] = "calc"
     expression: str = Field(
         description="Numbers with + - * / % ** ( ), sum min max avg round abs; e.g. 10+25+7.",

@@ -70,6 +70,7 @@ class MemStoreResult(BaseModel):
 class MemSearch(Syscall):
     """Search long-term memory (kept facts and earlier conversation) by meaning."""
 
+    needs_recall = True
     call: Literal["mem.search"] = "mem.search"
     query: str = Field(min_length=1, description="What to look for, in plain words.")
     k: int = Field(default=5, ge=1, le=MAX_MEM_SEARCH_K, description="Most hits to return.")

@@ -307,7 +307,8 @@ def test_in_an_empty_workspace_file_calls_wait_for_a_request_about_files(
         root = build_grammar(system.registry, ground=scan(ws, chat)).splitlines()[0]
         for call in ("fs-list", "fs-stat", "fs-read", "image-info"):
             assert f"call-{call}" not in root, (chat, call)
-        assert "call-reply" in root and "call-mem-search" in root
+        assert "call-reply" in root
+        assert ("call-mem-search" in root) == (chat != "hello"), chat
     for about in ("what files do I have", "print notes.txt", "search my files for invoice"):
         root = build_grammar(system.registry, ground=scan(ws, about)).splitlines()[0]
         assert "call-fs-list" in root, about
@@ -394,3 +395,22 @@ def test_a_search_is_narrowed_by_a_glob_only_when_the_request_asks_about_many_fi
     assert '\\"pattern\\"' not in search_rule("what is the wifi password for the cabin?")
     assert '\\"pattern\\"' in search_rule("which log files mention an error?")
     assert '\\"pattern\\"' in build_grammar(system.registry), "no snapshot: no limit"
+
+
+def test_memory_is_searched_only_for_a_request_that_may_be_about_it(
+    system: System, workspace: Path
+) -> None:
+    ws = Workspace(workspace)
+    for request in ("sing me a song", "hello", "write a haiku about rain"):
+        snap = scan(ws, request)
+        assert not snap.about_memory, request
+        assert "call-mem-search" not in build_grammar(system.registry, ground=snap).splitlines()[0]
+    for request in (
+        "which train do I take?",
+        "remind me of the project codename",
+        "my locker number, please",
+        "find Bob's phone number",
+    ):
+        snap = scan(ws, request)
+        assert snap.about_memory, request
+        assert "call-mem-search" in build_grammar(system.registry, ground=snap).splitlines()[0]

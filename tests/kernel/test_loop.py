@@ -441,3 +441,31 @@ def test_a_reply_before_the_file_the_request_asks_for_is_made_goes_back_once(
         e.kind for e in Kernel(system, asked).turn(proc, Conversation(), "what does gone.txt say?")
     ]
     assert kinds == ["call", "result", "call", "reply"]
+
+
+def test_arithmetic_is_offered_only_once_the_turn_holds_a_number(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    # "what time is it in Tokyo right now?" was answered by calc 12*30+1250 and "16:10".
+    backend = ScriptedBackend([{"call": "reply", "text": "I cannot tell the time: no clock tool."}])
+    list(Kernel(system, backend).turn(proc, Conversation(), "what time is it in Tokyo right now?"))
+    assert "calc" not in backend.constraints[0].callable
+    (workspace / "scores.csv").write_text("name,score\nAda,3\nBo,4\n")
+    summed = ScriptedBackend(
+        [
+            {"call": "fs.read", "path": "scores.csv"},
+            {"call": "calc", "expression": "3+4"},
+            {"call": "reply", "text": "The scores add up to 7."},
+        ]
+    )
+    events = list(
+        Kernel(system, summed).turn(
+            proc, Conversation(), "what is the sum of the scores in scores.csv?"
+        )
+    )
+    assert "calc" not in summed.constraints[0].callable, "no number seen yet"
+    assert "calc" in summed.constraints[1].callable, "the file's numbers are in the turn now"
+    assert events[-1].kind == "reply"
+    asked = ScriptedBackend([{"call": "calc", "expression": "2+2"}, {"call": "reply", "text": "4"}])
+    list(Kernel(system, asked).turn(proc, Conversation(), "what is 2+2?"))
+    assert "calc" in asked.constraints[0].callable
