@@ -316,19 +316,43 @@ CLAIMS: dict[str, tuple[re.Pattern[str], str]] = {
 what to say when no call of the turn had that effect."""
 
 
-def unmade_claims(text: str, done: set[str]) -> str:
+def unmade_claims(text: str, done: set[str], unseen: list[str] | None = None) -> str:
     """llmos's note on a reply that claims effects no call of the turn had (`done`: the
-    effects of the turn's successful calls), or "". Asking the model again made the 1.5B
+    effects of the turn's successful calls), or states numbers nothing showed (`unseen`, a
+    guess the model kept after being told once), or "". Asking the model again made the 1.5B
     model drift into an earlier topic, so the reply stands and the person is told."""
     said = [
         (found.group(0), what)
         for effect, (claim, what) in CLAIMS.items()
         if effect not in done and (found := claim.search(text))
     ]
-    if not said:
-        return ""
-    quoted = ", ".join(repr(words) for words, _ in said)
-    return f"llmos: this turn {' and '.join(what for _, what in said)} (the reply says {quoted})"
+    notes = []
+    if said:
+        quoted = ", ".join(repr(words) for words, _ in said)
+        notes.append(
+            f"this turn {' and '.join(what for _, what in said)} (the reply says {quoted})"
+        )
+    if unseen:
+        notes.append(f"no call or message showed {', '.join(unseen)} (a guess)")
+    return f"llmos: {'; '.join(notes)}" if notes else ""
+
+
+def seen_text(conversation: Conversation) -> str:
+    """Everything the conversation has shown the kernel but its own messages and llmos's
+    complaints (an ERROR quotes the very number it doubts): where a reply's numbers may come
+    from. (What the model itself wrote is no evidence: it kept a guessed "12:34" by calling
+    calc 12*34.)"""
+    return " ".join(
+        [conversation.summary]
+        + [t.view for t in conversation.turns]
+        + [n for t in conversation.turns for n in t.notes.values()]
+        + [
+            m["content"]
+            for t in conversation.turns
+            for m in t.messages
+            if m["role"] != "assistant" and not m["content"].startswith("ERROR:")
+        ]
+    )
 
 
 def unseen_numbers(text: str, seen: str) -> list[str]:
@@ -502,12 +526,6 @@ class Kernel:
                     f"ERROR: you replied without looking at {unread[0]}, so you do not know "
                     "what it holds yet. Make the call that reads it first."
                 )
-            seen = " ".join(
-                [conversation.summary]
-                + [t.view for t in conversation.turns]
-                + [n for t in conversation.turns for n in t.notes.values()]
-                + [m["content"] for t in conversation.turns for m in t.messages[:-1]]
-            )
             made = " ".join(m["content"] for m in turn.messages[:-1] if m["role"] == "assistant")
             unmade = [t for t in turn.targets if json.dumps(t)[1:-1] not in made]
             if unmade:
@@ -516,7 +534,7 @@ class Kernel:
                     "made it yet. Make that call now (use what the RESULTs above show), or "
                     "reply why you cannot."
                 )
-            unseen = unseen_numbers(str(getattr(call, "text", "")), seen)
+            unseen = unseen_numbers(str(getattr(call, "text", "")), seen_text(conversation))
             if unseen:
                 return (
                     f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If you worked "
@@ -630,7 +648,11 @@ class Kernel:
         error = ""
         turn = conversation.current
         if ground is not None and turn is not None:
-            held = " ".join(m["content"] for m in turn.messages)
+            held = " ".join(
+                m["content"]
+                for m in turn.messages
+                if m["role"] == "user" and not m["content"].startswith("ERROR:")
+            )
             ground = replace(ground, numbers=bool(_DIGIT.search(held)))
         for attempt in range(2):
             messages = self.messages(conversation)
@@ -784,7 +806,10 @@ class Kernel:
                 kind: EventKind = "reply" if call.call == "reply" else "ask"
                 value = result.value if isinstance(result.value, dict) else {}
                 text = str(value.get("text", ""))
-                note = unmade_claims(text, done) if kind == "reply" else ""
+                note = ""
+                if kind == "reply":
+                    unseen = unseen_numbers(text, seen_text(conversation))
+                    note = unmade_claims(text, done, unseen)
                 yield Event(kind, text=text, call=data, result=result, note=note)
                 return
             conversation.add("user", result_message(compact_result(result)))

@@ -469,3 +469,18 @@ def test_arithmetic_is_offered_only_once_the_turn_holds_a_number(
     asked = ScriptedBackend([{"call": "calc", "expression": "2+2"}, {"call": "reply", "text": "4"}])
     list(Kernel(system, asked).turn(proc, Conversation(), "what is 2+2?"))
     assert "calc" in asked.constraints[0].callable
+
+
+def test_a_guessed_number_kept_after_the_doubt_is_noted_and_opens_no_arithmetic(
+    system: System, proc: Process
+) -> None:
+    # The doubt quotes "12" back; that must not count as a number the turn holds (calc then
+    # computed 12*34), and a reply that keeps the guess is shown with llmos's note.
+    guess = {"call": "reply", "text": "The time in Tokyo right now is 12:34 PM."}
+    backend = ScriptedBackend([guess, guess])
+    events = list(
+        Kernel(system, backend).turn(proc, Conversation(), "what time is it in Tokyo right now?")
+    )
+    assert [e.kind for e in events] == ["call", "error", "call", "reply"]
+    assert all("calc" not in c.callable for c in backend.constraints if c is not None)
+    assert events[-1].note == "llmos: no call or message showed 12:34 (a guess)"
