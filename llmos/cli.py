@@ -265,6 +265,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "recall":
+        from llmos.bench.recall import bench_recall
+
+        if not args.file:
+            print(
+                "usage: llmos bench recall FILE.json [--questions N] [--json OUT]", file=sys.stderr
+            )
+            return 2
+        figures = bench_recall(_settings(args), Path(args.file), questions=args.questions)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     if args.what == "sched":
         from llmos.bench.sched import bench_sched
 
@@ -453,7 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
-        "what", choices=["dispatch", "kernel", "memory", "conversation", "sched", "sandbox"]
+        "what",
+        choices=["dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"],
+    )
+    bench.add_argument(
+        "file", nargs="?", help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo)"
+    )
+    bench.add_argument(
+        "--questions", type=int, default=0, help="recall: ask only the first N questions"
     )
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(

@@ -1,0 +1,311 @@
+"""`llmos bench recall FILE.json`: a long, real conversation told to the kernel and then asked
+about. The file has LoCoMo's shape (../shared/eval/locomo: two speakers, dated sessions of
+messages, questions with answers, evidence message ids and a category).
+
+Each message is told as one turn ("[1:56 pm on 8 May, 2023] Caroline: ...") with the kernel's
+"Noted." replayed, as `bench conversation` replays its filler, so the pager pages as in the
+shell; then each question is a turn the model really decodes. Figures: token F1 of the reply
+against the answer and evidence recall@5 (an evidence message among the five pages the recall
+search finds for the question, or still in the context) per category, the share of
+unanswerable questions (category 5) answered as not known, page-in latency, where time went.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos.bench.conversation import Replay
+from llmos.bench.dispatch import percentile
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.loop import Conversation, Kernel
+from llmos.memory.pager import Pager, SessionFile
+
+if TYPE_CHECKING:
+    from llmos.config import Settings
+    from llmos.kernel.backend import LlamaCppBackend
+    from llmos.system import System
+
+ANSWERABLE = (1, 2, 3, 4)
+"""LoCoMo's categories whose answer is in the conversation: multi-hop, temporal, open-domain
+inference, single-hop. Category 5 (adversarial) has none."""
+
+NOT_KNOWN = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']t\s+(?:know|have|say|mention|remember|recall)|"
+    r"not\s+(?:known|sure|mentioned|stated|said|specified|in\s+(?:my\s+)?memory)|"
+    r"no\s+(?:record|information|mention|memory|memories|details?|indication)|"
+    r"(?:can\s*not|can't|couldn't|could not|unable to)\s+(?:find|tell|say|recall|determine)|"
+    r"never\s+(?:mentioned|said|told)|unknown|nothing\s+(?:about|on|in))",
+    re.IGNORECASE,
+)
+"""Ways a reply says the conversation does not hold the answer."""
+
+
+@dataclass(frozen=True)
+class Said:
+    """One message of the conversation."""
+
+    dia_id: str
+    speaker: str
+    text: str
+    date: str
+
+    def told(self) -> str:
+        """The message as it is told to the kernel: its session's date, who, what."""
+        return (
+            f"[{self.date}] {self.speaker}: {self.text}"
+            if self.date
+            else (f"{self.speaker}: {self.text}")
+        )
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about the conversation, with its answer and the messages that hold it."""
+
+    question: str
+    answer: str
+    evidence: tuple[str, ...]
+    category: int
+
+
+def load(path: Path) -> tuple[list[Said], list[Question]]:
+    """The messages (in order) and questions of a conversation in LoCoMo's shape; E_INVAL
+    naming what is missing or malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LlmosError(ErrorCode.E_NOENT, f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise LlmosError(ErrorCode.E_INVAL, f"{path} is not JSON: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("conversation"), dict):
+        data = {**data["conversation"], "qa": data.get("qa", [])}  # the upstream file's nesting
+    if not isinstance(data, dict):
+        raise LlmosError(ErrorCode.E_INVAL, f"{path}: expected an object with session_N lists")
+    numbers = sorted(
+        int(key.removeprefix("session_"))
+        for key, value in data.items()
+        if re.fullmatch(r"session_\d+", key) and isinstance(value, list)
+    )
+    if not numbers:
+        raise LlmosError(ErrorCode.E_INVAL, f"{path}: no session_N lists of messages")
+    said: list[Said] = []
+    for n in numbers:
+        date = str(data.get(f"session_{n}_date_time", ""))
+        for i, message in enumerate(data[f"session_{n}"]):
+            try:
+                text = str(message["text"])
+                if message.get("blip_caption"):
+                    text += f" [shares a photo: {message['blip_caption']}]"
+                said.append(Said(str(message["dia_id"]), str(message["speaker"]), text, date))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise LlmosError(
+                    ErrorCode.E_INVAL, f"{path}: session_{n} message {i} lacks {exc}"
+                ) from exc
+    questions: list[Question] = []
+    for i, qa in enumerate(data.get("qa", [])):
+        try:
+            category = int(qa["category"])
+            answer = qa.get("answer", qa.get("adversarial_answer", "") if category == 5 else None)
+            if answer is None:
+                raise KeyError("answer")
+            questions.append(
+                Question(str(qa["question"]), str(answer), tuple(qa.get("evidence", [])), category)
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LlmosError(ErrorCode.E_INVAL, f"{path}: question {i} lacks {exc}") from exc
+    return said, questions
+
+
+_ARTICLES = re.compile(r"\b(?:a|an|the|and)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> list[str]:
+    """LoCoMo's answer normalisation: lower case, no punctuation, no articles; its words."""
+    return _ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split()
+
+
+def token_f1(reply: str, answer: str) -> float:
+    """Token F1 of a reply against the answer (the usual measure of such QA)."""
+    got, want = normalize(reply), normalize(answer)
+    if not got or not want:
+        return float(got == want)
+    common = sum((Counter(got) & Counter(want)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+def says_not_known(reply: str) -> bool:
+    """Whether a reply says the conversation does not hold the answer."""
+    return bool(NOT_KNOWN.search(reply))
+
+
+@dataclass
+class RecallFigures:
+    """What telling and asking about one conversation measured."""
+
+    model: str
+    messages: int
+    questions: int
+    f1: float
+    recall_at_5: float
+    not_known: float
+    by_category: dict[str, dict[str, float]]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    page_in_ms_p50: float = 0.0
+    page_in_ms_p99: float = 0.0
+    page_outs: int = 0
+    tell_seconds: float = 0.0
+    ask_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """The figures as the bench prints them."""
+        out = [
+            f"recall: {self.messages} messages told, {self.questions} questions on {self.model}",
+            f"  token F1 {self.f1:.3f}, evidence recall@5 {self.recall_at_5:.0%} "
+            f"(categories 1-4); not known when not told: {self.not_known:.0%} (category 5)",
+        ]
+        for category, row in sorted(self.by_category.items()):
+            out.append(
+                f"    category {category}: {int(row['questions'])} questions, F1 "
+                f"{row['f1']:.3f}, recall@5 {row['recall_at_5']:.0%}"
+                + (f", not known {row['not_known']:.0%}" if "not_known" in row else "")
+            )
+        out += [
+            f"  page-in p50 {self.page_in_ms_p50:.1f} ms, p99 {self.page_in_ms_p99:.1f} ms; "
+            f"{self.page_outs} page-outs",
+            f"  telling {self.tell_seconds:.0f} s, asking {self.ask_seconds:.0f} s "
+            f"({self.ask_seconds / max(self.questions, 1):.1f} s a question), "
+            f"{self.seconds:.0f} s in all",
+        ]
+        return out
+
+
+def run_recall(
+    system: System,
+    real: LlamaCppBackend,
+    workspace: Path,
+    said: list[Said],
+    questions: list[Question],
+) -> RecallFigures:
+    """Tell `said` turn by turn (replies replayed), then ask each of `questions` as a turn the
+    model decodes; score the replies and the recall search."""
+    start = time.perf_counter()
+    backend = Replay(real)
+    kernel = Kernel(system, backend, check_replies=False)
+    process = system.spawn("recall", workspace)
+    pager = Pager(SessionFile(system.settings.ensure_home()), archival=False)
+    conversation = Conversation(pager=pager)
+    system.memory.warm()
+    system.memory.embedder.load()  # as the shell does at start-up: not a page-in's cost
+    turn_of: dict[str, int] = {}
+    for message in said:
+        backend.queued.append(json.dumps({"call": "reply", "text": "Noted."}))
+        for _ in kernel.turn(process, conversation, message.told()):
+            pass
+        turn_of[message.dia_id] = conversation.turns[-1].number
+    memory = system.memory
+    memory.flush(300)
+    told = time.perf_counter()
+    kernel.check_replies = True  # the questions are answered as the shell answers them
+    answers: list[dict[str, Any]] = []
+    for q in questions:
+        hits = memory.search(q.question, k=5, collections=("recall",), session=pager.session_id)
+        # In view: the five pages the recall search finds, and the turns still in the context.
+        found = {h.record.meta.get("turn") for h in hits} | {t.number for t in conversation.turns}
+        wanted = {turn_of[d] for d in q.evidence if d in turn_of}
+        reply = ""
+        for event in kernel.turn(process, conversation, q.question):
+            if event.kind in ("reply", "ask"):
+                reply = event.text
+        answers.append(
+            {
+                "question": q.question,
+                "answer": q.answer,
+                "category": q.category,
+                "reply": reply,
+                "f1": token_f1(reply, q.answer),
+                "found": bool(found & wanted) if wanted else None,
+                "not_known": says_not_known(reply),
+            }
+        )
+    asked = time.perf_counter()
+    stats = pager.stats
+    return RecallFigures(
+        model=real.name,
+        messages=len(said),
+        questions=len(questions),
+        **score(answers),
+        answers=answers,
+        page_in_ms_p50=statistics.median(stats.page_in_ms) if stats.page_in_ms else 0.0,
+        page_in_ms_p99=percentile(stats.page_in_ms, 99) if stats.page_in_ms else 0.0,
+        page_outs=stats.page_outs,
+        tell_seconds=told - start,
+        ask_seconds=asked - told,
+        seconds=asked - start,
+    )
+
+
+def score(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """F1 and recall@5 over the answerable categories, the share of category 5 answered as not
+    known, and each category's own figures."""
+
+    def mean(values: list[float]) -> float:
+        return statistics.fmean(values) if values else 0.0
+
+    answerable = [a for a in answers if a["category"] in ANSWERABLE]
+    unanswerable = [a for a in answers if a["category"] not in ANSWERABLE]
+    by_category: dict[str, dict[str, float]] = {}
+    for category in sorted({a["category"] for a in answers}):
+        mine = [a for a in answers if a["category"] == category]
+        row = {
+            "questions": float(len(mine)),
+            "f1": mean([a["f1"] for a in mine]),
+            "recall_at_5": mean([float(a["found"]) for a in mine if a["found"] is not None]),
+        }
+        if category not in ANSWERABLE:
+            row["not_known"] = mean([float(a["not_known"]) for a in mine])
+        by_category[str(category)] = row
+    return {
+        "f1": mean([a["f1"] for a in answerable]),
+        "recall_at_5": mean([float(a["found"]) for a in answerable if a["found"] is not None]),
+        "not_known": mean([float(a["not_known"]) for a in unanswerable]),
+        "by_category": by_category,
+    }
+
+
+def bench_recall(settings: Settings, path: Path, *, questions: int = 0) -> dict[str, Any]:
+    """`llmos bench recall`: the conversation in `path` on the configured (default) model, in
+    a scratch LLMOS_HOME and workspace (the first `questions` questions, or all); prints and
+    returns the figures."""
+    import dataclasses
+    import tempfile
+
+    from llmos.config import Settings as Config
+    from llmos.kernel.backend import LlamaCppBackend, open_backend
+    from llmos.system import System
+
+    said, asked = load(path)
+    if questions:
+        asked = asked[:questions]
+    real = open_backend(settings)
+    if not isinstance(real, LlamaCppBackend):
+        raise LlmosError(ErrorCode.E_INVAL, "bench recall measures a local GGUF")
+    with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
+        workspace = Path(tmp, "ws")
+        workspace.mkdir()
+        with System(Config(home=Path(tmp, "home")), plugins=False) as system:
+            figures = run_recall(system, real, workspace, said, asked)
+    print("\n".join(figures.lines()))
+    return dataclasses.asdict(figures)
