@@ -24,6 +24,8 @@ from llmos.kernel.loop import Conversation, Kernel
 from llmos.memory.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from llmos.config import Settings
     from llmos.kernel.backend import LlamaCppBackend
     from llmos.kernel.grammar import Constraint
@@ -255,9 +257,12 @@ def run_conversation(
     )
 
 
-def bench_conversation(settings: Settings, *, filler_turns: int = 200) -> dict[str, Any]:
-    """`llmos bench conversation`: the long conversation on the configured (default) model, in
-    a scratch LLMOS_HOME and workspace; prints and returns the figures."""
+def in_scratch(
+    settings: Settings, what: str, run: Callable[[System, LlamaCppBackend, Path], Any]
+) -> dict[str, Any]:
+    """Run a conversation bench (`what`, for its error) on the configured local model, in a
+    scratch LLMOS_HOME and workspace: `run(system, model, workspace)` gives figures with
+    `lines()`; prints them and returns them as a dict."""
     import dataclasses
     import tempfile
 
@@ -268,11 +273,23 @@ def bench_conversation(settings: Settings, *, filler_turns: int = 200) -> dict[s
 
     real = open_backend(settings)
     if not isinstance(real, LlamaCppBackend):
-        raise LlmosError(ErrorCode.E_INVAL, "bench conversation measures a local GGUF")
+        raise LlmosError(ErrorCode.E_INVAL, f"bench {what} measures a local GGUF")
     with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
         workspace = Path(tmp, "ws")
         workspace.mkdir()
         with System(Config(home=Path(tmp, "home")), plugins=False) as system:
-            figures = run_conversation(system, real, workspace, filler_turns=filler_turns)
+            figures = run(system, real, workspace)
     print("\n".join(figures.lines()))
     return dataclasses.asdict(figures)
+
+
+def bench_conversation(settings: Settings, *, filler_turns: int = 200) -> dict[str, Any]:
+    """`llmos bench conversation`: the long conversation on the configured (default) model, in
+    a scratch LLMOS_HOME and workspace; prints and returns the figures."""
+    return in_scratch(
+        settings,
+        "conversation",
+        lambda system, real, workspace: run_conversation(
+            system, real, workspace, filler_turns=filler_turns
+        ),
+    )

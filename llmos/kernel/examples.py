@@ -9,7 +9,6 @@ import logging
 import math
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import EXAMPLE_QUESTION_MISMATCH
 from llmos.syscalls.base import Registry
+from llmos.text import bm25, words
 
 # The line the kernel sees after each call is prompt.result_message(json); examples show its
 # shape without a real result. Not imported from prompt.py, which may come to import this module.
@@ -84,17 +84,6 @@ def render(examples: Sequence[Example]) -> str:
     return "\n".join(example.render() for example in examples)
 
 
-# Words that carry no intent in a request; kept short, BM25's idf discounts the rest.
-_STOPWORDS = frozenset(
-    re.findall(
-        r"\w+",
-        "a an the to of in on at for and or is are be it its this that these those my me i you "
-        "your can could would please with into from by as do does did what which",
-    )
-)
-_WORD = re.compile(r"[a-z0-9]+")
-
-
 _QUESTION = re.compile(
     r"\?\s*$|^\s*(?:what|which|who|whom|whose|where|when|why|how|is|are|was|were|do|does|did|"
     r"can|could|will|would|should|have|has)\b",
@@ -109,47 +98,6 @@ def is_question(text: str) -> bool:
     """Whether a request asks something (a question mark, or a question word first) rather
     than tells or orders ("could you copy a.txt?" orders)."""
     return bool(_QUESTION.search(text)) and not _POLITE.search(text)
-
-
-def _stem(word: str) -> str:
-    """A crude suffix strip so "photos"/"photo" and "mentions"/"mention" meet."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 5 and word.endswith("ing"):
-        return word[:-3]
-    if len(word) > 4 and word.endswith("ed"):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def words(text: str) -> list[str]:
-    """The stemmed content words of a text, for the lexical ranking."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
-
-
-def bm25(query: Sequence[str], docs: Sequence[Sequence[str]]) -> list[float]:
-    """Okapi BM25 (k1=1.2, b=0.75) of a query's words against each doc's words."""
-    if not docs:
-        return []
-    n = len(docs)
-    avg = sum(len(d) for d in docs) / n or 1.0
-    df: Counter[str] = Counter()
-    for doc in docs:
-        df.update(set(doc))
-    scores = []
-    for doc in docs:
-        tf = Counter(doc)
-        score = 0.0
-        for term in set(query):
-            if term not in tf:
-                continue
-            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
-            f = tf[term]
-            score += idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len(doc) / avg))
-        scores.append(score)
-    return scores
 
 
 class ExampleRegistrar:

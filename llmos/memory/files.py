@@ -41,6 +41,7 @@ from llmos.limits import (
 )
 from llmos.memory.embedder import Embedder
 from llmos.security.workspace import O_CLOEXEC, Workspace, open_dir_at, os_error
+from llmos.text import RRF_K
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -61,8 +62,6 @@ what it has done and a time budget is checked every few seconds."""
 RACY_NS = 2_000_000_000
 """A file modified this recently when read may change again within the same mtime tick, so
 its stat is not trusted next time: it is re-read (and re-embedded only if its bytes differ)."""
-RRF_K = 60
-"""Reciprocal rank fusion's constant (Cormack et al.): a hit scores 1/(RRF_K + rank) per list."""
 CANDIDATES = 100
 """How deep each ranking (embedding, words) goes before the two are fused."""
 MAX_QUERY_WORDS = 32

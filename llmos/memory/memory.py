@@ -32,6 +32,7 @@ from llmos.memory.index import (
 from llmos.memory.indexer import Indexer
 from llmos.memory.store import COLLECTIONS, Collection, MemoryStore, MetaValue, NewRecord, Record
 from llmos.memory.tags import normalize_tags
+from llmos.text import RRF_K, bm25, words
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -105,6 +106,9 @@ class Memory:
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self._queries_lock = threading.Lock()
         self._warmer: threading.Thread | None = None
+        self._session_words: dict[tuple[str, str], dict[str, list[str]]] = {}
+        """Each searched session's pages as their words (for BM25), by record id."""
+        self._words_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Memory:
@@ -270,9 +274,13 @@ class Memory:
         allow: Allow | None = None,
         min_score: float | None = None,
         wait: bool = True,
+        by_words: bool = True,
     ) -> list[Hit]:
         """The `k` stored records nearest in meaning to `query`, best first, among those that
-        carry every tag (of `session`, if given) and that `allow` lets the caller see.
+        carry every tag (of `session`, if given) and that `allow` lets the caller see. Within a
+        session, with `by_words` (the default), the ranking by meaning is fused with a BM25
+        ranking of the pages' words (reciprocal rank fusion): a name or a rare word ("Bled",
+        "adoption") finds its page where a question's meaning alone drifts to similar talk.
 
         With `wait` (the default) records stored a moment ago are indexed first. The pager may
         skip that: the pages it evicted a moment ago are the ones it least needs back.
@@ -289,7 +297,16 @@ class Memory:
                 hits.extend(self._search_one(index, collection, vector, k, where, allow, min_score))
             else:
                 hits.extend(
-                    self._search_session(collection, session, vector, k, wanted, allow, min_score)
+                    self._search_session(
+                        collection,
+                        session,
+                        vector,
+                        k,
+                        wanted,
+                        allow,
+                        min_score,
+                        query if by_words else "",
+                    )
                 )
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]
@@ -303,8 +320,11 @@ class Memory:
         tags: Sequence[str],
         allow: Allow | None,
         min_score: float | None,
+        query: str = "",
     ) -> list[Hit]:
-        """Nearest records of one session, ranked exactly over the vectors the store keeps.
+        """Nearest records of one session, ranked exactly over the vectors the store keeps;
+        with `query`, that ranking fused with BM25 over the pages' words (a hit keeps its
+        cosine score, which `min_score` still applies to).
 
         A session holds hundreds of pages, not the whole memory: reading and ranking them all
         takes about a millisecond (an index on the session keeps the read to its rows), where
@@ -319,10 +339,13 @@ class Memory:
             return []
         matrix = np.frombuffer(b"".join(b for _, b in kept), dtype=np.float32)
         matrix = matrix.reshape(len(kept), len(vector))
-        query = np.asarray(vector, dtype=np.float32)
-        norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
-        scores = (matrix @ query) / np.maximum(norms, 1e-12)
-        order = np.argsort(-scores, kind="stable")
+        query_vector = np.asarray(vector, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query_vector))
+        scores = (matrix @ query_vector) / np.maximum(norms, 1e-12)
+        order: list[int] = [int(p) for p in np.argsort(-scores, kind="stable")]
+        fused = bool(query)
+        if fused:
+            order = self._fuse_words(collection, session, [i for i, _ in kept], query, order)
         wanted = set(tags)
         hits: list[Hit] = []
         step = k if allow is None and not wanted else k * 4
@@ -333,6 +356,8 @@ class Memory:
             for record in self.db.get_many(list(scored)):
                 score = scored[record.id]
                 if min_score is not None and score < min_score:
+                    if fused:  # not in cosine order: a later one may pass
+                        continue
                     return hits
                 if wanted.issubset(record.tags) and (allow is None or allow(record)):
                     hits.append(Hit(record, score))
@@ -341,6 +366,31 @@ class Memory:
             start += step
             step *= 4
         return hits
+
+    def _fuse_words(
+        self, collection: Collection, session: str, ids: list[str], query: str, order: list[int]
+    ) -> list[int]:
+        """`order` (positions in `ids`, best meaning first) fused with a BM25 ranking of the
+        pages' words: each list gives a page 1/(RRF_K + rank), words only where one matches."""
+        with self._words_lock:
+            known = self._session_words.setdefault((collection, session), {})
+            missing = [i for i in ids if i not in known]
+            for record in self.db.get_many(missing):
+                known[record.id] = words(record.text)
+            if len(known) > len(ids):  # pages forgotten since: keep the cache to the session
+                for gone in set(known) - set(ids):
+                    del known[gone]
+            docs = [known.get(i, []) for i in ids]
+        lexical = bm25(words(query), docs)
+        fused: dict[int, float] = {}
+        for rank, position in enumerate(order):
+            fused[position] = 1.0 / (RRF_K + rank)
+        by_words = sorted(
+            (p for p, score in enumerate(lexical) if score > 0), key=lambda p: -lexical[p]
+        )
+        for rank, position in enumerate(by_words):
+            fused[position] = fused.get(position, 0.0) + 1.0 / (RRF_K + rank)
+        return sorted(fused, key=lambda p: -fused[p])
 
     def _search_one(
         self,

@@ -357,18 +357,20 @@ def test_a_move_into_a_folder_the_request_names_goes_into_it(workspace: Path) ->
     assert into_folders(FsMove(src="todo.txt", dst="done"), taken).dst == "done"  # type: ignore[attr-defined]
 
 
+def search_rule(system: System, ws: Workspace, request: str) -> str:
+    """The fs.search rule of the kernel's grammar for `request` on `ws`."""
+    grammar = build_grammar(system.registry, ground=scan(ws, request))
+    return next(line for line in grammar.splitlines() if line.startswith("call-fs-search ::="))
+
+
 def test_a_search_is_narrowed_only_to_a_place_the_person_named(
     system: System, workspace: Path
 ) -> None:
     make_tree(workspace)
     ws = Workspace(workspace)
 
-    def search_rule(request: str) -> str:
-        grammar = build_grammar(system.registry, ground=scan(ws, request))
-        return next(line for line in grammar.splitlines() if line.startswith("call-fs-search ::="))
-
     # "the cabin" names no folder: a small model scoped this search to logs/ and found nothing.
-    anywhere = search_rule("what is the wifi password for the cabin?")
+    anywhere = search_rule(system, ws, "what is the wifi password for the cabin?")
     assert '\\"path\\"' not in anywhere, "the whole workspace is searched"
     assert '\\"query\\"' in anywhere
     named = build_grammar(system.registry, ground=scan(ws, "search the logs folder for errors"))
@@ -388,12 +390,10 @@ def test_a_search_is_narrowed_by_a_glob_only_when_the_request_asks_about_many_fi
     make_tree(workspace)
     ws = Workspace(workspace)
 
-    def search_rule(request: str) -> str:
-        grammar = build_grammar(system.registry, ground=scan(ws, request))
-        return next(line for line in grammar.splitlines() if line.startswith("call-fs-search ::="))
-
-    assert '\\"pattern\\"' not in search_rule("what is the wifi password for the cabin?")
-    assert '\\"pattern\\"' in search_rule("which log files mention an error?")
+    assert '\\"pattern\\"' not in search_rule(
+        system, ws, "what is the wifi password for the cabin?"
+    )
+    assert '\\"pattern\\"' in search_rule(system, ws, "which log files mention an error?")
     assert '\\"pattern\\"' in build_grammar(system.registry), "no snapshot: no limit"
 
 

@@ -83,6 +83,32 @@ def test_recall_pages_by_session(memory: Memory) -> None:
     assert {"r6", "r7"} <= {h.id for h in both}
 
 
+def test_a_session_search_fuses_meaning_with_words(memory: Memory) -> None:
+    # Every page has the same vector, so meaning alone keeps the stored order; the one page
+    # holding the question's rare word comes first only through the BM25 ranking fused in.
+    same = memory.embedder.embed_one("we talked about plans for the summer")
+    texts = [f"Tomas: plans for the summer, talk number {n}." for n in range(12)]
+    texts[9] = "Tomas: plans for the summer, and a week in Vrbnik."
+    memory.store_embedded(
+        [
+            NewRecord(text=t, meta={"session": "s", "turn": n}, vector=same)
+            for n, t in enumerate(texts)
+        ],
+        "recall",
+    )
+    question = "when is the week in Vrbnik?"
+    fused = memory.search(question, k=3, collections=["recall"], session="s")
+    alone = memory.search(question, k=3, collections=["recall"], session="s", by_words=False)
+    assert fused[0].record.meta["turn"] == 9
+    assert [h.record.meta["turn"] for h in alone] == [0, 1, 2]
+    assert fused[0].score == alone[0].score, "a hit keeps its cosine score"
+    filtered = memory.search(question, k=3, collections=["recall"], session="s", min_score=2.0)
+    assert filtered == [], "min_score still applies to the cosine, in any order"
+    memory.forget([fused[0].id])
+    again = memory.search(question, k=3, collections=["recall"], session="s")
+    assert 9 not in [h.record.meta["turn"] for h in again], "a forgotten page leaves the words"
+
+
 def test_a_filter_sees_past_what_it_hides(memory: Memory) -> None:
     memory.store_many([NewRecord(text=f"the cat sat on mat {i}") for i in range(30)], "archival")
     memory.store("quarterly tax forms are due in April", tags=["money"])
