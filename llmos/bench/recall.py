@@ -57,6 +57,14 @@ class Said:
     text: str
     date: str
 
+    def moment(self) -> float | None:
+        """When it was said, as a timestamp, from its session's date ("1:56 pm on 8 May, 2023");
+        None when that does not parse."""
+        try:
+            return time.mktime(time.strptime(self.date.strip(), "%I:%M %p on %d %B, %Y"))
+        except ValueError:
+            return None
+
     def told(self) -> str:
         """The message as it is told to the kernel: its session's date, who, what."""
         return (
@@ -216,7 +224,10 @@ def run_recall(
         backend.queued.append(json.dumps({"call": "reply", "text": "Noted."}))
         for _ in kernel.turn(process, conversation, message.told()):
             pass
-        turn_of[message.dia_id] = conversation.turns[-1].number
+        turn = conversation.turns[-1]
+        turn_of[message.dia_id] = turn.number
+        # Replayed history keeps its own time: the page says when it was said, not today.
+        turn.started = message.moment() or turn.started
     memory = system.memory
     memory.flush(300)
     told = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from llmos.limits import (
     SUMMARY_MAX_SECONDS,
     SUMMARY_TOKENS,
 )
+from llmos.memory.when import resolved
 from llmos.syscalls.atomic import write_all
 
 if TYPE_CHECKING:
@@ -83,6 +85,10 @@ def page_text(turn: Turn) -> str:
     lines = [f"[turn {turn.number}, {when}] user: {turn.request}"]
     if turn.reply:
         lines.append(f"reply: {turn.reply}")
+    said = dt.date.fromtimestamp(turn.started)
+    dates = resolved(f"{turn.request}\n{turn.reply}", said)
+    if dates:
+        lines.append(f"(said on {said:%d %B %Y}: {'; '.join(dates)})")
     steps = turn.messages[1:]
     if turn.reply:
         steps = steps[:-1]

@@ -4,6 +4,7 @@ scoring (token F1, evidence recall@5, "not known") and the figures it writes."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,9 @@ def test_a_conversation_loads_in_order_with_dates_photos_and_questions(tmp_path:
     assert said[0].told() == "[1:56 pm on 8 May, 2023] Mara: I adopted a grey cat called Pepper."
     assert said[2].date == "10:02 am on 25 May, 2023"
     assert Said("D9:9", "Mara", "hi", "").told() == "Mara: hi", "no date, none shown"
+    moment = said[2].moment()
+    assert moment is not None and time.localtime(moment)[:5] == (2023, 5, 25, 10, 2)
+    assert Said("D9:9", "Mara", "hi", "sometime in spring").moment() is None
     assert said[2].text.endswith("[shares a photo: a photo of a lake with mountains]")
     assert [q.category for q in questions] == [4, 4, 1, 5]
     assert questions[3].answer == "Pepper" and questions[0].evidence == ("D1:1",)

@@ -1,0 +1,55 @@
+"""Relative time words in a remembered message, resolved against the day it was said."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from llmos.kernel.loop import Turn
+from llmos.memory.pager import page_text
+from llmos.memory.when import resolved
+
+THURSDAY = dt.date(2023, 5, 25)
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("we went hiking last Saturday", "last Saturday = 20 May 2023"),
+        ("I met Ann yesterday", "yesterday = 24 May 2023"),
+        ("see you tomorrow", "tomorrow = 26 May 2023"),
+        ("next Thursday is the show", "next Thursday = 1 June 2023"),
+        ("last Thursday was rainy", "last Thursday = 18 May 2023"),
+        ("this past Friday we danced", "this past Friday = 19 May 2023"),
+        ("I quit 3 days ago", "3 days ago = 22 May 2023"),
+        ("two weeks ago we moved", "two weeks ago = about 11 May 2023"),
+        ("we fly next month", "next month = June 2023"),
+        ("a month ago I started", "a month ago = April 2023"),
+        ("last week was busy", "last week = the week of 15 May 2023"),
+        ("next weekend we camp", "next weekend = the weekend of 3 June 2023"),
+        ("last year I lost my job", "last year = 2022"),
+        ("In January last year", "last year = 2022"),
+    ],
+)
+def test_a_relative_phrase_is_the_date_it_meant_that_day(text: str, meant: str) -> None:
+    assert resolved(text, THURSDAY) == [meant]
+
+
+def test_a_message_without_time_words_resolves_nothing_and_repeats_are_kept_once() -> None:
+    assert resolved("I love dancing and my studio", THURSDAY) == []
+    assert resolved("Yesterday was great, yesterday!", THURSDAY) == ["Yesterday = 24 May 2023"]
+    new_year = dt.date(2024, 1, 3)
+    assert resolved("last month", new_year) == ["last month = December 2023"]
+
+
+def test_a_page_says_what_its_time_words_meant_when_it_was_said() -> None:
+    turn = Turn(number=7, started=time.mktime((2023, 5, 25, 10, 2, 0, 0, 0, -1)))
+    turn.messages = [
+        {"role": "user", "content": "Mara: we went hiking at Lake Bled last Saturday."},
+        {"role": "assistant", "content": '{"call": "reply", "text": "Noted."}'},
+    ]
+    text = page_text(turn)
+    assert text.startswith("[turn 7, 2023-05-25 10:02] user: Mara: we went hiking")
+    assert "(said on 25 May 2023: last Saturday = 20 May 2023)" in text
