@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.bench.dispatch import percentile
 from llmos.kernel.backend import Completion, Message
-from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.memory.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from llmos.config import Settings
     from llmos.kernel.backend import LlamaCppBackend
     from llmos.kernel.grammar import Constraint
+    from llmos.kernel.process import Process
     from llmos.system import System
 
 
@@ -138,6 +139,36 @@ class Replay:
 
 
 @dataclass
+class Talk:
+    """A conversation on the real model whose told turns have their replies written in
+    advance (only the questions asked later are decoded), paged as in the shell."""
+
+    backend: Replay
+    kernel: Kernel
+    process: Process
+    pager: Pager
+    talk: Conversation
+
+    @classmethod
+    def open(cls, system: System, real: LlamaCppBackend, workspace: Path, name: str) -> Talk:
+        """A new conversation of a new process `name` on `workspace`, memory warmed first."""
+        backend = Replay(real)
+        kernel = Kernel(system, backend, check_replies=False)
+        pager = Pager(SessionFile(system.settings.ensure_home()), archival=False)
+        system.memory.warm()
+        system.memory.embedder.load()  # as the shell does at start-up: not a page-in's cost
+        process = system.spawn(name, workspace)
+        return cls(backend, kernel, process, pager, Conversation(pager=pager))
+
+    def tell(self, request: str, reply: str) -> Turn:
+        """One turn whose reply is `reply` (replayed, not decoded); the turn."""
+        self.backend.queued.append(json.dumps({"call": "reply", "text": reply}))
+        for _ in self.kernel.turn(self.process, self.talk, request):
+            pass
+        return self.talk.turns[-1]
+
+
+@dataclass
 class Figures:
     """What a long conversation measured."""
 
@@ -193,27 +224,14 @@ def run_conversation(
     """Tell the facts, talk of other things for `filler_turns` turns, then ask about each fact;
     measure the pager's retrieval and the model's answers."""
     start = time.perf_counter()
-    backend = Replay(real)
-    # The told replies are written in advance; only the answers to the questions are the
-    # model's, and those are scored as they come.
-    kernel = Kernel(system, backend, check_replies=False)
-    process = system.spawn("conversation", workspace)
-    pager = Pager(SessionFile(system.settings.ensure_home()), archival=False)
-    conversation = Conversation(pager=pager)
+    talk = Talk.open(system, real, workspace, "conversation")
+    kernel, process, pager, conversation = talk.kernel, talk.process, talk.pager, talk.talk
     limit = pager.budget(kernel).limit
-    system.memory.warm()
-    system.memory.embedder.load()  # as the shell does at start-up: not a page-in's cost
-
-    def told(request: str, reply: str) -> None:
-        backend.queued.append(json.dumps({"call": "reply", "text": reply}))
-        for _ in kernel.turn(process, conversation, request):
-            pass
-
     for fact in facts:
-        told(fact.said, "Noted.")
+        talk.tell(fact.said, "Noted.")
     planted = {fact.answer: n + 1 for n, fact in enumerate(facts)}
     for n in range(filler_turns):
-        told(*filler(n))
+        talk.tell(*filler(n))
     memory = system.memory
     memory.flush(300)
     found = in_prompt = correct = 0

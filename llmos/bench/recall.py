@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.bench.conversation import Replay, in_scratch
+from llmos.bench.conversation import Talk, in_scratch
 from llmos.bench.dispatch import percentile
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.loop import Conversation, Kernel
-from llmos.memory.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -67,11 +65,8 @@ class Said:
 
     def told(self) -> str:
         """The message as it is told to the kernel: its session's date, who, what."""
-        return (
-            f"[{self.date}] {self.speaker}: {self.text}"
-            if self.date
-            else (f"{self.speaker}: {self.text}")
-        )
+        said = f"{self.speaker}: {self.text}"
+        return f"[{self.date}] {said}" if self.date else said
 
 
 @dataclass(frozen=True)
@@ -212,19 +207,11 @@ def run_recall(
     """Tell `said` turn by turn (replies replayed), then ask each of `questions` as a turn the
     model decodes; score the replies and the recall search."""
     start = time.perf_counter()
-    backend = Replay(real)
-    kernel = Kernel(system, backend, check_replies=False)
-    process = system.spawn("recall", workspace)
-    pager = Pager(SessionFile(system.settings.ensure_home()), archival=False)
-    conversation = Conversation(pager=pager)
-    system.memory.warm()
-    system.memory.embedder.load()  # as the shell does at start-up: not a page-in's cost
+    talk = Talk.open(system, real, workspace, "recall")
+    kernel, process, pager, conversation = talk.kernel, talk.process, talk.pager, talk.talk
     turn_of: dict[str, int] = {}
     for message in said:
-        backend.queued.append(json.dumps({"call": "reply", "text": "Noted."}))
-        for _ in kernel.turn(process, conversation, message.told()):
-            pass
-        turn = conversation.turns[-1]
+        turn = talk.tell(message.told(), "Noted.")
         turn_of[message.dia_id] = turn.number
         # Replayed history keeps its own time: the page says when it was said, not today.
         turn.started = message.moment() or turn.started
@@ -233,24 +220,18 @@ def run_recall(
     told = time.perf_counter()
     kernel.check_replies = True  # the questions are answered as the shell answers them
     answers: list[dict[str, Any]] = []
-    for q in questions:
-        # In view: the five pages the recall search finds, and the turns still in the context;
-        # found by meaning and words fused (the pager's way), and by meaning alone.
-        resident = {t.number for t in conversation.turns}
-        found, by_meaning = (
-            resident
-            | {
-                h.record.meta.get("turn")
-                for h in memory.search(
-                    q.question,
-                    k=5,
-                    collections=("recall",),
-                    session=pager.session_id,
-                    by_words=by_words,
-                )
-            }
-            for by_words in (True, False)
+
+    def in_view(question: str, by_words: bool) -> set[object]:
+        """The turns in view for `question`: the five pages the recall search finds, and the
+        turns still in the context."""
+        hits = memory.search(
+            question, k=5, collections=("recall",), session=pager.session_id, by_words=by_words
         )
+        return {h.record.meta.get("turn") for h in hits} | {t.number for t in conversation.turns}
+
+    for q in questions:
+        # found by meaning and words fused (the pager's way), and by meaning alone
+        found, by_meaning = in_view(q.question, True), in_view(q.question, False)
         wanted = {turn_of[d] for d in q.evidence if d in turn_of}
         reply = ""
         for event in kernel.turn(process, conversation, q.question):

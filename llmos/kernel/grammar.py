@@ -187,18 +187,18 @@ def _kind_of(kind: str) -> tuple[str, int, bool]:
 
 def _ground_rules(ground: Snapshot) -> list[str]:
     rules = []
-    for kind in ("file", "dir", "any", "file-real", "dir-real", "any-real"):
-        paths = ground.choices(*_kind_of(kind))
+
+    def offer(kind: str, named: bool, paths: list[str]) -> None:
         options = " | ".join(_quote(p) for p in paths)
-        rules.append(f"{_ground_rule(kind, False)} ::= {options or 'glob'}")
-        rules.append(f"{_ground_rule(kind, True)} ::= {options + ' | ' if options else ''}glob")
-    for kind in ("any", "dir", "file"):
-        options = " | ".join(_quote(p) for p in ground.named_of(kind))
-        rule = _ground_rule(kind, False, named=True)
-        rules.append(f"{rule} ::= {options or 'glob'}")
+        rules.append(f"{_ground_rule(kind, False, named)} ::= {options or 'glob'}")
         rules.append(
-            f"{_ground_rule(kind, True, True)} ::= {options + ' | ' if options else ''}glob"
+            f"{_ground_rule(kind, True, named)} ::= {options + ' | ' if options else ''}glob"
         )
+
+    for kind in ("file", "dir", "any", "file-real", "dir-real", "any-real"):
+        offer(kind, False, ground.choices(*_kind_of(kind)))
+    for kind in ("any", "dir", "file"):
+        offer(kind, True, ground.named_of(kind))
     return rules
 
 

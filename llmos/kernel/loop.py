@@ -337,21 +337,21 @@ def unmade_claims(text: str, done: set[str], unseen: list[str] | None = None) ->
     return f"llmos: {'; '.join(notes)}" if notes else ""
 
 
+def evidence(message: Message) -> bool:
+    """Whether a message can vouch for a number: the person's words, results and memories, not
+    the model's own messages nor llmos's complaints (an ERROR quotes the very number it
+    doubts; the model kept a guessed "12:34" by calling calc 12*34)."""
+    return message["role"] != "assistant" and not message["content"].startswith("ERROR:")
+
+
 def seen_text(conversation: Conversation) -> str:
-    """Everything the conversation has shown the kernel but its own messages and llmos's
-    complaints (an ERROR quotes the very number it doubts): where a reply's numbers may come
-    from. (What the model itself wrote is no evidence: it kept a guessed "12:34" by calling
-    calc 12*34.)"""
+    """Everything in the conversation that is `evidence`: where a reply's numbers may come
+    from."""
     return " ".join(
         [conversation.summary]
         + [t.view for t in conversation.turns]
         + [n for t in conversation.turns for n in t.notes.values()]
-        + [
-            m["content"]
-            for t in conversation.turns
-            for m in t.messages
-            if m["role"] != "assistant" and not m["content"].startswith("ERROR:")
-        ]
+        + [m["content"] for t in conversation.turns for m in t.messages if evidence(m)]
     )
 
 
@@ -648,11 +648,7 @@ class Kernel:
         error = ""
         turn = conversation.current
         if ground is not None and turn is not None:
-            held = " ".join(
-                m["content"]
-                for m in turn.messages
-                if m["role"] == "user" and not m["content"].startswith("ERROR:")
-            )
+            held = " ".join(m["content"] for m in turn.messages if evidence(m))
             ground = replace(ground, numbers=bool(_DIGIT.search(held)))
         for attempt in range(2):
             messages = self.messages(conversation)

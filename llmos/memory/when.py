@@ -31,7 +31,7 @@ RELATIVE = re.compile(
     r"|(?P<dir>last|next|this\s+past|this\s+coming)\s+(?P<unit>"
     + "|".join(WEEKDAYS)
     + r"|week(?:end)?|month|year)"
-    r"|(?P<n>\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|couple of|few)\s+"
+    r"|(?P<n>\d+|" + "|".join(_NUMBER_WORDS) + r")\s+"
     r"(?P<span>days?|weeks?|months?|years?)\s+(?P<way>ago|from now|later))\b",
     re.IGNORECASE,
 )

@@ -131,6 +131,12 @@ def existing_kind(info: FieldInfo) -> Grounded | None:
     return None
 
 
+def _marked(info: FieldInfo, key: str) -> bool:
+    """Whether a field carries the marker `key` its Field helper put in json_schema_extra."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(key))
+
+
 def fixed(**field: Any) -> Any:
     """A Field the kernel's grammar and prompt leave out, so a kernel call keeps its default (a
     direct call may still set it): a small model guesses such knobs (`max_hits=1` cut a
@@ -140,8 +146,7 @@ def fixed(**field: Any) -> Any:
 
 def is_fixed(info: FieldInfo) -> bool:
     """Whether a field was made by `fixed`."""
-    extra = info.json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get("fixed"))
+    return _marked(info, "fixed")
 
 
 def narrowing_glob(**field: Any) -> Any:
@@ -154,8 +159,7 @@ def narrowing_glob(**field: Any) -> Any:
 
 def is_narrowing(info: FieldInfo) -> bool:
     """Whether a field was made by `narrowing_glob`."""
-    extra = info.json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get("narrowing"))
+    return _marked(info, "narrowing")
 
 
 def target_path(**field: Any) -> Any:
@@ -167,8 +171,7 @@ def target_path(**field: Any) -> Any:
 
 def is_target(info: FieldInfo) -> bool:
     """Whether a field was made by `target_path`."""
-    extra = info.json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get("target"))
+    return _marked(info, "target")
 
 
 class SyscallResult(BaseModel):
