@@ -67,3 +67,16 @@ def small_model() -> Path:
 def backend(small_model: Path) -> Iterator[LlamaCppBackend]:
     """One loaded model for the whole session."""
     yield LlamaCppBackend(small_model, n_ctx=4096)
+
+
+@pytest.fixture(scope="session")
+def default_backend() -> Iterator[LlamaCppBackend]:
+    """The default 1.5B GGUF (what the shell runs), loaded once, for the tests whose figure is
+    the product's own: on the 0.5B, one answer copied from the talk around it decides the rest."""
+    from llmos.kernel.models import find_source, pull
+
+    try:
+        path = pull(find_source("default"), Path(sys.prefix) / "llmos-test-home")
+    except Exception as exc:  # the chunk packages are installed by ./setup.sh
+        pytest.fail(f"the default model is not installed: {exc}")
+    yield LlamaCppBackend(path, n_ctx=4096)

@@ -18,11 +18,11 @@ from llmos.system import System
 
 
 def test_planted_facts_are_answered_after_two_hundred_turns(
-    system: System, backend: LlamaCppBackend, workspace: Path, embedder: Embedder
+    system: System, default_backend: LlamaCppBackend, workspace: Path, embedder: Embedder
 ) -> None:
-    figures = run_conversation(system, backend, workspace, filler_turns=200)
+    figures = run_conversation(system, default_backend, workspace, filler_turns=200)
     print("\n".join(figures.lines()))
-    assert backend.context == 4096 and figures.turns == 200 + 2 * len(FACTS)
+    assert default_backend.context == 4096 and figures.turns == 200 + 2 * len(FACTS)
     assert figures.max_prompt_tokens <= figures.limit, "the context never exceeds the budget"
     assert figures.page_outs >= 10 and figures.turns_paged_out >= 150
     assert figures.lost_turns == [], "every turn is resident or in recall"
