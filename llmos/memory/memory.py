@@ -9,6 +9,7 @@ session (the pager's) ranks that session's vectors as the store keeps them inste
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from llmos.memory.index import (
 from llmos.memory.indexer import Indexer
 from llmos.memory.store import COLLECTIONS, Collection, MemoryStore, MetaValue, NewRecord, Record
 from llmos.memory.tags import normalize_tags
+from llmos.memory.when import Window
 from llmos.text import RRF_K, bm25, words
 
 if TYPE_CHECKING:
@@ -106,8 +108,8 @@ class Memory:
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self._queries_lock = threading.Lock()
         self._warmer: threading.Thread | None = None
-        self._session_words: dict[tuple[str, str], dict[str, list[str]]] = {}
-        """Each searched session's pages as their words (for BM25), by record id."""
+        self._session_pages: dict[tuple[str, str], dict[str, Page]] = {}
+        """Each searched session's pages (their words for BM25, the day said), by record id."""
         self._words_lock = threading.Lock()
 
     @classmethod
@@ -275,12 +277,14 @@ class Memory:
         min_score: float | None = None,
         wait: bool = True,
         by_words: bool = True,
+        during: Window | None = None,
     ) -> list[Hit]:
         """The `k` stored records nearest in meaning to `query`, best first, among those that
         carry every tag (of `session`, if given) and that `allow` lets the caller see. Within a
         session, with `by_words` (the default), the ranking by meaning is fused with a BM25
         ranking of the pages' words (reciprocal rank fusion): a name or a rare word ("Bled",
-        "adoption") finds its page where a question's meaning alone drifts to similar talk.
+        "adoption") finds its page where a question's meaning alone drifts to similar talk;
+        `during` (the days a question's time words name) ranks the pages said then first.
 
         With `wait` (the default) records stored a moment ago are indexed first. The pager may
         skip that: the pages it evicted a moment ago are the ones it least needs back.
@@ -306,6 +310,7 @@ class Memory:
                         allow,
                         min_score,
                         query if by_words else "",
+                        during,
                     )
                 )
         hits.sort(key=lambda h: h.score, reverse=True)
@@ -321,10 +326,12 @@ class Memory:
         allow: Allow | None,
         min_score: float | None,
         query: str = "",
+        during: Window | None = None,
     ) -> list[Hit]:
         """Nearest records of one session, ranked exactly over the vectors the store keeps;
         with `query`, that ranking fused with BM25 over the pages' words (a hit keeps its
-        cosine score, which `min_score` still applies to).
+        cosine score, which `min_score` still applies to); with `during`, the pages said in
+        that window go first (the rest follow, so a window that holds none narrows nothing).
 
         A session holds hundreds of pages, not the whole memory: reading and ranking them all
         takes about a millisecond (an index on the session keeps the read to its rows), where
@@ -343,9 +350,14 @@ class Memory:
         norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query_vector))
         scores = (matrix @ query_vector) / np.maximum(norms, 1e-12)
         order: list[int] = [int(p) for p in np.argsort(-scores, kind="stable")]
-        fused = bool(query)
+        fused = bool(query) or during is not None
         if fused:
-            order = self._fuse_words(collection, session, [i for i, _ in kept], query, order)
+            pages = self._pages(collection, session, [i for i, _ in kept])
+            if query:
+                order = _fuse_words(pages, query, order)
+            if during is not None:
+                inside = [p for p in order if during.holds(pages[p].said)]
+                order = inside + [p for p in order if not during.holds(pages[p].said)]
         wanted = set(tags)
         hits: list[Hit] = []
         step = k if allow is None and not wanted else k * 4
@@ -367,30 +379,18 @@ class Memory:
             step *= 4
         return hits
 
-    def _fuse_words(
-        self, collection: Collection, session: str, ids: list[str], query: str, order: list[int]
-    ) -> list[int]:
-        """`order` (positions in `ids`, best meaning first) fused with a BM25 ranking of the
-        pages' words: each list gives a page 1/(RRF_K + rank), words only where one matches."""
+    def _pages(self, collection: Collection, session: str, ids: list[str]) -> list[Page]:
+        """The session's pages `ids` as their words and the day each was said, cached per
+        session (a page never changes; forgotten ones are dropped from the cache)."""
         with self._words_lock:
-            known = self._session_words.setdefault((collection, session), {})
+            known = self._session_pages.setdefault((collection, session), {})
             missing = [i for i in ids if i not in known]
             for record in self.db.get_many(missing):
-                known[record.id] = words(record.text)
+                known[record.id] = Page.of(record)
             if len(known) > len(ids):  # pages forgotten since: keep the cache to the session
                 for gone in set(known) - set(ids):
                     del known[gone]
-            docs = [known.get(i, []) for i in ids]
-        lexical = bm25(words(query), docs)
-        fused: dict[int, float] = {}
-        for rank, position in enumerate(order):
-            fused[position] = 1.0 / (RRF_K + rank)
-        by_words = sorted(
-            (p for p, score in enumerate(lexical) if score > 0), key=lambda p: -lexical[p]
-        )
-        for rank, position in enumerate(by_words):
-            fused[position] = fused.get(position, 0.0) + 1.0 / (RRF_K + rank)
-        return sorted(fused, key=lambda p: -fused[p])
+            return [known.get(i, Page([], dt.date.min)) for i in ids]
 
     def _search_one(
         self,
@@ -616,3 +616,32 @@ class Memory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Page:
+    """What a session search needs of a page besides its vector: its words, the day said."""
+
+    words: list[str]
+    said: dt.date
+
+    @classmethod
+    def of(cls, record: Record) -> Page:
+        """A stored page: the day its turn was said (meta "said"), else the day it was stored."""
+        said = record.meta.get("said")
+        moment = float(said) if isinstance(said, int | float) else record.created
+        return cls(words(record.text), dt.date.fromtimestamp(moment))
+
+
+def _fuse_words(pages: list[Page], query: str, order: list[int]) -> list[int]:
+    """`order` (positions in `pages`, best meaning first) fused with a BM25 ranking of the
+    pages' words: each list gives a page 1/(RRF_K + rank), words only where one matches."""
+    lexical = bm25(words(query), [p.words for p in pages])
+    fused: dict[int, float] = {}
+    for rank, position in enumerate(order):
+        fused[position] = 1.0 / (RRF_K + rank)
+    matched = [p for p, score in enumerate(lexical) if score > 0]
+    by_words = sorted(matched, key=lambda p: -lexical[p])
+    for rank, position in enumerate(by_words):
+        fused[position] = fused.get(position, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused, key=lambda p: -fused[p])

@@ -36,7 +36,7 @@ from llmos.limits import (
     SUMMARY_MAX_SECONDS,
     SUMMARY_TOKENS,
 )
-from llmos.memory.when import resolved
+from llmos.memory.when import resolved, window
 from llmos.syscalls.atomic import write_all
 
 if TYPE_CHECKING:
@@ -387,6 +387,7 @@ class Pager:
                 meta={
                     "session": self.session_id,
                     "turn": turn.number,
+                    "said": turn.started,
                     "process": process.name,
                     "source": "pager",
                     "messages": json.dumps(turn.messages, ensure_ascii=False),
@@ -565,6 +566,7 @@ class Pager:
                 collections=("recall",),
                 session=self.session_id,
                 wait=False,
+                during=window(query, dt.date.today()),
             )
         may, allow = self._archival_allow(process)
         if may:

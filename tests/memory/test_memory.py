@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ from llmos.memory.embedder import Embedder
 from llmos.memory.index import Health
 from llmos.memory.memory import Memory
 from llmos.memory.store import DB_FILE, NewRecord, Record
+from llmos.memory.when import Window
 
 FACTS = [
     ("My cat is called Miso", ["pets"]),
@@ -107,6 +109,42 @@ def test_a_session_search_fuses_meaning_with_words(memory: Memory) -> None:
     memory.forget([fused[0].id])
     again = memory.search(question, k=3, collections=["recall"], session="s")
     assert 9 not in [h.record.meta["turn"] for h in again], "a forgotten page leaves the words"
+
+
+def test_a_session_search_puts_the_days_asked_about_first(memory: Memory) -> None:
+    # Same vector and words everywhere: only the day said tells the pages apart.
+    same = memory.embedder.embed_one("we talked about the studio")
+    days = [dt.datetime(2023, 1 + n % 6, 10).timestamp() for n in range(12)]
+    memory.store_embedded(
+        [
+            NewRecord(
+                text="Jon: the studio is busy.",
+                meta={"session": "s", "turn": n, "said": days[n]},
+                vector=same,
+            )
+            for n in range(12)
+        ],
+        "recall",
+    )
+    question = "what did Jon say about the studio in March 2023?"
+    march = memory.search(
+        question,
+        k=3,
+        collections=["recall"],
+        session="s",
+        during=Window(dt.date(2023, 3, 1), dt.date(2023, 4, 1)),
+    )
+    assert [h.record.meta["turn"] for h in march][:2] == [2, 8]
+    assert march[2].record.meta["turn"] not in (2, 8), "the rest follow the days asked about"
+    none = memory.search(
+        question,
+        k=3,
+        collections=["recall"],
+        session="s",
+        during=Window(dt.date(2020, 3, 1), dt.date(2020, 4, 1)),
+    )
+    plain = memory.search(question, k=3, collections=["recall"], session="s")
+    assert [h.id for h in none] == [h.id for h in plain], "a window holding none narrows nothing"
 
 
 def test_a_filter_sees_past_what_it_hides(memory: Memory) -> None:

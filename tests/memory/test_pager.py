@@ -109,6 +109,8 @@ def test_turns_page_out_whole_and_the_prompt_stays_within_budget(
     read_turn = next(p for p in pages if p.meta["turn"] == 5)
     assert "notes.txt" in read_turn.text and "buy milk" in read_turn.text, "call with its result"
     assert json.loads(str(read_turn.meta["messages"]))[2]["content"].startswith("RESULT:")
+    said = read_turn.meta["said"]
+    assert isinstance(said, float) and said <= read_turn.created, "the page keeps when it was said"
     assert conv.summary.splitlines()[-1].startswith(f"- turn {conv.paged_out}: user:")
     assert pager.stats.last_summary_kind == "extractive", "no speed known: no model summary"
     first = next(m for m in backend.prompts[-1] if m["role"] != "system")

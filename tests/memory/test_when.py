@@ -9,7 +9,7 @@ import pytest
 
 from llmos.kernel.loop import Turn
 from llmos.memory.pager import page_text
-from llmos.memory.when import resolved
+from llmos.memory.when import Window, resolved, window
 
 THURSDAY = dt.date(2023, 5, 25)
 
@@ -53,3 +53,38 @@ def test_a_page_says_what_its_time_words_meant_when_it_was_said() -> None:
     text = page_text(turn)
     assert text.startswith("[turn 7, 2023-05-25 10:02] user: Mara: we went hiking")
     assert "(said on 25 May 2023: last Saturday = 20 May 2023)" in text
+
+
+@pytest.mark.parametrize(
+    ("question", "first", "last"),
+    [
+        ("What did Gina find on 1 February, 2023?", dt.date(2023, 2, 1), dt.date(2023, 2, 1)),
+        ("What was she accepted for on May 23, 2023?", dt.date(2023, 5, 23), dt.date(2023, 5, 23)),
+        ("what did we plan in June 2023?", dt.date(2023, 6, 1), dt.date(2023, 6, 30)),
+        ("what did I buy in 2022?", dt.date(2022, 1, 1), dt.date(2022, 12, 31)),
+        ("what did I say yesterday?", dt.date(2023, 5, 24), dt.date(2023, 5, 24)),
+        ("who did I meet last week?", dt.date(2023, 5, 15), dt.date(2023, 5, 21)),
+        ("what did I read last month?", dt.date(2023, 4, 1), dt.date(2023, 4, 30)),
+    ],
+)
+def test_a_question_s_time_words_name_its_days(
+    question: str, first: dt.date, last: dt.date
+) -> None:
+    days = window(question, THURSDAY)
+    assert days is not None
+    assert days.holds(first) and days.holds(last)
+    assert not days.holds(first - dt.timedelta(days=1))
+    assert not days.holds(last + dt.timedelta(days=1))
+
+
+def test_a_month_without_a_year_is_that_month_of_any_year() -> None:
+    days = window("what did we do in June?", THURSDAY)
+    assert days == Window(month=6)
+    assert days.holds(dt.date(2021, 6, 30)) and not days.holds(dt.date(2023, 7, 1))
+
+
+@pytest.mark.parametrize(
+    "question", ["may I ask you something?", "what is on 31 February, 2023?", "where is my car?"]
+)
+def test_no_time_words_no_window(question: str) -> None:
+    assert window(question, THURSDAY) is None
