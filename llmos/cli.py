@@ -472,7 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo)"
     )
     bench.add_argument(
-        "--questions", type=int, default=0, help="recall: ask only the first N questions"
+        "--questions",
+        type=int,
+        default=0,
+        help="recall: ask N of the questions, spread evenly over the file",
     )
     bench.add_argument("-n", type=int, default=10_000, help="iterations (dispatch)")
     bench.add_argument(

@@ -297,13 +297,20 @@ def score(answers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def spread(questions: list[Question], n: int) -> list[Question]:
+    """`n` of the questions spread evenly over the list (all when `n` is 0 or more than there
+    are): a file's questions come grouped by kind, so its first few would measure one kind."""
+    if n <= 0 or n >= len(questions):
+        return questions
+    return [questions[i * len(questions) // n] for i in range(n)]
+
+
 def bench_recall(settings: Settings, path: Path, *, questions: int = 0) -> dict[str, Any]:
     """`llmos bench recall`: the conversation in `path` on the configured (default) model, in
-    a scratch LLMOS_HOME and workspace (the first `questions` questions, or all); prints and
+    a scratch LLMOS_HOME and workspace (`questions` of its questions, or all); prints and
     returns the figures."""
     said, asked = load(path)
-    if questions:
-        asked = asked[:questions]
+    asked = spread(asked, questions)
     return in_scratch(
         settings,
         "recall",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llmos.bench.recall import Said, load, says_not_known, score, token_f1
+from llmos.bench.recall import Question, Said, load, says_not_known, score, spread, token_f1
 from llmos.errors import ErrorCode, LlmosError
 
 
@@ -170,3 +170,11 @@ def test_bench_recall_tells_asks_and_writes_its_figures(
     assert figures["recall_at_5"] == 1.0
     assert 0.0 <= figures["f1"] <= 1.0
     assert "token F1" in capsys.readouterr().out
+
+
+def test_spread_takes_questions_from_every_part_of_the_file() -> None:
+    questions = [Question(f"q{i}", "a", (), 1 + i // 10) for i in range(40)]
+    picked = spread(questions, 8)
+    assert len(picked) == 8 and len(set(picked)) == 8
+    assert {q.category for q in picked} == {1, 2, 3, 4}
+    assert spread(questions, 0) == questions and spread(questions, 99) == questions
