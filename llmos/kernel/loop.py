@@ -375,6 +375,13 @@ def echoes(question: str, request: str) -> bool:
     return shared >= 0.6 * len(asked) and shared >= 0.6 * len(wanted)
 
 
+def repeats(reply: str, request: str) -> bool:
+    """Whether a reply is the request said back: no word of its own, and most of the
+    request's (an answer that restates the question adds the answer's words)."""
+    said, wanted = _content_words(reply), _content_words(request)
+    return bool(said) and said <= wanted and len(said) >= 0.8 * len(wanted)
+
+
 def _content_words(text: str) -> set[str]:
     words = {w.removesuffix("'s").strip("'") for w in _CONTENT_WORD.findall(text.lower())}
     return words - _FILLER - {""}
@@ -513,8 +520,8 @@ class Kernel:
         naming paths when no call or result of the turn has shown any of them, a reply while a
         path the request asks to be made (`Turn.targets`) was named by no call, a reply stating
         a number of two or more digits that neither the person nor any result in this
-        conversation showed (a guess; the examples shown do not count), or an `ask` that hands
-        the person their own request back."""
+        conversation showed (a guess; the examples shown do not count), a reply that only
+        repeats the request, or an `ask` that hands the person their own request back."""
         turn = conversation.current
         if turn is None or call.call not in ENDS_TURN:
             return ""
@@ -534,7 +541,14 @@ class Kernel:
                     "made it yet. Make that call now (use what the RESULTs above show), or "
                     "reply why you cannot."
                 )
-            unseen = unseen_numbers(str(getattr(call, "text", "")), seen_text(conversation))
+            text = str(getattr(call, "text", ""))
+            if repeats(text, turn.request):
+                return (
+                    "ERROR: that reply only repeats the request. Answer it: from the MEMORY, "
+                    "SUMMARY or RESULTs above, with a syscall that finds it, or say that you "
+                    "cannot."
+                )
+            unseen = unseen_numbers(text, seen_text(conversation))
             if unseen:
                 return (
                     f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If you worked "

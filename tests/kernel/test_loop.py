@@ -311,6 +311,27 @@ def test_asking_the_person_their_own_question_goes_back(system: System, proc: Pr
     assert kinds == ["call", "ask"], "a real question is asked"
 
 
+def test_a_reply_that_only_repeats_the_request_goes_back(system: System, proc: Process) -> None:
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "reply", "text": "When did Gina interview for a design internship?"},
+            {"call": "reply", "text": "I was not told when."},
+        ],
+        "When did Gina interview for a design internship?",
+    )
+    assert kinds == ["call", "error", "call", "reply"]
+    assert "repeats the request" in backend.prompts[1][-1]["content"]
+    kinds, _, _ = run(
+        system,
+        proc,
+        [{"call": "reply", "text": "Yes, Jon and Gina both took part in dance competitions."}],
+        "did Jon and Gina both take part in dance competitions?",
+    )
+    assert kinds == ["call", "reply"], "an answer that restates the question and adds to it stands"
+
+
 def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
     system: System, proc: Process, workspace: Path
 ) -> None:
