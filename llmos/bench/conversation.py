@@ -114,6 +114,8 @@ class Replay:
         self.name = real.name
         self.context = real.context
         self.queued: list[str] = []
+        self.decoded: list[Completion] = []
+        """The completions the real model decoded (not replayed): where the time went."""
 
     @property
     def decode_tps(self) -> float:
@@ -135,7 +137,9 @@ class Replay:
         always the real model's."""
         if self.queued and constraint is not None:
             return Completion(text=self.queued.pop(0))
-        return self.real.complete(messages, constraint=constraint, max_tokens=max_tokens)
+        done = self.real.complete(messages, constraint=constraint, max_tokens=max_tokens)
+        self.decoded.append(done)
+        return done
 
 
 @dataclass

@@ -172,6 +172,12 @@ class RecallFigures:
     tell_seconds: float = 0.0
     ask_seconds: float = 0.0
     seconds: float = 0.0
+    steps: int = 0
+    """Model steps decoded while asking (a question takes one or more)."""
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
 
     def lines(self) -> list[str]:
         """The figures as the bench prints them."""
@@ -193,6 +199,10 @@ class RecallFigures:
             f"  telling {self.tell_seconds:.0f} s, asking {self.ask_seconds:.0f} s "
             f"({self.ask_seconds / max(self.questions, 1):.1f} s a question), "
             f"{self.seconds:.0f} s in all",
+            f"  asking: {self.steps} model steps; prefill {self.prefill_tokens} tokens in "
+            f"{self.prefill_seconds:.0f} s, decode {self.decode_tokens} tokens in "
+            f"{self.decode_seconds:.0f} s, the rest (page-in, search, examples, checks) "
+            f"{max(self.ask_seconds - self.prefill_seconds - self.decode_seconds, 0):.0f} s",
         ]
         return out
 
@@ -218,6 +228,7 @@ def run_recall(
     memory = system.memory
     memory.flush(300)
     told = time.perf_counter()
+    talk.backend.decoded.clear()  # what telling decoded (a written summary) is not asking's
     kernel.check_replies = True  # the questions are answered as the shell answers them
     answers: list[dict[str, Any]] = []
 
@@ -251,6 +262,7 @@ def run_recall(
         )
     asked = time.perf_counter()
     stats = pager.stats
+    decoded = talk.backend.decoded
     return RecallFigures(
         model=real.name,
         messages=len(said),
@@ -263,6 +275,11 @@ def run_recall(
         tell_seconds=told - start,
         ask_seconds=asked - told,
         seconds=asked - start,
+        steps=len(decoded),
+        prefill_tokens=sum(c.prefill_tokens for c in decoded),
+        prefill_seconds=sum(c.prefill_seconds for c in decoded),
+        decode_tokens=sum(c.completion_tokens for c in decoded),
+        decode_seconds=sum(c.decode_seconds for c in decoded),
     )
 
 

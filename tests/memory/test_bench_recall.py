@@ -169,7 +169,12 @@ def test_bench_recall_tells_asks_and_writes_its_figures(
     assert all(a["found"] for a in figures["answers"]), "four turns: each evidence is in view"
     assert figures["recall_at_5"] == 1.0
     assert 0.0 <= figures["f1"] <= 1.0
-    assert "token F1" in capsys.readouterr().out
+    assert figures["steps"] >= 3, "each question is at least one decoded step"
+    assert figures["prefill_tokens"] > 0 and figures["decode_tokens"] >= figures["steps"]
+    spent = figures["prefill_seconds"] + figures["decode_seconds"]
+    assert 0.0 < spent <= figures["ask_seconds"], "the model's time is part of the asking time"
+    printed = capsys.readouterr().out
+    assert "token F1" in printed and "model steps; prefill" in printed
 
 
 def test_spread_takes_questions_from_every_part_of_the_file() -> None:
