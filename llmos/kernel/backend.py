@@ -521,6 +521,7 @@ class Decoder:
             out,
             seconds=out.seconds + probed,
             prefill_tokens=out.prefill_tokens + prefilled,
+            prefill_seconds=out.prefill_seconds + probed,  # the probe is the prompt's prefill
             wanted=wanted,
         )
 
