@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.loop import Conversation, Turn
-from llmos.kernel.prompt import memory_block
+from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.limits import (
     CONTEXT_HIGH,
     CONTEXT_LOW,
@@ -78,17 +78,22 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def said_when(moment: float) -> str:
+    """When a turn was said, as a person writes it ("25 May 2023, 10:02"): a reply that quotes
+    a page's date quotes it so."""
+    local = dt.datetime.fromtimestamp(moment)
+    return f"{local.day} {local:%B %Y, %H:%M}"
+
+
 def page_text(turn: Turn) -> str:
     """A turn as one recall page: the request and the reply first (what a search most often
     matches), then its steps."""
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(turn.started))
-    lines = [f"[turn {turn.number}, {when}] user: {turn.request}"]
+    lines = [f"[turn {turn.number}, {said_when(turn.started)}] user: {turn.request}"]
     if turn.reply:
         lines.append(f"reply: {turn.reply}")
-    said = dt.date.fromtimestamp(turn.started)
-    dates = resolved(f"{turn.request}\n{turn.reply}", said)
-    if dates:
-        lines.append(f"(said on {said:%d %B %Y}: {'; '.join(dates)})")
+    meant = time_words(f"{turn.request}\n{turn.reply}", turn.started)
+    if meant:
+        lines.append(meant)
     steps = turn.messages[1:]
     if turn.reply:
         steps = steps[:-1]
@@ -103,10 +108,19 @@ def recall_text(turn: Turn) -> str:
     then reply) shows only what the person said: the kernel's words then hold no fact of the
     person's, and a small model shown a recalled "Noted." copies it as its answer. A turn with
     syscalls shows them, their results and the reply, which reports what they found."""
-    head = f"[turn {turn.number}] user: {turn.request}"
+    head = f"[turn {turn.number}, {said_when(turn.started)}] user: {turn.request}"
     if len(turn.messages) <= 2:
-        return head
+        meant = time_words(turn.request, turn.started)
+        return f"{head}\n{meant}" if meant else head
     return "\n".join([head, *page_text(turn).splitlines()[1:]])
+
+
+def time_words(text: str, moment: float) -> str:
+    """What the relative time words of `text` meant when it was said ("(said on 25 May 2023:
+    last Saturday = 20 May 2023)"), or "" when it has none."""
+    said = dt.date.fromtimestamp(moment)
+    dates = resolved(text, said)
+    return f"(said on {said.day} {said:%B %Y}: {'; '.join(dates)})" if dates else ""
 
 
 def _copies(summary: str, system: str) -> bool:
@@ -548,7 +562,7 @@ class Pager:
         lines = [r.text for r in chosen]
         old = turn.notes.get(index)
         if old:
-            lines = [*old.splitlines()[1:], *lines]
+            lines = [*memory_pages(old), *lines]
         turn.notes[index] = memory_block(lines)
         turn.recalled += [r.id for r in chosen]
         turn.tokens = 0
@@ -595,7 +609,9 @@ class Pager:
             if number is not None and isinstance(record.meta.get("messages"), str):
                 try:
                     messages = json.loads(str(record.meta["messages"]))
-                    text = recall_text(Turn(number, messages))
+                    said = record.meta.get("said")
+                    started = float(said) if isinstance(said, int | float) else record.created
+                    text = recall_text(Turn(number, messages, started=started))
                 except (ValueError, KeyError, TypeError):
                     text = record.text
             return Recall(hit.id, hit.score, _cut(text, NOTE_CHARS), number)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 
 import pytest
 
 from llmos.kernel.loop import Turn
-from llmos.memory.pager import page_text
+from llmos.memory.memory import Hit
+from llmos.memory.pager import Pager, page_text, recall_text
+from llmos.memory.store import Record
 from llmos.memory.when import Window, resolved, window
 
 THURSDAY = dt.date(2023, 5, 25)
@@ -51,8 +54,30 @@ def test_a_page_says_what_its_time_words_meant_when_it_was_said() -> None:
         {"role": "assistant", "content": '{"call": "reply", "text": "Noted."}'},
     ]
     text = page_text(turn)
-    assert text.startswith("[turn 7, 2023-05-25 10:02] user: Mara: we went hiking")
+    assert text.startswith("[turn 7, 25 May 2023, 10:02] user: Mara: we went hiking")
     assert "(said on 25 May 2023: last Saturday = 20 May 2023)" in text
+    assert recall_text(turn) == (
+        "[turn 7, 25 May 2023, 10:02] user: Mara: we went hiking at Lake Bled last Saturday.\n"
+        "(said on 25 May 2023: last Saturday = 20 May 2023)"
+    ), "shown again, a talk turn keeps its day and what its time words meant"
+
+
+def test_a_recalled_page_is_dated_by_when_it_was_said_not_when_it_was_stored() -> None:
+    said = time.mktime((2023, 1, 29, 13, 56, 0, 0, 0, -1))
+    messages = [
+        {"role": "user", "content": "Gina: I opened my online store yesterday!"},
+        {"role": "assistant", "content": '{"call": "reply", "text": "Noted."}'},
+    ]
+    record = Record(
+        "p1",
+        "recall",
+        "page",
+        meta={"turn": 3, "said": said, "messages": json.dumps(messages)},
+        created=time.time(),
+    )
+    shown = Pager._recall(Hit(record, 0.9)).text
+    assert shown.startswith("[turn 3, 29 January 2023, 13:56] user: Gina: I opened")
+    assert "yesterday = 28 January 2023" in shown
 
 
 @pytest.mark.parametrize(
