@@ -21,6 +21,7 @@ from llmos.kernel.backend import Completion, Message, ScriptedBackend
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.process import Process
+from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.memory.embedder import Embedder
 from llmos.memory.pager import (
     Pager,
@@ -151,6 +152,14 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
         or len(conv.turns[-1].recalled) >= 1
     )
     assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
+
+
+def test_a_memory_block_says_how_to_use_it_and_gives_its_pages_back() -> None:
+    block = memory_block(["[turn 1] user: My gym locker code is 4512.", "[turn 7] user: hi"])
+    assert block.startswith("MEMORY (") and "you were not told" in block.splitlines()[-1]
+    pages = memory_pages(block)
+    assert pages == ["[turn 1] user: My gym locker code is 4512.", "[turn 7] user: hi"]
+    assert memory_pages(memory_block([*pages, "[turn 9] user: bye"]))[-1] == "[turn 9] user: bye"
 
 
 def test_kept_facts_are_paged_in_only_where_mem_search_is_allowed(
