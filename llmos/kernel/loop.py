@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message
-from llmos.kernel.examples import render
+from llmos.kernel.examples import is_question, render
 from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
 from llmos.kernel.policy import allowed_effects
@@ -376,10 +376,12 @@ def echoes(question: str, request: str) -> bool:
 
 
 def repeats(reply: str, request: str) -> bool:
-    """Whether a reply is the request said back: no word of its own, and most of the
-    request's (an answer that restates the question adds the answer's words)."""
+    """Whether a reply is a question said back: no word of its own, and most of the
+    question's (an answer that restates it adds the answer's words; "bye" for "bye" stands)."""
     said, wanted = _content_words(reply), _content_words(request)
-    return bool(said) and said <= wanted and len(said) >= 0.8 * len(wanted)
+    if not is_question(request) or len(wanted) < 3:
+        return False
+    return said <= wanted and len(said) >= 0.8 * len(wanted)
 
 
 def _content_words(text: str) -> set[str]:

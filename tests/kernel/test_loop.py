@@ -330,6 +330,8 @@ def test_a_reply_that_only_repeats_the_request_goes_back(system: System, proc: P
         "did Jon and Gina both take part in dance competitions?",
     )
     assert kinds == ["call", "reply"], "an answer that restates the question and adds to it stands"
+    kinds, _, _ = run(system, proc, [{"call": "reply", "text": "Thanks, bye!"}], "thanks, bye")
+    assert kinds == ["call", "reply"], "a farewell said back is not a question handed back"
 
 
 def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
