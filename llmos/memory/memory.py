@@ -618,6 +618,12 @@ class Memory:
         self.close()
 
 
+def said_at(record: Record) -> float:
+    """When a page's turn was said (its meta "said"), else when the record was stored."""
+    said = record.meta.get("said")
+    return float(said) if isinstance(said, int | float) else record.created
+
+
 @dataclass(frozen=True)
 class Page:
     """What a session search needs of a page besides its vector: its words, the day said."""
@@ -628,9 +634,7 @@ class Page:
     @classmethod
     def of(cls, record: Record) -> Page:
         """A stored page: the day its turn was said (meta "said"), else the day it was stored."""
-        said = record.meta.get("said")
-        moment = float(said) if isinstance(said, int | float) else record.created
-        return cls(words(record.text), dt.date.fromtimestamp(moment))
+        return cls(words(record.text), dt.date.fromtimestamp(said_at(record)))
 
 
 def _fuse_words(pages: list[Page], query: str, order: list[int]) -> list[int]:

@@ -609,9 +609,9 @@ class Pager:
             if number is not None and isinstance(record.meta.get("messages"), str):
                 try:
                     messages = json.loads(str(record.meta["messages"]))
-                    said = record.meta.get("said")
-                    started = float(said) if isinstance(said, int | float) else record.created
-                    text = recall_text(Turn(number, messages, started=started))
+                    from llmos.memory.memory import said_at
+
+                    text = recall_text(Turn(number, messages, started=said_at(record)))
                 except (ValueError, KeyError, TypeError):
                     text = record.text
             return Recall(hit.id, hit.score, _cut(text, NOTE_CHARS), number)

@@ -18,7 +18,7 @@ from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
 from llmos.memory.index import Health
-from llmos.memory.memory import Memory
+from llmos.memory.memory import Hit, Memory
 from llmos.memory.store import DB_FILE, NewRecord, Record
 from llmos.memory.when import Window
 
@@ -127,23 +127,15 @@ def test_a_session_search_puts_the_days_asked_about_first(memory: Memory) -> Non
         "recall",
     )
     question = "what did Jon say about the studio in March 2023?"
-    march = memory.search(
-        question,
-        k=3,
-        collections=["recall"],
-        session="s",
-        during=Window(dt.date(2023, 3, 1), dt.date(2023, 4, 1)),
-    )
+
+    def near(during: Window | None) -> list[Hit]:
+        return memory.search(question, k=3, collections=["recall"], session="s", during=during)
+
+    march = near(Window(dt.date(2023, 3, 1), dt.date(2023, 4, 1)))
     assert [h.record.meta["turn"] for h in march][:2] == [2, 8]
     assert march[2].record.meta["turn"] not in (2, 8), "the rest follow the days asked about"
-    none = memory.search(
-        question,
-        k=3,
-        collections=["recall"],
-        session="s",
-        during=Window(dt.date(2020, 3, 1), dt.date(2020, 4, 1)),
-    )
-    plain = memory.search(question, k=3, collections=["recall"], session="s")
+    none = near(Window(dt.date(2020, 3, 1), dt.date(2020, 4, 1)))
+    plain = near(None)
     assert [h.id for h in none] == [h.id for h in plain], "a window holding none narrows nothing"
 
 
