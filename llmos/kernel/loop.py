@@ -384,6 +384,22 @@ def repeats(reply: str, request: str) -> bool:
     return said <= wanted and len(said) >= 0.8 * len(wanted)
 
 
+def said_before(reply: str, conversation: Conversation) -> str:
+    """The earlier request whose reply `reply` repeats word for word (four or more words of
+    its own), when that request was not this one's: a small model answering a run of
+    questions copies its last answer ("Jon's attitude ... is enthusiastic" for a question
+    about customers); "" when it does not."""
+    turn = conversation.current
+    if turn is None or len(_content_words(reply)) < 4:
+        return ""
+    mine = " ".join(reply.lower().split())
+    asked = " ".join(turn.request.lower().split())
+    for earlier in reversed(conversation.turns[:-1]):
+        if earlier.reply and " ".join(earlier.reply.lower().split()) == mine:
+            return earlier.request if " ".join(earlier.request.lower().split()) != asked else ""
+    return ""
+
+
 def _content_words(text: str) -> set[str]:
     words = {w.removesuffix("'s").strip("'") for w in _CONTENT_WORD.findall(text.lower())}
     return words - _FILLER - {""}
@@ -523,7 +539,8 @@ class Kernel:
         path the request asks to be made (`Turn.targets`) was named by no call, a reply stating
         a number of two or more digits that neither the person nor any result in this
         conversation showed (a guess; the examples shown do not count), a reply that only
-        repeats the request, or an `ask` that hands the person their own request back."""
+        repeats the request or is an earlier turn's reply word for word, or an `ask` that
+        hands the person their own request back."""
         turn = conversation.current
         if turn is None or call.call not in ENDS_TURN:
             return ""
@@ -549,6 +566,13 @@ class Kernel:
                     "ERROR: that reply only repeats the request. Answer it: from the MEMORY, "
                     "SUMMARY or RESULTs above, with a syscall that finds it, or say that you "
                     "cannot."
+                )
+            earlier = said_before(text, conversation)
+            if earlier:
+                return (
+                    f"ERROR: that is word for word your reply to an earlier request "
+                    f"({earlier!r}). Answer this request itself: from the MEMORY, SUMMARY or "
+                    "RESULTs above, with a syscall that finds it, or say that you cannot."
                 )
             unseen = unseen_numbers(text, seen_text(conversation))
             if unseen:

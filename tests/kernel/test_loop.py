@@ -334,6 +334,29 @@ def test_a_reply_that_only_repeats_the_request_goes_back(system: System, proc: P
     assert kinds == ["call", "reply"], "a farewell said back is not a question handed back"
 
 
+def test_an_earlier_answer_copied_word_for_word_goes_back(system: System, proc: Process) -> None:
+    copied = "Jon's attitude towards the dance festival is enthusiastic and glad."
+    backend = ScriptedBackend(
+        [
+            {"call": "reply", "text": copied},
+            {"call": "reply", "text": copied},
+            {"call": "reply", "text": "It is the key to making customers feel welcome."},
+            {"call": "reply", "text": copied},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    first = [e.kind for e in kernel.turn(proc, conv, "How does Jon feel about the festival?")]
+    assert first == ["call", "reply"]
+    asked = "What did Jon say about a special experience for customers?"
+    second = [e.kind for e in kernel.turn(proc, conv, asked)]
+    assert second == ["call", "error", "call", "reply"]
+    assert "your reply to an earlier request" in backend.prompts[2][-1]["content"]
+    assert conv.turns[-1].reply.startswith("It is the key")
+    again = [e.kind for e in kernel.turn(proc, conv, "How does Jon feel about the festival?")]
+    assert again == ["call", "reply"], "the same question asked again may get the same answer"
+
+
 def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
     system: System, proc: Process, workspace: Path
 ) -> None:
