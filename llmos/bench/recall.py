@@ -6,7 +6,8 @@ Each message is told as one turn ("[1:56 pm on 8 May, 2023] Caroline: ...") with
 "Noted." replayed, as `bench conversation` replays its filler, so the pager pages as in the
 shell; then each question is a turn the model really decodes. Figures: token F1 of the reply
 against the answer and evidence recall@5 (an evidence message among the five pages the recall
-search finds for the question, or still in the context) per category, the share of
+search finds for the question or the pages the pager shows around them, or still in the
+context; the pages alone are reported beside) per category, the share of
 unanswerable questions (category 5) answered as not known, page-in latency, where time went.
 """
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.bench.conversation import Talk, in_scratch
 from llmos.bench.dispatch import percentile
 from llmos.errors import ErrorCode, LlmosError
+from llmos.memory.pager import PAGE_AROUND
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -163,6 +165,8 @@ class RecallFigures:
     f1: float
     recall_at_5: float
     recall_at_5_meaning: float
+    recall_at_5_pages: float
+    """Evidence among the five pages themselves, without the pages shown around them."""
     not_known: float
     by_category: dict[str, dict[str, float]]
     answers: list[dict[str, Any]] = field(default_factory=list)
@@ -183,8 +187,9 @@ class RecallFigures:
         """The figures as the bench prints them."""
         out = [
             f"recall: {self.messages} messages told, {self.questions} questions on {self.model}",
-            f"  token F1 {self.f1:.3f}, evidence recall@5 {self.recall_at_5:.0%} "
-            f"(by meaning alone {self.recall_at_5_meaning:.0%}; categories 1-4); "
+            f"  token F1 {self.f1:.3f}, evidence recall@5 {self.recall_at_5:.0%} with the "
+            f"pages around each ({self.recall_at_5_pages:.0%} the pages alone, "
+            f"{self.recall_at_5_meaning:.0%} by meaning alone; categories 1-4); "
             f"not known when not told: {self.not_known:.0%} (category 5)",
         ]
         for category, row in sorted(self.by_category.items()):
@@ -232,17 +237,28 @@ def run_recall(
     kernel.check_replies = True  # the questions are answered as the shell answers them
     answers: list[dict[str, Any]] = []
 
-    def in_view(question: str, by_words: bool) -> set[object]:
-        """The turns in view for `question`: the five pages the recall search finds, and the
-        turns still in the context."""
+    def resident() -> set[object]:
+        return {t.number for t in conversation.turns}
+
+    def in_view(question: str, by_words: bool) -> tuple[set[object], set[object]]:
+        """The turns in view for `question`: the five pages the recall search finds (alone,
+        and with the pages around each that the pager shows with it), and the turns still in
+        the context."""
         hits = memory.search(
             question, k=5, collections=("recall",), session=pager.session_id, by_words=by_words
         )
-        return {h.record.meta.get("turn") for h in hits} | {t.number for t in conversation.turns}
+        pages = {h.record.meta.get("turn") for h in hits}
+        around = {
+            r.meta.get("turn")
+            for t in pages
+            if isinstance(t, int)
+            for r in memory.around("recall", pager.session_id, t, PAGE_AROUND, PAGE_AROUND)
+        }
+        return pages | resident(), pages | around | resident()
 
     for q in questions:
-        # found by meaning and words fused (the pager's way), and by meaning alone
-        found, by_meaning = in_view(q.question, True), in_view(q.question, False)
+        # found by meaning and words (the pager's way), and by meaning alone
+        (alone, found), (_, by_meaning) = in_view(q.question, True), in_view(q.question, False)
         wanted = {turn_of[d] for d in q.evidence if d in turn_of}
         reply = ""
         for event in kernel.turn(process, conversation, q.question):
@@ -256,6 +272,7 @@ def run_recall(
                 "reply": reply,
                 "f1": token_f1(reply, q.answer),
                 "found": bool(found & wanted) if wanted else None,
+                "found_alone": bool(alone & wanted) if wanted else None,
                 "found_by_meaning": bool(by_meaning & wanted) if wanted else None,
                 "not_known": says_not_known(reply),
             }
@@ -308,6 +325,9 @@ def score(answers: list[dict[str, Any]]) -> dict[str, Any]:
         "recall_at_5": mean([float(a["found"]) for a in answerable if a["found"] is not None]),
         "recall_at_5_meaning": mean(
             [float(a["found_by_meaning"]) for a in answerable if a["found_by_meaning"] is not None]
+        ),
+        "recall_at_5_pages": mean(
+            [float(a["found_alone"]) for a in answerable if a.get("found_alone") is not None]
         ),
         "not_known": mean([float(a["not_known"]) for a in unanswerable]),
         "by_category": by_category,

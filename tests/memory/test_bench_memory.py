@@ -93,7 +93,7 @@ def test_a_session_search_ranks_as_the_index_would(memory: Memory) -> None:
     vector = memory.embedder.embed_one(query)
     for session in ("s1", "s2"):
         expected = memory.index.query("recall", vector, 18, {"session": session})
-        hits = memory.search(query, k=18, collections=["recall"], session=session)
+        hits = memory.search(query, k=18, collections=["recall"], session=session, by_words=False)
         assert [h.id for h in hits] == [i for i, _ in expected]
         for hit, (_, distance) in zip(hits, expected, strict=True):
             assert hit.score == pytest.approx(1.0 - distance, abs=2e-4)

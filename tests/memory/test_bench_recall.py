@@ -132,15 +132,16 @@ def test_not_known_is_a_reply_that_says_so() -> None:
 
 def test_scores_cover_answerable_categories_and_count_not_known_apart() -> None:
     answers = [
-        {"category": 4, "f1": 1.0, "found": True, "found_by_meaning": False, "not_known": False},
-        {"category": 4, "f1": 0.0, "found": False, "found_by_meaning": False, "not_known": True},
-        {"category": 1, "f1": 0.5, "found": True, "found_by_meaning": True, "not_known": False},
+        {"category": 4, "f1": 1.0, "found": True, "found_alone": False, "found_by_meaning": False},
+        {"category": 4, "f1": 0.0, "found": False, "found_alone": False, "found_by_meaning": False},
+        {"category": 1, "f1": 0.5, "found": True, "found_alone": True, "found_by_meaning": True},
         {"category": 5, "f1": 0.0, "found": None, "found_by_meaning": None, "not_known": True},
         {"category": 5, "f1": 1.0, "found": None, "found_by_meaning": None, "not_known": False},
     ]
     figures = score(answers)
     assert figures["f1"] == pytest.approx(0.5) and figures["recall_at_5"] == pytest.approx(2 / 3)
     assert figures["recall_at_5_meaning"] == pytest.approx(1 / 3)
+    assert figures["recall_at_5_pages"] == pytest.approx(1 / 3)
     assert figures["not_known"] == 0.5
     assert figures["by_category"]["4"] == {"questions": 2.0, "f1": 0.5, "recall_at_5": 0.5}
     assert figures["by_category"]["5"]["not_known"] == 0.5

@@ -18,7 +18,7 @@ from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
 from llmos.memory.index import Health
-from llmos.memory.memory import Hit, Memory
+from llmos.memory.memory import WORDS_WEIGHT, Hit, Memory
 from llmos.memory.store import DB_FILE, NewRecord, Record
 from llmos.memory.when import Window
 
@@ -103,9 +103,13 @@ def test_a_session_search_fuses_meaning_with_words(memory: Memory) -> None:
     alone = memory.search(question, k=3, collections=["recall"], session="s", by_words=False)
     assert fused[0].record.meta["turn"] == 9
     assert [h.record.meta["turn"] for h in alone] == [0, 1, 2]
-    assert fused[0].score == alone[0].score, "a hit keeps its cosine score"
-    filtered = memory.search(question, k=3, collections=["recall"], session="s", min_score=2.0)
-    assert filtered == [], "min_score still applies to the cosine, in any order"
+    assert fused[0].score == pytest.approx(alone[0].score + WORDS_WEIGHT, abs=2e-4), (
+        "the best word match adds the whole weight to its cosine"
+    )
+    assert fused[1].score == pytest.approx(alone[0].score, abs=2e-4), "no word, no addition"
+    floor = alone[0].score + WORDS_WEIGHT / 2
+    filtered = memory.search(question, k=3, collections=["recall"], session="s", min_score=floor)
+    assert [h.record.meta["turn"] for h in filtered] == [9], "min_score applies to the sum"
     memory.forget([fused[0].id])
     again = memory.search(question, k=3, collections=["recall"], session="s")
     assert 9 not in [h.record.meta["turn"] for h in again], "a forgotten page leaves the words"

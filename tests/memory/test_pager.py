@@ -130,7 +130,10 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
         "my locker code at the gym is 4512",
         [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
     )
-    for n in range(2, 30):
+    # Two short turns, so a filler page recalled with its neighbours never shows turn 1 early.
+    for request in ("thanks", "ok"):
+        talk(kernel, shell_proc, conv, request, [{"call": "reply", "text": "You're welcome."}])
+    for n in range(4, 32):
         request, reply = filler(n)
         talk(kernel, shell_proc, conv, request, [reply])
     assert conv.paged_out >= 1 and conv.turns[0].number > 1, "turn 1 is out of the context"
@@ -142,16 +145,56 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
         "what is the code of my gym locker?",
         [{"call": "reply", "text": "4512"}],
     )
-    assert any("recalled" in line and "turn 1" in line for line in lines)
+    assert any("recalled" in line and "turn 1" in line for line in lines), lines
     request = backend.prompts[-1][-1]["content"]
     memory = request[request.index("MEMORY (earlier turns recalled") :]
     assert "4512" in memory and memory.endswith("\n\nwhat is the code of my gym locker?")
-    assert pager.stats.last_recalled[0].turn == 1
-    assert (
-        conv.turns[-1].recalled == [pager.stats.last_recalled[0].id]
-        or len(conv.turns[-1].recalled) >= 1
-    )
+    first = pager.stats.last_recalled[0]
+    assert first.turn == 1
+    assert conv.turns[-1].recalled[0] == first.id
     assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
+
+
+def test_a_recalled_page_comes_with_what_was_said_around_it(
+    system: System, shell_proc: Process
+) -> None:
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend, example_count=0, check_replies=False)
+    pager = Pager(SessionFile(system.settings.home))
+    conv = Conversation(pager=pager)
+    system.memory.store("The user also likes to dance salsa on Fridays.")
+    said = [
+        "Ana asked me what I enjoy most",
+        "I told her contemporary dance is the style I like best, it is so expressive",
+        "then we talked about the weather in Lisbon " + "and the rain " * 30,
+    ]
+    for request in said:
+        talk(kernel, shell_proc, conv, request, [{"call": "reply", "text": "Noted."}])
+    for n in range(4, 32):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert conv.paged_out >= 3
+    system.memory.flush(60)
+    talk(
+        kernel,
+        shell_proc,
+        conv,
+        "which dance style do I like best?",
+        [{"call": "reply", "text": "?"}],
+    )
+    shown = pager.stats.last_recalled
+    window = next(r for r in shown if r.turn == 2)
+    assert {window.turn, *(n for _, n in window.around)} == {1, 2, 3}, "the page and both sides"
+    text = window.text
+    assert text.index("enjoy most") < text.index("contemporary") < text.index("Lisbon")
+    assert "the rain " * 30 not in text, "a neighbour is cut short"
+    others = [r.turn for r in shown if r is not window]
+    assert not {1, 2, 3} & set(others), "a turn shown beside another is not shown again"
+    recalled = conv.turns[-1].recalled
+    assert len(recalled) == len(set(recalled)) >= 3
+    assert any(r.turn is None and "salsa" in r.text for r in shown), (
+        "a kept fact still gets its turn beside pages that match the words"
+    )
 
 
 def test_a_memory_block_says_how_to_use_it_and_gives_its_pages_back() -> None:
