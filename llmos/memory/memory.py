@@ -399,12 +399,16 @@ class Memory:
     ) -> list[Record]:
         """The session's pages of the turns from `turn - before` to `turn + after`, in turn
         order (those it holds): a recalled page is shown with what was said around it, the
-        question it answers and the reply it got."""
-        ids, _ = self.db.session_vectors(collection, session, self.embedder.name)
-        pages = self._pages(collection, session, ids)
+        question it answers and the reply it got. The pages the session's last search read
+        are used (read again only when none was), so recall reads the vectors once a step."""
+        with self._words_lock:  # the session's pages as its last search read them
+            known = dict(self._session_pages.get((collection, session), {}))
+        if not known:
+            ids, _ = self.db.session_vectors(collection, session, self.embedder.name)
+            known = dict(zip(ids, self._pages(collection, session, ids), strict=True))
         near = {
             p.turn: i
-            for i, p in zip(ids, pages, strict=True)
+            for i, p in known.items()
             if p.turn is not None and turn - before <= p.turn <= turn + after
         }
         records = {r.id: r for r in self.db.get_many(list(near.values()))}

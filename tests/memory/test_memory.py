@@ -85,6 +85,29 @@ def test_recall_pages_by_session(memory: Memory) -> None:
     assert {"r6", "r7"} <= {h.id for h in both}
 
 
+def test_around_gives_the_pages_said_beside_a_turn_in_order(memory: Memory) -> None:
+    same = memory.embedder.embed_one("a chat about the weekend")
+    memory.store_embedded(
+        [
+            NewRecord(text=f"page {n}", meta={"session": s, "turn": n}, vector=same)
+            for s in ("s", "other")
+            for n in (5, 3, 4, 1, 2)
+        ],
+        "recall",
+    )
+
+    def turns(found: list[Record]) -> list[object]:
+        return [r.meta["turn"] for r in found]
+
+    assert turns(memory.around("recall", "s", 3, 1, 1)) == [2, 3, 4], "read without a search"
+    assert {r.meta["session"] for r in memory.around("recall", "s", 3, 1, 1)} == {"s"}
+    assert turns(memory.around("recall", "s", 5, 1, 1)) == [4, 5], "the end of the session"
+    memory.search("weekend", k=2, collections=["recall"], session="s")  # fills the page cache
+    gone = next(r for r in memory.around("recall", "s", 2, 0, 0))
+    memory.forget([gone.id])
+    assert turns(memory.around("recall", "s", 3, 1, 1)) == [3, 4], "a forgotten page is not given"
+
+
 def test_a_session_search_fuses_meaning_with_words(memory: Memory) -> None:
     # Every page has the same vector, so meaning alone keeps the stored order; the one page
     # holding the question's rare word comes first only through the BM25 ranking fused in.
