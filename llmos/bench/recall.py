@@ -327,7 +327,7 @@ def score(answers: list[dict[str, Any]]) -> dict[str, Any]:
             [float(a["found_by_meaning"]) for a in answerable if a["found_by_meaning"] is not None]
         ),
         "recall_at_5_pages": mean(
-            [float(a["found_alone"]) for a in answerable if a.get("found_alone") is not None]
+            [float(a["found_alone"]) for a in answerable if a["found_alone"] is not None]
         ),
         "not_known": mean([float(a["not_known"]) for a in unanswerable]),
         "by_category": by_category,

@@ -392,11 +392,13 @@ def said_before(reply: str, conversation: Conversation) -> str:
     turn = conversation.current
     if turn is None or len(_content_words(reply)) < 4:
         return ""
-    mine = " ".join(reply.lower().split())
-    asked = " ".join(turn.request.lower().split())
+
+    def flat(text: str) -> str:
+        return " ".join(text.lower().split())
+
     for earlier in reversed(conversation.turns[:-1]):
-        if earlier.reply and " ".join(earlier.reply.lower().split()) == mine:
-            return earlier.request if " ".join(earlier.request.lower().split()) != asked else ""
+        if earlier.reply and flat(earlier.reply) == flat(reply):
+            return earlier.request if flat(earlier.request) != flat(turn.request) else ""
     return ""
 
 

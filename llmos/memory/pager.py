@@ -53,11 +53,11 @@ PAGE_STEP_CHARS = 600
 """A step's call and result are cut to this many characters in a page's text (the embedding
 sees the start of a page; the store keeps the turn's messages whole in the page's metadata)."""
 NOTE_CHARS = 400
+"""A recalled page is shown to the model cut to this many characters."""
 AROUND_CHARS = 240
 """A recalled page's neighbours (shown for context) are cut to this many characters."""
 PAGE_AROUND = 1
 """How many pages either side of a recalled one are shown with it."""
-"""A recalled page is shown to the model cut to this many characters."""
 LINE_CHARS = 160
 """The request and the reply are cut to this many characters in an extractive summary line."""
 
@@ -551,7 +551,7 @@ class Pager:
         room = min(self.recall_tokens, budget.high - total)
         chosen: list[Recall] = []
         for hit in hits:
-            if hit.id in shown or hit.score < self.min_score:
+            if hit.id in shown:  # `_search` gives only hits of at least `min_score`
                 continue
             recall = self._recall(hit)
             if recall.turn is not None and recall.turn in turns:
@@ -564,7 +564,9 @@ class Pager:
             recall, cost = (wider, more) if more <= room else (recall, cost)
             room -= cost
             chosen.append(recall)
-            turns.update(t for t in (recall.turn, *(n for _, n in recall.around)) if t)
+            turns.update(n for _, n in recall.around)
+            if recall.turn is not None:
+                turns.add(recall.turn)
             shown.update(i for i, _ in recall.around)
         self.stats.page_in_ms.append((time.perf_counter() - start) * 1000)
         if not chosen:
@@ -628,10 +630,11 @@ class Pager:
         parts: list[str] = []
         around: list[tuple[str, int]] = []
         for record in near:
-            page = self._page(record, recall.score)
             if record.id == recall.id:
                 parts.append(recall.text)
-            elif page.turn is not None and page.turn not in turns and record.id not in shown:
+                continue
+            page = self._page(record, recall.score)
+            if page.turn is not None and page.turn not in turns and record.id not in shown:
                 parts.append(_cut(page.text, AROUND_CHARS))
                 around.append((record.id, page.turn))
         if not around:
