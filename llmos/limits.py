@@ -219,3 +219,35 @@ EXAMPLE_QUESTION_MISMATCH = 0.2
 """How much less like a request an example counts when one of them is a question and the other
 is not: "my dog is called Rex" (tells a fact) is near "what is my dog called?" by meaning,
 but its call is the statement's (mem.store), not the question's (mem.search)."""
+
+DOCUMENT_MAX_BYTES = 64 * 1024 * 1024
+"""A document (PDF, Office, OpenDocument, HTML, an image read for its text) larger than this
+is refused unread (E_TOOBIG)."""
+
+DOCUMENT_MAX_CHARS = 4_000_000
+"""Characters of text kept from one document (about 2,000 dense pages); the rest is cut and
+the result says so."""
+
+DOCUMENT_OCR_PAGES = 20
+"""Pages of one PDF read by OCR when they have no text layer: OCR costs about a second and a
+half a page on 2 cores, so a 300-page scan is not a half-hour read; the rest say they were
+not read."""
+
+DOCUMENT_MAX_UNZIPPED = 256 * 1024 * 1024
+"""An Office or OpenDocument file whose parts declare more than this unpacked is refused before
+any part is inflated: a decompression bomb costs nothing."""
+
+DOCUMENT_MAX_PARTS = 20_000
+"""Parts (zip entries) an Office or OpenDocument file may hold."""
+
+DOCUMENT_TIMEOUT_S = 120.0
+"""Wall-clock seconds one conversion may take in its sandbox (20 OCR'd pages fit) before it is
+killed (E_TIMEOUT)."""
+
+DOCUMENT_MEMORY_BYTES = 3 * 1024**3
+"""Address space of the converter (RLIMIT_AS): a malicious file exhausts its process, not the
+machine."""
+
+SEARCH_DOCUMENT_SECONDS = 10.0
+"""fs.search converts documents and images it has not read before for at most this long (their
+text is cached, so the next search reads them in milliseconds); the rest are counted as unread."""

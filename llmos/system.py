@@ -28,6 +28,7 @@ from llmos.syscalls.dispatch import Dispatcher
 from llmos.syscalls.tool import ToolTable
 
 if TYPE_CHECKING:
+    from llmos.documents import Documents
     from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
 
@@ -58,6 +59,7 @@ class System:
         self._memory: Memory | None = None
         self._memory_lock = threading.Lock()
         self._files: dict[Path, FileIndex] = {}
+        self.documents = _documents(settings)
 
     @property
     def memory(self) -> Memory:
@@ -101,6 +103,7 @@ class System:
             grant_store=self.grants,
             open_memory=lambda: self.memory,
             open_files=lambda: self.files(ws),
+            documents=self.documents,
         )
 
     def files(self, workspace: Workspace) -> FileIndex:
@@ -111,7 +114,9 @@ class System:
         with self._memory_lock:
             index = self._files.get(workspace.root)
             if index is None:
-                index = FileIndex.open(self.settings, workspace, self.embedder)
+                index = FileIndex.open(
+                    self.settings, workspace, self.embedder, documents=self.documents
+                )
                 self._files[workspace.root] = index
             return index
 
@@ -137,3 +142,16 @@ class System:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _documents(settings: Settings) -> Documents:
+    """The document reader with its text cache under LLMOS_HOME, sealed with the memory key
+    when memory is encrypted (the text of a person's documents is as private as memory)."""
+    from llmos.documents import CACHE_DIR, Documents
+
+    sealer = None
+    if settings.memory_encrypt:
+        from llmos.memory.cipher import RecordCipher, memory_key_path
+
+        sealer = RecordCipher.from_key_file(memory_key_path(settings.ensure_home()))
+    return Documents(settings.ensure_home() / CACHE_DIR, sealer)

@@ -19,6 +19,7 @@ from llmos.security.capabilities import (
 from llmos.security.workspace import Workspace
 
 if TYPE_CHECKING:
+    from llmos.documents import Documents
     from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
     from llmos.security.journal import ChangeSet
@@ -72,6 +73,9 @@ class Process:
     """Opens (on first use) the installation's memory; None for a process without one."""
     open_files: Callable[[], FileIndex] | None = None
     """Opens (on first use) the search by meaning over the workspace's files; None without."""
+    documents: Documents | None = field(default=None, repr=False)
+    """Reads documents and images as text with the installation's cache; None reads them
+    without a cache."""
     pid: int = field(default_factory=lambda: next(_pids))
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the process is being killed: a tool it is running is stopped (E_INTR)."""

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos.documents import MARKER, SUFFIXES, Documents, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
+    DOCUMENT_MAX_BYTES,
     FILE_INDEX_MAX_CHUNKS,
     FILE_INDEX_MAX_DEPTH,
     FILE_INDEX_MAX_FILE_BYTES,
@@ -68,6 +70,8 @@ MAX_QUERY_WORDS = 32
 SKIP_DIRS = frozenset({"node_modules", "__pycache__"})
 """Folders never indexed besides hidden ones (.git, .llmos, .venv...): tools' own files."""
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
+DOCUMENT_SNIFF_BYTES = 8192
+"""Bytes enough to tell a document's format by its signature (see `kind_of`)."""
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 BUSY_TIMEOUT_MS = 10_000
@@ -265,6 +269,18 @@ def chunk_text(text: str) -> list[Chunk]:
     return chunks
 
 
+def labelled_chunks(text: str) -> list[Chunk]:
+    """Chunks of a document's text, each starting with the "[page N]" line of the page (sheet,
+    slide) it begins on, so a passage found by meaning says where it is."""
+    chunks = []
+    for chunk in chunk_text(text):
+        label = where(text, chunk.start_line)
+        if label and not MARKER.match(chunk.text.split("\n", 1)[0]):
+            chunk = Chunk(chunk.start_line, chunk.end_line, f"[{label}]\n{chunk.text}")
+        chunks.append(chunk)
+    return chunks
+
+
 def _decode(data: bytes) -> str | None:
     """The file's text, or None for a binary or non-UTF-8 file."""
     if b"\x00" in data:
@@ -362,27 +378,37 @@ def _open_db(path: Path, root: str) -> sqlite3.Connection:
         raise LlmosError(ErrorCode.E_IO, f"file index {path}: cannot rebuild: {exc}") from exc
 
 
+def _file_cap(name: str) -> int:
+    """The largest file of this name that is indexed: a document (PDF, Office, image...) is
+    read whole for its text, up to DOCUMENT_MAX_BYTES; any other file up to
+    FILE_INDEX_MAX_FILE_BYTES."""
+    if os.path.splitext(name)[1].lower() in SUFFIXES:
+        return max(DOCUMENT_MAX_BYTES, FILE_INDEX_MAX_FILE_BYTES)
+    return FILE_INDEX_MAX_FILE_BYTES
+
+
 def _read_file(dir_fd: int, name: str) -> tuple[bytes, os.stat_result] | None:
     """A regular file's bytes and the stat they were read under, opened by name under its own
     folder's handle without following a link; None when it vanished, is unreadable, is not a
-    regular file (a FIFO, a link swapped in) or has grown past FILE_INDEX_MAX_FILE_BYTES."""
+    regular file (a FIFO, a link swapped in) or has grown past its cap (`_file_cap`)."""
+    cap = _file_cap(name)
     try:
         fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > FILE_INDEX_MAX_FILE_BYTES:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
             return None
         parts: list[bytes] = []
         got = 0
-        while got <= FILE_INDEX_MAX_FILE_BYTES:
-            part = os.read(fd, FILE_INDEX_MAX_FILE_BYTES + 1 - got)
+        while got <= cap:
+            part = os.read(fd, cap + 1 - got)
             if not part:
                 break
             parts.append(part)
             got += len(part)
-        if got > FILE_INDEX_MAX_FILE_BYTES:
+        if got > cap:
             return None
         return b"".join(parts), info
     except OSError:
@@ -438,10 +464,19 @@ class FileIndex:
     """
 
     def __init__(
-        self, workspace: Workspace, embedder: Embedder, folder: Path, *, in_memory: bool = False
+        self,
+        workspace: Workspace,
+        embedder: Embedder,
+        folder: Path,
+        *,
+        in_memory: bool = False,
+        documents: Documents | None = None,
     ) -> None:
         self.workspace = workspace
         self.embedder = embedder
+        self.documents = documents or Documents()
+        """Reads PDFs, Office files and images' text for the index (with the cache fs.read
+        shares when given)."""
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Chunks and vectors are the files' text: the folder is the owner's alone.
@@ -466,7 +501,11 @@ class FileIndex:
 
     @classmethod
     def open(
-        cls, settings: Settings, workspace: Workspace, embedder: Embedder | None = None
+        cls,
+        settings: Settings,
+        workspace: Workspace,
+        embedder: Embedder | None = None,
+        documents: Documents | None = None,
     ) -> FileIndex:
         """The index of `workspace` under LLMOS_HOME/files; the embedder is the one memory uses
         (`settings.memory_embedder`) unless one, already loaded perhaps, is given.
@@ -483,6 +522,7 @@ class FileIndex:
             embedder or Embedder(settings.memory_embedder),
             folder,
             in_memory=settings.memory_encrypt,
+            documents=documents,
         )
 
     def close(self) -> None:
@@ -711,11 +751,27 @@ class FileIndex:
                     )
                 self._keep(scan, rel, old)
             return None
-        text = _decode(data)
+        kind = kind_of(rel, data[:DOCUMENT_SNIFF_BYTES])
+        if kind is None:
+            text = _decode(data)
+            chunks = [] if text is None else chunk_text(text)
+        else:
+            text = self._document_text(data, kind, rel)
+            chunks = [] if text is None else labelled_chunks(text)
         if text is None:
             scan.skipped += 1
-        chunks = [] if text is None else chunk_text(text)
         return _Pending(rel, mtime_ns, info.st_size, digest, text is not None, chunks, old)
+
+    def _document_text(self, data: bytes, kind: str, rel: str) -> str | None:
+        """A document's or image's text through the converter (cached per file version); None
+        when it cannot be read (encrypted, corrupt): it is then tried again only once the file
+        changes. The scan's deadline is checked before each file, so one conversion (at most
+        DOCUMENT_TIMEOUT_S) may run past it."""
+        try:
+            return self.documents.read(data, kind, rel).text
+        except LlmosError as exc:
+            log.info("file index: %s left out: %s", rel, exc)
+            return None
 
     def _commit(self, pending: Sequence[_Pending], scan: _Scan, deadline: float | None) -> None:
         """Embed the chunk texts these files' old chunks did not have, then replace the files'

@@ -179,20 +179,25 @@ class Sandbox:
     left out by granting their siblings one by one, since Landlock can only add, never subtract:
     the folders on the way to a hidden path can then be listed and created in by no one.
     `landlock` False runs without walls (a manifest's `sandbox = false`): the environment is
-    still trimmed and the limits still apply.
+    still trimmed and the limits still apply. `workspace` None grants no workspace at all (the
+    document converter, which gets its input on stdin); `read` adds folders readable only
+    (the llmos package itself, for a Python child run from a source checkout).
     """
 
     def __init__(
         self,
-        workspace: Path,
+        workspace: Path | None,
         *,
         hidden: Iterable[str] = (),
+        read: Iterable[str] = (),
         program: str | None = None,
         network: bool = False,
         timeout: float = 30.0,
         landlock: bool = True,
+        memory: int = SANDBOX_MEMORY_BYTES,
     ) -> None:
-        self.workspace = Path(os.path.realpath(workspace))
+        self.workspace = None if workspace is None else Path(os.path.realpath(workspace))
+        self.read = [os.path.realpath(path) for path in read]
         self.network = network
         self.landlock = landlock
         self.cpu_seconds = math.ceil(timeout) + SANDBOX_CPU_GRACE_S
@@ -204,7 +209,7 @@ class Sandbox:
             "HOME": str(self.temp) if landlock else os.environ.get("HOME", str(self.temp)),
         }
         """The command's whole environment: nothing of llmos's (no tokens, no keys) leaks."""
-        self._limits = _limits(self.cpu_seconds)
+        self._limits = _limits(self.cpu_seconds, memory)
         self._ruleset = -1
         self._own_proc = _PathBeneathAttr(allowed_access=FS_READ_FILE | FS_READ_DIR)
         self._own_proc_ref = ctypes.byref(self._own_proc)
@@ -256,7 +261,7 @@ class Sandbox:
         try:
             read = FS_READ_FILE | FS_READ_DIR | FS_EXECUTE
             write = every & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_IOCTL_DEV)
-            for path in (*SYSTEM_READ, *self._installations(program)):
+            for path in (*SYSTEM_READ, *self._installations(program), *self.read):
                 self._grant(fd, path, read)
             for path in DEVICES_READ:
                 self._grant(fd, path, FS_READ_FILE)
@@ -265,7 +270,8 @@ class Sandbox:
             if program is not None:
                 self._grant(fd, os.path.realpath(program), FS_READ_FILE | FS_EXECUTE)
             self._grant(fd, str(self.temp), write)
-            self._grant_workspace(fd, hidden, write)
+            if self.workspace is not None:
+                self._grant_workspace(fd, self.workspace, hidden, write)
         except BaseException:
             os.close(fd)
             raise
@@ -286,23 +292,23 @@ class Sandbox:
         for prefix in found:
             if any(prefix == p or prefix.startswith(p + "/") for p in SYSTEM_READ):
                 continue
-            holds = (home, str(self.workspace), str(self.temp))
+            holds = (home, str(self.workspace or self.temp), str(self.temp))
             if not any(inner == prefix or inner.startswith(prefix + "/") for inner in holds):
                 kept.append(prefix)
         return kept
 
-    def _grant_workspace(self, fd: int, hidden: list[str], rights: int) -> None:
+    def _grant_workspace(self, fd: int, root: Path, hidden: list[str], rights: int) -> None:
         """All of the workspace, less the hidden paths: the folders on the way to one get no
         rule, each of their other entries gets its own."""
         if not hidden:
-            self._grant(fd, str(self.workspace), rights)
+            self._grant(fd, str(root), rights)
             return
         on_the_way = {""}
         for rel in hidden:
             parts = rel.split("/")
             on_the_way.update("/".join(parts[:i]) for i in range(1, len(parts)))
         for folder in sorted(on_the_way):
-            base = self.workspace / folder if folder else self.workspace
+            base = root / folder if folder else root
             with os.scandir(base) as entries:
                 for entry in entries:
                     rel = f"{folder}/{entry.name}" if folder else entry.name
@@ -367,12 +373,12 @@ class Sandbox:
         self.close()
 
 
-def _limits(cpu_seconds: int) -> list[tuple[int, tuple[int, int]]]:
+def _limits(cpu_seconds: int, memory: int) -> list[tuple[int, tuple[int, int]]]:
     """The rlimits a command gets, each capped by the hard limit llmos itself runs under (a
     process cannot raise its own hard limit)."""
     wanted = [
         (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
-        (resource.RLIMIT_AS, SANDBOX_MEMORY_BYTES, SANDBOX_MEMORY_BYTES),
+        (resource.RLIMIT_AS, memory, memory),
         (resource.RLIMIT_NOFILE, SANDBOX_OPEN_FILES, SANDBOX_OPEN_FILES),
         (resource.RLIMIT_FSIZE, SANDBOX_FILE_BYTES, SANDBOX_FILE_BYTES),
         (resource.RLIMIT_CORE, 0, 0),

@@ -11,16 +11,19 @@ import math
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
+from llmos.documents import MARKER, Documents, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
 from llmos.limits import (
+    DOCUMENT_MAX_BYTES,
     MAX_COUNT_BYTES,
     MAX_LIST_ENTRIES,
     MAX_READ_BYTES,
@@ -29,6 +32,7 @@ from llmos.limits import (
     MAX_SEARCH_HITS,
     MAX_SEARCH_LINE_CHARS,
     MAX_WRITE_BYTES,
+    SEARCH_DOCUMENT_SECONDS,
     SEARCH_HITS,
     SEARCH_MEANING_HIT_CHARS,
     SEARCH_MEANING_HITS,
@@ -61,7 +65,8 @@ SUMMARY_EXTENSIONS = 5
 
 
 class FsRead(Syscall):
-    """Read a text file's content (optionally a byte range of it)."""
+    """Read a file's text (optionally a byte range of it): text files as they are; PDF, Word,
+    Excel, PowerPoint, OpenDocument and HTML files, and the text in images, converted."""
 
     needs_files = True
     call: Literal["fs.read"] = "fs.read"
@@ -82,6 +87,13 @@ class FsReadResult(BaseModel):
     bytes_read: int
     truncated: bool
     next_offset: int | None = None
+    format: str | None = None
+    """The document format the text was converted from ("pdf", "docx", "image"...); None for
+    a text file. Offsets then count bytes of the converted text, not of the file."""
+    pages: int | None = None
+    """Pages, sheets or slides in the document; its text marks each with a "[page N]" line."""
+    ocr: bool | None = None
+    """True when some of the text was read from pixels (an image, a scanned page)."""
 
 
 class FsWrite(Syscall):
@@ -315,6 +327,8 @@ class FsSearchHit(BaseModel):
     text: str
     score: float | None = None
     by: Literal["meaning"] | None = None
+    where: str | None = None
+    """The page, sheet or slide of a document that holds the line ("page 3")."""
 
 
 class FsSearchFile(BaseModel):
@@ -338,6 +352,9 @@ class FsSearchResult(BaseModel):
     hits: list[FsSearchHit]
     files_scanned: int
     truncated: bool
+    unread: int | None = None
+    """Documents and images not read for text this time (over the search's time budget for
+    converting new ones); a later search reads them."""
 
 
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
@@ -470,13 +487,31 @@ def fs_read(call: FsRead, process: Process) -> FsReadResult:
         try:
             size = os.fstat(fd).st_size
             want = min(call.limit or MAX_READ_BYTES, MAX_READ_BYTES)
-            data = os.pread(fd, want, call.offset)
+            whole: bytes | None = None
+            kind = kind_of(loc.rel, os.pread(fd, BINARY_SNIFF_BYTES, 0))
+            if kind is None:
+                data = os.pread(fd, want, call.offset)
+            else:
+                whole = _read_capped(fd, DOCUMENT_MAX_BYTES)
         finally:
             os.close(fd)
-    at_eof = call.offset + len(data) >= size
+    extras: dict[str, Any] = {}
+    length = size
+    if kind is not None:
+        if whole is None:
+            raise LlmosError(
+                ErrorCode.E_TOOBIG,
+                f"{call.path} is {size} bytes; documents over {DOCUMENT_MAX_BYTES} are not read",
+            )
+        extracted = (process.documents or Documents()).read(whole, kind, call.path)
+        converted = extracted.text.encode("utf-8")
+        length = len(converted)
+        data = converted[call.offset : call.offset + want]
+        extras = {"format": kind, "pages": extracted.parts, "ocr": extracted.ocr or None}
+    at_eof = call.offset + len(data) >= length
     text, skipped, used = _decode_text(data, call.path, call.offset == 0, at_eof)
     end = call.offset + skipped + used
-    truncated = end < size
+    truncated = end < length
     return FsReadResult(
         path=loc.rel,
         size=size,
@@ -487,6 +522,7 @@ def fs_read(call: FsRead, process: Process) -> FsReadResult:
         bytes_read=end - call.offset,
         truncated=truncated,
         next_offset=end if truncated else None,
+        **extras,
     )
 
 
@@ -1283,15 +1319,56 @@ def _snippet(line: str, first_at: Callable[[str], int]) -> str:
     return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
-def _searchable(fd: int) -> str | None:
-    """A file's text for searching; None for a binary file or one over MAX_SEARCH_FILE_BYTES."""
+class _Documents:
+    """The documents one search reads as text: cached text always, new conversions only until
+    SEARCH_DOCUMENT_SECONDS have gone, so a folder of scans cannot hold a search for minutes.
+    Keeps each document's text to say where (page, sheet) a hit is."""
+
+    def __init__(self, process: Process) -> None:
+        self.reader = process.documents or Documents()
+        self.deadline = time.monotonic() + SEARCH_DOCUMENT_SECONDS
+        self.texts: dict[str, str] = {}
+        self.unread = 0
+
+    def text(self, fd: int, rel: str, kind: str) -> str | None:
+        data = _read_capped(fd, DOCUMENT_MAX_BYTES)
+        if data is None:
+            return None
+        extracted = self.reader.cached(data, kind)
+        if extracted is None:
+            if time.monotonic() > self.deadline:
+                self.unread += 1
+                return None
+            try:
+                extracted = self.reader.read(data, kind, rel)
+            except LlmosError:
+                return None  # encrypted, corrupt, too big: not searchable, nothing else breaks
+        self.texts[rel] = extracted.text
+        return extracted.text
+
+    def where(self, rel: str, line: int) -> str | None:
+        text = self.texts.get(rel)
+        return None if text is None else where(text, line)
+
+
+def _searchable(fd: int, rel: str, documents: _Documents) -> str | None:
+    """A file's text for searching (a document's or an image's converted); None for another
+    binary file or a text file over MAX_SEARCH_FILE_BYTES."""
+    head = os.pread(fd, BINARY_SNIFF_BYTES, 0)
+    kind = kind_of(rel, head)
+    if kind is not None:
+        return documents.text(fd, rel, kind)
+    if b"\x00" in head:
+        return None
     data = _read_capped(fd, MAX_SEARCH_FILE_BYTES)
-    if data is None or b"\x00" in data[:BINARY_SNIFF_BYTES]:
+    if data is None:
         return None
     return data.decode("utf-8", errors="replace")
 
 
-def _search_texts(call: FsSearch, process: Process) -> Iterator[tuple[str, str | None]]:
+def _search_texts(
+    call: FsSearch, process: Process, documents: _Documents
+) -> Iterator[tuple[str, str | None]]:
     """(workspace path, text or None) of each regular file the search covers, never following
     a link; a directory's files in path order, filtered by the call's glob."""
     with process.workspace.locate(call.path) as loc:
@@ -1299,7 +1376,7 @@ def _search_texts(call: FsSearch, process: Process) -> Iterator[tuple[str, str |
         if not stat.S_ISDIR(info.st_mode):
             fd = _open_file(loc, call.path)
             try:
-                text = _searchable(fd)
+                text = _searchable(fd, loc.rel, documents)
             finally:
                 os.close(fd)
             yield loc.rel, text
@@ -1320,7 +1397,7 @@ def _search_texts(call: FsSearch, process: Process) -> Iterator[tuple[str, str |
                 try:
                     if not stat.S_ISREG(os.fstat(fd).st_mode):
                         continue
-                    text = _searchable(fd)
+                    text = _searchable(fd, prefix + rel, documents)
                 finally:
                     os.close(fd)
                 yield prefix + rel, text
@@ -1341,14 +1418,16 @@ def _search_regex(call: FsSearch, process: Process) -> FsSearchResult:
     hits: list[FsSearchHit] = []
     per_file: dict[str, int] = {}
     scanned = 0
-    for rel, text in _search_texts(call, process):
+    documents = _Documents(process)
+    for rel, text in _search_texts(call, process, documents):
         scanned += 1
         for number, line in _numbered(text or ""):
             if rx.search(line):
                 per_file[rel] = per_file.get(rel, 0) + 1
                 if len(hits) < call.max_hits:
                     shown = _snippet(line, lambda t: m.start() if (m := rx.search(t)) else 0)
-                    hits.append(FsSearchHit(path=rel, line=number, text=shown))
+                    at = documents.where(rel, number)
+                    hits.append(FsSearchHit(path=rel, line=number, text=shown, where=at))
     matches = sum(per_file.values())
     files = [FsSearchFile(path=p, hits=n) for p, n in per_file.items()][:MAX_SEARCH_FILES]
     return FsSearchResult(
@@ -1359,6 +1438,7 @@ def _search_regex(call: FsSearch, process: Process) -> FsSearchResult:
         hits=hits,
         files_scanned=scanned,
         truncated=matches > len(hits),
+        unread=documents.unread or None,
     )
 
 
@@ -1369,7 +1449,8 @@ def _search_words(call: FsSearch, process: Process) -> tuple[FsSearchResult, boo
     query = _WordQuery.parse(call.query)
     corpus = _Corpus()
     scanned = 0
-    for rel, text in _search_texts(call, process):
+    documents = _Documents(process)
+    for rel, text in _search_texts(call, process, documents):
         scanned += 1
         if text is not None:
             _scan_words(text, rel, query, corpus)
@@ -1391,6 +1472,7 @@ def _search_words(call: FsSearch, process: Process) -> tuple[FsSearchResult, boo
             line=line.number,
             text=_snippet(line.text, lambda t: query.first_at(t.lower())),
             score=round(score, 2),
+            where=documents.where(line.path, line.number),
         )
         for score, line in ranked[: call.max_hits]
     ]
@@ -1406,6 +1488,7 @@ def _search_words(call: FsSearch, process: Process) -> tuple[FsSearchResult, boo
         hits=hits,
         files_scanned=scanned,
         truncated=len(ranked) > len(hits),
+        unread=documents.unread or None,
     )
     return result, whole
 
@@ -1426,6 +1509,12 @@ def _passage(text: str) -> str:
     if len(text) <= SEARCH_MEANING_HIT_CHARS:
         return text
     return text[: SEARCH_MEANING_HIT_CHARS - 1] + "…"
+
+
+def _label(passage: str) -> str | None:
+    """The page, sheet or slide a document's passage starts on (its "[page 3]" first line)."""
+    match = MARKER.match(passage.split("\n", 1)[0])
+    return f"{match.group(1)} {match.group(2)}" if match else None
 
 
 def _meaning_hits(call: FsSearch, scope: str, files: FilesByMeaning) -> list[FsSearchHit]:
@@ -1454,6 +1543,7 @@ def _meaning_hits(call: FsSearch, scope: str, files: FilesByMeaning) -> list[FsS
                 text=_passage(hit.text),
                 score=round(hit.similarity, 2),
                 by="meaning",
+                where=_label(hit.text),
             )
         )
         if len(hits) >= SEARCH_MEANING_HITS:

@@ -1,4 +1,5 @@
-"""The image family on Pillow: inspect, resize, thumbnail, convert and crop workspace images."""
+"""The image family on Pillow: inspect, resize, thumbnail, convert and crop workspace images,
+and read the text they show (OCR, in the document converter's sandbox)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
+from llmos.documents import Documents, kind_of
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
 from llmos.limits import MAX_IMAGE_BATCH, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
@@ -47,6 +49,8 @@ OutDirArg = Field(
     default=None, description="Output folder (made if missing); outputs keep the input names."
 )
 OverwriteArg = Field(default=False, description="Replace outputs that already exist.")
+BINARY_SNIFF = 64
+"""Bytes enough to tell an image's format by its signature."""
 
 
 class ImageInfo(Syscall):
@@ -67,6 +71,33 @@ class ImageInfoResult(BaseModel):
     mode: str
     frames: int
     exif: dict[str, str]
+
+
+class ImageText(Syscall):
+    """Read the text an image shows (a screenshot, a photo of a page, a sign): OCR, offline."""
+
+    needs_files = True
+    call: Literal["image.text"] = "image.text"
+    path: str = existing_path("file", description="The image, e.g. screenshot.png")
+
+
+class ImageTextLine(BaseModel):
+    """One line of text found: its words, the recogniser's confidence (0-1), its box in pixels
+    as [left, top, right, bottom]."""
+
+    text: str
+    confidence: float
+    box: list[int]
+
+
+class ImageTextResult(BaseModel):
+    """The image's text top to bottom, line by line."""
+
+    path: str
+    text: str
+    lines: list[ImageTextLine]
+    count: int
+    """How many lines of text were found (0: the image shows no text)."""
 
 
 class ImageResize(Syscall):
@@ -187,11 +218,9 @@ class ImageInfoBatchResult(BaseModel):
 WriteCall = ImageResize | ImageThumbnail | ImageConvert | ImageCrop
 
 
-def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
-    """Open and fully decode a workspace image; corrupt files are E_INVAL, bombs E_TOOBIG."""
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+def _read(process: Process, path: str) -> tuple[bytes, str]:
+    """A workspace image file's bytes and workspace path: a regular file, never through a link,
+    at most MAX_IMAGE_FILE_BYTES."""
     with process.workspace.locate(path) as loc:
         info = loc.lstat()
         if info is None:
@@ -216,7 +245,15 @@ def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
             data = fh.read(MAX_IMAGE_FILE_BYTES + 1)
         if len(data) > MAX_IMAGE_FILE_BYTES:  # it grew after the lstat
             raise LlmosError(ErrorCode.E_TOOBIG, f"{path} is over {MAX_IMAGE_FILE_BYTES} bytes")
-        rel = loc.rel
+        return data, loc.rel
+
+
+def _load(process: Process, path: str) -> tuple[PILImage.Image, str]:
+    """Open and fully decode a workspace image; corrupt files are E_INVAL, bombs E_TOOBIG."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    data, rel = _read(process, path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -518,7 +555,21 @@ def image_crop(call: ImageCrop, process: Process) -> ImageWriteResult | ImageBat
     return _apply(call, process, edit)
 
 
-def _in_resource(call: ImageInfo, process: Process) -> Iterable[str]:
+def image_text(call: ImageText, process: Process) -> ImageTextResult:
+    """OCR of one image in the document converter's sandbox, cached per image version."""
+    data, rel = _read(process, call.path)
+    if kind_of(rel, data[:BINARY_SNIFF]) != "image":
+        raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not an image (PNG, JPEG, GIF...)")
+    extracted = (process.documents or Documents()).read(data, "image", call.path)
+    lines = [
+        ImageTextLine(text=line.text, confidence=round(line.confidence, 3), box=list(line.box))
+        for unit in extracted.units
+        for line in unit.lines
+    ]
+    return ImageTextResult(path=rel, text=extracted.text, lines=lines, count=len(lines))
+
+
+def _in_resource(call: ImageInfo | ImageText, process: Process) -> Iterable[str]:
     return [process.workspace.relpath(call.path)]
 
 
@@ -534,6 +585,7 @@ def _in_out_resources(call: WriteCall, process: Process) -> Iterable[str]:
 def register_syscalls(registry: Registry) -> None:
     """Register the image family."""
     registry.register(ImageInfo, image_info, result=ImageInfoResult, resources=_in_resource)
+    registry.register(ImageText, image_text, result=ImageTextResult, resources=_in_resource)
     for model, handler in (
         (ImageResize, image_resize),
         (ImageThumbnail, image_thumbnail),
