@@ -294,6 +294,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "documents":
+        from llmos.bench.documents import bench_documents
+
+        figures = bench_documents()
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -466,7 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print performance figures")
     bench.add_argument(
         "what",
-        choices=["dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"],
+        choices=[
+            *("dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"),
+            "documents",
+        ],
     )
     bench.add_argument(
         "file", nargs="?", help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo)"

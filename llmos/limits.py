@@ -251,3 +251,7 @@ machine."""
 SEARCH_DOCUMENT_SECONDS = 10.0
 """fs.search converts documents and images it has not read before for at most this long (their
 text is cached, so the next search reads them in milliseconds); the rest are counted as unread."""
+
+DOCUMENT_CACHE_BYTES = 256 * 1024 * 1024
+"""The text cache of documents (LLMOS_HOME/documents) is kept under this size, the entries
+written longest ago dropped first."""

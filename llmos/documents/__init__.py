@@ -11,8 +11,9 @@ LLMOS_HOME/documents, sealed with the memory key when memory is encrypted.
 Libraries, measured on this machine (2 cores) on a 10-page, 400-line text PDF made by
 `samples.py`, median of 5: PDFium (pypdfium2) 11.5 ms, pypdf 42 ms, pdfminer.six 441 ms, all
 with the same words in the same order. PDFium also renders a page with no text layer for OCR,
-which the pure-Python readers cannot. Office files: python-docx, openpyxl and python-pptx (the libraries markitdown itself
-wraps, without its pandas/markdownify weight); OpenDocument and HTML with the standard library.
+which the pure-Python readers cannot. Office files: python-docx, openpyxl and python-pptx
+(the libraries markitdown itself wraps, without its pandas and markdownify weight);
+OpenDocument and HTML with the standard library.
 OCR: RapidOCR on onnxruntime (already here for the memory index), whose models ship in its
 wheel.
 """
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
+    DOCUMENT_CACHE_BYTES,
     DOCUMENT_MAX_BYTES,
     DOCUMENT_MAX_CHARS,
     DOCUMENT_MAX_PARTS,
@@ -78,9 +80,11 @@ def kind_of(name: str, head: bytes) -> str | None:
     """The converter for a file called `name` starting with `head` (its first few KiB), or None
     for a file read as it is (text, or an unknown binary). The name proposes and the bytes
     must agree, so a PDF renamed .txt is still a PDF and a text file named .pdf is text."""
-    if head.lstrip()[:5] == b"%PDF-" or head[:1024].find(b"%PDF-") >= 0:
-        return "pdf"
     kind = SUFFIXES.get(os.path.splitext(name)[1].lower())
+    # A PDF may put its header anywhere in its first KiB, but a text file that merely mentions
+    # "%PDF-" must stay text: only a .pdf gets that latitude.
+    if head.lstrip()[:5] == b"%PDF-" or (kind == "pdf" and b"%PDF-" in head[:1024]):
+        return "pdf"
     if kind in ("docx", "xlsx", "pptx", "odt", "ods", "odp"):
         return kind if head.startswith(b"PK\x03\x04") else None
     if kind == "image":
@@ -239,6 +243,26 @@ class Documents:
         # A cache that cannot be written only costs the next read a conversion.
         with contextlib.suppress(OSError, LlmosError):
             write_atomic(path, blob)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep the cache within DOCUMENT_CACHE_BYTES: the least recently written entries go
+        first (a read of an old file converts it again)."""
+        if self.folder is None:
+            return
+        entries = []
+        with os.scandir(self.folder) as found:
+            for entry in found:
+                if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    entries.append((info.st_mtime_ns, info.st_size, entry.path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= DOCUMENT_CACHE_BYTES:
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size
 
 
 def _key(data: bytes, kind: str) -> str:
@@ -301,7 +325,7 @@ def convert_in_sandbox(kind: str, data: bytes, shown: str) -> dict[str, Any]:
                 stderr=subprocess.PIPE,
                 cwd=sandbox.temp,
                 env=sandbox.env,
-                preexec_fn=sandbox.enter,
+                preexec_fn=sandbox.enter,  # why preexec_fn: see llmos.security.sandbox
                 start_new_session=True,
             )
         except (OSError, subprocess.SubprocessError) as exc:

@@ -269,16 +269,99 @@ def xlsx(data: bytes, limits: Limits) -> list[Unit]:
                 break
             rows: list[str] = []
             size = 0
+            header: list[str] | None = None
+            table: list[tuple[Any, ...]] = []
             for values in sheet.iter_rows(values_only=True):
-                if line := _row([_cell(value) for value in values]):
+                cells = [_cell(value) for value in values]
+                if header is None and rows == [] and _is_header(values):
+                    header = cells
+                    line = _row(list(cells))
+                elif header is not None:
+                    line = _row([_labelled(header, i, cell) for i, cell in enumerate(cells)])
+                    if line and len(table) < SUMMARY_ROWS:
+                        table.append(values)
+                else:
+                    line = _row(cells)
+                if line:
                     rows.append(line)
                     size += len(line) + 1
                     if size > budget.left:
                         break
-            units.append(Unit(f"sheet {sheet.title}", budget.take("\n".join(rows))))
+            summary = _summary(header, table) if header is not None else []
+            text = "\n".join([*summary, *rows])
+            units.append(Unit(f"sheet {sheet.title}", budget.take(text)))
     finally:
         book.close()
     return units
+
+
+SUMMARY_MIN_ROWS = 3
+"""A sheet of fewer rows is read at a glance: summed up too, the 1.5B model quoted the first
+sheet's "highest" for a question about the second."""
+SUMMARY_ROWS = 100_000
+"""Rows of a sheet whose numbers are summed up (more than any sheet a person asks about)."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _summary(header: list[str], table: list[tuple[Any, ...]]) -> list[str]:
+    """A line per numeric column of a sheet with a header: its total, and its highest and
+    lowest value with the row's label (the first text column). Put before the rows, it answers
+    "which month had the highest sales" and "what is the total" for the whole sheet, also
+    when the rows are too many to show, without the model comparing numbers itself."""
+    if len(table) < SUMMARY_MIN_ROWS:
+        return []
+    label_at = next(
+        (
+            i
+            for i in range(len(header))
+            if any(isinstance(row[i], str) for row in table if i < len(row))
+        ),
+        None,
+    )
+    lines = []
+    for column, name in enumerate(header):
+        if column == label_at or not name:
+            continue
+        found = [
+            (number, row)
+            for row in table
+            if column < len(row) and (number := _number(row[column])) is not None
+        ]
+        if len(found) < 2 or len(found) < len(table) // 2:
+            continue
+        total = round(sum(number for number, _ in found), 9)
+        (high, high_row), (low, low_row) = max(found, key=_first), min(found, key=_first)
+
+        def named(value: float, row: tuple[Any, ...]) -> str:
+            label = row[label_at] if label_at is not None and label_at < len(row) else None
+            return _cell(value) + (f" ({_cell(label)})" if label not in (None, "") else "")
+
+        lines.append(
+            f"{name} over {len(found)} rows: total {_cell(total)}, highest "
+            f"{named(high, high_row)}, lowest {named(low, low_row)}"
+        )
+    return lines
+
+
+def _first(pair: tuple[float, Any]) -> float:
+    return pair[0]
+
+
+def _is_header(values: tuple[Any, ...]) -> bool:
+    """Whether a sheet's first row names its columns: two or more cells, all words."""
+    filled = [value for value in values if value is not None and value != ""]
+    return len(filled) >= 2 and all(isinstance(value, str) for value in filled)
+
+
+def _labelled(header: list[str], column: int, cell: str) -> str:
+    """A cell under its column's name ("sales: 4100"), so each row reads on its own."""
+    name = header[column] if column < len(header) else ""
+    return f"{name}: {cell}" if name and cell else cell
 
 
 def pptx(data: bytes, limits: Limits) -> list[Unit]:

@@ -39,7 +39,7 @@ CASE_KEYS = frozenset(
     {"id", "intent", "turns", "setup", "tools", "expect", "check", "grant", "max_steps"}
 )
 TASK_ONLY_KEYS = ("turns", "grant", "max_steps")
-SETUP_KEYS = frozenset({"files", "memory", "images"})
+SETUP_KEYS = frozenset({"files", "memory", "images", "documents"})
 EXPECT_KEYS = frozenset({"call", "args"})
 CHECK_KEYS = frozenset(
     {"files", "glob", "images", "reply", "memory", "calls", "no_calls", "no_escape"}
@@ -193,7 +193,12 @@ def _setup_problem(setup: Any) -> str:
         return "setup.images must map paths to [width, height]"
     if not isinstance(setup.get("memory") or [], list):
         return "setup.memory must be a list of facts"
-    return ""
+    documents = setup.get("documents") or {}
+    if not isinstance(documents, dict):
+        return "setup.documents must map paths to document descriptions"
+    from llmos.documents.samples import problem
+
+    return next((why for rel, spec in documents.items() if (why := problem(rel, spec))), "")
 
 
 def _tools_problem(tools: Any) -> str:
@@ -421,6 +426,11 @@ class Sandbox:
             path = self.workspace / _norm_path(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (int(width), int(height)), (90, 140, 200)).save(path)
+        if setup.get("documents"):
+            from llmos.documents.samples import make
+
+            for rel, spec in setup["documents"].items():
+                make(self.workspace / _norm_path(rel), spec)
         for fact in setup.get("memory") or []:
             system.memory.store(str(fact), meta={"source": "eval setup"})
         self.tool_calls: list[dict[str, Any]] = []

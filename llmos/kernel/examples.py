@@ -445,6 +445,8 @@ BUILTIN: tuple[Example, ...] = (
         {"call": "reply", "text": "server.cfg uses port 8080."},
     ),
     _ex("show me the start of big.log", {"call": "fs.read", "path": "big.log", "limit": 2000}),
+    # Documents (PDF, Word, Excel, PowerPoint, OpenDocument) are read as text by fs.read too.
+    _ex("summarise minutes.docx", {"call": "fs.read", "path": "minutes.docx"}),
     # fs.list
     _ex("what's in the docs folder?", {"call": "fs.list", "path": "docs"}),
     _ex("list all the text files", {"call": "fs.list", "pattern": "*.txt"}),
@@ -544,6 +546,11 @@ BUILTIN: tuple[Example, ...] = (
         {"call": "image.convert", "path": "icons/*.png", "format": "jpg", "out_dir": "icons/jpg"},
     ),
     _ex("how big is photo.png?", {"call": "image.info", "path": "photo.png"}),
+    # image.text: the words an image shows (a screenshot, a scan, a photo of a note).
+    _ex("what does the screenshot say?", {"call": "image.text", "path": "screenshot.png"}),
+    _ex(
+        "what's the deadline in the scanned letter?", {"call": "fs.read", "path": "letter_scan.pdf"}
+    ),
     _ex(
         "what sizes are the images in scans?",
         {"call": "image.info", "path": "scans"},

@@ -366,6 +366,33 @@ def unseen_numbers(text: str, seen: str) -> list[str]:
     return out
 
 
+WHICH_FILE = re.compile(
+    r"\b(?:which|what)\s+(?:[\w-]+\s+){0,2}?(?:files?|documents?|docs|logs?|pdfs?|"
+    r"spreadsheets?|sheets?|images?|photos?|pictures?|screenshots?)\b",
+    re.IGNORECASE,
+)
+"""A request whose answer is a file: "which file mentions the boiler?", "which log files..."."""
+RESULT_PATH = re.compile(r'"path":"([^"]+)"')
+WHICH_FILE_DOUBT = "ERROR: the user asked which file"
+
+
+def names_no_found_file(reply: str, request: str, results: str) -> str:
+    """The first file a turn's results found, when the request asks which file and the reply
+    names none of them (by path or name); else "". Asked "which file mentions the boiler
+    service?", the 1.5B model found house/letter.docx and replied "The letter mentions it"."""
+    if not WHICH_FILE.search(request):
+        return ""
+    found: list[str] = [
+        path for path in RESULT_PATH.findall(results) if "." in path.rsplit("/", 1)[-1]
+    ]
+    if not found:
+        return ""
+    said = reply.lower()
+    if any(path.lower() in said or path.rsplit("/", 1)[-1].lower() in said for path in found):
+        return ""
+    return found[0]
+
+
 def echoes(question: str, request: str) -> bool:
     """Whether a question is the request handed back (most of its words are the request's)."""
     asked, wanted = _content_words(question), _content_words(request)
@@ -575,6 +602,14 @@ class Kernel:
                     f"ERROR: that is word for word your reply to an earlier request "
                     f"({earlier!r}). Answer this request itself: from the MEMORY, SUMMARY or "
                     "RESULTs above, with a syscall that finds it, or say that you cannot."
+                )
+            results = " ".join(m["content"] for m in turn.messages[1:-1] if evidence(m))
+            unnamed = names_no_found_file(text, turn.request, results)
+            if unnamed:
+                return (
+                    f"{WHICH_FILE_DOUBT}, and your reply names none. Reply "
+                    f"again, naming the file(s) by their path from the RESULTs above (such as "
+                    f"{unnamed})."
                 )
             unseen = unseen_numbers(text, seen_text(conversation))
             if unseen:
@@ -818,6 +853,10 @@ class Kernel:
                 doubted = True
                 conversation.add("user", doubt)
                 yield Event("error", call=data, text=doubt.removeprefix("ERROR: "))
+                if doubt.startswith(WHICH_FILE_DOUBT):
+                    # The file is in the results: told to name it, the 1.5B model asked the
+                    # person "Which file do you want me to look at?" instead.
+                    only = ["reply"]
                 continue
             if shown in seen:
                 # A small model that has its answer often makes the same call again instead of

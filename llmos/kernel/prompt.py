@@ -38,7 +38,8 @@ come in fs.read and fs.stat results.
 - The user's own facts (their pets, plans, numbers, names they told you): when they tell you \
 one, mem.store it as a full sentence; when they ask about one, mem.search before answering.
 - Images (width, height, format, resizing): image.*; path may be a folder or a pattern like \
-pics/*.jpg, with out_dir for the outputs, so one call does every image.
+pics/*.jpg, with out_dir for the outputs, so one call does every image. The words an image \
+shows (a screenshot, a scan, a photo of a note): image.text.
 - Other apps and tools: the syscalls listed for them.
 - What you can answer with words alone (greetings, thanks, general knowledge): reply directly.
 - What no syscall can do (weather, news, the time, email, the web): reply that you cannot do \

@@ -16,7 +16,15 @@ from typing import (
     Union,
 )
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 from pydantic.fields import FieldInfo
 
 from llmos.errors import ErrorCode, LlmosError
@@ -172,6 +180,22 @@ def target_path(**field: Any) -> Any:
 def is_target(info: FieldInfo) -> bool:
     """Whether a field was made by `target_path`."""
     return _marked(info, "target")
+
+
+class Quiet(BaseModel):
+    """A result model whose fields named in `quiet` are left out of its data while None: fields
+    added for some inputs only (a document's `format`), so the result of every other input
+    stays byte for byte what it was, in the prompt (its KV cache) and for callers."""
+
+    quiet: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_quiet(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.quiet:
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
 
 
 class SyscallResult(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
-from llmos.documents import MARKER, Documents, kind_of, where
+from llmos.documents import MARKER, Documents, Extracted, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
 from llmos.limits import (
@@ -45,6 +45,7 @@ from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
 from llmos.syscalls.atomic import write_all, write_atomic_at
 from llmos.syscalls.base import (
+    Quiet,
     Registry,
     Syscall,
     existing_path,
@@ -65,8 +66,10 @@ SUMMARY_EXTENSIONS = 5
 
 
 class FsRead(Syscall):
-    """Read a file's text (optionally a byte range of it): text files as they are; PDF, Word,
-    Excel, PowerPoint, OpenDocument and HTML files, and the text in images, converted."""
+    """Read a text file's content (optionally a byte range of it).
+
+    PDF, Office, OpenDocument and HTML files and the text in images come converted to text
+    (llmos.documents)."""
 
     needs_files = True
     call: Literal["fs.read"] = "fs.read"
@@ -75,8 +78,10 @@ class FsRead(Syscall):
     limit: int | None = Field(default=None, ge=1, description="Most bytes to return.")
 
 
-class FsReadResult(BaseModel):
+class FsReadResult(Quiet):
     """The text read, its exact line and word counts, and whether more remains."""
+
+    quiet = frozenset({"format", "pages", "ocr"})
 
     path: str
     size: int
@@ -196,10 +201,12 @@ class FsStat(Syscall):
     path: str = existing_path("any", description="File or folder, e.g. notes.txt or docs")
 
 
-class FsStatResult(BaseModel):
+class FsStatResult(Quiet):
     """Metadata of one path; `lines` is counted for a text file (None for anything else), and
     `preview` is a small UTF-8 text file's start: all of it when short, else its first lines
-    and "..." (None for a binary, a folder, a link or a file over STAT_PREVIEW_MAX_BYTES)."""
+    and "..." (None for a binary, a folder, a link or a file over STAT_PREVIEW_MAX_BYTES).
+    A document's (PDF, Office...) `lines` and `preview` are of its text, with its `format` and
+    `pages`; an image's only when its text was read before (OCR is not run for a stat)."""
 
     path: str
     type: Literal["file", "dir", "link", "other"]
@@ -208,6 +215,9 @@ class FsStatResult(BaseModel):
     mtime: float
     mode: str
     preview: str | None = None
+    format: str | None = None
+    pages: int | None = None
+    quiet = frozenset({"format", "pages"})
 
 
 class FsDelete(Syscall):
@@ -316,7 +326,7 @@ class FsSearch(Syscall):
     )
 
 
-class FsSearchHit(BaseModel):
+class FsSearchHit(Quiet):
     """One matching line: where it is, its text (cut around the match), how well it matches.
     A hit found by meaning (`by` "meaning") is a passage, lines `line` to `end_line`, and its
     score is its cosine similarity to the query, not a word score."""
@@ -329,6 +339,7 @@ class FsSearchHit(BaseModel):
     by: Literal["meaning"] | None = None
     where: str | None = None
     """The page, sheet or slide of a document that holds the line ("page 3")."""
+    quiet = frozenset({"where"})
 
 
 class FsSearchFile(BaseModel):
@@ -338,7 +349,7 @@ class FsSearchFile(BaseModel):
     hits: int
 
 
-class FsSearchResult(BaseModel):
+class FsSearchResult(Quiet):
     """Matching lines, best first (a regex's in file order), and per-file counts. `matches`
     counts every matching line, `files_matched` every file with one; `truncated` says that
     more lines matched than `hits` holds. `note` says when passages found by meaning were
@@ -355,6 +366,7 @@ class FsSearchResult(BaseModel):
     unread: int | None = None
     """Documents and images not read for text this time (over the search's time budget for
     converting new ones); a later search reads them."""
+    quiet = frozenset({"unread"})
 
 
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
@@ -855,16 +867,26 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
     with process.workspace.locate(call.path, follow=False) as loc:
         info = _require(loc, call.path)
         lines = preview = None
-        if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_COUNT_BYTES:
+        extras: dict[str, Any] = {}
+        cap = max(MAX_COUNT_BYTES, DOCUMENT_MAX_BYTES)
+        if stat.S_ISREG(info.st_mode) and info.st_size <= cap:
             try:
                 fd = _open_file(loc, call.path)
             except LlmosError:  # unreadable or swapped meanwhile: the metadata still stands
                 fd = -1
             if fd >= 0:
                 try:
-                    data = _read_capped(fd, MAX_COUNT_BYTES)
+                    data = _read_capped(fd, cap)
                 finally:
                     os.close(fd)
+                kind = None if data is None else kind_of(loc.rel, data[:BINARY_SNIFF_BYTES])
+                if kind is not None and data is not None:
+                    extracted = _document_preview(process, data, kind, call.path)
+                    data = None if extracted is None else extracted.text.encode("utf-8")
+                    if extracted is not None:
+                        extras = {"format": kind, "pages": extracted.parts}
+                elif data is not None and len(data) > MAX_COUNT_BYTES:
+                    data = None
                 lines = _count_data_lines(data)
                 preview = None if data is None else _preview(data)
         return FsStatResult(
@@ -875,7 +897,18 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
             mtime=info.st_mtime,
             mode=stat.filemode(info.st_mode),
             preview=preview,
+            **extras,
         )
+
+
+def _document_preview(process: Process, data: bytes, kind: str, shown: str) -> Extracted | None:
+    """A document's text for fs.stat's line count and preview: converted (cached) for a PDF or
+    Office file, taken only from the cache for an image; None when it cannot be read."""
+    reader = process.documents or Documents()
+    try:
+        return reader.cached(data, kind) if kind == "image" else reader.read(data, kind, shown)
+    except LlmosError:
+        return None
 
 
 def _remove_tree(dir_fd: int) -> int:

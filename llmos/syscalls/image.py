@@ -54,7 +54,9 @@ BINARY_SNIFF = 64
 
 
 class ImageInfo(Syscall):
-    """Show an image's format, width, height, mode and EXIF (for many images, each one's size)."""
+    """Show an image's format, width, height, mode and EXIF; not its words (image.text reads them).
+
+    For a folder or a pattern, each image's size."""
 
     needs_files = True
     call: Literal["image.info"] = "image.info"
@@ -71,6 +73,9 @@ class ImageInfoResult(BaseModel):
     mode: str
     frames: int
     exif: dict[str, str]
+    note: str = "the words the image shows are not here: image.text reads them"
+    """Said with every single image: asked what a screenshot says, the 1.5B model called
+    image.info and then invented an answer from the size alone."""
 
 
 class ImageText(Syscall):
@@ -584,8 +589,10 @@ def _in_out_resources(call: WriteCall, process: Process) -> Iterable[str]:
 @hookimpl
 def register_syscalls(registry: Registry) -> None:
     """Register the image family."""
-    registry.register(ImageInfo, image_info, result=ImageInfoResult, resources=_in_resource)
+    # image.text first: listed after image.info, the 1.5B model called image.info for "what
+    # does the screenshot say?" and invented the words from the size.
     registry.register(ImageText, image_text, result=ImageTextResult, resources=_in_resource)
+    registry.register(ImageInfo, image_info, result=ImageInfoResult, resources=_in_resource)
     for model, handler in (
         (ImageResize, image_resize),
         (ImageThumbnail, image_thumbnail),

@@ -357,6 +357,39 @@ def test_an_earlier_answer_copied_word_for_word_goes_back(system: System, proc: 
     assert again == ["call", "reply"], "the same question asked again may get the same answer"
 
 
+def test_a_reply_to_which_file_that_names_none_goes_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "house").mkdir()
+    (workspace / "house" / "letter.txt").write_text("The boiler service is on 12 March.\n")
+    (workspace / "house" / "bill.txt").write_text("Water: 41 EUR\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.search", "query": "boiler service"},
+            {"call": "reply", "text": "The letter mentions the boiler service."},
+            {"call": "reply", "text": "letter.txt mentions the boiler service."},
+        ],
+        "which file mentions the boiler service?",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "such as house/letter.txt" in backend.prompts[2][-1]["content"]
+    grammars = [c.grammar.splitlines()[0] for c in backend.constraints if c is not None]
+    assert grammars[2] == "root ::= call-reply", "told to name the file, it may not ask instead"
+    # Named by path or by name, the reply stands; a question about content is not checked.
+    kinds, _, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.search", "query": "boiler"},
+            {"call": "reply", "text": "The service is on 12 March."},
+        ],
+        "when is the boiler service?",
+    )
+    assert kinds == ["call", "result", "call", "reply"]
+
+
 def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
     system: System, proc: Process, workspace: Path
 ) -> None:

@@ -80,7 +80,7 @@ def test_documents_are_read_as_text_with_pages_marked(
     system: System, proc: Process, office: Path
 ) -> None:
     pdf = _ok(_call(system, proc, "fs.read", path="invoice.pdf"))
-    assert (pdf["format"], pdf["pages"], pdf["ocr"]) == ("pdf", 2, None)
+    assert (pdf["format"], pdf["pages"]) == ("pdf", 2) and "ocr" not in pdf  # left out unless OCR
     assert pdf["text"].splitlines() == [
         "[page 1]",
         "Invoice 4471 for kites",
@@ -92,7 +92,7 @@ def test_documents_are_read_as_text_with_pages_marked(
     assert pdf["size"] == (office / "invoice.pdf").stat().st_size
 
     docx = _ok(_call(system, proc, "fs.read", path="contract.docx"))
-    assert docx["format"] == "docx" and docx["pages"] is None
+    assert docx["format"] == "docx" and "pages" not in docx
     assert docx["text"].splitlines() == [
         "# Terms",
         "Either party may end this with thirty days of notice.",
@@ -101,9 +101,10 @@ def test_documents_are_read_as_text_with_pages_marked(
     ]
 
     sheets = _ok(_call(system, proc, "fs.read", path="sales.xlsx"))["text"]
+    # Each row carries its column names (two rows are not summed up: see the next test).
     assert sheets.split("\n\n") == [
-        "[sheet Jan]\nregion | sales\nnorth | 1200\nsouth | 950.5",
-        "[sheet Feb]\nregion | sales\nnorth | 1810\nmarmot | 3",
+        "[sheet Jan]\nregion | sales\nregion: north | sales: 1200\nregion: south | sales: 950.5",
+        "[sheet Feb]\nregion | sales\nregion: north | sales: 1810\nregion: marmot | sales: 3",
     ]
     slides = _ok(_call(system, proc, "fs.read", path="deck.pptx"))
     assert slides["pages"] == 2
@@ -151,6 +152,20 @@ def test_image_text_gives_each_line_with_confidence_and_box(
     _err(_call(system, proc, "image.text", path="notes.txt"), ErrorCode.E_INVAL)
 
 
+def test_stat_previews_a_documents_text_but_runs_no_ocr_for_it(
+    system: System, proc: Process, office: Path
+) -> None:
+    pdf = _ok(_call(system, proc, "fs.stat", path="invoice.pdf"))
+    assert (pdf["format"], pdf["pages"], pdf["lines"]) == ("pdf", 2, 6)
+    assert pdf["preview"].startswith("[page 1]\nInvoice 4471 for kites\nTotal due")
+    assert pdf["size"] == (office / "invoice.pdf").stat().st_size
+    image = _ok(_call(system, proc, "fs.stat", path="screenshot.png"))
+    assert image["preview"] is None and "format" not in image  # OCR is not run for a stat
+    _ok(_call(system, proc, "image.text", path="screenshot.png"))
+    image = _ok(_call(system, proc, "fs.stat", path="screenshot.png"))
+    assert image["format"] == "image" and "zebra" in image["preview"]
+
+
 def test_search_by_words_finds_a_word_in_every_kind_and_says_where(
     system: System, proc: Process, office: Path
 ) -> None:
@@ -169,7 +184,7 @@ def test_search_by_words_finds_a_word_in_every_kind_and_says_where(
         "lynx": ("page.html", None),
         "zebra": ("screenshot.png", None),
     }
-    regex = _ok(_call(system, proc, "fs.search", query=r"north \| 18\d+", regex=True))
+    regex = _ok(_call(system, proc, "fs.search", query=r"north \| sales: 18\d+", regex=True))
     assert [(h["path"], h["where"]) for h in regex["hits"]] == [("sales.xlsx", "sheet Feb")]
 
 
@@ -211,6 +226,23 @@ def test_with_memory_encrypted_the_cache_holds_no_text(workspace: Path, llmos_ho
         assert system.documents.read(
             (workspace / "secret.docx").read_bytes(), "docx", "secret.docx"
         ).cached
+
+
+def test_the_cache_keeps_within_its_size_dropping_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = Documents(tmp_path / "cache")
+    pages = [samples.pdf([f"Version {n} of the plan"]) for n in range(3)]
+    reader.read(pages[0], "pdf", "a.pdf")
+    entry = next((tmp_path / "cache").iterdir())
+    monkeypatch.setattr(documents_mod, "DOCUMENT_CACHE_BYTES", 2 * entry.stat().st_size + 10)
+    time.sleep(0.01)
+    reader.read(pages[1], "pdf", "a.pdf")
+    time.sleep(0.01)
+    reader.read(pages[2], "pdf", "a.pdf")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert reader.cached(pages[0], "pdf") is None  # the oldest went first
+    assert reader.cached(pages[2], "pdf") is not None
 
 
 def _encrypted_pdf() -> bytes:
@@ -303,6 +335,8 @@ def test_kind_is_told_by_name_and_bytes_together() -> None:
     assert kind_of("a.pdf", pdf[:64]) == "pdf"
     assert kind_of("renamed.txt", pdf[:64]) == "pdf"
     assert kind_of("notes.pdf", b"just text") is None
+    assert kind_of("odd.pdf", b"junk before it\n%PDF-1.4") == "pdf"
+    assert kind_of("notes.md", b"A PDF starts with %PDF-1.7, then...") is None
     assert kind_of("a.docx", b"PK\x03\x04rest") == "docx"
     assert kind_of("a.docx", b"plain text") is None
     assert kind_of("photo.jpg", b"\xff\xd8\xff\xe0") == "image"
@@ -310,3 +344,28 @@ def test_kind_is_told_by_name_and_bytes_together() -> None:
     assert where("[page 1]\na\n[page 2]\nb", 4) == "page 2"
     assert where("[page 1]\na\n[page 2]\nb", 2) == "page 1"
     assert where("plain\ntext", 2) is None
+
+
+def test_a_sheet_sums_up_each_numeric_column_with_the_rows_labels() -> None:
+    from llmos.documents.convert import Limits, xlsx
+
+    data = samples.xlsx(
+        {
+            "2026": [
+                ["month", "sales", "note"],
+                ["January", 4100, "slow"],
+                ["February", 3900, None],
+                ["March", 5230, "fair"],
+            ],
+            "Loose": [[1, 2], [3, 4]],
+        }
+    )
+    first, loose = xlsx(data, Limits(max_chars=10_000, ocr_pages=0))
+    assert first.text.splitlines() == [
+        "sales over 3 rows: total 13230, highest 5230 (March), lowest 3900 (February)",
+        "month | sales | note",
+        "month: January | sales: 4100 | note: slow",
+        "month: February | sales: 3900",
+        "month: March | sales: 5230 | note: fair",
+    ]
+    assert loose.text == "1 | 2\n3 | 4"  # no header row: rows as they are, no summary

@@ -69,9 +69,6 @@ def test_read_whole_file(call: Any, workspace: Path) -> None:
         "bytes_read": 12,
         "truncated": False,
         "next_offset": None,
-        "format": None,
-        "pages": None,
-        "ocr": None,
     }
 
 

@@ -105,6 +105,7 @@ def test_info_png(system: System, proc: Process, workspace: Path) -> None:
         "mode": "RGBA",
         "frames": 1,
         "exif": {},
+        "note": "the words the image shows are not here: image.text reads them",
     }
 
 
