@@ -316,11 +316,14 @@ CLAIMS: dict[str, tuple[re.Pattern[str], str]] = {
 what to say when no call of the turn had that effect."""
 
 
-def unmade_claims(text: str, done: set[str], unseen: list[str] | None = None) -> str:
+def unmade_claims(
+    text: str, done: set[str], unseen: list[str] | None = None, unnamed: str = ""
+) -> str:
     """llmos's note on a reply that claims effects no call of the turn had (`done`: the
     effects of the turn's successful calls), or states numbers nothing showed (`unseen`, a
-    guess the model kept after being told once), or "". Asking the model again made the 1.5B
-    model drift into an earlier topic, so the reply stands and the person is told."""
+    guess the model kept after being told once), or names no file when asked which one
+    (`unnamed`: the first file the results found), or "". Asking the model again made the
+    1.5B model drift into an earlier topic, so the reply stands and the person is told."""
     said = [
         (found.group(0), what)
         for effect, (claim, what) in CLAIMS.items()
@@ -334,6 +337,8 @@ def unmade_claims(text: str, done: set[str], unseen: list[str] | None = None) ->
         )
     if unseen:
         notes.append(f"no call or message showed {', '.join(unseen)} (a guess)")
+    if unnamed:
+        notes.append(f"the reply names no file; the results found {unnamed}")
     return f"llmos: {'; '.join(notes)}" if notes else ""
 
 
@@ -884,9 +889,12 @@ class Kernel:
                 value = result.value if isinstance(result.value, dict) else {}
                 text = str(value.get("text", ""))
                 note = ""
-                if kind == "reply":
+                turn = conversation.current
+                if kind == "reply" and turn is not None:
                     unseen = unseen_numbers(text, seen_text(conversation))
-                    note = unmade_claims(text, done, unseen)
+                    results = " ".join(m["content"] for m in turn.messages if evidence(m))
+                    unnamed = names_no_found_file(text, turn.request, results)
+                    note = unmade_claims(text, done, unseen, unnamed)
                 yield Event(kind, text=text, call=data, result=result, note=note)
                 return
             conversation.add("user", result_message(compact_result(result)))

@@ -377,6 +377,18 @@ def test_a_reply_to_which_file_that_names_none_goes_back(
     assert "such as house/letter.txt" in backend.prompts[2][-1]["content"]
     grammars = [c.grammar.splitlines()[0] for c in backend.constraints if c is not None]
     assert grammars[2] == "root ::= call-reply", "told to name the file, it may not ask instead"
+    # A reply that still names none stands, and the person is told which file was found.
+    backend = ScriptedBackend(
+        [
+            {"call": "fs.search", "query": "boiler service"},
+            {"call": "reply", "text": "The letter mentions it."},
+            {"call": "reply", "text": "The letter mentions it."},
+        ]
+    )
+    request = "which file mentions the boiler service?"
+    events = list(Kernel(system, backend).turn(proc, Conversation(), request))
+    assert events[-1].kind == "reply"
+    assert events[-1].note == ("llmos: the reply names no file; the results found house/letter.txt")
     # Named by path or by name, the reply stands; a question about content is not checked.
     kinds, _, _ = run(
         system,
