@@ -398,6 +398,21 @@ def names_no_found_file(reply: str, request: str, results: str) -> str:
     return found[0]
 
 
+_ANY_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def unconnected(expression: str, seen: str) -> str:
+    """The numbers of a calc expression when none of them was shown (by the person, a result or
+    a memory), else "": asked "what's the total on invoice.pdf?", the 1.5B model read the
+    invoice and computed sum(1110), a number on no page. One shown number is enough (3*60,
+    310*0.19 stand)."""
+    numbers = _ANY_NUMBER.findall(expression)
+    flat = seen.replace(",", "")
+    if not numbers or any(n in seen or n in flat for n in numbers):
+        return ""
+    return ", ".join(numbers)
+
+
 def echoes(question: str, request: str) -> bool:
     """Whether a question is the request handed back (most of its words are the request's)."""
     asked, wanted = _content_words(question), _content_words(request)
@@ -574,8 +589,17 @@ class Kernel:
         a number of two or more digits that neither the person nor any result in this
         conversation showed (a guess; the examples shown do not count), a reply that only
         repeats the request or is an earlier turn's reply word for word, or an `ask` that
-        hands the person their own request back."""
+        hands the person their own request back; also a calc none of whose numbers anyone
+        showed (`unconnected`)."""
         turn = conversation.current
+        if turn is not None and call.call == "calc":
+            made_up = unconnected(str(getattr(call, "expression", "")), seen_text(conversation))
+            if made_up:
+                return (
+                    f"ERROR: calc uses {made_up}, which neither the user nor any RESULT "
+                    "shows. Compute only with the numbers shown; if a RESULT already states "
+                    "the answer, reply with it."
+                )
         if turn is None or call.call not in ENDS_TURN:
             return ""
         if call.call == "reply":

@@ -402,6 +402,35 @@ def test_a_reply_to_which_file_that_names_none_goes_back(
     assert kinds == ["call", "result", "call", "reply"]
 
 
+def test_a_calc_of_numbers_no_one_showed_goes_back(system: System, workspace: Path) -> None:
+    proc = system.spawn("t", workspace, patterns=["fs.*", "calc", "reply", "ask"])
+    (workspace / "invoice.txt").write_text("Subtotal: 310.00 EUR\nTotal due: 368.90 EUR\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "invoice.txt"},
+            {"call": "calc", "expression": "sum(1110)"},
+            {"call": "reply", "text": "The total due is 368.90 EUR."},
+        ],
+        "what's the total on invoice.txt?",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "calc uses 1110" in backend.prompts[2][-1]["content"]
+    # One shown number connects a calc to the conversation: 310*0.19 is computed.
+    kinds, _, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "invoice.txt"},
+            {"call": "calc", "expression": "310*0.19"},
+            {"call": "reply", "text": "The VAT is 58.9 EUR."},
+        ],
+        "what's 19% of the subtotal in invoice.txt?",
+    )
+    assert kinds == ["call", "result", "call", "result", "call", "reply"]
+
+
 def test_a_reply_about_a_named_file_nothing_looked_at_goes_back(
     system: System, proc: Process, workspace: Path
 ) -> None:
