@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -70,6 +71,9 @@ MAX_QUERY_WORDS = 32
 SKIP_DIRS = frozenset({"node_modules", "__pycache__"})
 """Folders never indexed besides hidden ones (.git, .llmos, .venv...): tools' own files."""
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
+INDEX_OCR_PIXELS = 3840 * 2160
+"""Images up to a 4K screen are read by OCR for the meaning index; larger ones (photos) only
+when a person or the kernel reads them."""
 DOCUMENT_SNIFF_BYTES = 8192
 """Bytes enough to tell a document's format by its signature (see `kind_of`)."""
 SQLITE_CORRUPT = 11
@@ -267,6 +271,21 @@ def chunk_text(text: str) -> list[Chunk]:
         size += len(line) + 1
     flush()
     return chunks
+
+
+def _screen_sized(data: bytes) -> bool:
+    """Whether an image is at most INDEX_OCR_PIXELS (read from its header, nothing decoded):
+    screenshots and scans are, camera photos are not, and they rarely hold text worth a few
+    seconds of OCR each while a search waits. A photo's text is still read when asked for
+    (fs.read, image.text)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # Pillow raises many types for a damaged header
+        return False
+    return width * height <= INDEX_OCR_PIXELS
 
 
 def labelled_chunks(text: str) -> list[Chunk]:
@@ -767,6 +786,8 @@ class FileIndex:
         when it cannot be read (encrypted, corrupt): it is then tried again only once the file
         changes. The scan's deadline is checked before each file, so one conversion (at most
         DOCUMENT_TIMEOUT_S) may run past it."""
+        if kind == "image" and not _screen_sized(data):
+            return None
         try:
             return self.documents.read(data, kind, rel).text
         except LlmosError as exc:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.loop import Conversation, Turn
-from llmos.kernel.prompt import memory_block, memory_pages
+from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
 from llmos.limits import (
     CONTEXT_HIGH,
     CONTEXT_LOW,
@@ -362,8 +362,30 @@ class Pager:
         if line:
             yield line
             total = self.tokens(kernel, conversation)
+        if total > budget.limit:
+            line = self._shed(kernel, conversation, budget)
+            if line:
+                yield line
+                total = self.tokens(kernel, conversation)
         self.stats.prompt_tokens = total
         self.stats.max_prompt_tokens = max(self.stats.max_prompt_tokens, total)
+
+    def _shed(self, kernel: Kernel, conversation: Conversation, budget: Budget) -> str:
+        """When the turn in progress has grown past the limit with nothing older left to page
+        out (its own results on top of what was recalled for it), drop what was recalled for
+        it, the earliest first: a prompt over the window is cut by the backend or refused,
+        while the recalled pages stay in memory for the next request."""
+        turn = conversation.current
+        if turn is None:
+            return ""
+        dropped = 0
+        for index in sorted(turn.notes):
+            if self.tokens(kernel, conversation) <= budget.limit:
+                break
+            if turn.notes[index].startswith(MEMORY_HEAD):
+                del turn.notes[index]
+                dropped += 1
+        return f"dropped {dropped} recalled block(s) to stay within the context" if dropped else ""
 
     def _recall_room(self, budget: Budget) -> int:
         """The part of the room below the high watermark kept free for recalled pages."""

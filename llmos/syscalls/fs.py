@@ -1355,7 +1355,9 @@ def _snippet(line: str, first_at: Callable[[str], int]) -> str:
 class _Documents:
     """The documents one search reads as text: cached text always, new conversions only until
     SEARCH_DOCUMENT_SECONDS have gone, so a folder of scans cannot hold a search for minutes.
-    Keeps each document's text to say where (page, sheet) a hit is."""
+    An image's text only from the cache (once fs.read, image.text or the meaning index read
+    it): OCR costs a second or more an image, and a folder of photos would spend the whole
+    budget on them. Keeps each document's text to say where (page, sheet) a hit is."""
 
     def __init__(self, process: Process) -> None:
         self.reader = process.documents or Documents()
@@ -1369,6 +1371,8 @@ class _Documents:
             return None
         extracted = self.reader.cached(data, kind)
         if extracted is None:
+            if kind == "image":
+                return None  # OCR is for reading an image; a search finds what was read
             if time.monotonic() > self.deadline:
                 self.unread += 1
                 return None

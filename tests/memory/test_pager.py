@@ -155,6 +155,41 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
     assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
 
 
+def test_a_turn_that_outgrows_the_context_sheds_what_was_recalled_for_it(
+    system: System, shell_proc: Process, workspace: Path
+) -> None:
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend, example_count=0, check_replies=False)
+    pager = Pager(SessionFile(system.settings.home), archival=False)
+    conv = Conversation(pager=pager)
+    talk(
+        kernel,
+        shell_proc,
+        conv,
+        "my locker code at the gym is 4512",
+        [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
+    )
+    for n in range(2, 32):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    system.memory.flush(60)
+    # Sized so that the turn fits the context without its recalled page, and not with it.
+    (workspace / "big.txt").write_text("locker rules: " + "keep it tidy and locked. " * 60)
+    lines = talk(
+        kernel,
+        shell_proc,
+        conv,
+        "what is the code of my gym locker? and show me big.txt",
+        [{"call": "fs.read", "path": "big.txt"}, {"call": "reply", "text": "4512"}],
+    )
+    assert any("recalled" in line for line in lines), lines
+    assert any("dropped 1 recalled block" in line for line in lines), lines
+    limit = pager.budget(kernel).limit
+    assert count_tokens(backend, backend.prompts[-1]) <= limit
+    assert "MEMORY (earlier turns recalled" not in backend.prompts[-1][-2]["content"]
+    assert pager.stats.max_prompt_tokens <= limit
+
+
 def test_a_recalled_page_comes_with_what_was_said_around_it(
     system: System, shell_proc: Process
 ) -> None:

@@ -169,6 +169,9 @@ def test_stat_previews_a_documents_text_but_runs_no_ocr_for_it(
 def test_search_by_words_finds_a_word_in_every_kind_and_says_where(
     system: System, proc: Process, office: Path
 ) -> None:
+    # A search runs no OCR: an image's words are found once something has read them.
+    assert _ok(_call(system, proc, "fs.search", query="zebra"))["hits"] == []
+    _ok(_call(system, proc, "image.text", path="screenshot.png"))
     found = {}
     for word in ("walrus", "ninety", "pelican", "marmot", "heron", "otter", "lynx", "zebra"):
         hits = _ok(_call(system, proc, "fs.search", query=word))["hits"]
@@ -195,6 +198,10 @@ def test_search_by_meaning_covers_documents(system: System, proc: Process, offic
     assert found.hits[0].text.startswith("[page 1]\nInvoice 4471")
     found = index.search("an alert that the storage ran out of space", k=3)
     assert "screenshot.png" in [hit.path for hit in found.hits]
+    # A photo larger than a 4K screen is not read by OCR for the index (seconds each).
+    samples.make(office / "photo.jpg", {"lines": ["Sunset over the harbour"], "size": [4000, 3000]})
+    found = index.search("sunset over the harbour", k=5)
+    assert "photo.jpg" not in [hit.path for hit in found.hits]
 
 
 def test_text_is_converted_once_per_file_version(
