@@ -54,7 +54,9 @@ BINARY_SNIFF = 64
 
 
 class ImageInfo(Syscall):
-    """Show an image's format, width, height, mode and EXIF (for many images, each one's size)."""
+    """Show an image's format, width, height, mode and EXIF; not its words (image.text reads them).
+
+    For a folder or a pattern, each image's size."""
 
     needs_files = True
     call: Literal["image.info"] = "image.info"
@@ -77,7 +79,7 @@ class ImageInfoResult(BaseModel):
 
 
 class ImageText(Syscall):
-    """Read the words an image shows (a screenshot, a scan, a sign)."""
+    """Read the text an image shows (a screenshot, a photo of a page, a sign): OCR, offline."""
 
     needs_files = True
     call: Literal["image.text"] = "image.text"
