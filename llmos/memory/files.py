@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.documents import MARKER, SUFFIXES, Documents, kind_of, where
+from llmos.documents import SUFFIXES, Documents, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
     DOCUMENT_MAX_BYTES,
@@ -292,9 +292,10 @@ def labelled_chunks(text: str) -> list[Chunk]:
     """Chunks of a document's text, each starting with the "[page N]" line of the page (sheet,
     slide) it begins on, so a passage found by meaning says where it is."""
     chunks = []
+    labels = Labels(text)
     for chunk in chunk_text(text):
-        label = where(text, chunk.start_line)
-        if label and not MARKER.match(chunk.text.split("\n", 1)[0]):
+        label = labels.at(chunk.start_line)
+        if label and where(chunk.text, 1) is None:
             chunk = Chunk(chunk.start_line, chunk.end_line, f"[{label}]\n{chunk.text}")
         chunks.append(chunk)
     return chunks

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
-from llmos.documents import MARKER, Documents, Extracted, kind_of, where
+from llmos.documents import Documents, Extracted, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
 from llmos.limits import (
@@ -868,25 +868,24 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
         info = _require(loc, call.path)
         lines = preview = None
         extras: dict[str, Any] = {}
-        cap = max(MAX_COUNT_BYTES, DOCUMENT_MAX_BYTES)
-        if stat.S_ISREG(info.st_mode) and info.st_size <= cap:
+        if stat.S_ISREG(info.st_mode) and info.st_size <= max(MAX_COUNT_BYTES, DOCUMENT_MAX_BYTES):
             try:
                 fd = _open_file(loc, call.path)
             except LlmosError:  # unreadable or swapped meanwhile: the metadata still stands
                 fd = -1
             if fd >= 0:
                 try:
-                    data = _read_capped(fd, cap)
+                    # A document is read whole for its text; any other file only up to
+                    # MAX_COUNT_BYTES (a 60 MB archive is not read to be thrown away).
+                    kind = kind_of(loc.rel, os.pread(fd, BINARY_SNIFF_BYTES, 0))
+                    data = _read_capped(fd, MAX_COUNT_BYTES if kind is None else DOCUMENT_MAX_BYTES)
                 finally:
                     os.close(fd)
-                kind = None if data is None else kind_of(loc.rel, data[:BINARY_SNIFF_BYTES])
                 if kind is not None and data is not None:
                     extracted = _document_preview(process, data, kind, call.path)
                     data = None if extracted is None else extracted.text.encode("utf-8")
                     if extracted is not None:
                         extras = {"format": kind, "pages": extracted.parts}
-                elif data is not None and len(data) > MAX_COUNT_BYTES:
-                    data = None
                 lines = _count_data_lines(data)
                 preview = None if data is None else _preview(data)
         return FsStatResult(
@@ -1362,7 +1361,7 @@ class _Documents:
     def __init__(self, process: Process) -> None:
         self.reader = process.documents or Documents()
         self.deadline = time.monotonic() + SEARCH_DOCUMENT_SECONDS
-        self.texts: dict[str, str] = {}
+        self.labels: dict[str, Labels] = {}
         self.unread = 0
 
     def text(self, fd: int, rel: str, kind: str) -> str | None:
@@ -1380,12 +1379,12 @@ class _Documents:
                 extracted = self.reader.read(data, kind, rel)
             except LlmosError:
                 return None  # encrypted, corrupt, too big: not searchable, nothing else breaks
-        self.texts[rel] = extracted.text
+        self.labels[rel] = Labels(extracted.text)
         return extracted.text
 
     def where(self, rel: str, line: int) -> str | None:
-        text = self.texts.get(rel)
-        return None if text is None else where(text, line)
+        labels = self.labels.get(rel)
+        return None if labels is None else labels.at(line)
 
 
 def _searchable(fd: int, rel: str, documents: _Documents) -> str | None:
@@ -1548,12 +1547,6 @@ def _passage(text: str) -> str:
     return text[: SEARCH_MEANING_HIT_CHARS - 1] + "…"
 
 
-def _label(passage: str) -> str | None:
-    """The page, sheet or slide a document's passage starts on (its "[page 3]" first line)."""
-    match = MARKER.match(passage.split("\n", 1)[0])
-    return f"{match.group(1)} {match.group(2)}" if match else None
-
-
 def _meaning_hits(call: FsSearch, scope: str, files: FilesByMeaning) -> list[FsSearchHit]:
     """Up to SEARCH_MEANING_HITS passages of the searched folder (`scope`, and the call's glob)
     related to the query, best first; none when the index fails, which is logged, so a word
@@ -1580,7 +1573,7 @@ def _meaning_hits(call: FsSearch, scope: str, files: FilesByMeaning) -> list[FsS
                 text=_passage(hit.text),
                 score=round(hit.similarity, 2),
                 by="meaning",
-                where=_label(hit.text),
+                where=where(hit.text, 1),  # its first line: [page 3]
             )
         )
         if len(hits) >= SEARCH_MEANING_HITS:
