@@ -360,12 +360,12 @@ def seen_text(conversation: Conversation) -> str:
     )
 
 
-def unseen_numbers(text: str, seen: str) -> list[str]:
-    """Numbers of two or more characters in `text` that `seen` does not contain (thousands
-    separators ignored): what a reply states that no message gave it."""
+def unseen_numbers(text: str, seen: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+    """Numbers of two or more characters (or of `pattern`) in `text` that `seen` does not
+    contain (thousands separators ignored): what a reply states that no message gave it."""
     flat = seen.replace(",", "")
     out = []
-    for number in _NUMBER.findall(text):
+    for number in (pattern or _NUMBER).findall(text):
         if number not in seen and number.replace(",", "") not in flat:
             out.append(number)
     return out
@@ -407,10 +407,8 @@ def unconnected(expression: str, seen: str) -> str:
     invoice and computed sum(1110), a number on no page. One shown number is enough (3*60,
     310*0.19 stand)."""
     numbers = _ANY_NUMBER.findall(expression)
-    flat = seen.replace(",", "")
-    if not numbers or any(n in seen or n in flat for n in numbers):
-        return ""
-    return ", ".join(numbers)
+    unseen = unseen_numbers(expression, seen, _ANY_NUMBER)
+    return ", ".join(unseen) if numbers and len(unseen) == len(numbers) else ""
 
 
 def echoes(question: str, request: str) -> bool:
