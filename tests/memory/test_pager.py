@@ -76,6 +76,24 @@ def talk(
     return [e.text for e in events if e.kind == "memory"]
 
 
+def locker_told(
+    system: System, proc: Process
+) -> tuple[ScriptedBackend, Kernel, Pager, Conversation]:
+    """A paged conversation on a scripted kernel whose first turn tells the gym locker code."""
+    backend = ScriptedBackend([], context=CONTEXT)
+    kernel = Kernel(system, backend, example_count=0, check_replies=False)
+    pager = Pager(SessionFile(system.settings.home), archival=False)
+    conv = Conversation(pager=pager)
+    talk(
+        kernel,
+        proc,
+        conv,
+        "my locker code at the gym is 4512",
+        [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
+    )
+    return backend, kernel, pager, conv
+
+
 def test_turns_page_out_whole_and_the_prompt_stays_within_budget(
     system: System, shell_proc: Process, workspace: Path
 ) -> None:
@@ -119,17 +137,7 @@ def test_turns_page_out_whole_and_the_prompt_stays_within_budget(
 
 
 def test_relevant_pages_come_back_before_the_request(system: System, shell_proc: Process) -> None:
-    backend = ScriptedBackend([], context=CONTEXT)
-    kernel = Kernel(system, backend, example_count=0, check_replies=False)
-    pager = Pager(SessionFile(system.settings.home), archival=False)
-    conv = Conversation(pager=pager)
-    talk(
-        kernel,
-        shell_proc,
-        conv,
-        "my locker code at the gym is 4512",
-        [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
-    )
+    backend, kernel, pager, conv = locker_told(system, shell_proc)
     # Two short turns, so a filler page recalled with its neighbours never shows turn 1 early.
     for request in ("thanks", "ok"):
         talk(kernel, shell_proc, conv, request, [{"call": "reply", "text": "You're welcome."}])
@@ -158,17 +166,7 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
 def test_a_turn_that_outgrows_the_context_sheds_what_was_recalled_for_it(
     system: System, shell_proc: Process, workspace: Path
 ) -> None:
-    backend = ScriptedBackend([], context=CONTEXT)
-    kernel = Kernel(system, backend, example_count=0, check_replies=False)
-    pager = Pager(SessionFile(system.settings.home), archival=False)
-    conv = Conversation(pager=pager)
-    talk(
-        kernel,
-        shell_proc,
-        conv,
-        "my locker code at the gym is 4512",
-        [{"call": "reply", "text": "Noted: your gym locker code is 4512."}],
-    )
+    backend, kernel, pager, conv = locker_told(system, shell_proc)
     for n in range(2, 32):
         request, reply = filler(n)
         talk(kernel, shell_proc, conv, request, [reply])
