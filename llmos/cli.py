@@ -326,6 +326,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="llmos-eval-home-") as scratch,
         System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
     ):
+        if args.learned:
+            taught = system.lessons.import_file(Path(args.learned), system.registry)
+            system.lessons.teach_bank(system.examples)
+            print(f"taught {len(taught)} examples from {args.learned}", flush=True)
         summary = run_eval(system, backend, cases, report=show)
     print(
         f"model {summary['model']}: {summary['passed']}/{summary['cases']} passed "
@@ -336,6 +340,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {fam:10} {stats['passed']}/{stats['cases']}  {stats['pass_rate']:.0%}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    """See, import and erase what llmos learned (the person's examples for the kernel)."""
+    from llmos.system import System
+
+    with System(_settings(args)) as system:
+        lessons = system.lessons
+        if args.action == "import":
+            if not args.file:
+                print("usage: llmos learn import FILE.jsonl", file=sys.stderr)
+                return 2
+            added = lessons.import_file(Path(args.file), system.registry, _workspace(args))
+            print(f"taught {len(added)} examples from {args.file}")
+        elif args.action == "list":
+            rows = lessons.all()
+            for lesson in rows:
+                calls = " ; ".join(json.dumps(c, ensure_ascii=False) for c in lesson.calls)
+                where = f"  (in {lesson.workspace})" if lesson.workspace else ""
+                print(f"{lesson.id}  {lesson.kind:6} used {lesson.uses:<3} {lesson.request}")
+                print(f"          -> {calls}{where}")
+            state = "on" if lessons.enabled else "off (kept, not shown to the kernel)"
+            print(f"{len(rows)} lessons; learning is {state}")
+        elif args.action == "forget":
+            if args.all == bool(args.file):
+                print("usage: llmos learn forget ID | --all", file=sys.stderr)
+                return 2
+            gone = lessons.forget(None if args.all else args.file)
+            print(f"forgot {gone} lessons")
+            return 0 if gone or args.all else 1
+        else:
+            lessons.set_enabled(args.action == "on")
+            print(f"learning is {args.action}")
     return 0
 
 
@@ -521,7 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
     evals.add_argument("files", nargs="+", help="case files in the shared eval format")
     evals.add_argument("--json", help="write the report here")
     evals.add_argument("--limit", type=int, default=0, help="run only the first N cases")
+    evals.add_argument(
+        "--learned", help="teach these examples (learn import's JSONL) before the cases"
+    )
     evals.set_defaults(func=cmd_eval)
+
+    learn = sub.add_parser("learn", help="what llmos learned from you: import, list, forget")
+    learn.add_argument("action", choices=["import", "list", "forget", "off", "on"])
+    learn.add_argument("file", nargs="?", help="import: a JSONL file; forget: a lesson's id")
+    learn.add_argument("--all", action="store_true", help="forget: every lesson")
+    learn.set_defaults(func=cmd_learn)
 
     mem = sub.add_parser("mem", help="memory maintenance")
     mem.add_argument("action", choices=["reindex"], help="rebuild the index from the store")

@@ -215,6 +215,18 @@ at least this similar to the request: measured with all-MiniLM-L6-v2 on function
 tools, fitting requests score 0.36-0.55 ("add 3, 4 and 5" / "Add a list of numbers" 0.54),
 unrelated ones 0.03-0.29 ("what time is it in Tokyo?" / a weather forecast 0.03)."""
 
+LESSONS_MAX = 1000
+"""Lessons (taught, kept, marked bad) the person's store holds; past it the least used go."""
+
+LESSON_BONUS = 0.15
+"""How much more like a request the person's own examples (taught, kept) count than the
+built-ins, so a correction wins over the example that taught the mistake..."""
+
+LESSON_MIN_SCORE = 0.45
+"""...when at least this similar to the request (cosine, before the bonus): above the
+built-ins' floor (EXAMPLE_MIN_SCORE), since a lesson shown for an unrelated request teaches
+its calls where they do not belong."""
+
 EXAMPLE_QUESTION_MISMATCH = 0.2
 """How much less like a request an example counts when one of them is a question and the other
 is not: "my dog is called Rex" (tells a fact) is near "what is my dog called?" by meaning,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
 from llmos.kernel.examples import ExampleBank
+from llmos.kernel.lessons import Lessons
 from llmos.kernel.process import Process
 from llmos.memory.embedder import Embedder
 from llmos.security.audit import AuditLog
@@ -29,6 +30,7 @@ from llmos.syscalls.tool import ToolTable
 
 if TYPE_CHECKING:
     from llmos.documents import Documents
+    from llmos.memory.cipher import RecordCipher
     from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
 
@@ -49,6 +51,9 @@ class System:
         self.registry, self.plugins = build_registry(
             plugins=plugins, tools=self.tools, examples=self.examples
         )
+        # The person's lessons rank above the built-ins and the apps' examples.
+        self.lessons = Lessons(home, _sealer(settings))
+        self.lessons.teach_bank(self.examples)
         # With memory encrypted, the audit keeps keyed digests of argument values, not them.
         self.audit = AuditLog(
             home / "audit.log", self.signer, digest_values=settings.memory_encrypt
@@ -149,9 +154,14 @@ def _documents(settings: Settings) -> Documents:
     when memory is encrypted (the text of a person's documents is as private as memory)."""
     from llmos.documents import CACHE_DIR, Documents
 
-    sealer = None
-    if settings.memory_encrypt:
-        from llmos.memory.cipher import RecordCipher, memory_key_path
+    return Documents(settings.ensure_home() / CACHE_DIR, _sealer(settings))
 
-        sealer = RecordCipher.from_key_file(memory_key_path(settings.ensure_home()))
-    return Documents(settings.ensure_home() / CACHE_DIR, sealer)
+
+def _sealer(settings: Settings) -> RecordCipher | None:
+    """The memory's cipher when memory is encrypted (what is kept of documents and lessons is
+    as private as memory), else None."""
+    if not settings.memory_encrypt:
+        return None
+    from llmos.memory.cipher import RecordCipher, memory_key_path
+
+    return RecordCipher.from_key_file(memory_key_path(settings.ensure_home()))

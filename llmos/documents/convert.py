@@ -236,6 +236,7 @@ def docx(data: bytes, limits: Limits) -> list[Unit]:
 
 
 def _docx_table(table: Any) -> Iterator[str]:
+    rows = []
     for row in table.rows:
         cells: list[str] = []
         last = None
@@ -244,7 +245,20 @@ def _docx_table(table: Any) -> Iterator[str]:
                 continue
             last = cell._tc
             cells.append(" ".join(cell.text.split()))
-        if line := _row(cells):
+        rows.append(cells)
+    yield from _table(rows)
+
+
+def _table(rows: list[list[str]]) -> Iterator[str]:
+    """A document's table as lines: a first row of two or more filled cells is its header, and
+    the rows under it read as a sheet's do ("Item: Box kite | Price: 60"), so each row stands
+    on its own. Asked what a two-row price table held, the 1.5B model answered "4 items"."""
+    filled = [cells for cells in rows if any(cells)]
+    header = filled[0] if len(filled) > 1 and sum(1 for c in filled[0] if c) >= 2 else None
+    for index, cells in enumerate(filled):
+        if header is not None and index > 0:
+            cells = [_labelled(header, i, cell) for i, cell in enumerate(cells)]
+        if line := _row(list(cells)):
             yield line
 
 
@@ -395,9 +409,9 @@ def _shape_lines(shape: Any) -> Iterator[str]:
             if text:
                 yield text
     if getattr(shape, "has_table", False) and shape.has_table:
-        for row in shape.table.rows:
-            if line := _row([" ".join(cell.text.split()) for cell in row.cells]):
-                yield line
+        yield from _table(
+            [[" ".join(cell.text.split()) for cell in row.cells] for row in shape.table.rows]
+        )
     for inner in getattr(shape, "shapes", ()):  # a group
         yield from _shape_lines(inner)
 

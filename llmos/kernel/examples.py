@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.limits import EXAMPLE_QUESTION_MISMATCH
+from llmos.limits import EXAMPLE_QUESTION_MISMATCH, LESSON_BONUS, LESSON_MIN_SCORE
 from llmos.syscalls.base import Registry
 from llmos.text import bm25, words
 
@@ -54,6 +54,8 @@ class Example:
     request: str
     calls: list[Call]
     source: str = "builtin"
+    scope: str | None = None
+    """The workspace root an example holds in (a lesson naming its paths); None: anywhere."""
 
     @property
     def shape(self) -> Shape:
@@ -77,6 +79,15 @@ class Rule:
 
     text: str
     source: str
+
+
+PERSON_SOURCES = frozenset({"taught", "good"})
+"""Sources of the person's own examples (llmos.kernel.lessons): ranked above the others."""
+
+
+def _key(example: Example) -> tuple[str, str]:
+    """What a hidden example is known by: its request's words and its calls."""
+    return (" ".join(example.request.lower().split()), json.dumps(example.calls, sort_keys=True))
 
 
 def render(examples: Sequence[Example]) -> str:
@@ -153,6 +164,7 @@ class ExampleBank:
         self._last_query: tuple[str, list[float]] | None = None
         self._warming: threading.Thread | None = None
         self._validity: _Validity | None = None
+        self._hidden: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -175,10 +187,17 @@ class ExampleBank:
         return ExampleRegistrar(self, source)
 
     def add(
-        self, request: str, calls: Call | Sequence[Call], *, source: str = "builtin"
+        self,
+        request: str,
+        calls: Call | Sequence[Call],
+        *,
+        source: str = "builtin",
+        scope: str | None = None,
     ) -> Example | None:
-        """Add one example (a copy of `calls`, which must be JSON); None if the same request
-        with the same calls is already here."""
+        """Add one example (a copy of `calls`, which must be JSON), shown only in the workspace
+        `scope` when given; None if the same request with the same calls is already here. A
+        person's example (source "taught" or "good") replaces their earlier one of the same
+        request and scope."""
         request = " ".join(request.split()) if isinstance(request, str) else ""
         if not request:
             raise LlmosError(ErrorCode.E_INVAL, "an example needs a non-empty request")
@@ -194,14 +213,39 @@ class ExampleBank:
             copied: list[Call] = json.loads(json.dumps(listed))
         except (TypeError, ValueError) as exc:
             raise LlmosError(ErrorCode.E_INVAL, f"example {request!r}: {exc}") from None
-        example = Example(request=request, calls=copied, source=source)
+        example = Example(request=request, calls=copied, source=source, scope=scope)
+        key = request.lower()
         with self._lock:
-            if any(e.request == request and e.calls == copied for e in self._examples):
+            if _key(example) in self._hidden or any(
+                e.request == request and e.calls == copied and e.scope == scope
+                for e in self._examples
+            ):
                 return None
+            if source in PERSON_SOURCES:
+                kept = [
+                    i
+                    for i, e in enumerate(self._examples)
+                    if not (
+                        e.source in PERSON_SOURCES and e.request.lower() == key and e.scope == scope
+                    )
+                ]
+                self._examples = [self._examples[i] for i in kept]
+                self._words = [self._words[i] for i in kept]
             self._examples.append(example)
             self._words.append(words(request))
             self._validity = None
         return example
+
+    def hide(self, request: str, calls: Sequence[Call]) -> None:
+        """Never show an example of this request with these calls (the person marked such a
+        turn bad), nor keep one."""
+        key = (" ".join(request.lower().split()), json.dumps(list(calls), sort_keys=True))
+        with self._lock:
+            self._hidden.add(key)
+            kept = [i for i, e in enumerate(self._examples) if _key(e) != key]
+            self._examples = [self._examples[i] for i in kept]
+            self._words = [self._words[i] for i in kept]
+            self._validity = None
 
     def add_rule(self, text: str, *, source: str = "builtin") -> Rule:
         """Add one routing rule for the prompt."""
@@ -358,26 +402,34 @@ class ExampleBank:
         registry: Registry | None = None,
         min_score: float | None = None,
         allowed: Collection[str] | None = None,
+        workspace: str | None = None,
     ) -> list[Example]:
         """Every usable example (at least `min_score` similar, when given; with `allowed`, only
-        those whose calls are all in it), most similar to `request` first (ties: the order
-        added)."""
+        those whose calls are all in it; of those scoped to a workspace, only `workspace`'s),
+        most similar to `request` first (ties: the order added). The person's own examples
+        count LESSON_BONUS more, when at least LESSON_MIN_SCORE similar (with `min_score`)."""
         examples, word_lists = self._snapshot()
         problems = dict(self._problems(registry, examples)) if registry is not None else {}
-        if allowed is not None:
-            for e in examples:
-                if any(c["call"] not in allowed for c in e.calls):
-                    problems.setdefault(id(e), "a call not offered now")
+        for e in examples:
+            if allowed is not None and any(c["call"] not in allowed for c in e.calls):
+                problems.setdefault(id(e), "a call not offered now")
+            if e.scope is not None and e.scope != workspace:
+                problems.setdefault(id(e), "another workspace's")
         scores = self._scores(request, examples, word_lists)
-        floor = -math.inf if min_score is None else min_score
         asks = is_question(request)
+
+        def floor(e: Example) -> float:
+            if min_score is None:
+                return -math.inf
+            return max(min_score, LESSON_MIN_SCORE) if e.source in PERSON_SOURCES else min_score
 
         def rank(i: int) -> tuple[float, int]:
             unlike = is_question(examples[i].request) != asks
-            return (-(scores[i] - (EXAMPLE_QUESTION_MISMATCH if unlike else 0.0)), i)
+            bonus = LESSON_BONUS if examples[i].source in PERSON_SOURCES else 0.0
+            return (-(scores[i] + bonus - (EXAMPLE_QUESTION_MISMATCH if unlike else 0.0)), i)
 
         order = sorted(
-            (i for i, e in enumerate(examples) if id(e) not in problems and scores[i] >= floor),
+            (i for i, e in enumerate(examples) if id(e) not in problems and scores[i] >= floor(e)),
             key=rank,
         )
         return [examples[i] for i in order]
@@ -392,13 +444,15 @@ class ExampleBank:
         registry: Registry | None = None,
         min_score: float | None = None,
         allowed: Collection[str] | None = None,
+        workspace: str | None = None,
     ) -> list[Example]:
         """Up to `k` examples most like `request` whose `render` fits `budget_tokens` (as
         `count` measures it), in rank order. Of examples with one call shape only the best is
         taken, until every other shape has been tried. With `registry`, only examples whose
         calls it accepts; with `min_score`, only ones at least that similar; with `allowed`,
         only ones whose calls can all be made now (an example of a write, shown for "hello",
-        taught the model to claim it had written a file)."""
+        taught the model to claim it had written a file); lessons scoped to a workspace only in
+        `workspace`."""
         if budget_tokens is not None and count is None:
             raise LlmosError(ErrorCode.E_INVAL, "a token budget needs a count function")
         chosen: list[Example] = []
@@ -410,7 +464,9 @@ class ExampleBank:
                 return True
             return count(render([*chosen, example])) <= budget_tokens
 
-        ranked = self.ranked(request, registry=registry, min_score=min_score, allowed=allowed)
+        ranked = self.ranked(
+            request, registry=registry, min_score=min_score, allowed=allowed, workspace=workspace
+        )
         shapes: set[Shape] = set()
         repeats: list[Example] = []
         for example in ranked:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message
-from llmos.kernel.examples import is_question, render
+from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
+from llmos.kernel.examples import PERSON_SOURCES, is_question, render
 from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
 from llmos.kernel.policy import allowed_effects
@@ -591,12 +592,21 @@ class Kernel:
         showed (`unconnected`)."""
         turn = conversation.current
         if turn is not None and call.call == "calc":
-            made_up = unconnected(str(getattr(call, "expression", "")), seen_text(conversation))
+            expression = str(getattr(call, "expression", ""))
+            made_up = unconnected(expression, seen_text(conversation))
             if made_up:
                 return (
                     f"ERROR: calc uses {made_up}, which neither the user nor any RESULT "
                     "shows. Compute only with the numbers shown; if a RESULT already states "
                     "the answer, reply with it."
+                )
+            twice = double_counted(expression)
+            if twice:
+                total = twice.split(" = ", 1)[0]
+                return (
+                    f"ERROR: that calc counts {total} twice: {twice} already, so {total} is "
+                    f"the total of the others. If the RESULT states the total ({total}), reply "
+                    "with it."
                 )
         if turn is None or call.call not in ENDS_TURN:
             return ""
@@ -608,13 +618,28 @@ class Kernel:
                     f"ERROR: you replied without looking at {unread[0]}, so you do not know "
                     "what it holds yet. Make the call that reads it first."
                 )
-            made = " ".join(m["content"] for m in turn.messages[:-1] if m["role"] == "assistant")
+            calls = [m["content"] for m in turn.messages[:-1] if m["role"] == "assistant"]
+            made = " ".join(calls)
             unmade = [t for t in turn.targets if json.dumps(t)[1:-1] not in made]
             if unmade:
                 return (
                     f"ERROR: the request also asks for {unmade[0]}, and no call of this turn has "
                     "made it yet. Make that call now (use what the RESULTs above show), or "
                     "reply why you cannot."
+                )
+            unread_file = unread_asked(turn.request, calls, turn.targets)
+            if unread_file:
+                return (
+                    f"ERROR: the user asked what {unread_file} says, and no call of this turn "
+                    "has read it (fs.stat shows only its size and date). Read it first "
+                    "(fs.read, or image.text for an image), then answer from its text."
+                )
+            told = about_the_file(turn.request, str(getattr(call, "text", "")), calls)
+            if told:
+                return (
+                    f"ERROR: the user asked what the file holds, not its size or date, and your "
+                    f'reply says {told!r}. Reply with what its "text" in the RESULT above says '
+                    "(quote it when it is short)."
                 )
             text = str(getattr(call, "text", ""))
             if repeats(text, turn.request):
@@ -635,15 +660,23 @@ class Kernel:
             if unnamed:
                 return (
                     f"{WHICH_FILE_DOUBT}, and your reply names none. Reply "
-                    f"again, naming the file(s) by their path from the RESULTs above (such as "
-                    f"{unnamed})."
+                    f"again, naming the file(s) by their path from the RESULTs above, as in "
+                    f'"{unnamed} mentions it."'
                 )
-            unseen = unseen_numbers(text, seen_text(conversation))
+            seen = seen_text(conversation)
+            unseen = unseen_numbers(text, seen)
             if unseen:
                 return (
                     f"ERROR: your reply says {unseen[0]}, which no RESULT shows. If you worked "
                     "it out, compute it with calc first, from the numbers you used; if a file "
                     "has it (or its lines), read the file; else reply without it."
+                )
+            counted = unseen_counts(text, seen)
+            if counted:
+                return (
+                    f"ERROR: your reply says {counted[0]}, and no RESULT shows that count. "
+                    "Count them one by one in the RESULT above (name them when they are few), "
+                    "or reply without a number."
                 )
             return ""
         if echoes(str(getattr(call, "question", "")), turn.request):
@@ -677,7 +710,7 @@ class Kernel:
         if shown != last:
             turn.view = shown
         allowed = self.grammars.constraint(snapshot).callable  # cached for the first decision
-        turn.examples = self.examples_for(request, allowed)
+        turn.examples = self.examples_for(request, allowed, str(process.workspace.root))
         return snapshot
 
     def _fitting_tools(self, request: str) -> list[str]:
@@ -693,11 +726,14 @@ class Kernel:
             log.warning("tool fitting: %s", exc)
             return []
 
-    def examples_for(self, request: str, allowed: list[str] | None = None) -> str:
+    def examples_for(
+        self, request: str, allowed: list[str] | None = None, workspace: str | None = None
+    ) -> str:
         """The bank's examples nearest `request` (that the live table accepts, and whose calls
-        are all in `allowed` when given), within EXAMPLE_TOKENS, as the prompt shows them, the
-        nearest last (next to the request), and the session's own tools whose descriptions fit
-        it; "" when there are none or the bank fails."""
+        are all in `allowed` when given; the person's lessons of `workspace` or of anywhere),
+        within EXAMPLE_TOKENS, as the prompt shows them, the nearest last (next to the
+        request), and the session's own tools whose descriptions fit it; "" when there are
+        none or the bank fails."""
         bank = self.system.examples
         if self.example_count <= 0:
             return ""
@@ -717,7 +753,11 @@ class Kernel:
                 registry=registry,
                 min_score=EXAMPLE_MIN_SCORE if bank.embedder is not None else None,
                 allowed=allowed,
+                workspace=workspace,
             )
+            taught = [e.request for e in chosen if e.source in PERSON_SOURCES]
+            if taught:
+                self.system.lessons.used(taught)
             extras = {spec.name: spec for spec in extra_specs(registry)}
             fits = bank.fitting(
                 request, {n: s.description for n, s in extras.items()}, TOOL_MIN_SCORE
@@ -913,7 +953,8 @@ class Kernel:
                 note = ""
                 turn = conversation.current
                 if kind == "reply" and turn is not None:
-                    unseen = unseen_numbers(text, seen_text(conversation))
+                    shown_text = seen_text(conversation)
+                    unseen = unseen_numbers(text, shown_text) + unseen_counts(text, shown_text)
                     results = " ".join(m["content"] for m in turn.messages if evidence(m))
                     unnamed = names_no_found_file(text, turn.request, results)
                     note = unmade_claims(text, done, unseen, unnamed)

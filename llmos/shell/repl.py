@@ -33,7 +33,7 @@ from llmos.syscalls.cmdline import is_direct_call, parse_line
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
-    from llmos.kernel.loop import Event, Kernel
+    from llmos.kernel.loop import Event, Kernel, Turn
     from llmos.kernel.process import Process
     from llmos.kernel.scheduler import Scheduler
     from llmos.system import System
@@ -53,6 +53,10 @@ Built-ins:
   :caps revoke ID       revoke one (and everything attenuated from it)
   :audit [N]            the last N calls (10) from the audit log, and whether it verifies
   :undo [N | list]      undo the last change (a request's, a syscall's) or change N; list them
+  :teach [REQUEST]      show the right calls for the last request (or REQUEST): type them as
+                        syscalls (!fs.write path=x.txt content=), then :done (or :cancel)
+  :good                 keep the last request and its calls as an example for the kernel
+  :bad                  never show the last request's calls as an example
   :mem                  context budget, summary, resident and recalled turns
   :model                the model in use and its speed
   :apps                 plugin apps loaded (and failed), tools declared
@@ -246,6 +250,9 @@ class Shell:
         self.thinking: Callable[[bool], None] = lambda on: None
         """Told when the kernel starts and stops thinking (the terminal shows a spinner)."""
         self.started = time.monotonic()
+        self.teaching: tuple[str, list[dict[str, Any]], str | None] | None = None
+        """While teaching (`:teach`): the request, the calls shown for it so far, and the
+        workspace the lesson holds in (None: anywhere)."""
         self.jobs = JobTable(system, workspace, kernel, self._job_ended, parent=self.process)
 
     def handle(self, line: str) -> tuple[bool, str]:
@@ -270,6 +277,11 @@ class Shell:
         if line.startswith(":"):
             return self.builtin(line[1:].split())
         background = line == "&" or line.endswith(" &")
+        if self.teaching is not None and not is_direct_call(line, self.system.registry):
+            return False, (
+                f"teaching {self.teaching[0]!r}: type its calls as syscalls "
+                "(!fs.write path=x.txt content=), then :done, or :cancel"
+            )
         if not is_direct_call(line, self.system.registry):
             if background:
                 return self.background(line[:-1].strip())
@@ -303,7 +315,59 @@ class Shell:
             positional = required[0] if len(required) == 1 else None
         raw = parse_line(line, positional)
         result = self.system.dispatch(self.process, raw)
+        if result.ok and self.teaching is not None:
+            self.teaching[1].append(raw)
         return result.ok, result.render()
+
+    def last_turn(self, ended: bool = True) -> Turn | None:
+        """The conversation's last turn that ended in a reply or a question (any last turn,
+        when not `ended`: one that failed may be taught too), or None."""
+        turns = [t for t in self.conversation.turns if not ended or t.reply or t.asked]
+        return turns[-1] if turns else None
+
+    def teach(self, name: str, rest: list[str]) -> tuple[bool, str]:
+        """`:teach`, `:done`, `:cancel`, `:good` and `:bad`: the person's lessons (examples the
+        kernel is shown for requests like theirs; see llmos.kernel.lessons)."""
+        from llmos.kernel.lessons import scope_of, turn_calls
+
+        lessons, bank = self.system.lessons, self.system.examples
+        if name in ("done", "cancel"):
+            if self.teaching is None:
+                return False, f":{name} ends teaching; start it with :teach"
+            (request, calls, scope), self.teaching = self.teaching, None
+            if name == "cancel" or not calls:
+                return True, "nothing taught"
+            lessons.add(request, calls, "taught", scope)
+            bank.add(request, calls, source="taught", scope=scope)
+            return True, f"taught: {request!r} -> " + ", ".join(c["call"] for c in calls)
+        if self.teaching is not None:
+            return False, f"already teaching {self.teaching[0]!r}: :done or :cancel first"
+        turn = self.last_turn(ended=name != "teach")
+        if name == "teach":
+            request = " ".join(rest) or (turn.request if turn is not None else "")
+            if not request:
+                return False, "usage: :teach REQUEST (no request has been made yet)"
+            # Scoped by the paths that exist now, before the shown calls make any.
+            self.teaching = (request, [], scope_of(request, self.process.workspace.root))
+            return True, (
+                f"teaching {request!r}: type the calls that do it as syscalls "
+                "(!fs.write path=x.txt content=), then :done (or :cancel)"
+            )
+        if turn is None:
+            return False, f":{name} marks the last request's calls; no request has ended yet"
+        calls = turn_calls(turn.messages)
+        if not calls:
+            return False, "the last request made no call that went through"
+        scope = scope_of(turn.request, self.process.workspace.root)
+        if name == "good":
+            lessons.add(turn.request, calls, "good", scope)
+            bank.add(turn.request, calls, source="good", scope=scope)
+            return True, f"kept as an example: {turn.request!r}"
+        lessons.add(turn.request, calls, "bad", scope)
+        bank.hide(turn.request, calls)
+        return True, f"never shown again: {turn.request!r} -> " + ", ".join(
+            c["call"] for c in calls
+        )
 
     def ask_kernel(self, request: str) -> tuple[bool, str]:
         """Run a request through the kernel, emitting each step; returns the final status."""
@@ -616,6 +680,8 @@ class Shell:
             return self.audit_report(int(rest[0]) if rest else 10)
         if name == "undo":
             return self.undo(rest)
+        if name in ("teach", "done", "cancel", "good", "bad"):
+            return self.teach(name, rest)
         if name == "mem":
             return self.memory_status()
         if name == "model":
@@ -676,6 +742,11 @@ BUILTINS = (
     ":caps",
     ":audit",
     ":undo",
+    ":teach",
+    ":done",
+    ":cancel",
+    ":good",
+    ":bad",
     ":mem",
     ":model",
     ":apps",

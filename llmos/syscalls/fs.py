@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import fnmatch
 import functools
@@ -79,13 +80,15 @@ class FsRead(Syscall):
 
 
 class FsReadResult(Quiet):
-    """The text read, its exact line and word counts, and whether more remains."""
+    """The text read, its exact line and word counts, and whether more remains. A document's
+    text has no `lines`: the lines of a conversion are no count a person means (the 1.5B model
+    called a two-row table's four lines "4 items")."""
 
-    quiet = frozenset({"format", "pages", "ocr"})
+    quiet = frozenset({"format", "pages", "ocr", "lines"})
 
     path: str
     size: int
-    lines: int
+    lines: int | None
     words: int
     text: str
     offset: int
@@ -205,14 +208,16 @@ class FsStatResult(Quiet):
     """Metadata of one path; `lines` is counted for a text file (None for anything else), and
     `preview` is a small UTF-8 text file's start: all of it when short, else its first lines
     and "..." (None for a binary, a folder, a link or a file over STAT_PREVIEW_MAX_BYTES).
-    A document's (PDF, Office...) `lines` and `preview` are of its text, with its `format` and
-    `pages`; an image's only when its text was read before (OCR is not run for a stat)."""
+    A document's (PDF, Office...) `preview` is of its text, with its `format` and `pages` (and
+    no `lines`: the 1.5B model read a 2-page PDF's 7 lines as "7 pages"); an image's only
+    when its text was read before (OCR is not run for a stat).
+    `modified` is local time, ISO 8601 to the second ("2026-03-05 14:02:11+01:00")."""
 
     path: str
     type: Literal["file", "dir", "link", "other"]
     size: int
     lines: int | None = None
-    mtime: float
+    modified: str
     mode: str
     preview: str | None = None
     format: str | None = None
@@ -527,7 +532,7 @@ def fs_read(call: FsRead, process: Process) -> FsReadResult:
     return FsReadResult(
         path=loc.rel,
         size=size,
-        lines=_count_lines(text),
+        lines=_count_lines(text) if kind is None else None,
         words=len(text.split()),
         text=text,
         offset=call.offset,
@@ -886,18 +891,24 @@ def fs_stat(call: FsStat, process: Process) -> FsStatResult:
                     data = None if extracted is None else extracted.text.encode("utf-8")
                     if extracted is not None:
                         extras = {"format": kind, "pages": extracted.parts}
-                lines = _count_data_lines(data)
+                lines = _count_data_lines(data) if kind is None else None
                 preview = None if data is None else _preview(data)
         return FsStatResult(
             path=_display(loc.rel),
             type=_kind(info.st_mode),
             size=info.st_size,
             lines=lines,
-            mtime=info.st_mtime,
+            modified=_local_time(info.st_mtime),
             mode=stat.filemode(info.st_mode),
             preview=preview,
             **extras,
         )
+
+
+def _local_time(moment: float) -> str:
+    """A timestamp as local ISO 8601 to the second: the 1.5B model turned a float of seconds
+    since 1970 into an invented "2024-01-01"."""
+    return dt.datetime.fromtimestamp(moment).astimezone().isoformat(sep=" ", timespec="seconds")
 
 
 def _document_preview(process: Process, data: bytes, kind: str, shown: str) -> Extracted | None:

@@ -374,7 +374,7 @@ def test_a_reply_to_which_file_that_names_none_goes_back(
         "which file mentions the boiler service?",
     )
     assert kinds == ["call", "result", "call", "error", "call", "reply"]
-    assert "such as house/letter.txt" in backend.prompts[2][-1]["content"]
+    assert '"house/letter.txt mentions it."' in backend.prompts[2][-1]["content"]
     grammars = [c.grammar.splitlines()[0] for c in backend.constraints if c is not None]
     assert grammars[2] == "root ::= call-reply", "told to name the file, it may not ask instead"
     # A reply that still names none stands, and the person is told which file was found.
@@ -604,3 +604,77 @@ def test_a_guessed_number_kept_after_the_doubt_is_noted_and_opens_no_arithmetic(
     assert [e.kind for e in events] == ["call", "error", "call", "reply"]
     assert all("calc" not in c.callable for c in backend.constraints if c is not None)
     assert events[-1].note == "llmos: no call or message showed 12:34 (a guess)"
+
+
+def test_a_calc_adding_a_total_to_its_parts_goes_back(system: System, workspace: Path) -> None:
+    proc = system.spawn("t", workspace, patterns=["fs.*", "calc", "reply", "ask"])
+    (workspace / "invoice.txt").write_text("Subtotal: 310.00\nVAT: 58.90\nTotal: 368.90\n")
+    kinds, backend, conv = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "invoice.txt"},
+            {"call": "calc", "expression": "310.00+58.90+368.90"},
+            {"call": "reply", "text": "The total is 368.90."},
+        ],
+        "what's the total on invoice.txt?",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "counts 368.90 twice" in backend.prompts[2][-1]["content"]
+    assert conv.turns[-1].reply == "The total is 368.90."
+
+
+def test_a_reply_with_a_count_no_result_shows_goes_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "prices.txt").write_text("Item | Price\nDelta kite | 45\nBox kite | 60\n")
+    outputs: list[str | dict[str, object]] = [
+        {"call": "fs.read", "path": "prices.txt"},
+        {"call": "reply", "text": "The table has 4 items."},
+        {"call": "reply", "text": "It lists the Delta kite (45) and the Box kite (60)."},
+    ]
+    kinds, backend, _ = run(system, proc, outputs, "what's in the table in prices.txt?")
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "your reply says 4 items" in backend.prompts[2][-1]["content"]
+    # Kept after going back once, the count stands with a note that nothing showed it.
+    backend = ScriptedBackend([outputs[0], outputs[1], outputs[1]])
+    events = list(Kernel(system, backend).turn(proc, Conversation(), "what's in prices.txt?"))
+    assert events[-1].kind == "reply"
+    assert "4 items" in events[-1].note
+
+
+def test_a_reply_on_what_a_file_says_without_reading_it_goes_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "report.txt").write_text("Revenue grew 12%.\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.stat", "path": "report.txt"},
+            {"call": "reply", "text": "The report was last changed today."},
+            {"call": "fs.read", "path": "report.txt"},
+            {"call": "reply", "text": "Revenue grew 12%."},
+        ],
+        "summarise report.txt",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "result", "call", "reply"]
+    assert "asked what report.txt says" in backend.prompts[2][-1]["content"]
+
+
+def test_a_reply_with_a_files_size_when_its_text_was_asked_for_goes_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    (workspace / "prices.txt").write_text("Item | Price\nDelta kite | 45\n")
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "prices.txt"},
+            {"call": "reply", "text": "prices.txt has 6 words and is 29 bytes long."},
+            {"call": "reply", "text": "It lists the Delta kite at 45."},
+        ],
+        "what's in the table in prices.txt?",
+    )
+    assert kinds == ["call", "result", "call", "error", "call", "reply"]
+    assert "not its size or date" in backend.prompts[2][-1]["content"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -530,7 +531,9 @@ def test_stat_file(call: Any, workspace: Path) -> None:
     assert value["type"] == "file"
     assert value["size"] == 5
     assert value["mode"] == "-rw-r-----"
-    assert value["mtime"] == pytest.approx(target.stat().st_mtime)
+    modified = dt.datetime.fromisoformat(value["modified"])
+    assert modified.tzinfo is not None
+    assert modified.timestamp() == pytest.approx(target.stat().st_mtime, abs=1)
 
 
 def test_stat_folder_root_and_link(call: Any, workspace: Path) -> None:
