@@ -227,6 +227,10 @@ LESSON_MIN_SCORE = 0.45
 built-ins' floor (EXAMPLE_MIN_SCORE), since a lesson shown for an unrelated request teaches
 its calls where they do not belong."""
 
+LESSON_FRAME_SCORE = 0.6
+"""How like a request a lesson counts when both open the same way ("never forget: ...",
+"chuck PATH in the bin": see examples.frame_score), whatever their content."""
+
 EXAMPLE_QUESTION_MISMATCH = 0.2
 """How much less like a request an example counts when one of them is a question and the other
 is not: "my dog is called Rex" (tells a fact) is near "what is my dog called?" by meaning,

@@ -97,3 +97,21 @@ def test_mem_reindex_rebuilds_the_index_from_the_store(
     assert main(["call", "--output-json", "mem.search", "query=boat name"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert "Wave" in found["value"]["hits"][0]["text"]
+
+
+def test_learn_imports_lists_forgets_and_names_a_bad_line(workspace: Path) -> None:
+    good = {"request": "ditch temp.log", "calls": [{"call": "fs.delete", "path": "temp.log"}]}
+    bad = {"request": "tack it on", "calls": [{"call": "fs.append", "path": "a.txt"}]}
+    source = workspace / "teach.jsonl"
+    source.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    proc = run_cli("learn", "import", str(source), cwd=workspace)
+    assert proc.returncode != 0
+    assert "teach.jsonl:2" in proc.stderr and "text" in proc.stderr
+    source.write_text(json.dumps(good) + "\n")
+    assert "taught 1 examples" in run_cli("learn", "import", str(source), cwd=workspace).stdout
+    listed = run_cli("learn", "list", cwd=workspace).stdout
+    assert "ditch temp.log" in listed and '"fs.delete"' in listed and "learning is on" in listed
+    assert run_cli("learn", "off", cwd=workspace).returncode == 0
+    assert "learning is off" in run_cli("learn", "list", cwd=workspace).stdout
+    assert "forgot 1 lessons" in run_cli("learn", "forget", "--all", cwd=workspace).stdout
+    assert run_cli("learn", "forget", cwd=workspace).returncode == 2

@@ -14,15 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.limits import EXAMPLE_QUESTION_MISMATCH, LESSON_BONUS, LESSON_MIN_SCORE
+from llmos.limits import (
+    EXAMPLE_QUESTION_MISMATCH,
+    LESSON_BONUS,
+    LESSON_FRAME_SCORE,
+    LESSON_MIN_SCORE,
+)
 from llmos.syscalls.base import Registry
-from llmos.text import bm25, words
+from llmos.text import STOPWORDS, bm25, words
 
 # The line the kernel sees after each call is prompt.result_message(json); examples show its
 # shape without a real result. Not imported from prompt.py, which may come to import this module.
 RESULT_PLACEHOLDER = "RESULT: ..."
 
 DEFAULT_K = 4
+READY_MISSING = 8
+"""Examples without a vector a bank embeds while ranking rather than wait for `warm`."""
 
 _SHARED_VECTORS: dict[tuple[str, str], list[float]] = {}
 """Vectors of example requests by (embedding model, request), shared by a process's banks:
@@ -83,6 +90,72 @@ class Rule:
 
 PERSON_SOURCES = frozenset({"taught", "good"})
 """Sources of the person's own examples (llmos.kernel.lessons): ranked above the others."""
+
+
+_FRAME_TOKEN = re.compile(
+    r"""'[^']*'|"[^"]*"|[\w.~/@+-]*[./][\w.~/@+-]+|\d[\d:.,]*\w*|[\w']+:?""", re.UNICODE
+)
+
+
+_NO_MEANING = STOPWORDS | frozenset(
+    [
+        "PATH",
+        "TEXT",
+        "NUM",
+        "how",
+        "where",
+        "when",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "was",
+        "were",
+        "have",
+        "has",
+        "had",
+        "will",
+        "not",
+        "i'm",
+        "don't",
+        "let",
+    ]
+)
+"""Frame words that say nothing of a request's kind (a placeholder, a question word)."""
+
+
+def frame(request: str) -> list[str]:
+    """A request's words with what varies put aside: quoted text as TEXT, paths as PATH,
+    numbers as NUM ("tuck notes.txt away in old/" -> tuck PATH away in PATH)."""
+    out = []
+    for token in _FRAME_TOKEN.findall(request.lower()):
+        if token[0] in "'\"" and len(token) > 1 and token[-1] == token[0]:
+            out.append("TEXT")
+        elif token[0].isdigit():
+            out.append("NUM")
+        elif "/" in token or re.search(r"\w\.\w", token):
+            out.append("PATH")
+        else:
+            out.append(token)
+    return out
+
+
+def frame_score(request: str, example: str) -> float:
+    """How surely `example` is said the way `request` is: 0 unless their frames open with the
+    same two or more words, one of them a word of meaning ("keep in mind that ...", "tuck
+    PATH away ..."), then LESSON_FRAME_SCORE and more for a longer shared opening. A person's
+    habits of phrasing live there, where sentence embeddings weigh the content: "never forget:
+    Lena's flight lands at 6pm" and "never forget: the boiler code is 1234" score 0.25."""
+    ours, theirs = frame(request), frame(example)
+    shared = 0
+    for a, b in zip(ours, theirs, strict=False):
+        if a != b:
+            break
+        shared += 1
+    meaning = [w for w in ours[:shared] if w.strip(":") not in _NO_MEANING]
+    if shared < 2 or not meaning:
+        return 0.0
+    return min(LESSON_FRAME_SCORE + 0.05 * (shared - 2), 0.9)
 
 
 def _key(example: Example) -> tuple[str, str]:
@@ -345,13 +418,15 @@ class ExampleBank:
 
     @property
     def ready(self) -> bool:
-        """Whether ranking would not wait: no embedder, or it is loaded and every example has
-        its vector."""
+        """Whether ranking would not wait: no embedder, or it is loaded and at most
+        READY_MISSING examples lack a vector (a lesson just taught is embedded in milliseconds
+        when it is first ranked)."""
         if self.embedder is None:
             return True
         examples, _ = self._snapshot()
         loaded = bool(getattr(self.embedder, "loaded", True))
-        return loaded and all(e.request in self._vectors for e in examples)
+        missing = sum(1 for e in examples if e.request not in self._vectors)
+        return loaded and missing <= READY_MISSING
 
     def warm(self) -> threading.Thread | None:
         """Start embedding the examples (loading the embedder) on a background thread, so the
@@ -416,6 +491,9 @@ class ExampleBank:
             if e.scope is not None and e.scope != workspace:
                 problems.setdefault(id(e), "another workspace's")
         scores = self._scores(request, examples, word_lists)
+        for i, e in enumerate(examples):
+            if e.source in PERSON_SOURCES:
+                scores[i] = max(scores[i], frame_score(request, e.request))
         asks = is_question(request)
 
         def floor(e: Example) -> float:

@@ -698,7 +698,7 @@ class Kernel:
             changes=snapshot.changes,
             tools=self.system.tools.names(),
             fits_tool=bool(self._fitting_tools(words)),
-        )
+        ) | self._taught_effects(request, str(process.workspace.root))
         snapshot = replace(snapshot, allows=process.allows)
         if "write" in process.allows and snapshot.complete:
             real = {e.path for e in snapshot.entries}
@@ -712,6 +712,27 @@ class Kernel:
         allowed = self.grammars.constraint(snapshot).callable  # cached for the first decision
         turn.examples = self.examples_for(request, allowed, str(process.workspace.root))
         return snapshot
+
+    def _taught_effects(self, request: str, workspace: str) -> frozenset[str]:
+        """The effects of the calls the person taught for requests like this one (the nearest
+        lesson at least LESSON_MIN_SCORE similar, or said the same way): what their words mean
+        is theirs to teach ("ditch x.txt" deletes it), and only they can teach it (the shell,
+        `llmos learn import`), never a file or a model. Empty while the embedder loads."""
+        bank = self.system.examples
+        if bank.embedder is None or not bank.ready:
+            return frozenset()
+        try:
+            ranked = bank.ranked(request, min_score=EXAMPLE_MIN_SCORE, workspace=workspace)
+        except Exception as exc:  # a failing embedder must not stop a turn
+            log.warning("lessons: %s", exc)
+            return frozenset()
+        lesson = next((e for e in ranked if e.source in PERSON_SOURCES), None)
+        effects: set[str] = set()
+        for call in lesson.calls if lesson is not None else []:
+            spec = self.system.registry.get(str(call.get("call")))
+            if spec is not None:
+                effects |= spec.model.declared_effects()
+        return frozenset(effects)
 
     def _fitting_tools(self, request: str) -> list[str]:
         """The session's tools whose descriptions are close in meaning to `request` (none

@@ -164,3 +164,26 @@ def test_calc_takes_only_an_operation_not_a_bare_number(backend: LlamaCppBackend
         assert accepted(text), text
     for text in ['"12"', '"(12)"', '"-7"', '"12 lines"', '"sum(sum(sum(1)))"']:
         assert not accepted(text), text
+
+
+def test_a_taught_correction_changes_the_decision_on_a_paraphrase(
+    system: System, backend: LlamaCppBackend, workspace: Path
+) -> None:
+    """Taught once how the person says "keep this", the real model stores a differently worded
+    fact said the same way; the lesson also lets their words mean what it taught."""
+    warming = system.examples.warm()
+    if warming is not None:
+        warming.join()
+    proc = system.spawn("t", workspace, patterns=["fs.*", "mem.*", "reply", "ask"])
+    request = "never forget: Lena's flight lands at 6pm"
+    kernel = Kernel(system, backend, max_steps=1)
+    kernel.begin(proc, Conversation(), request)
+    assert "remember" not in proc.allows, "untaught, 'never forget' does not ask to store"
+    before = kernel.first_call(proc, Conversation(), request)
+    taught = [{"call": "mem.store", "text": "the boiler code is 1234"}]
+    system.lessons.add("never forget: the boiler code is 1234", taught)
+    system.lessons.teach_bank(system.examples)
+    after = kernel.first_call(proc, Conversation(), request)
+    assert "remember" in proc.allows
+    assert before.call != "mem.store"
+    assert after.call == "mem.store" and "6" in str(getattr(after, "text", ""))
