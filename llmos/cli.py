@@ -294,6 +294,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "lessons":
+        from llmos.bench.lessons import bench_lessons
+        from llmos.kernel.backend import open_backend
+
+        settings = _settings(args)
+        figures = bench_lessons(settings, open_backend(settings), size=args.size)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     if args.what == "documents":
         from llmos.bench.documents import bench_documents
 
@@ -513,9 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             *("dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"),
-            "documents",
+            *("documents", "lessons"),
         ],
     )
+    bench.add_argument("--size", type=int, default=1000, help="lessons: how many to teach")
     bench.add_argument(
         "file", nargs="?", help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo)"
     )

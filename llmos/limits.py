@@ -227,6 +227,13 @@ LESSON_MIN_SCORE = 0.45
 built-ins' floor (EXAMPLE_MIN_SCORE), since a lesson shown for an unrelated request teaches
 its calls where they do not belong."""
 
+LESSON_EFFECT_SCORE = 0.6
+"""A lesson lets a request cause its calls' effects (taught that "ditch x" deletes) only when
+at least this similar, or said the same way (LESSON_FRAME_SCORE): measured on the learned
+suite, paraphrases of a lesson scored 0.46-0.88 and unrelated requests up to 0.53 ("tuck
+notes.txt away in old/" against "create an empty file called notes.md"), so showing a lesson
+(LESSON_MIN_SCORE) asks less than letting it widen what a request may do."""
+
 LESSON_FRAME_SCORE = 0.6
 """How like a request a lesson counts when both open the same way ("never forget: ...",
 "chuck PATH in the bin": see examples.frame_score), whatever their content."""

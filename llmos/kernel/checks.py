@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Collection, Iterable
 
+from llmos.kernel.grammar import wanted_name
 from llmos.kernel.grounding import mentioned_paths
 
 _SUM = re.compile(r"\s*\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?){2,}\s*")
@@ -83,7 +84,7 @@ def about_the_file(request: str, reply: str, calls: Iterable[str] = ()) -> str:
     replied with its byte and word counts."""
     if not READ_WORDS.search(request) or ABOUT_THE_FILE.search(request):
         return ""
-    if any(_name(text) not in LOOKING_CALLS for text in calls):
+    if any(wanted_name(text) not in LOOKING_CALLS for text in calls):
         return ""
     if not [p for p in mentioned_paths(request) if "." in p.rsplit("/", 1)[-1]]:
         return ""
@@ -117,12 +118,3 @@ def unread_asked(request: str, calls: Iterable[str], made: Collection[str] = ())
         if path.rsplit("/", 1)[-1].lower() not in read:
             return path
     return ""
-
-
-def _name(call: str) -> str:
-    """The name of a call written as JSON, or ""."""
-    try:
-        data = json.loads(call)
-    except ValueError:
-        return ""
-    return str(data.get("call", "")) if isinstance(data, dict) else ""

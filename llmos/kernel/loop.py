@@ -30,6 +30,7 @@ from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,
     EXAMPLE_TOKENS,
+    LESSON_EFFECT_SCORE,
     MAX_RESULT_CHARS,
     MAX_STEPS_PER_TURN,
     TOOL_MIN_SCORE,
@@ -715,20 +716,21 @@ class Kernel:
 
     def _taught_effects(self, request: str, workspace: str) -> frozenset[str]:
         """The effects of the calls the person taught for requests like this one (the nearest
-        lesson at least LESSON_MIN_SCORE similar, or said the same way): what their words mean
+        lesson, at least LESSON_EFFECT_SCORE similar or said the same way): what their words mean
         is theirs to teach ("ditch x.txt" deletes it), and only they can teach it (the shell,
         `llmos learn import`), never a file or a model. Empty while the embedder loads."""
         bank = self.system.examples
-        if bank.embedder is None or not bank.ready:
+        if bank.embedder is None or not bank.ready or not self.system.lessons.enabled:
             return frozenset()
         try:
-            ranked = bank.ranked(request, min_score=EXAMPLE_MIN_SCORE, workspace=workspace)
+            lesson, score = bank.nearest_lesson(request, workspace)
+        except LlmosError:
+            return frozenset()
         except Exception as exc:  # a failing embedder must not stop a turn
             log.warning("lessons: %s", exc)
             return frozenset()
-        lesson = next((e for e in ranked if e.source in PERSON_SOURCES), None)
         effects: set[str] = set()
-        for call in lesson.calls if lesson is not None else []:
+        for call in lesson.calls if score >= LESSON_EFFECT_SCORE else []:
             spec = self.system.registry.get(str(call.get("call")))
             if spec is not None:
                 effects |= spec.model.declared_effects()

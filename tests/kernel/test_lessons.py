@@ -120,21 +120,22 @@ def test_a_lesson_naming_workspace_paths_holds_in_that_workspace_alone(tmp_path:
 
 
 class Fixed:
-    """An embedder whose vectors are given: the cosines between requests are chosen."""
+    """An embedder whose vectors are given: the cosines between requests are chosen (any
+    other text is at right angles to all of them)."""
 
     def __init__(self, vectors: dict[str, list[float]]) -> None:
         self.vectors = vectors
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [self.vectors[t] for t in texts]
+        return [self.embed_one(t) for t in texts]
 
     def embed_one(self, text: str) -> list[float]:
-        return self.vectors[text]
+        return self.vectors.get(text, [0.0, 0.0, 1.0])
 
 
 def unit(cosine: float) -> list[float]:
-    """A vector at `cosine` to (1, 0)."""
-    return [cosine, math.sqrt(1 - cosine * cosine)]
+    """A vector at `cosine` to (1, 0, 0)."""
+    return [cosine, math.sqrt(1 - cosine * cosine), 0.0]
 
 
 def test_the_persons_examples_rank_above_the_builtins_when_near_enough() -> None:
@@ -142,7 +143,7 @@ def test_the_persons_examples_rank_above_the_builtins_when_near_enough() -> None
     bank = ExampleBank(
         embedder=Fixed(
             {
-                asked: [1.0, 0.0],
+                asked: [1.0, 0.0, 0.0],
                 "never forget: the bins go out on Monday": unit(0.60),
                 "don't forget that the boiler man comes on Monday": unit(0.50),
                 "remind me what I said about tea": unit(0.40),
@@ -158,3 +159,39 @@ def test_the_persons_examples_rank_above_the_builtins_when_near_enough() -> None
     assert [e.source for e in ranked] == ["taught", "builtin"]
     # Under LESSON_MIN_SCORE a lesson is not shown, though a built-in that close would be.
     assert EXAMPLE_MIN_SCORE < 0.40 < LESSON_MIN_SCORE
+
+
+def test_the_benchs_thousand_lessons_are_distinct_and_valid(system: System) -> None:
+    from llmos.bench.lessons import lessons
+
+    made = lessons(1000)
+    assert len({request for request, _ in made}) == 1000
+    for _, calls in made[:40]:  # every frame, every content
+        for call in calls:
+            system.registry.parse(call)
+
+
+def test_only_a_near_lesson_widens_what_a_request_may_do(system: System, workspace: Path) -> None:
+    from llmos.kernel.backend import ScriptedBackend
+    from llmos.kernel.loop import Conversation, Kernel
+
+    gist = "give me the gist of plan.txt"
+    system.examples.embedder = Fixed(
+        {gist: [1.0, 0.0, 0.0], "keep in mind that Sam is allergic to nuts": unit(0.5)}
+    )
+    system.lessons.add("keep in mind that Sam is allergic to nuts", [NOTE])
+    system.lessons.add("ditch temp.log", [{"call": "fs.delete", "path": "temp.log"}])
+    system.lessons.teach_bank(system.examples)
+    warming = system.examples.warm()
+    if warming is not None:
+        warming.join()
+    kernel = Kernel(system, ScriptedBackend([]))
+    proc = system.spawn("t", workspace, patterns=["fs.*", "mem.*", "reply", "ask"])
+    (workspace / "scratch.txt").write_text("x\n")
+    kernel.begin(proc, Conversation(), "ditch scratch.txt")
+    assert "delete" in proc.allows, "said the way a lesson was, it may do what that did"
+    kernel.begin(proc, Conversation(), gist)
+    assert "remember" not in proc.allows, "a lesson 0.5 alike is shown, but widens nothing"
+    system.lessons.set_enabled(False)
+    kernel.begin(proc, Conversation(), "ditch scratch.txt")
+    assert "delete" not in proc.allows
