@@ -268,12 +268,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "recall":
         from llmos.bench.recall import bench_recall
 
-        if not args.file:
+        if len(args.file) != 1:
             print(
                 "usage: llmos bench recall FILE.json [--questions N] [--json OUT]", file=sys.stderr
             )
             return 2
-        figures = bench_recall(_settings(args), Path(args.file), questions=args.questions)
+        figures = bench_recall(_settings(args), Path(args.file[0]), questions=args.questions)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
@@ -291,6 +291,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from llmos.bench.sandbox import bench_sandbox
 
         figures = bench_sandbox()
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
+    if args.what == "learning":
+        from llmos.bench.learning import bench_learning
+        from llmos.config import Settings
+        from llmos.kernel.backend import open_backend
+        from llmos.kernel.evaluation import load_cases
+        from llmos.system import System
+
+        if not args.file:
+            print("usage: llmos bench learning CASES.jsonl ... [--json OUT]", file=sys.stderr)
+            return 2
+        settings = _settings(args)
+        backend = open_backend(settings)
+        with (
+            tempfile.TemporaryDirectory(prefix="llmos-bench-") as scratch,
+            System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
+        ):
+            figures = bench_learning(system, backend, load_cases(Path(f) for f in args.file))
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
@@ -369,7 +389,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             for lesson in rows:
                 calls = " ; ".join(json.dumps(c, ensure_ascii=False) for c in lesson.calls)
                 where = f"  (in {lesson.workspace})" if lesson.workspace else ""
-                print(f"{lesson.id}  {lesson.kind:6} used {lesson.uses:<3} {lesson.request}")
+                print(f"{lesson.id}  {lesson.kind:7} used {lesson.uses:<3} {lesson.request}")
                 print(f"          -> {calls}{where}")
             state = "on" if lessons.enabled else "off (kept, not shown to the kernel)"
             print(f"{len(rows)} lessons; learning is {state}")
@@ -522,12 +542,15 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             *("dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"),
-            *("documents", "lessons"),
+            *("documents", "lessons", "learning"),
         ],
     )
     bench.add_argument("--size", type=int, default=1000, help="lessons: how many to teach")
     bench.add_argument(
-        "file", nargs="?", help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo)"
+        "file",
+        nargs="*",
+        help="recall: a conversation in LoCoMo's shape (../shared/eval/locomo); "
+        "learning: eval case files",
     )
     bench.add_argument(
         "--questions",

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         default=None,
         description="A sentence-transformers model folder; the packaged all-MiniLM-L6-v2 if unset.",
     )
+    learn_from_use: bool = Field(
+        default=True,
+        description=(
+            "Keep a shell turn that went right as an example for requests like it: one that "
+            "ended in a reply with no call failed, was not undone, and was not corrected or "
+            "asked again by the next request (see `llmos learn list`; `llmos learn off` stops "
+            "all lessons)."
+        ),
+    )
     journal_max_mb: int = Field(
         default=256,
         ge=1,

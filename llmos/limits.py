@@ -222,6 +222,14 @@ LESSON_BONUS = 0.15
 """How much more like a request the person's own examples (taught, kept) count than the
 built-ins, so a correction wins over the example that taught the mistake..."""
 
+LEARNED_BONUS = 0.05
+"""What a turn learned without being told (it went right and was not undone or corrected)
+adds: above the built-ins, below what the person taught or kept."""
+
+LEARNED_MAX_CHARS = 600
+"""A turn is learned only when its request and calls, as JSON, fit in this many characters:
+an example is a pattern to follow, and a long one would take the whole example budget."""
+
 LESSON_MIN_SCORE = 0.45
 """...when at least this similar to the request (cosine, before the bonus): above the
 built-ins' floor (EXAMPLE_MIN_SCORE), since a lesson shown for an unrelated request teaches

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
     EXAMPLE_QUESTION_MISMATCH,
+    LEARNED_BONUS,
     LESSON_BONUS,
     LESSON_FRAME_SCORE,
     LESSON_MIN_SCORE,
@@ -91,9 +92,16 @@ class Rule:
 PERSON_SOURCES = frozenset({"taught", "good"})
 """Sources of the person's own examples (llmos.kernel.lessons): ranked above the others."""
 
+LEARNED = "learned"
+"""Source of the examples learned from turns that went right without the person saying so
+(llmos.kernel.lessons.Learner): ranked above the built-ins, below what the person taught."""
+
+OWN_SOURCES = PERSON_SOURCES | {LEARNED}
+"""Examples of this person's own requests: one per request (and workspace), the newest."""
+
 
 _FRAME_TOKEN = re.compile(
-    r"""'[^']*'|"[^"]*"|[\w.~/@+-]*[./][\w.~/@+-]+|\d[\d:.,]*\w*|[\w']+:?""", re.UNICODE
+    r"""'[^']*'|"[^"]*"|[\w.~/@+-]*[./][\w.~/@+-]+|[\w.~@+-]+/|\d[\d:.,]*\w*|[\w']+:?""", re.UNICODE
 )
 
 
@@ -156,6 +164,10 @@ def frame_score(request: str, example: str) -> float:
     if shared < 2 or not meaning:
         return 0.0
     return min(LESSON_FRAME_SCORE + 0.05 * (shared - 2), 0.9)
+
+
+_BONUS = {"taught": LESSON_BONUS, "good": LESSON_BONUS, LEARNED: LEARNED_BONUS}
+"""What each source of the person's own examples adds to its similarity when ranked."""
 
 
 def _key(example: Example) -> tuple[str, str]:
@@ -270,8 +282,8 @@ class ExampleBank:
     ) -> Example | None:
         """Add one example (a copy of `calls`, which must be JSON), shown only in the workspace
         `scope` when given; None if the same request with the same calls is already here. A
-        person's example (source "taught" or "good") replaces their earlier one of the same
-        request and scope."""
+        person's example (source "taught", "good" or "learned") replaces their earlier one of the
+        same request and scope, but a learned one never takes a taught one's place."""
         request = " ".join(request.split()) if isinstance(request, str) else ""
         if not request:
             raise LlmosError(ErrorCode.E_INVAL, "an example needs a non-empty request")
@@ -295,16 +307,16 @@ class ExampleBank:
                 for e in self._examples
             ):
                 return None
-            if source in PERSON_SOURCES:
-                kept = [
-                    i
-                    for i, e in enumerate(self._examples)
-                    if not (
-                        e.source in PERSON_SOURCES and e.request.lower() == key and e.scope == scope
-                    )
-                ]
-                self._examples = [self._examples[i] for i in kept]
-                self._words = [self._words[i] for i in kept]
+            if source in OWN_SOURCES:
+
+                def same(e: Example) -> bool:
+                    return e.source in OWN_SOURCES and e.request.lower() == key and e.scope == scope
+
+                if source == LEARNED and any(
+                    same(e) and e.source in PERSON_SOURCES for e in self._examples
+                ):
+                    return None
+                self._keep(lambda e: not same(e))
             self._examples.append(example)
             self._words.append(words(request))
             self._validity = None
@@ -316,10 +328,7 @@ class ExampleBank:
         key = (" ".join(request.lower().split()), json.dumps(list(calls), sort_keys=True))
         with self._lock:
             self._hidden.add(key)
-            kept = [i for i, e in enumerate(self._examples) if _key(e) != key]
-            self._examples = [self._examples[i] for i in kept]
-            self._words = [self._words[i] for i in kept]
-            self._validity = None
+            self._keep(lambda e: _key(e) != key)
 
     def add_rule(self, text: str, *, source: str = "builtin") -> Rule:
         """Add one routing rule for the prompt."""
@@ -335,11 +344,15 @@ class ExampleBank:
         """Remove these examples and rules (by identity)."""
         drop = {id(e) for e in examples}
         with self._lock:
-            kept = [i for i, e in enumerate(self._examples) if id(e) not in drop]
-            self._examples = [self._examples[i] for i in kept]
-            self._words = [self._words[i] for i in kept]
+            self._keep(lambda e: id(e) not in drop)
             self._rules = [r for r in self._rules if not any(r is x for x in rules)]
-            self._validity = None
+
+    def _keep(self, keep: Callable[[Example], bool]) -> None:
+        """Keep only the examples `keep` accepts, with their words (the lock held)."""
+        kept = [i for i, e in enumerate(self._examples) if keep(e)]
+        self._examples = [self._examples[i] for i in kept]
+        self._words = [self._words[i] for i in kept]
+        self._validity = None
 
     def _snapshot(self) -> tuple[list[Example], list[list[str]]]:
         """The examples and their words as they stand now (another thread may add more)."""
@@ -505,11 +518,11 @@ class ExampleBank:
         def floor(e: Example) -> float:
             if min_score is None:
                 return -math.inf
-            return max(min_score, LESSON_MIN_SCORE) if e.source in PERSON_SOURCES else min_score
+            return max(min_score, LESSON_MIN_SCORE) if e.source in OWN_SOURCES else min_score
 
         def rank(i: int) -> tuple[float, int]:
             unlike = is_question(examples[i].request) != asks
-            bonus = LESSON_BONUS if examples[i].source in PERSON_SOURCES else 0.0
+            bonus = _BONUS.get(examples[i].source, 0.0)
             return (-(scores[i] + bonus - (EXAMPLE_QUESTION_MISMATCH if unlike else 0.0)), i)
 
         order = sorted(
@@ -517,6 +530,16 @@ class ExampleBank:
             key=rank,
         )
         return [examples[i] for i in order]
+
+    def similarity(self, a: str, b: str) -> float | None:
+        """How close `a` and `b` are in meaning (cosine); None without an embedder or while it
+        loads."""
+        if self.embedder is None or not self.ready:
+            return None
+        import numpy as np
+
+        va, vb = (np.asarray(v, dtype=np.float64) for v in self.embedder.embed([a, b]))
+        return float(va @ vb / ((np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0))
 
     def nearest_lesson(self, request: str, workspace: str | None = None) -> tuple[Example, float]:
         """The person's example most like `request` (of anywhere, or of `workspace`) and its

@@ -1,12 +1,15 @@
 """What llmos learned from its person: requests taught the right calls (`:teach` in the shell,
-`llmos learn import`), turns kept as they were (`:good`) and turns marked never to be shown
-(`:bad`). Kept under LLMOS_HOME/learned (sealed with the memory key when memory is encrypted)
-and put in the example bank, where the person's own examples rank above the built-ins: with a
-fixed small model, what the kernel is shown is what can change."""
+`llmos learn import`), turns kept as they were (`:good`), turns marked never to be shown
+(`:bad`), and turns that went right without a word said (`Learner`: ended in a reply, nothing
+failed or was undone, and the next request was no correction). Kept under LLMOS_HOME/learned
+(sealed with the memory key when memory is encrypted) and put in the example bank, where the
+person's own examples rank above the built-ins: with a fixed small model, what the kernel is
+shown is what can change."""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.grounding import mentioned_paths
-from llmos.limits import LESSONS_MAX
+from llmos.limits import LEARNED_MAX_CHARS, LESSONS_MAX
 from llmos.syscalls.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -30,8 +33,10 @@ SEALED = "lessons.sealed"
 OFF = "off"
 PURPOSE = "lessons"
 
-Kind = Literal["taught", "good", "bad"]
+Kind = Literal["taught", "good", "bad", "learned"]
 PERSON = ("taught", "good")
+"""Lesson kinds the person made: they outrank learned ones, which never replace them."""
+SHOWN = (*PERSON, "learned")
 """Lesson kinds that become examples (`bad` ones only keep an example from being shown)."""
 
 
@@ -190,15 +195,19 @@ class Lessons:
         calls: Sequence[Call],
         kind: Kind = "taught",
         workspace: str | None = None,
-    ) -> Lesson:
+    ) -> Lesson | None:
         """Keep `request` -> `calls`. The same request (in the same workspace) taught again
-        keeps only the newest; a `bad` lesson also drops a good one of the same calls. Over
-        the limit, the least used lessons go (bad ones last: they protect)."""
+        keeps only the newest; a `bad` lesson also drops a good one of the same calls. A
+        learned lesson is not kept (None) where the person taught the request or marked these
+        calls bad. Over the limit, learned lessons go first, then the least used (bad ones
+        last: they protect)."""
         request = " ".join(request.split())
         if not request:
             raise LlmosError(ErrorCode.E_INVAL, "a lesson needs a request")
         lesson = Lesson(secrets.token_hex(4), request, list(calls), kind, workspace)
         with self._lock:
+            if kind == "learned" and any(_outranks(old, lesson) for old in self._load()):
+                return None
             kept = [old for old in self._load() if not _replaces(lesson, old)]
             kept.append(lesson)
             while len(kept) > self.limit:
@@ -223,7 +232,7 @@ class Lessons:
         now = time.time()
         with self._lock:
             lessons = self._load()
-            hit = [x for x in lessons if normal(x.request) in shown and x.kind in PERSON]
+            hit = [x for x in lessons if normal(x.request) in shown and x.kind in SHOWN]
             for lesson in hit:
                 lesson.uses += 1
                 lesson.last_used = now
@@ -256,10 +265,12 @@ class Lessons:
                 raise LlmosError(ErrorCode.E_INVAL, f"{path}:{number}: not JSON ({exc})") from None
             except LlmosError as exc:
                 raise LlmosError(exc.code, f"{path}:{number}: {exc.message}") from None
-        return [
-            self.add(request, calls, "taught", scope_of(request, workspace))
-            for request, calls in found
-        ]
+        out = []
+        for request, calls in found:
+            lesson = self.add(request, calls, "taught", scope_of(request, workspace))
+            if lesson is not None:
+                out.append(lesson)
+        return out
 
     def teach_bank(self, bank: ExampleBank) -> int:
         """Put the person's lessons in `bank` (nothing when lessons are off); how many."""
@@ -275,17 +286,185 @@ class Lessons:
 
 
 def _replaces(new: Lesson, old: Lesson) -> bool:
-    """Whether `new` takes `old`'s place: a request taught (or kept) again keeps only the
-    newest calls; marking calls bad drops them as an example, and accepting them again drops
-    the mark. Lessons of other requests or workspaces stand."""
+    """Whether `new` takes `old`'s place: a request taught (or kept, or learned) again keeps
+    only the newest calls; marking calls bad drops them as an example, and accepting them
+    again drops the mark. Lessons of other requests or workspaces stand."""
     if normal(new.request) != normal(old.request) or new.workspace != old.workspace:
         return False
-    if new.kind in PERSON and old.kind in PERSON:
+    if new.kind in SHOWN and old.kind in SHOWN:
         return True
     return new.calls == old.calls
 
 
-def _worth(lesson: Lesson) -> tuple[int, int, float, float]:
-    """Which lesson goes first when the store is full: a good one before a bad one (a bad one
-    protects), then the least used, then the least recently used, then the oldest."""
-    return (lesson.kind == "bad", lesson.uses, lesson.last_used, lesson.created)
+def _outranks(old: Lesson, learned: Lesson) -> bool:
+    """Whether the person's `old` lesson keeps a `learned` one out: they taught or kept the
+    same request, or marked the same calls bad."""
+    if normal(old.request) != normal(learned.request) or old.workspace != learned.workspace:
+        return False
+    return old.kind in PERSON or (old.kind == "bad" and old.calls == learned.calls)
+
+
+def _worth(lesson: Lesson) -> tuple[int, int, int, float, float]:
+    """Which lesson goes first when the store is full: a learned one before the person's, a
+    good one before a bad one (a bad one protects), then the least used, then the least
+    recently used, then the oldest."""
+    return (
+        lesson.kind != "learned",
+        lesson.kind == "bad",
+        lesson.uses,
+        lesson.last_used,
+        lesson.created,
+    )
+
+
+CORRECTION = re.compile(
+    r"^\W*(?:no\b|nope\b|not (?:that|this|what|like|there)\b|wrong\b|that'?s (?:not|wrong)\b|"
+    r"that is (?:not|wrong)\b|i (?:meant|said|asked|wanted)\b|actually\b|instead\b|undo\b|"
+    r"stop\b|try again\b|again\b|you (?:didn'?t|did not|forgot|missed|were wrong)\b|"
+    r"why did(?:n'?t)? you\b|please (?:actually|really)\b)",
+    re.IGNORECASE,
+)
+"""How a request that corrects the one before it opens ("no, I meant the other file")."""
+
+REFERS = re.compile(
+    r"\b(?:it|its|that|them|those|these|this one|the same|again|too|also|as well)\b",
+    re.IGNORECASE,
+)
+"""Words by which a request points back at an earlier turn ("what's in it?")."""
+
+PATH_ARGS = frozenset({"path", "src", "dst"})
+"""Arguments that name a file: one the request does not name, where it points back, came
+from an earlier turn, and the example would teach it as if from nowhere."""
+
+MEANT_AGAIN = 0.75
+"""A next request naming the same paths as a turn's and at least this close in meaning
+(cosine) asks it again: the turn did not do it. Measured with all-MiniLM-L6-v2: asked again,
+"delete temp.csv" / "remove temp.csv" 0.95, "summarise report.md" / "... in one line" 0.80,
+"what's in notes.txt" / "show me notes.txt" 0.80; new requests, "read a.txt" / "read b.txt"
+0.83 (other paths), "copy a.txt to b.txt" / "now move b.txt to old/" 0.58."""
+
+
+def why_not_learned(
+    messages: Sequence[Mapping[str, str]], registry: Registry | None, after_ask: bool = False
+) -> tuple[list[Call], str]:
+    """The calls a finished turn would teach, and "" when it may be learned, else why not.
+    Only a turn that ended in a reply, where no call failed and no answer was sent back, is
+    learned; with something its calls changed, deleted or ran after a result was read, only
+    when every word those calls were given is the person's (a file's text may have asked for
+    them: the kernel must not teach itself what a file told it); not an answer to a question
+    the kernel asked (`after_ask`), and not longer than LEARNED_MAX_CHARS."""
+    if after_ask:
+        return [], "it answers a question the kernel asked"
+    if not messages or messages[0].get("role") != "user":
+        return [], "no request"
+    if CORRECTION.search(messages[0]["content"]):
+        return [], "it corrects an earlier turn"
+    last = _call_of(messages[-1]) if messages[-1].get("role") == "assistant" else None
+    if last is None or last.get("call") != "reply":
+        return [], "it did not end in a reply"
+    for message in messages[1:]:
+        text = message["content"]
+        if message["role"] != "assistant" and (
+            text.startswith(("ERROR:", "CANCELLED:")) or text.startswith('RESULT: {"ok":false')
+        ):
+            return [], "a call failed or was sent back"
+    calls = turn_calls(messages)
+    if not [c for c in calls if c["call"] != "reply"]:
+        return [], "it made no call but its reply"
+    request = messages[0]["content"]
+    if REFERS.search(request) and any(
+        key in PATH_ARGS and isinstance(value, str) and value.lower() not in request.lower()
+        for call in calls
+        for key, value in call.items()
+    ):
+        return [], "it leans on an earlier turn"
+    if len(json.dumps({"request": request, "calls": calls})) > LEARNED_MAX_CHARS:
+        return [], "too long to be an example"
+    try:
+        calls = check_calls(calls, registry)
+    except LlmosError as exc:
+        return [], exc.message
+    read = False
+    for call in calls:
+        spec = registry.get(call["call"]) if registry is not None else None
+        acts = spec is not None and bool(spec.model.declared_effects())
+        if acts and read and not _all_said(call, request):
+            return [], f"{call['call']} used what a result said, not the person"
+        read = read or not acts
+    return calls, ""
+
+
+def _call_of(message: Mapping[str, str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(message["content"])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _all_said(call: Call, request: str) -> bool:
+    """Whether every text argument of `call` is in the person's request."""
+    said = request.lower()
+    return all(
+        value.lower() in said
+        for key, value in call.items()
+        if key != "call" and isinstance(value, str) and value
+    )
+
+
+def corrects(request: str, earlier: str, similarity: float | None) -> bool:
+    """Whether `request` corrects `earlier`, the request just before it, or asks it again
+    (the same paths, and its meaning `similarity` at least MEANT_AGAIN, when known): then the
+    earlier turn did not do what was asked."""
+    if CORRECTION.search(request) or normal(request) == normal(earlier):
+        return True
+    same = set(mentioned_paths(request)) == set(mentioned_paths(earlier))
+    return same and similarity is not None and similarity >= MEANT_AGAIN
+
+
+@dataclass
+class Pending:
+    """A turn that may be learned, waiting for the person's next request."""
+
+    request: str
+    calls: list[Call]
+    scope: str | None
+
+
+class Learner:
+    """Turns that went right become examples without the person saying so, carefully: a turn
+    `why_not_learned` accepts waits for the person's next request, and is kept (as a "learned"
+    lesson) only if that request neither corrects it nor asks it again, and nothing was undone,
+    taught or marked in between (`drop`)."""
+
+    def __init__(self, lessons: Lessons, bank: ExampleBank, registry: Registry | None) -> None:
+        self.lessons = lessons
+        self.bank = bank
+        self.registry = registry
+        self.pending: Pending | None = None
+
+    def offer(
+        self, messages: Sequence[Mapping[str, str]], scope: str | None, after_ask: bool = False
+    ) -> str:
+        """Hold a finished turn until the next request; "" when it may be learned, else why
+        it will not be."""
+        calls, why = why_not_learned(messages, self.registry, after_ask)
+        self.pending = None if why else Pending(messages[0]["content"], calls, scope)
+        return why
+
+    def drop(self) -> None:
+        """Forget the waiting turn: the person undid something, taught or marked a turn."""
+        self.pending = None
+
+    def settle(self, request: str) -> Lesson | None:
+        """The person's next request: learn the waiting turn unless `request` corrects it;
+        the lesson learned, or None."""
+        pending, self.pending = self.pending, None
+        if pending is None or not self.lessons.enabled:
+            return None
+        if corrects(request, pending.request, self.bank.similarity(request, pending.request)):
+            return None
+        lesson = self.lessons.add(pending.request, pending.calls, "learned", pending.scope)
+        if lesson is not None:
+            self.bank.add(lesson.request, lesson.calls, source="learned", scope=lesson.workspace)
+        return lesson

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message
 from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
-from llmos.kernel.examples import PERSON_SOURCES, is_question, render
+from llmos.kernel.examples import OWN_SOURCES, is_question, render
 from llmos.kernel.grammar import GrammarCache, callable_specs
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
 from llmos.kernel.policy import allowed_effects
@@ -694,13 +694,17 @@ class Kernel:
         turn = conversation.begin(request)
         words = grounding_text(conversation)
         snapshot = scan(process.workspace, words, said=said(conversation))
-        process.allows = allowed_effects(
-            words,
-            changes=snapshot.changes,
-            tools=self.system.tools.names(),
-            fits_tool=bool(self._fitting_tools(words)),
-        ) | self._taught_effects(request, str(process.workspace.root))
-        snapshot = replace(snapshot, allows=process.allows)
+        taught, changes = self._taught_effects(request, str(process.workspace.root))
+        process.allows = (
+            allowed_effects(
+                words,
+                changes=snapshot.changes,
+                tools=self.system.tools.names(),
+                fits_tool=bool(self._fitting_tools(words)),
+            )
+            | taught
+        )
+        snapshot = replace(snapshot, allows=process.allows, changes=snapshot.changes or changes)
         if "write" in process.allows and snapshot.complete:
             real = {e.path for e in snapshot.entries}
             turn.targets = tuple(
@@ -714,27 +718,30 @@ class Kernel:
         turn.examples = self.examples_for(request, allowed, str(process.workspace.root))
         return snapshot
 
-    def _taught_effects(self, request: str, workspace: str) -> frozenset[str]:
+    def _taught_effects(self, request: str, workspace: str) -> tuple[frozenset[str], bool]:
         """The effects of the calls the person taught for requests like this one (the nearest
-        lesson, at least LESSON_EFFECT_SCORE similar or said the same way): what their words mean
-        is theirs to teach ("ditch x.txt" deletes it), and only they can teach it (the shell,
-        `llmos learn import`), never a file or a model. Empty while the embedder loads."""
+        lesson, at least LESSON_EFFECT_SCORE similar or said the same way), and whether one of
+        them changes files: what their words mean is theirs to teach ("ditch x.txt" deletes
+        it), and only they can teach it (the shell, `llmos learn import`), never a file or a
+        model. Nothing while the embedder loads."""
         bank = self.system.examples
         if bank.embedder is None or not bank.ready or not self.system.lessons.enabled:
-            return frozenset()
+            return frozenset(), False
         try:
             lesson, score = bank.nearest_lesson(request, workspace)
         except LlmosError:
-            return frozenset()
+            return frozenset(), False
         except Exception as exc:  # a failing embedder must not stop a turn
             log.warning("lessons: %s", exc)
-            return frozenset()
+            return frozenset(), False
         effects: set[str] = set()
+        changes = False
         for call in lesson.calls if score >= LESSON_EFFECT_SCORE else []:
             spec = self.system.registry.get(str(call.get("call")))
             if spec is not None:
                 effects |= spec.model.declared_effects()
-        return frozenset(effects)
+                changes = changes or spec.model.changes_files
+        return frozenset(effects), changes
 
     def _fitting_tools(self, request: str) -> list[str]:
         """The session's tools whose descriptions are close in meaning to `request` (none
@@ -778,7 +785,7 @@ class Kernel:
                 allowed=allowed,
                 workspace=workspace,
             )
-            taught = [e.request for e in chosen if e.source in PERSON_SOURCES]
+            taught = [e.request for e in chosen if e.source in OWN_SOURCES]
             if taught:
                 self.system.lessons.used(taught)
             extras = {spec.name: spec for spec in extra_specs(registry)}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.lessons import Learner, scope_of
 from llmos.security.audit import AuditEntry, verify
 from llmos.security.capabilities import GrantAnswer, GrantCallback, GrantRequest
 from llmos.shell.grants import parse_answer, question, terminal_grant
@@ -254,6 +255,12 @@ class Shell:
         """While teaching (`:teach`): the request, the calls shown for it so far, and the
         workspace the lesson holds in (None: anywhere)."""
         self.jobs = JobTable(system, workspace, kernel, self._job_ended, parent=self.process)
+        self.learner: Learner | None = (
+            Learner(system.lessons, system.examples, system.registry)
+            if system.settings.learn_from_use
+            else None
+        )
+        """Learns the turns that went right (llmos.kernel.lessons.Learner); None when off."""
 
     def handle(self, line: str) -> tuple[bool, str]:
         """Run one line; returns (ok, text to show). It raises only EOFError (leave) and
@@ -314,6 +321,8 @@ class Shell:
             ]
             positional = required[0] if len(required) == 1 else None
         raw = parse_line(line, positional)
+        if self.learner is not None:  # what the person does by hand may mend the last turn
+            self.learner.drop()
         result = self.system.dispatch(self.process, raw)
         if result.ok and self.teaching is not None:
             self.teaching[1].append(raw)
@@ -328,9 +337,11 @@ class Shell:
     def teach(self, name: str, rest: list[str]) -> tuple[bool, str]:
         """`:teach`, `:done`, `:cancel`, `:good` and `:bad`: the person's lessons (examples the
         kernel is shown for requests like theirs; see llmos.kernel.lessons)."""
-        from llmos.kernel.lessons import scope_of, turn_calls
+        from llmos.kernel.lessons import turn_calls
 
         lessons, bank = self.system.lessons, self.system.examples
+        if self.learner is not None:
+            self.learner.drop()
         if name in ("done", "cancel"):
             if self.teaching is None:
                 return False, f":{name} ends teaching; start it with :teach"
@@ -383,6 +394,9 @@ class Shell:
             return False, f"{exc.code}: {exc.message}"
         finally:
             self.thinking(False)
+        before = self.last_turn(ended=False)
+        if self.learner is not None:
+            self.learner.settle(request)
         events = kernel.turn(self.process, self.conversation, request)
         try:
             while True:
@@ -395,6 +409,7 @@ class Shell:
                     self.thinking(False)
                 text, good = render_event(event)
                 if event.kind in ("reply", "ask"):
+                    self._offer(before is not None and bool(before.asked))
                     return True, text
                 self.emit(text, good)
         except Exception:
@@ -404,6 +419,14 @@ class Shell:
             raise
         finally:
             events.close()
+
+    def _offer(self, after_ask: bool) -> None:
+        """Hold the turn that just ended for learning (llmos.kernel.lessons.Learner)."""
+        turn = self.conversation.current
+        if self.learner is None or turn is None:
+            return
+        scope = scope_of(turn.request, self.process.workspace.root)
+        self.learner.offer(turn.messages, scope, after_ask)
 
     def cancelled(self) -> None:
         """After Ctrl-C in the middle of a request: the shell's queued request leaves the
@@ -653,6 +676,8 @@ class Shell:
             return True, "\n".join(list_lines(self.system, root))
         if len(rest) > 1 or (rest and not rest[0].isdigit()):
             return False, "usage: :undo [N | list]"
+        if self.learner is not None:  # an undone turn is never learned
+            self.learner.drop()
         lines = undo(self.system, root, int(rest[0]) if rest else None, None)
         return True, "\n".join(lines)
 

@@ -79,3 +79,53 @@ def test_bad_is_never_shown_again(system: System, workspace: Path) -> None:
         assert not any(
             e.calls == [{"call": "fs.mkdir", "path": "bin"}] for e in again.examples.examples()
         )
+
+
+def test_a_turn_that_went_right_is_learned_and_an_undone_or_corrected_one_never(
+    system: System, workspace: Path
+) -> None:
+    (workspace / "a.txt").write_text("hello\n")
+    shell = shell_with(
+        system,
+        workspace,
+        [
+            {"call": "fs.write", "path": "b.txt", "content": "hi"},
+            {"call": "reply", "text": "Wrote b.txt."},
+            {"call": "fs.list"},
+            {"call": "reply", "text": "There is a.txt."},
+            {"call": "fs.write", "path": "c.txt", "content": "x"},
+            {"call": "reply", "text": "Wrote c.txt."},
+            {"call": "fs.write", "path": "d.txt", "content": "x"},
+            {"call": "reply", "text": "Wrote d.txt."},
+            {"call": "reply", "text": "Bye."},
+        ],
+    )
+    shell.handle("write hi to b.txt")
+    assert shell.handle(":undo")[0] and not (workspace / "b.txt").exists()
+    shell.handle("list the files")  # the undone turn is settled here: never learned
+    shell.handle("put x in c.txt")  # "list the files" is learned: this moves on
+    shell.handle("no, I meant d.txt")  # a correction: "put x in c.txt" is not learned
+    shell.handle("bye")
+    learned = [(x.request, x.calls) for x in system.lessons.all() if x.kind == "learned"]
+    assert learned == [("list the files", [{"call": "fs.list"}])], (
+        "neither the undone turn, nor the corrected one, nor the correction itself"
+    )
+    assert [e.request for e in system.examples.examples() if e.source == "learned"] == [
+        "list the files"
+    ]
+
+
+def test_nothing_is_learned_when_learning_from_use_is_off(system: System, workspace: Path) -> None:
+    system.settings.learn_from_use = False
+    shell = shell_with(
+        system,
+        workspace,
+        [
+            {"call": "fs.list"},
+            {"call": "reply", "text": "It is empty."},
+            {"call": "reply", "text": "Bye."},
+        ],
+    )
+    shell.handle("list the files")
+    shell.handle("bye")
+    assert system.lessons.all() == []
