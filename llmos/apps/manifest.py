@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.lessons import check_calls
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.process import Process
 from llmos.security.capabilities import ANY, Capability, GrantStore
@@ -88,6 +89,16 @@ class Step(BaseModel):
         return {"call": self.call, **(self.model_extra or {})}
 
 
+class AppExample(BaseModel):
+    """A request like the ones the app makes, and the calls that carry it out: shown to the
+    kernel for this app's requests alone (`[[examples]]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request: str = Field(min_length=1)
+    calls: list[dict[str, Any]] = Field(min_length=1)
+
+
 class Manifest(BaseModel):
     """An app, as its TOML file declares it."""
 
@@ -102,6 +113,10 @@ class Manifest(BaseModel):
     )
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     steps: list[Step] = Field(default_factory=list)
+    examples: list[AppExample] = Field(
+        default_factory=list,
+        description="Requests and their calls shown to the kernel for this app's requests only.",
+    )
 
     @field_validator("capabilities")
     @classmethod
@@ -313,6 +328,11 @@ def prepare_app(
     steps = [s.raw() for s in manifest.steps] or [{"request": manifest.prompt}]
     prepared = [substitute(s, variables, f"[[steps]] #{i}") for i, s in enumerate(steps, 1)]
     preface = substitute(manifest.prompt, variables, "prompt") if manifest.steps else ""
+    for number, example in enumerate(manifest.examples, 1):
+        try:
+            check_calls(example.calls, system.registry)
+        except LlmosError as exc:
+            raise LlmosError(exc.code, f"[[examples]] #{number}: {exc.message}") from None
     process = spawn_app(system, manifest, source, workspace, approve)
     return PreparedApp(manifest, process, prepared, preface)
 
@@ -330,6 +350,9 @@ def run_prepared(
     run = AppRun()
     kernel_steps = _KernelSteps(system, backend, app.preface)
     process = app.process
+    own = system.examples.registrar(process.name)  # shown to this app's process alone
+    for example in app.manifest.examples:
+        own.add(example.request, example.calls)
     process.changes = system.journal.begin(f"app {app.manifest.name}", process.workspace)
     try:
         for number, step in enumerate(app.steps, 1):
@@ -340,6 +363,7 @@ def run_prepared(
             if not run.ok:
                 break
     finally:  # the whole run is one change set: `llmos undo` takes it back at once
+        own.undo()
         system.journal.end(process.changes)
         process.changes = None
         for notice in system.journal.take_notices():

@@ -99,6 +99,21 @@ LEARNED = "learned"
 OWN_SOURCES = PERSON_SOURCES | {LEARNED}
 """Examples of this person's own requests: one per request (and workspace), the newest."""
 
+APP_PREFIX = "app:"
+"""A process (and the examples) of a scripted app are named `app:NAME`."""
+
+
+def visible(source: str, viewer: str | None) -> bool:
+    """Whether an example from `source` is shown to the process named `viewer`: the built-ins
+    and the person's own to every process; an app's (a plugin's `NAME`, a manifest's
+    `app:NAME`) to that app's process alone (never another app's), and a plugin's also to the
+    person's processes (the shell, its jobs), which load it."""
+    if source == "builtin" or source in OWN_SOURCES:
+        return True
+    if viewer is not None and viewer.startswith(APP_PREFIX):
+        return source in (viewer, viewer.removeprefix(APP_PREFIX))
+    return not source.startswith(APP_PREFIX)
+
 
 _FRAME_TOKEN = re.compile(
     r"""'[^']*'|"[^"]*"|[\w.~/@+-]*[./][\w.~/@+-]+|[\w.~@+-]+/|\d[\d:.,]*\w*|[\w']+:?""", re.UNICODE
@@ -497,9 +512,11 @@ class ExampleBank:
         min_score: float | None = None,
         allowed: Collection[str] | None = None,
         workspace: str | None = None,
+        viewer: str | None = None,
     ) -> list[Example]:
         """Every usable example (at least `min_score` similar, when given; with `allowed`, only
-        those whose calls are all in it; of those scoped to a workspace, only `workspace`'s),
+        those whose calls are all in it; of those scoped to a workspace, only `workspace`'s;
+        only those `visible` to the process named `viewer`),
         most similar to `request` first (ties: the order added). The person's own examples
         count LESSON_BONUS more, when at least LESSON_MIN_SCORE similar (with `min_score`)."""
         examples, word_lists = self._snapshot()
@@ -509,6 +526,8 @@ class ExampleBank:
                 problems.setdefault(id(e), "a call not offered now")
             if e.scope is not None and e.scope != workspace:
                 problems.setdefault(id(e), "another workspace's")
+            if not visible(e.source, viewer):
+                problems.setdefault(id(e), "another app's")
         scores = self._scores(request, examples, word_lists)
         for i, e in enumerate(examples):
             if e.source in PERSON_SOURCES:
@@ -567,6 +586,7 @@ class ExampleBank:
         min_score: float | None = None,
         allowed: Collection[str] | None = None,
         workspace: str | None = None,
+        viewer: str | None = None,
     ) -> list[Example]:
         """Up to `k` examples most like `request` whose `render` fits `budget_tokens` (as
         `count` measures it), in rank order. Of examples with one call shape only the best is
@@ -574,7 +594,7 @@ class ExampleBank:
         calls it accepts; with `min_score`, only ones at least that similar; with `allowed`,
         only ones whose calls can all be made now (an example of a write, shown for "hello",
         taught the model to claim it had written a file); lessons scoped to a workspace only in
-        `workspace`."""
+        `workspace`; only examples `visible` to the process named `viewer`."""
         if budget_tokens is not None and count is None:
             raise LlmosError(ErrorCode.E_INVAL, "a token budget needs a count function")
         chosen: list[Example] = []
@@ -587,7 +607,12 @@ class ExampleBank:
             return count(render([*chosen, example])) <= budget_tokens
 
         ranked = self.ranked(
-            request, registry=registry, min_score=min_score, allowed=allowed, workspace=workspace
+            request,
+            registry=registry,
+            min_score=min_score,
+            allowed=allowed,
+            workspace=workspace,
+            viewer=viewer,
         )
         shapes: set[Shape] = set()
         repeats: list[Example] = []

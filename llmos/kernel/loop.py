@@ -715,7 +715,9 @@ class Kernel:
         if shown != last:
             turn.view = shown
         allowed = self.grammars.constraint(snapshot).callable  # cached for the first decision
-        turn.examples = self.examples_for(request, allowed, str(process.workspace.root))
+        turn.examples = self.examples_for(
+            request, allowed, str(process.workspace.root), viewer=process.name
+        )
         return snapshot
 
     def _taught_effects(self, request: str, workspace: str) -> tuple[frozenset[str], bool]:
@@ -757,10 +759,15 @@ class Kernel:
             return []
 
     def examples_for(
-        self, request: str, allowed: list[str] | None = None, workspace: str | None = None
+        self,
+        request: str,
+        allowed: list[str] | None = None,
+        workspace: str | None = None,
+        viewer: str | None = None,
     ) -> str:
         """The bank's examples nearest `request` (that the live table accepts, and whose calls
-        are all in `allowed` when given; the person's lessons of `workspace` or of anywhere),
+        are all in `allowed` when given; the person's lessons of `workspace` or of anywhere;
+        those visible to the process named `viewer`: an app sees its own, never another's),
         within EXAMPLE_TOKENS, as the prompt shows them, the nearest last (next to the
         request), and the session's own tools whose descriptions fit it; "" when there are
         none or the bank fails."""
@@ -784,6 +791,7 @@ class Kernel:
                 min_score=EXAMPLE_MIN_SCORE if bank.embedder is not None else None,
                 allowed=allowed,
                 workspace=workspace,
+                viewer=viewer,
             )
             taught = [e.request for e in chosen if e.source in OWN_SOURCES]
             if taught:

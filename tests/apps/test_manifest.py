@@ -261,3 +261,64 @@ def test_an_unsandboxed_tool_is_shown_on_approval_and_asked_for_again(
     assert "tool.run on echo (runs unsandboxed" in capsys.readouterr().err
     networked = parse_manifest(GOOD.replace("timeout = 5", "timeout = 5\nnetwork = true"))
     assert "may use the network" in networked.needs()[-1].describe()
+
+
+EXAMPLE_APP = """
+name = "tidy"
+capabilities = ["fs.read", "fs.list"]
+
+[[steps]]
+request = "sweep the crumbs in {file}"
+
+[[examples]]
+request = "sweep the crumbs in notes.txt"
+calls = [{call = "fs.read", path = "notes.txt"}]
+"""
+
+
+def test_an_app_is_shown_its_own_examples_and_never_another_apps(
+    system: System, tmp_path: Path, workspace: Path
+) -> None:
+    (workspace / "a.txt").write_text("crumbs")
+    system.examples.embedder = None  # rank by words: no model to load
+    other = system.examples.registrar("app:other")
+    other.add("sweep the crumbs in b.txt", {"call": "fs.list", "path": "."})
+    plugin = system.examples.registrar("someplugin")
+    plugin.add("sweep the crumbs in c.txt", {"call": "fs.stat", "path": "c.txt"})
+    backend = ScriptedBackend(
+        [{"call": "fs.read", "path": "a.txt"}, {"call": "reply", "text": "a.txt says crumbs."}]
+    )
+    run = run_app(
+        system,
+        parse_manifest(EXAMPLE_APP),
+        tmp_path / "app.toml",
+        workspace,
+        {"file": "a.txt"},
+        approve=lambda m, needs: True,
+        backend=lambda: backend,
+        show=lambda line: None,
+    )
+    assert run.ok
+    prompt = backend.prompts[0][-1]["content"]
+    assert "User: sweep the crumbs in notes.txt" in prompt, "its own example is shown"
+    assert "b.txt" not in prompt and "c.txt" not in prompt, "another app's never"
+    assert not any(e.source == "app:tidy" for e in system.examples.examples()), (
+        "the app's examples leave with its run"
+    )
+
+
+def test_an_app_example_the_table_refuses_is_named(
+    system: System, tmp_path: Path, workspace: Path
+) -> None:
+    bad = EXAMPLE_APP.replace('call = "fs.read", path', 'call = "fs.read", nope')
+    with pytest.raises(LlmosError) as caught:
+        run_app(
+            system,
+            parse_manifest(bad),
+            tmp_path / "app.toml",
+            workspace,
+            {"file": "a.txt"},
+            approve=lambda m, needs: True,
+            show=lambda line: None,
+        )
+    assert caught.value.code == ErrorCode.E_INVAL and "[[examples]] #1" in caught.value.message

@@ -428,3 +428,18 @@ def test_the_tools_whose_descriptions_fit_a_request_are_found(embedder: Embedder
     ]
     assert bank.fitting("sing me a song", tools, 0.35) == []
     assert ExampleBank().fitting("add 3, 4 and 5", tools, 0.35) == [], "words are no measure"
+
+
+def test_each_process_sees_the_builtins_the_persons_and_only_its_own_apps_examples() -> None:
+    from llmos.kernel.examples import visible
+
+    for source in ("builtin", "taught", "good", "learned"):
+        assert visible(source, "app:tidy") and visible(source, "shell")
+    assert visible("app:tidy", "app:tidy") and visible("tidy", "app:tidy")
+    assert not visible("app:other", "app:tidy") and not visible("notes", "app:tidy")
+    assert visible("notes", "shell"), "a plugin the person loaded serves their shell"
+    assert not visible("app:tidy", "shell") and not visible("app:tidy", None)
+    bank = ExampleBank()
+    bank.add("sweep the floor", {"call": "fs.list"}, source="app:tidy")
+    bank.add("sweep the floor now", {"call": "fs.list"}, source="app:other")
+    assert [e.source for e in bank.ranked("sweep the floor", viewer="app:tidy")] == ["app:tidy"]
