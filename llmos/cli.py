@@ -372,6 +372,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tidy(args: argparse.Namespace) -> int:
+    """Consolidate now what the shell consolidates when idle (llmos.consolidate)."""
+    from llmos.consolidate import consolidate
+    from llmos.system import System
+
+    with System(_settings(args), plugins=False) as system:
+        warming = system.examples.warm()
+        if warming is not None:
+            warming.join()
+        done = consolidate(system, threading.Event())
+    print(f"{done.describe()} in {done.seconds:.1f}s")
+    return 0
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     """See, import and erase what llmos learned (the person's examples for the kernel)."""
     from llmos.system import System
@@ -602,6 +616,13 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("file", nargs="?", help="import: a JSONL file; forget: a lesson's id")
     learn.add_argument("--all", action="store_true", help="forget: every lesson")
     learn.set_defaults(func=cmd_learn)
+
+    tidy = sub.add_parser(
+        "tidy",
+        help="merge learned examples said twice, mark facts stored twice or replaced by later "
+        "ones (deletes nothing; the shell does it when idle)",
+    )
+    tidy.set_defaults(func=cmd_tidy)
 
     mem = sub.add_parser("mem", help="memory maintenance")
     mem.add_argument("action", choices=["reindex"], help="rebuild the index from the store")

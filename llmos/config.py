@@ -59,6 +59,15 @@ class Settings(BaseSettings):
             "all lessons)."
         ),
     )
+    tidy_idle_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Seconds the shell waits at its prompt before tidying what llmos keeps (merging "
+            "learned examples, marking facts stored twice or replaced, see `:tidy`); it stops "
+            "when a request comes. 0 turns it off."
+        ),
+    )
     journal_max_mb: int = Field(
         default=256,
         ge=1,

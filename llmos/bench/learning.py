@@ -40,7 +40,10 @@ def run_whole(kernel: Kernel, case: dict[str, Any]) -> tuple[bool, list[dict[str
                 turn = conversation.current
                 messages = [dict(m) for m in turn.messages] if turn is not None else []
                 asked = bool(turn is not None and turn.asked)
-                turns.append({"request": request, "messages": messages, "asked": asked})
+                asks = turn.asks if turn is not None else frozenset()
+                turns.append(
+                    {"request": request, "messages": messages, "asked": asked, "asks": asks}
+                )
             if "expect" in case:
                 first = next((e.call for e in events[0] if e.kind == "call" and e.call), None)
                 ok = first is not None and call_matches(case["expect"], first)[0]
@@ -59,7 +62,7 @@ def judge(turns: list[dict[str, Any]], kernel: Kernel) -> list[tuple[bool, str]]
         messages = turn["messages"]
         replied = bool(messages) and messages[-1]["role"] == "assistant" and not turn["asked"]
         after_ask = i > 0 and bool(turns[i - 1]["asked"])
-        _, why = why_not_learned(messages, registry, after_ask)
+        _, why = why_not_learned(messages, registry, after_ask, turn["asks"])
         if not why and i + 1 < len(turns):
             later = turns[i + 1]["request"]
             if corrects(later, turn["request"], bank.similarity(later, turn["request"])):
@@ -83,16 +86,22 @@ def bench_learning(system: System, backend: Backend, cases: list[dict[str, Any]]
         if case_problem(case):
             continue
         ok, turns = run_whole(kernel, case)
-        for replied, why in judge(turns, kernel):
+        verdicts = judge(turns, kernel)
+        for replied, why in verdicts:
             turns_seen += 1
             right = "right" if ok else "wrong"
             naive[right] += replied
             if why:
-                reasons[why.split(" (")[0]] += 1
+                reasons[why.split(":")[0]] += 1
             else:
                 ours[right] += 1
         mark = "ok  " if ok else "FAIL"
-        print(f"{mark} {case.get('id', '?')}: {len(turns)} turn(s)", flush=True)
+        learned = sum(not why for _, why in verdicts)
+        print(f"{mark} {case.get('id', '?')}: {len(turns)} turn(s), {learned} learned", flush=True)
+        if not ok:
+            for turn, (_, why) in zip(turns, verdicts, strict=True):
+                calls = [m["content"][:120] for m in turn["messages"] if m["role"] == "assistant"]
+                print(f"     {why or 'LEARNED'}: {turn['request']!r} -> {' | '.join(calls)}")
     rows = {
         name: {"learned": counts["right"] + counts["wrong"], "wrong": counts["wrong"]}
         for name, counts in (("naive", naive), ("ours", ours))

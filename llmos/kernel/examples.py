@@ -345,6 +345,16 @@ class ExampleBank:
             self._hidden.add(key)
             self._keep(lambda e: _key(e) != key)
 
+    def forget_own(self, request: str, scope: str | None) -> None:
+        """Drop the person's example of `request` in `scope` (a lesson merged or forgotten)."""
+        key = " ".join(request.lower().split())
+        with self._lock:
+            self._keep(
+                lambda e: (
+                    not (e.source in OWN_SOURCES and e.request.lower() == key and e.scope == scope)
+                )
+            )
+
     def add_rule(self, text: str, *, source: str = "builtin") -> Rule:
         """Add one routing rule for the prompt."""
         text = " ".join(text.split()) if isinstance(text, str) else ""
@@ -553,7 +563,7 @@ class ExampleBank:
     def similarity(self, a: str, b: str) -> float | None:
         """How close `a` and `b` are in meaning (cosine); None without an embedder or while it
         loads."""
-        if self.embedder is None or not self.ready:
+        if self.embedder is None or not getattr(self.embedder, "loaded", True):
             return None
         import numpy as np
 

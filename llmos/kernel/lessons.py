@@ -225,6 +225,20 @@ class Lessons:
                 self._save(kept)
         return gone
 
+    def merge(self, keep: str, drop: str) -> bool:
+        """Fold the learned lesson `drop` into `keep` (its uses added) and drop it; False when
+        either is missing or `drop` is not a learned one (the person's are never merged)."""
+        with self._lock:
+            lessons = self._load()
+            kept = next((x for x in lessons if x.id == keep), None)
+            gone = next((x for x in lessons if x.id == drop and x.kind == "learned"), None)
+            if kept is None or gone is None or kept is gone:
+                return False
+            kept.uses += gone.uses
+            kept.last_used = max(kept.last_used, gone.last_used)
+            self._save([x for x in lessons if x is not gone])
+        return True
+
     def used(self, requests: Iterable[str]) -> None:
         """Count a use of the lessons whose requests were shown to the kernel (the least used
         go first when the store is full)."""
@@ -344,15 +358,23 @@ MEANT_AGAIN = 0.75
 0.83 (other paths), "copy a.txt to b.txt" / "now move b.txt to old/" 0.58."""
 
 
+CHANGING = frozenset({"write", "delete", "remember", "forget"})
+"""Effects by which a request asks for something to change."""
+
+
 def why_not_learned(
-    messages: Sequence[Mapping[str, str]], registry: Registry | None, after_ask: bool = False
+    messages: Sequence[Mapping[str, str]],
+    registry: Registry | None,
+    after_ask: bool = False,
+    asks: frozenset[str] | None = None,
 ) -> tuple[list[Call], str]:
     """The calls a finished turn would teach, and "" when it may be learned, else why not.
     Only a turn that ended in a reply, where no call failed and no answer was sent back, is
     learned; with something its calls changed, deleted or ran after a result was read, only
     when every word those calls were given is the person's (a file's text may have asked for
-    them: the kernel must not teach itself what a file told it); not an answer to a question
-    the kernel asked (`after_ask`), and not longer than LEARNED_MAX_CHARS."""
+    them: the kernel must not teach itself what a file told it); where the request asked for
+    a change (`asks`, the effects its words allowed), only when some call made one; not an
+    answer to a question the kernel asked (`after_ask`), and not longer than LEARNED_MAX_CHARS."""
     if after_ask:
         return [], "it answers a question the kernel asked"
     if not messages or messages[0].get("role") != "user":
@@ -390,7 +412,15 @@ def why_not_learned(
         acts = spec is not None and bool(spec.model.declared_effects())
         if acts and read and not _all_said(call, request):
             return [], f"{call['call']} used what a result said, not the person"
+        if acts and not _paths_named(call, request):
+            return [], f"{call['call']} acts on a path the request does not name"
         read = read or not acts
+    made = set()
+    for call in calls:
+        spec = registry.get(call["call"]) if registry is not None else None
+        made |= set(spec.model.declared_effects()) if spec is not None else set()
+    if asks and asks & CHANGING and not made & CHANGING:
+        return [], "it was asked for a change and made none"
     return calls, ""
 
 
@@ -400,6 +430,21 @@ def _call_of(message: Mapping[str, str]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _paths_named(call: Call, request: str) -> bool:
+    """Whether every path `call` changes is the person's: named in the request whole, or
+    each of its parts is ("tuck notes.txt away in old/" moves to old/notes.txt). A path the
+    model made up ("never forget: ..." written to mem/last_flight) is no pattern to keep."""
+    said = set(re.findall(r"[\w.@~+-]+", request.lower()))
+    for key in PATH_ARGS:
+        value = call.get(key)
+        if not isinstance(value, str) or value.lower() in request.lower():
+            continue
+        parts = [p for p in value.lower().strip("/").split("/") if p not in ("", ".")]
+        if not parts or any(p not in said for p in parts):
+            return False
+    return True
 
 
 def _all_said(call: Call, request: str) -> bool:
@@ -444,11 +489,15 @@ class Learner:
         self.pending: Pending | None = None
 
     def offer(
-        self, messages: Sequence[Mapping[str, str]], scope: str | None, after_ask: bool = False
+        self,
+        messages: Sequence[Mapping[str, str]],
+        scope: str | None,
+        after_ask: bool = False,
+        asks: frozenset[str] | None = None,
     ) -> str:
         """Hold a finished turn until the next request; "" when it may be learned, else why
         it will not be."""
-        calls, why = why_not_learned(messages, self.registry, after_ask)
+        calls, why = why_not_learned(messages, self.registry, after_ask, asks)
         self.pending = None if why else Pending(messages[0]["content"], calls, scope)
         return why
 
@@ -462,7 +511,10 @@ class Learner:
         pending, self.pending = self.pending, None
         if pending is None or not self.lessons.enabled:
             return None
-        if corrects(request, pending.request, self.bank.similarity(request, pending.request)):
+        similarity = self.bank.similarity(request, pending.request)
+        if similarity is None and self.bank.embedder is not None:
+            return None  # the embedder is still loading: whether it was asked again is unknown
+        if corrects(request, pending.request, similarity):
             return None
         lesson = self.lessons.add(pending.request, pending.calls, "learned", pending.scope)
         if lesson is not None:

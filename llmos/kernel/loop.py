@@ -107,6 +107,8 @@ class Turn:
     targets: tuple[str, ...] = ()
     """Paths the request names that did not exist when it began, in a turn that may write:
     what it asks to be made ("summarise story.txt into short.txt"). Not saved."""
+    asks: frozenset[str] = frozenset()
+    """The effects its request may cause (`Process.allows` while it ran). Not saved."""
 
     @property
     def request(self) -> str:
@@ -705,6 +707,7 @@ class Kernel:
             | taught
         )
         snapshot = replace(snapshot, allows=process.allows, changes=snapshot.changes or changes)
+        turn.asks = process.allows
         if "write" in process.allows and snapshot.complete:
             real = {e.path for e in snapshot.entries}
             turn.targets = tuple(

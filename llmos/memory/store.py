@@ -33,6 +33,11 @@ ID_PREFIX: dict[str, str] = {"archival": "a", "recall": "r"}
 MetaValue = str | int | float | bool
 """Metadata values are JSON scalars (process, session, turn_start, turn_end, source...)."""
 
+SAME_AS = "same_as"
+"""Meta key of a kept fact stored again (llmos.consolidate): the id of the first one."""
+REPLACED_BY = "replaced_by"
+"""Meta key of a kept fact a later one contradicts (llmos.consolidate): the later one's id."""
+
 DB_FILE = "store.sqlite3"
 MAX_SQL_VARIABLES = 500
 LOCK_FILE = "lock"
@@ -411,6 +416,38 @@ class MemoryStore:
             for record in gone:
                 self._counts[record.collection] -= 1
         return gone
+
+    def update_meta(self, record_id: str, changes: Mapping[str, MetaValue]) -> Record | None:
+        """Merge `changes` into one record's meta (sealed again when memory is encrypted),
+        committed when this returns; the record as it now is, or None when there is none. Its
+        text, tags and vector are left as they were."""
+        with self._lock:
+            record = self.get(record_id)
+            if record is None:
+                return None
+            record = Record(
+                id=record.id,
+                collection=record.collection,
+                text=record.text,
+                tags=record.tags,
+                meta={**record.meta, **changes},
+                created=record.created,
+            )
+            (sealed,) = self._select_ids("encrypted", [record_id])[0]
+            with self._transaction() as db:
+                if self.encrypt or sealed == ALL_SEALED:
+                    text, tags, meta = self._sealed_columns(record)
+                    db.execute(
+                        "UPDATE records SET text = ?, encrypted = ?, tags = ?, meta = ?"
+                        " WHERE id = ?",
+                        (text, ALL_SEALED, tags, meta, record_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE records SET meta = ? WHERE id = ?",
+                        (json.dumps(record.meta, sort_keys=True), record_id),
+                    )
+        return record
 
     def all(self, collection: Collection | None = None) -> list[Record]:
         """Every record (of one collection), oldest first."""

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from llmos.consolidate import IdleTidy, Tidied, consolidate
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.lessons import Learner, scope_of
 from llmos.security.audit import AuditEntry, verify
@@ -58,6 +59,8 @@ Built-ins:
                         syscalls (!fs.write path=x.txt content=), then :done (or :cancel)
   :good                 keep the last request and its calls as an example for the kernel
   :bad                  never show the last request's calls as an example
+  :tidy                 tidy now what the shell tidies when idle: merge learned examples,
+                        mark facts stored twice or replaced by later ones (nothing deleted)
   :mem                  context budget, summary, resident and recalled turns
   :model                the model in use and its speed
   :apps                 plugin apps loaded (and failed), tools declared
@@ -261,6 +264,9 @@ class Shell:
             else None
         )
         """Learns the turns that went right (llmos.kernel.lessons.Learner); None when off."""
+        after = system.settings.tidy_idle_s
+        self.idle: IdleTidy | None = IdleTidy(self.tidy, after) if after > 0 else None
+        """Tidies while the person is away (the terminal calls `rest` at the prompt)."""
 
     def handle(self, line: str) -> tuple[bool, str]:
         """Run one line; returns (ok, text to show). It raises only EOFError (leave) and
@@ -420,13 +426,21 @@ class Shell:
         finally:
             events.close()
 
+    def tidy(self, stop: threading.Event) -> Tidied:
+        """Consolidate what llmos keeps (llmos.consolidate), stopping when `stop` is set; the
+        tidied summary is saved with the session."""
+        done = consolidate(self.system, stop, self.conversation)
+        if done.summary_lines and self.conversation.pager is not None:
+            self.conversation.pager.save(self.conversation, self.process)
+        return done
+
     def _offer(self, after_ask: bool) -> None:
         """Hold the turn that just ended for learning (llmos.kernel.lessons.Learner)."""
         turn = self.conversation.current
         if self.learner is None or turn is None:
             return
         scope = scope_of(turn.request, self.process.workspace.root)
-        self.learner.offer(turn.messages, scope, after_ask)
+        self.learner.offer(turn.messages, scope, after_ask, turn.asks)
 
     def cancelled(self) -> None:
         """After Ctrl-C in the middle of a request: the shell's queued request leaves the
@@ -493,6 +507,8 @@ class Shell:
 
     def leave(self) -> str:
         """On the way out: cancel the jobs still running; what to say about them ("" if none)."""
+        if self.idle is not None:
+            self.idle.wake()
         cancelled = self.jobs.close()
         if not cancelled:
             return ""
@@ -707,6 +723,8 @@ class Shell:
             return self.undo(rest)
         if name in ("teach", "done", "cancel", "good", "bad"):
             return self.teach(name, rest)
+        if name == "tidy":
+            return True, self.tidy(threading.Event()).describe()
         if name == "mem":
             return self.memory_status()
         if name == "model":
@@ -767,6 +785,7 @@ BUILTINS = (
     ":caps",
     ":audit",
     ":undo",
+    ":tidy",
     ":teach",
     ":done",
     ":cancel",
@@ -1016,6 +1035,8 @@ def run_shell(
 
     def run_line(line: str) -> bool:
         """Handle one line and show its outcome; False when the shell is to leave."""
+        if shell.idle is not None:
+            shell.idle.wake()  # a consolidation running stops before the line runs
         busy.set()
         print_pending()
         try:
@@ -1036,6 +1057,8 @@ def run_shell(
             print_pending()
         if text:
             spinner.print_line(paint(text, ok))
+        if shell.idle is not None:
+            shell.idle.rest()
         return True
 
     print(f"llmos — workspace {shell.process.workspace.root}. Type :help.", file=term)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -20,8 +20,9 @@ from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Authorized, Process
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
+from llmos.memory.store import REPLACED_BY, SAME_AS
 from llmos.memory.tags import normalize_tags
-from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.base import Quiet, Registry, Syscall
 
 if TYPE_CHECKING:
     from llmos.memory.memory import Allow, Hit, Memory
@@ -81,14 +82,18 @@ class MemSearch(Syscall):
     _check_tags = field_validator("tags")(_tags)
 
 
-class MemRecord(BaseModel):
-    """One memory as a caller sees it."""
+class MemRecord(Quiet):
+    """One memory as a caller sees it; `replaced_by` names a later memory that says otherwise
+    (found while idle, llmos.consolidate), and is left out when there is none."""
+
+    quiet: ClassVar[frozenset[str]] = frozenset({"replaced_by"})
 
     id: str
     text: str
     tags: list[str]
     stored: str
     collection: str
+    replaced_by: str | None = None
 
 
 class MemHit(MemRecord):
@@ -141,6 +146,7 @@ def _as_record(record: Record) -> MemRecord:
         tags=list(record.tags),
         stored=_stored(record.created),
         collection=record.collection,
+        replaced_by=str(record.meta[REPLACED_BY]) if record.meta.get(REPLACED_BY) else None,
     )
 
 
@@ -206,7 +212,10 @@ def mem_search(call: MemSearch, process: Process) -> MemSearchResult:
     hits = _memory(process).search(
         call.query, k=call.k, tags=call.tags or (), allow=_allow(process, "mem.search")
     )
-    return MemSearchResult(hits=[_as_hit(h) for h in hits])
+    found = {h.id for h in hits}
+    # A fact stored twice shows once: the copy goes where the first is found too.
+    shown = [h for h in hits if h.record.meta.get(SAME_AS) not in found]
+    return MemSearchResult(hits=[_as_hit(h) for h in shown])
 
 
 def _matching(call: MemForget, process: Process, allow: Allow | None) -> list[Hit]:

@@ -253,6 +253,9 @@ def test_only_a_turn_that_went_right_may_be_learned(system: System) -> None:
     assert "corrects an earlier turn" in why_not_learned(correcting, registry)[1]
     answer = turn("notes.txt", READ, OK, REPLY)
     assert "answers a question" in why_not_learned(answer, registry, after_ask=True)[1]
+    read_only = turn("tack 'call Bo' onto todo.md", READ, OK, REPLY)
+    why = why_not_learned(read_only, registry, asks=frozenset({"write"}))[1]
+    assert "asked for a change and made none" in why
     long = turn("note it", {"call": "mem.store", "text": "x" * 700}, OK, REPLY)
     assert "too long" in why_not_learned(long, registry)[1]
 
@@ -276,6 +279,20 @@ def test_a_change_made_from_what_a_file_said_is_never_learned(system: System) ->
         REPLY,
     )
     assert why_not_learned(said, system.registry)[1] == "", "every word of the append is theirs"
+    invented = turn(
+        "never forget: Lena's flight lands at 6pm",
+        {"call": "fs.write", "path": "mem/last_flight", "content": "Lena's flight lands at 6pm"},
+        OK,
+        REPLY,
+    )
+    assert "a path the request does not name" in why_not_learned(invented, system.registry)[1]
+    moved = turn(
+        "tuck notes.txt away in old/",
+        {"call": "fs.move", "src": "notes.txt", "dst": "old/notes.txt"},
+        OK,
+        REPLY,
+    )
+    assert why_not_learned(moved, system.registry)[1] == "", "each part of the path is named"
 
 
 def test_a_correction_or_the_same_request_again_is_told_apart_from_a_new_one() -> None:
@@ -290,6 +307,7 @@ def test_a_correction_or_the_same_request_again_is_told_apart_from_a_new_one() -
 
 
 def test_a_turn_is_learned_when_the_next_request_moves_on(system: System) -> None:
+    system.examples.embedder = None  # no meaning to compare: words and paths alone
     learner = Learner(system.lessons, system.examples, system.registry)
     request = "what is in notes.txt?"
     assert learner.offer(turn(request, READ, OK, REPLY), None) == ""
@@ -346,3 +364,16 @@ def test_what_the_person_taught_outranks_what_was_learned(tmp_path: Path) -> Non
     bank.add("open d.txt", {"call": "fs.read", "path": "d.txt"})
     assert [e.source for e in bank.ranked("peek in a.txt")] == ["taught", "learned", "builtin"]
     assert bank.add("look in c.txt", {"call": "fs.stat", "path": "c.txt"}, source="learned") is None
+
+
+def test_nothing_is_learned_while_the_embedder_cannot_say_if_it_was_asked_again(
+    system: System,
+) -> None:
+    class Loading(Fixed):
+        loaded = False
+
+    system.examples.embedder = Loading({})
+    learner = Learner(system.lessons, system.examples, system.registry)
+    learner.offer(turn("what is in notes.txt?", READ, OK, REPLY), None)
+    assert learner.settle("show me notes.txt") is None
+    assert system.lessons.all() == []
