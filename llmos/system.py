@@ -3,6 +3,7 @@ dispatcher."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
+from llmos.errors import LlmosError
 from llmos.kernel.examples import ExampleBank
 from llmos.kernel.lessons import Lessons
 from llmos.kernel.process import Process
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from llmos.memory.cipher import RecordCipher
     from llmos.memory.files import FileIndex
     from llmos.memory.memory import Memory
+
+
+log = logging.getLogger(__name__)
 
 
 class System:
@@ -130,7 +135,12 @@ class System:
         return self.dispatcher.dispatch(process, raw)
 
     def close(self) -> None:
-        """Release the memory store (if opened) and the audit log."""
+        """Write the lessons' use counts; release the memory store (if opened) and the audit
+        log."""
+        try:
+            self.lessons.flush()
+        except LlmosError as exc:  # a count lost is no reason to keep the store open
+            log.warning("lessons: %s", exc.message)
         with self._memory_lock:
             memory, self._memory = self._memory, None
             files, self._files = list(self._files.values()), {}

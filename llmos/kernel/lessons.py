@@ -31,6 +31,8 @@ FOLDER = "learned"
 PLAIN = "lessons.json"
 SEALED = "lessons.sealed"
 OFF = "off"
+USES_SAVE_S = 60.0
+"""Use counts are written at most this often (and when the system closes)."""
 PURPOSE = "lessons"
 
 Kind = Literal["taught", "good", "bad", "learned"]
@@ -140,6 +142,8 @@ class Lessons:
         self.limit = limit
         self._lock = threading.Lock()
         self._lessons: list[Lesson] | None = None
+        self._unsaved = False
+        self._saved_at = 0.0
 
     @property
     def _file(self) -> Path:
@@ -188,6 +192,8 @@ class Lessons:
             data = self.sealer.seal(PURPOSE, PURPOSE, data)
         write_atomic(self._file, data)
         self._lessons = lessons
+        self._unsaved = False
+        self._saved_at = time.time()
 
     def add(
         self,
@@ -241,7 +247,9 @@ class Lessons:
 
     def used(self, requests: Iterable[str]) -> None:
         """Count a use of the lessons whose requests were shown to the kernel (the least used
-        go first when the store is full)."""
+        go first when the store is full). Written at most every USES_SAVE_S seconds (and by
+        `flush`): counts are a hint, and rewriting the store every turn costs more than a
+        count lost to a kill."""
         shown = {normal(r) for r in requests}
         now = time.time()
         with self._lock:
@@ -250,8 +258,15 @@ class Lessons:
             for lesson in hit:
                 lesson.uses += 1
                 lesson.last_used = now
-            if hit:
+            self._unsaved = self._unsaved or bool(hit)
+            if self._unsaved and now - self._saved_at >= USES_SAVE_S:
                 self._save(lessons)
+
+    def flush(self) -> None:
+        """Write the use counts not yet written."""
+        with self._lock:
+            if self._unsaved and self._lessons is not None:
+                self._save(self._lessons)
 
     def import_file(
         self, path: Path, registry: Registry | None, workspace: Path | None = None
@@ -346,6 +361,9 @@ REFERS = re.compile(
 )
 """Words by which a request points back at an earlier turn ("what's in it?")."""
 
+QUOTED = re.compile(r"(?<!\w)'([^']{2,})'(?!\w)|\"([^\"]{2,})\"")
+"""Text a request quotes: what it gives to be written, searched for or kept."""
+
 PATH_ARGS = frozenset({"path", "src", "dst"})
 """Arguments that name a file: one the request does not name, where it points back, came
 from an earlier turn, and the example would teach it as if from nowhere."""
@@ -421,6 +439,11 @@ def why_not_learned(
         made |= set(spec.model.declared_effects()) if spec is not None else set()
     if asks and asks & CHANGING and not made & CHANGING:
         return [], "it was asked for a change and made none"
+    given = json.dumps(calls, ensure_ascii=False).lower()
+    for single, double in QUOTED.findall(request):
+        quoted = (single or double).strip().lower()
+        if quoted and quoted not in given:
+            return [], "no call used the text the request quotes"
     return calls, ""
 
 

@@ -256,6 +256,8 @@ def test_only_a_turn_that_went_right_may_be_learned(system: System) -> None:
     read_only = turn("tack 'call Bo' onto todo.md", READ, OK, REPLY)
     why = why_not_learned(read_only, registry, asks=frozenset({"write"}))[1]
     assert "asked for a change and made none" in why
+    ignored = turn("tack 'call Bo' onto todo.md", READ, OK, REPLY)
+    assert "the text the request quotes" in why_not_learned(ignored, registry)[1]
     long = turn("note it", {"call": "mem.store", "text": "x" * 700}, OK, REPLY)
     assert "too long" in why_not_learned(long, registry)[1]
 
@@ -377,3 +379,14 @@ def test_nothing_is_learned_while_the_embedder_cannot_say_if_it_was_asked_again(
     learner.offer(turn("what is in notes.txt?", READ, OK, REPLY), None)
     assert learner.settle("show me notes.txt") is None
     assert system.lessons.all() == []
+
+
+def test_use_counts_are_written_now_and_then_and_on_flush(tmp_path: Path) -> None:
+    lessons = Lessons(tmp_path)
+    lessons.add("note one", [NOTE])
+    lessons.used(["note one"])
+    lessons.used(["note one"])  # within a minute of the last write: kept in memory
+    assert Lessons(tmp_path).all()[0].uses == 0
+    assert lessons.all()[0].uses == 2
+    lessons.flush()
+    assert Lessons(tmp_path).all()[0].uses == 2
