@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from llmos.system import System
 
 
-def run_whole(kernel: Kernel, case: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
-    """Run one case's requests as full turns; whether it went right, and each turn's request,
-    messages and whether the kernel ended it with a question."""
+def run_whole(
+    kernel: Kernel, case: dict[str, Any]
+) -> tuple[bool, list[dict[str, Any]], list[tuple[bool, str]]]:
+    """Run one case's requests as full turns; whether it went right, each turn's request,
+    messages and whether the kernel ended it with a question, and each turn's `judge`ment
+    (made while the case's own tools are still in the table)."""
     system = kernel.system
     with tempfile.TemporaryDirectory(prefix="llmos-learn-") as tmp:
         sandbox = Sandbox(system, case, Path(tmp))
@@ -49,9 +52,10 @@ def run_whole(kernel: Kernel, case: dict[str, Any]) -> tuple[bool, list[dict[str
                 ok = first is not None and call_matches(case["expect"], first)[0]
             else:
                 ok = check_task(case, sandbox, events)[0]
+            verdicts = judge(turns, kernel)
         finally:
             sandbox.close()
-    return ok, turns
+    return ok, turns, verdicts
 
 
 def judge(turns: list[dict[str, Any]], kernel: Kernel) -> list[tuple[bool, str]]:
@@ -85,8 +89,7 @@ def bench_learning(system: System, backend: Backend, cases: list[dict[str, Any]]
     for case in cases:
         if case_problem(case):
             continue
-        ok, turns = run_whole(kernel, case)
-        verdicts = judge(turns, kernel)
+        ok, turns, verdicts = run_whole(kernel, case)
         for replied, why in verdicts:
             turns_seen += 1
             right = "right" if ok else "wrong"
@@ -98,8 +101,8 @@ def bench_learning(system: System, backend: Backend, cases: list[dict[str, Any]]
         mark = "ok  " if ok else "FAIL"
         learned = sum(not why for _, why in verdicts)
         print(f"{mark} {case.get('id', '?')}: {len(turns)} turn(s), {learned} learned", flush=True)
-        if not ok:
-            for turn, (_, why) in zip(turns, verdicts, strict=True):
+        for turn, (_, why) in zip(turns, verdicts, strict=True):
+            if not ok or why:
                 calls = [m["content"][:120] for m in turn["messages"] if m["role"] == "assistant"]
                 print(f"     {why or 'LEARNED'}: {turn['request']!r} -> {' | '.join(calls)}")
     rows = {
