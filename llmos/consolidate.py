@@ -14,9 +14,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llmos.errors import LlmosError
 from llmos.kernel.lessons import normal
 from llmos.memory.store import REPLACED_BY, SAME_AS
 
@@ -54,6 +55,8 @@ class Tidied:
     summary_lines: int = 0
     stopped: bool = False
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+    """Steps that could not run, and why (the memory held by another llmos, say)."""
 
     def describe(self) -> str:
         """One line for the person."""
@@ -62,6 +65,8 @@ class Tidied:
             f"stored twice and {self.facts_replaced} replaced by later ones, dropped "
             f"{self.summary_lines} repeated summary lines"
         )
+        if self.skipped:
+            done += "; skipped: " + "; ".join(self.skipped)
         return done + (" (stopped for a request)" if self.stopped else "")
 
 
@@ -78,10 +83,13 @@ def consolidate(
         lambda: _mark_facts(system.memory, stop, done),
         lambda: _tidy_summary(conversation, done),
     )
-    for step in steps:
+    for name, step in zip(("learned examples", "facts", "summary"), steps, strict=True):
         if stop.is_set():
             break
-        step()
+        try:
+            step()
+        except LlmosError as exc:  # one part that cannot be tidied leaves the others to do
+            done.skipped.append(f"{name}: {exc.code}: {exc.message}")
     done.stopped = stop.is_set()
     done.seconds = time.perf_counter() - start
     return done
@@ -201,7 +209,7 @@ class IdleTidy:
         try:
             self.last = self.work(stop)
         except Exception as exc:  # tidying is a courtesy: it never takes the shell down
-            log.warning("consolidation failed: %s: %s", type(exc).__name__, exc)
+            log.info("consolidation failed: %s: %s", type(exc).__name__, exc)
 
     def wake(self) -> None:
         """A request came: cancel the countdown, or stop the consolidation and wait for it."""

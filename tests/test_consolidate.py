@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from llmos.config import Settings
 from llmos.consolidate import IdleTidy, Tidied, consolidate
 from llmos.kernel.examples import ExampleBank
@@ -157,3 +159,20 @@ def test_the_shell_tidies_on_request(system: System, workspace: Path) -> None:
     ok, text = shell.handle(":tidy")
     assert ok and "1 replaced by later ones" in text
     assert shell.idle is not None and shell.idle.after == system.settings.tidy_idle_s
+
+
+def test_a_memory_that_cannot_open_is_skipped_and_the_rest_is_tidied(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmos.errors import ErrorCode, LlmosError
+    from llmos.kernel.loop import Conversation
+
+    def held(self: System) -> None:
+        raise LlmosError(ErrorCode.E_IO, "memory store is in use by another llmos")
+
+    monkeypatch.setattr(System, "memory", property(held))
+    conversation = Conversation()
+    conversation.summary = "- turn 1: user: hi\n- turn 1: user: hi\n- turn 2: user: bye"
+    done = consolidate(system, threading.Event(), conversation)
+    assert done.skipped == ["facts: E_IO: memory store is in use by another llmos"]
+    assert done.summary_lines == 1 and conversation.summary.count("turn 1") == 1
