@@ -109,10 +109,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read `config.toml` from the home that the environment (or default) names."""
+        """Read `config.toml` from the home given (`Settings(home=X)` reads X's), else the one
+        the environment (or default) names."""
         import os
 
-        home = Path(os.environ.get("LLMOS_HOME") or _default_home())
+        given = getattr(init_settings, "init_kwargs", {}).get("home")
+        home = Path(given or os.environ.get("LLMOS_HOME") or _default_home())
         toml = TomlConfigSettingsSource(settings_cls, toml_file=home / "config.toml")
         return (init_settings, env_settings, toml)
 

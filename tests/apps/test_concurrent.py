@@ -144,12 +144,14 @@ class PerProcessModel:
         self.busy = 0
         self.overlapped = False
         self.served: list[str] = []
+        self._count = threading.Lock()  # the count itself must not race
 
     def complete(
         self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
     ) -> Completion:
-        self.busy += 1
-        self.overlapped |= self.busy > 1
+        with self._count:
+            self.busy += 1
+            self.overlapped |= self.busy > 1
         try:
             request = next(m["content"] for m in messages if m["role"] == "user")
             who = "alpha" if "alpha" in request else "beta"
@@ -158,7 +160,8 @@ class PerProcessModel:
                 return Completion(text=json.dumps({"call": "reply", "text": f"{who} met"}))
             return Completion(text=json.dumps({"call": "tool.run", "name": "meet", "args": {}}))
         finally:
-            self.busy -= 1
+            with self._count:
+                self.busy -= 1
 
 
 def test_request_steps_share_one_model_through_the_scheduler(

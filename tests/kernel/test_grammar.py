@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from llmos.apps.plugins import build_registry
@@ -39,13 +40,26 @@ def test_grammar_is_rebuilt_only_when_the_table_changes() -> None:
     assert "net.ping" not in cache.constraint().grammar
 
 
-def test_llama_cpp_compiles_the_grammar() -> None:
-    from llama_cpp import LlamaGrammar
+def test_llama_cpp_compiles_the_grammar(small_model: Path) -> None:
+    """Compiled for real, against the small model's vocabulary: `LlamaGrammar.from_string`
+    only keeps the text, the sampler is where llama.cpp parses it."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(str(small_model), vocab_only=True, verbose=False)._model.vocab
+
+    def compiles(grammar: str) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        return bool(sampler)
 
     registry, _ = build_registry(plugins=False)
     registry.register(Ping, lambda call, process: None)
-    grammar = LlamaGrammar.from_string(build_grammar(registry), verbose=False)
-    assert grammar is not None
+    grammar = build_grammar(registry)
+    assert compiles(grammar)
+    assert not compiles(grammar.replace("root ::= ", "root ::= no-such-rule | ", 1)), (
+        "a broken grammar must fail, or this test proves nothing"
+    )
 
 
 def _valid_calls(registry: Registry) -> list[str]:

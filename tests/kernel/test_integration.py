@@ -44,10 +44,12 @@ def test_permission_error_goes_back_to_the_model(
 class Unconstrained:
     """The real model with no grammar, as a server without grammar support would behave."""
 
-    def __init__(self, inner: LlamaCppBackend) -> None:
+    def __init__(self, inner: LlamaCppBackend, first: tuple[str, ...] = ()) -> None:
         self.inner = inner
         self.name = inner.name
         self.raw: list[str] = []
+        self.first = list(first)
+        """Outputs given before the model's own (a known-broken one, to see it mended)."""
 
     def complete(
         self,
@@ -56,7 +58,10 @@ class Unconstrained:
         constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
-        out = self.inner.complete(messages, constraint=None, max_tokens=max_tokens)
+        if self.first:
+            out = Completion(text=self.first.pop(0))
+        else:
+            out = self.inner.complete(messages, constraint=None, max_tokens=max_tokens)
         self.raw.append(out.text)
         return out
 
@@ -65,13 +70,14 @@ def test_unconstrained_output_is_repaired_or_retried(
     system: System, backend: LlamaCppBackend, workspace: Path
 ) -> None:
     (workspace / "todo.txt").write_text("buy milk\n")
-    loose = Unconstrained(backend)
+    broken = "Sure! I will read the file for you now."
+    loose = Unconstrained(backend, first=(broken,))
     kernel = Kernel(system, loose, max_steps=2)
     conv = Conversation()
     conv.add("user", "print todo.txt")
     call, _ = kernel.decide(conv)
     assert call.call == "fs.read"
-    assert loose.raw, "the model was asked"
+    assert loose.raw[0] == broken and len(loose.raw) >= 2, "the broken output was retried"
 
 
 def test_step_prefill_does_not_grow_with_the_table(

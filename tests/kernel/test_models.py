@@ -230,3 +230,14 @@ def test_a_damaged_gguf_gives_a_clear_backend_error(tmp_path: Path) -> None:
     with pytest.raises(LlmosError) as err:
         LlamaCppBackend(path)
     assert err.value.code == ErrorCode.E_BACKEND and "cut.gguf" in err.value.message
+
+
+def test_settings_of_a_home_read_that_homes_config(tmp_path: Path, llmos_home: Path) -> None:
+    llmos_home.mkdir(parents=True, exist_ok=True)
+    (llmos_home / "config.toml").write_text("n_ctx = 2048\n")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    (other / "config.toml").write_text("n_ctx = 1024\n")
+    assert Settings().n_ctx == 2048, "the environment's home"
+    assert Settings(home=other).n_ctx == 1024, "the home given, not $LLMOS_HOME's"
+    assert Settings(home=tmp_path / "bare").n_ctx == 4096

@@ -117,10 +117,14 @@ def test_altered_capability_is_not_found_in_a_set(authority: CapabilityAuthority
 # expiry
 
 
-def test_expired_capability_is_refused(authority: CapabilityAuthority) -> None:
-    cap = authority.mint("fs.read", ttl=0.05)
+def test_expired_capability_is_refused(
+    authority: CapabilityAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap = authority.mint("fs.read", ttl=60)  # valid now, however loaded the machine
     authority.verify(cap)
-    time.sleep(0.1)
+    assert cap.expires is not None
+    later = cap.expires + 1
+    monkeypatch.setattr("llmos.security.capabilities.time.time", lambda: later)
     _refused(authority, cap, "expired")
     caps = CapabilitySet(authority, caps=[cap])
     assert caps.find("fs.read", ["a"]) is None
