@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from llmos.bench.kernel import padding_syscalls, second_step_prefill
+from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Event, Kernel
@@ -48,6 +49,7 @@ class Unconstrained:
         self.inner = inner
         self.name = inner.name
         self.raw: list[str] = []
+        self.prompts: list[list[Message]] = []
         self.first = list(first)
         """Outputs given before the model's own (a known-broken one, to see it mended)."""
 
@@ -58,6 +60,7 @@ class Unconstrained:
         constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
+        self.prompts.append(messages)
         if self.first:
             out = Completion(text=self.first.pop(0))
         else:
@@ -70,14 +73,21 @@ def test_unconstrained_output_is_repaired_or_retried(
     system: System, backend: LlamaCppBackend, workspace: Path
 ) -> None:
     (workspace / "todo.txt").write_text("buy milk\n")
-    broken = "Sure! I will read the file for you now."
-    loose = Unconstrained(backend, first=(broken,))
-    kernel = Kernel(system, loose, max_steps=2)
     conv = Conversation()
     conv.add("user", "print todo.txt")
-    call, _ = kernel.decide(conv)
-    assert call.call == "fs.read"
-    assert loose.raw[0] == broken and len(loose.raw) >= 2, "the broken output was retried"
+    mendable = 'Sure: {"call": "fs.read", "path": "todo.txt"'  # prose first, a brace short
+    loose = Unconstrained(backend, first=(mendable,))
+    call, _ = Kernel(system, loose, max_steps=2).decide(conv)
+    assert call.call == "fs.read" and len(loose.raw) == 1, "repaired without asking again"
+    garbage = "Sure! I will read the file for you now."
+    loose = Unconstrained(backend, first=(garbage,))
+    try:
+        call, _ = Kernel(system, loose, max_steps=2).decide(conv)
+        assert call.call == "fs.read"
+    except LlmosError as exc:  # the small model, unconstrained, may fail the retry too
+        assert exc.code == ErrorCode.E_INVAL and "no valid syscall" in exc.message
+    assert len(loose.raw) == 2, "what cannot be mended is asked for again"
+    assert "ERROR: that was not a valid syscall" in loose.prompts[1][-1]["content"]
 
 
 def test_step_prefill_does_not_grow_with_the_table(
