@@ -368,6 +368,9 @@ PATH_ARGS = frozenset({"path", "src", "dst"})
 """Arguments that name a file: one the request does not name, where it points back, came
 from an earlier turn, and the example would teach it as if from nowhere."""
 
+UNDECIDED_MAX = 8
+"""Turns kept waiting for the embedder to load (`Learner.settle`); older ones are let go."""
+
 MEANT_AGAIN = 0.75
 """A next request naming the same paths as a turn's and at least this close in meaning
 (cosine) asks it again: the turn did not do it. Measured with all-MiniLM-L6-v2: asked again,
@@ -510,6 +513,9 @@ class Learner:
         self.bank = bank
         self.registry = registry
         self.pending: Pending | None = None
+        self.undecided: list[tuple[Pending, str]] = []
+        """Turns and the request after each, waiting for the embedder to say if it asked the
+        turn again."""
 
     def offer(
         self,
@@ -520,23 +526,44 @@ class Learner:
     ) -> str:
         """Hold a finished turn until the next request; "" when it may be learned, else why
         it will not be."""
+        self._decide_waiting()
         calls, why = why_not_learned(messages, self.registry, after_ask, asks)
         self.pending = None if why else Pending(messages[0]["content"], calls, scope)
         return why
 
     def drop(self) -> None:
-        """Forget the waiting turn: the person undid something, taught or marked a turn."""
+        """Forget the waiting turns: the person undid something, taught or marked a turn."""
         self.pending = None
+        self.undecided = []
 
     def settle(self, request: str) -> Lesson | None:
         """The person's next request: learn the waiting turn unless `request` corrects it;
-        the lesson learned, or None."""
+        the lesson learned, or None. While the embedder loads, whether `request` asks the turn
+        again cannot be told: the pair waits (UNDECIDED_MAX of them) and is decided once it
+        can be, at a later request or turn, never by guessing."""
+        self._decide_waiting()
         pending, self.pending = self.pending, None
         if pending is None or not self.lessons.enabled:
             return None
+        if corrects(request, pending.request, None):
+            return None
         similarity = self.bank.similarity(request, pending.request)
         if similarity is None and self.bank.embedder is not None:
-            return None  # the embedder is still loading: whether it was asked again is unknown
+            self.undecided = [*self.undecided, (pending, request)][-UNDECIDED_MAX:]
+            return None
+        return self._learn(pending, request, similarity)
+
+    def _decide_waiting(self) -> None:
+        """Decide the pairs that waited for the embedder, now that it may have loaded."""
+        waiting, self.undecided = self.undecided, []
+        for pending, request in waiting:
+            similarity = self.bank.similarity(request, pending.request)
+            if similarity is None:
+                self.undecided.append((pending, request))
+            elif self.lessons.enabled:
+                self._learn(pending, request, similarity)
+
+    def _learn(self, pending: Pending, request: str, similarity: float | None) -> Lesson | None:
         if corrects(request, pending.request, similarity):
             return None
         lesson = self.lessons.add(pending.request, pending.calls, "learned", pending.scope)

@@ -374,11 +374,25 @@ def test_nothing_is_learned_while_the_embedder_cannot_say_if_it_was_asked_again(
     class Loading(Fixed):
         loaded = False
 
-    system.examples.embedder = Loading({})
+    loading = Loading(
+        {
+            "what is in notes.txt?": [1.0, 0.0, 0.0],
+            "show me notes.txt": unit(0.8),
+            "list the folder": [0.0, 1.0, 0.0],
+        }
+    )
+    system.examples.embedder = loading
     learner = Learner(system.lessons, system.examples, system.registry)
     learner.offer(turn("what is in notes.txt?", READ, OK, REPLY), None)
     assert learner.settle("show me notes.txt") is None
-    assert system.lessons.all() == []
+    learner.offer(turn("list the folder", {"call": "fs.list"}, OK, REPLY), None)
+    assert learner.settle("thanks") is None
+    assert system.lessons.all() == [], "nothing is guessed while the embedder loads"
+    loading.loaded = True
+    learner.settle("bye")  # the waiting pairs are decided now
+    assert [x.request for x in system.lessons.all()] == ["list the folder"], (
+        "asked again (the same path, 0.8 alike): not learned; moved on: learned"
+    )
 
 
 def test_use_counts_are_written_now_and_then_and_on_flush(tmp_path: Path) -> None:
