@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from llmos.errors import EXIT_STATUS, ErrorCode, LlmosError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from llmos.apps.manifest import CapabilityNeed, Manifest
     from llmos.config import Settings
@@ -296,20 +296,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.what == "learning":
         from llmos.bench.learning import bench_learning
-        from llmos.config import Settings
         from llmos.kernel.backend import open_backend
         from llmos.kernel.evaluation import load_cases
-        from llmos.system import System
 
         if not args.file:
             print("usage: llmos bench learning CASES.jsonl ... [--json OUT]", file=sys.stderr)
             return 2
         settings = _settings(args)
         backend = open_backend(settings)
-        with (
-            tempfile.TemporaryDirectory(prefix="llmos-bench-") as scratch,
-            System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
-        ):
+        with _scratch_system(settings) as system:
             figures = bench_learning(system, backend, load_cases(Path(f) for f in args.file))
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
@@ -334,12 +329,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
+@contextlib.contextmanager
+def _scratch_system(settings: Settings) -> Iterator[System]:
+    """A system in a temporary LLMOS_HOME using `settings`' model, gone afterwards: what
+    an eval or a bench learns or stores never reaches the person's own home."""
+    from llmos.config import Settings
+    from llmos.system import System
+
+    with (
+        tempfile.TemporaryDirectory(prefix="llmos-scratch-home-") as scratch,
+        System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
+    ):
+        yield system
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run eval cases against the kernel and print per-family pass rates."""
-    from llmos.config import Settings
     from llmos.kernel.backend import open_backend
     from llmos.kernel.evaluation import CaseResult, load_cases, run_eval
-    from llmos.system import System
 
     settings = _settings(args)
     cases = load_cases(Path(f) for f in args.files)
@@ -351,10 +358,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mark = "PASS" if r.passed else "FAIL"
         print(f"{mark} {r.id:10} {r.family:10} {r.seconds:6.1f}s {r.detail}", flush=True)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="llmos-eval-home-") as scratch,
-        System(Settings(home=Path(scratch), model=settings.model), plugins=False) as system,
-    ):
+    with _scratch_system(settings) as system:
         if args.learned:
             taught = system.lessons.import_file(Path(args.learned), system.registry)
             system.lessons.teach_bank(system.examples)

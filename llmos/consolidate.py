@@ -105,15 +105,18 @@ def _merge_learned(system: System, stop: threading.Event, done: Tidied) -> None:
         groups[(lesson.workspace, repr(lesson.calls))].append(i)
     gone: set[str] = set()
     for members in groups.values():
+        if len(members) < 2:
+            continue
+        cosines = bank.similarities([learned[i].request for i in members])  # once a group
         for a_at, a in enumerate(members):
             if stop.is_set():
                 return
-            for b in members[a_at + 1 :]:
-                one, two = learned[a], learned[b]
+            for b_at in range(a_at + 1, len(members)):
+                one, two = learned[a], learned[members[b_at]]
                 if one.id in gone or two.id in gone:
                     continue
                 alike = normal(one.request) == normal(two.request)
-                score = None if alike else bank.similarity(one.request, two.request)
+                score = None if cosines is None else cosines[a_at][b_at]
                 if alike or (score is not None and score >= LEARNED_SAME):
                     first = (one.uses, one.created) >= (two.uses, two.created)
                     keep, drop = (one, two) if first else (two, one)

@@ -13,10 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.kernel.evaluation import Sandbox, call_matches, case_problem, check_task
+from llmos.kernel.evaluation import Sandbox, call_matches, case_problem, check_task, play
 from llmos.kernel.lessons import corrects, why_not_learned
-from llmos.kernel.loop import Conversation, Event, Kernel
-from llmos.memory.pager import new_conversation
+from llmos.kernel.loop import Conversation, Kernel
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
@@ -32,21 +31,23 @@ def run_whole(
     system = kernel.system
     with tempfile.TemporaryDirectory(prefix="llmos-learn-") as tmp:
         sandbox = Sandbox(system, case, Path(tmp))
+        turns: list[dict[str, Any]] = []
+
+        def keep(conversation: Conversation) -> None:
+            turn = conversation.current  # copied now: the pager may page it out later
+            assert turn is not None
+            turns.append(
+                {
+                    "request": turn.request,
+                    "messages": [dict(m) for m in turn.messages],
+                    "asked": bool(turn.asked),
+                    "asks": turn.asks,
+                }
+            )
+
         try:
             sandbox.grant(case.get("grant") or [])
-            requests = [str(t) for t in case.get("turns") or [case["intent"]]]
-            conversation = new_conversation(sandbox.root) if "turns" in case else Conversation()
-            events: list[list[Event]] = []
-            turns: list[dict[str, Any]] = []
-            for request in requests:
-                events.append(list(kernel.turn(sandbox.process, conversation, request)))
-                turn = conversation.current
-                messages = [dict(m) for m in turn.messages] if turn is not None else []
-                asked = bool(turn is not None and turn.asked)
-                asks = turn.asks if turn is not None else frozenset()
-                turns.append(
-                    {"request": request, "messages": messages, "asked": asked, "asks": asks}
-                )
+            events = play(kernel, case, sandbox, keep)
             if "expect" in case:
                 first = next((e.call for e in events[0] if e.kind == "call" and e.call), None)
                 ok = first is not None and call_matches(case["expect"], first)[0]

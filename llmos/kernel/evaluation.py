@@ -688,6 +688,33 @@ def _run_single_step(
     return CaseResult(str(case["id"]), family, ok, time.perf_counter() - start, why, [data])
 
 
+def play(
+    kernel: Kernel,
+    case: dict[str, Any],
+    sandbox: Sandbox,
+    after_turn: Callable[[Conversation], None] | None = None,
+) -> list[list[Event]]:
+    """Run a case's intent, or a session case's turns one after another in one paged
+    conversation (the shell's own, from new_conversation), within the case's `max_steps`;
+    each turn's events. `after_turn` sees the conversation as each turn ends."""
+    if "turns" in case:
+        requests = [str(t) for t in case["turns"]]
+        conversation = new_conversation(sandbox.root)
+    else:
+        requests, conversation = [str(case["intent"])], Conversation()
+    saved = kernel.max_steps
+    kernel.max_steps = int(case.get("max_steps", DEFAULT_MAX_STEPS))
+    turns = []
+    try:
+        for request in requests:
+            turns.append(list(kernel.turn(sandbox.process, conversation, request)))
+            if after_turn is not None:
+                after_turn(conversation)
+    finally:
+        kernel.max_steps = saved
+    return turns
+
+
 def _run_task(kernel: Kernel, case: dict[str, Any], sandbox: Sandbox, start: float) -> CaseResult:
     """Run a task case's intent, or a session case's turns one after another in one paged
     conversation (the shell's own, from new_conversation), then evaluate its check."""
@@ -696,17 +723,7 @@ def _run_task(kernel: Kernel, case: dict[str, Any], sandbox: Sandbox, start: flo
         sandbox.grant(case.get("grant") or [])
     except LlmosError as exc:
         return CaseResult(str(case["id"]), family, False, time.perf_counter() - start, exc.message)
-    if "turns" in case:
-        requests = [str(t) for t in case["turns"]]
-        conversation = new_conversation(sandbox.root)
-    else:
-        requests, conversation = [str(case["intent"])], Conversation()
-    saved = kernel.max_steps
-    kernel.max_steps = int(case.get("max_steps", DEFAULT_MAX_STEPS))
-    try:
-        turns = [list(kernel.turn(sandbox.process, conversation, r)) for r in requests]
-    finally:
-        kernel.max_steps = saved
+    turns = play(kernel, case, sandbox)
     ok, why = check_task(case, sandbox, turns)
     calls = [e.call for turn in turns for e in turn if e.kind == "call" and e.call]
     return CaseResult(str(case["id"]), family, ok, time.perf_counter() - start, why, calls)

@@ -185,6 +185,13 @@ _BONUS = {"taught": LESSON_BONUS, "good": LESSON_BONUS, LEARNED: LEARNED_BONUS}
 """What each source of the person's own examples adds to its similarity when ranked."""
 
 
+def _own_of(example: Example, key: str, scope: str | None) -> bool:
+    """Whether `example` is the person's own for the request `key` (lower-cased) in `scope`."""
+    return (
+        example.source in OWN_SOURCES and example.request.lower() == key and example.scope == scope
+    )
+
+
 def _key(example: Example) -> tuple[str, str]:
     """What a hidden example is known by: its request's words and its calls."""
     return (" ".join(example.request.lower().split()), json.dumps(example.calls, sort_keys=True))
@@ -323,15 +330,11 @@ class ExampleBank:
             ):
                 return None
             if source in OWN_SOURCES:
-
-                def same(e: Example) -> bool:
-                    return e.source in OWN_SOURCES and e.request.lower() == key and e.scope == scope
-
                 if source == LEARNED and any(
-                    same(e) and e.source in PERSON_SOURCES for e in self._examples
+                    _own_of(e, key, scope) and e.source in PERSON_SOURCES for e in self._examples
                 ):
                     return None
-                self._keep(lambda e: not same(e))
+                self._keep(lambda e: not _own_of(e, key, scope))
             self._examples.append(example)
             self._words.append(words(request))
             self._validity = None
@@ -349,11 +352,7 @@ class ExampleBank:
         """Drop the person's example of `request` in `scope` (a lesson merged or forgotten)."""
         key = " ".join(request.lower().split())
         with self._lock:
-            self._keep(
-                lambda e: (
-                    not (e.source in OWN_SOURCES and e.request.lower() == key and e.scope == scope)
-                )
-            )
+            self._keep(lambda e: not _own_of(e, key, scope))
 
     def add_rule(self, text: str, *, source: str = "builtin") -> Rule:
         """Add one routing rule for the prompt."""
@@ -563,12 +562,21 @@ class ExampleBank:
     def similarity(self, a: str, b: str) -> float | None:
         """How close `a` and `b` are in meaning (cosine); None without an embedder or while it
         loads."""
+        cosines = self.similarities([a, b])
+        return None if cosines is None else cosines[0][1]
+
+    def similarities(self, texts: Sequence[str]) -> list[list[float]] | None:
+        """Every pair of `texts`' cosine, each text embedded once; None without an embedder
+        or while it loads."""
         if self.embedder is None or not getattr(self.embedder, "loaded", True):
             return None
         import numpy as np
 
-        va, vb = (np.asarray(v, dtype=np.float64) for v in self.embedder.embed([a, b]))
-        return float(va @ vb / ((np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0))
+        vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        unit = vectors / norms[:, None]
+        return [[float(x) for x in row] for row in unit @ unit.T]
 
     def nearest_lesson(self, request: str, workspace: str | None = None) -> tuple[Example, float]:
         """The person's example most like `request` (of anywhere, or of `workspace`) and its

@@ -428,18 +428,16 @@ def why_not_learned(
     except LlmosError as exc:
         return [], exc.message
     read = False
+    made: set[str] = set()
     for call in calls:
         spec = registry.get(call["call"]) if registry is not None else None
-        acts = spec is not None and bool(spec.model.declared_effects())
-        if acts and read and not _all_said(call, request):
+        effects = spec.model.declared_effects() if spec is not None else frozenset()
+        if effects and read and not _all_said(call, request):
             return [], f"{call['call']} used what a result said, not the person"
-        if acts and not _paths_named(call, request):
+        if effects and not _paths_named(call, request):
             return [], f"{call['call']} acts on a path the request does not name"
-        read = read or not acts
-    made = set()
-    for call in calls:
-        spec = registry.get(call["call"]) if registry is not None else None
-        made |= set(spec.model.declared_effects()) if spec is not None else set()
+        read = read or not effects
+        made |= effects
     if asks and asks & CHANGING and not made & CHANGING:
         return [], "it was asked for a change and made none"
     given = json.dumps(calls, ensure_ascii=False).lower()
