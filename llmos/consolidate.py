@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from llmos.errors import LlmosError
 from llmos.kernel.lessons import normal
-from llmos.memory.store import REPLACED_BY, SAME_AS
+from llmos.syscalls.mem import REPLACED_BY, SAME_AS
 
 if TYPE_CHECKING:
     from llmos.kernel.loop import Conversation

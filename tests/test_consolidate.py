@@ -12,7 +12,7 @@ import pytest
 from llmos.config import Settings
 from llmos.consolidate import IdleTidy, Tidied, consolidate
 from llmos.kernel.examples import ExampleBank
-from llmos.memory.store import REPLACED_BY, SAME_AS
+from llmos.syscalls.mem import REPLACED_BY, SAME_AS
 from llmos.system import System
 from tests.kernel.test_lessons import Fixed, unit
 

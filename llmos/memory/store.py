@@ -33,11 +33,6 @@ ID_PREFIX: dict[str, str] = {"archival": "a", "recall": "r"}
 MetaValue = str | int | float | bool
 """Metadata values are JSON scalars (process, session, turn_start, turn_end, source...)."""
 
-SAME_AS = "same_as"
-"""Meta key of a kept fact stored again (llmos.consolidate): the id of the first one."""
-REPLACED_BY = "replaced_by"
-"""Meta key of a kept fact a later one contradicts (llmos.consolidate): the later one's id."""
-
 DB_FILE = "store.sqlite3"
 MAX_SQL_VARIABLES = 500
 LOCK_FILE = "lock"

@@ -20,7 +20,6 @@ from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Authorized, Process
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
-from llmos.memory.store import REPLACED_BY, SAME_AS
 from llmos.memory.tags import normalize_tags
 from llmos.syscalls.base import Quiet, Registry, Syscall
 
@@ -80,6 +79,12 @@ class MemSearch(Syscall):
     )
 
     _check_tags = field_validator("tags")(_tags)
+
+
+SAME_AS = "same_as"
+"""Meta key of a kept fact stored again (llmos.consolidate): the id of the first one."""
+REPLACED_BY = "replaced_by"
+"""Meta key of a kept fact a later one contradicts (llmos.consolidate): the later one's id."""
 
 
 class MemRecord(Quiet):
