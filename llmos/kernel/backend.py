@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.imports import heavy
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -124,7 +125,7 @@ _LOAD_LOCK = threading.Lock()
 def amx_build() -> bool:
     """Whether the llama.cpp in use runs matrix products on Intel AMX (a native build on a
     Sapphire Rapids or newer CPU)."""
-    import llama_cpp
+    llama_cpp = heavy("llama_cpp")
 
     return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
 
@@ -174,7 +175,7 @@ class LlamaCppBackend:
         seed: int = 0,
         cache_dir: Path | None = None,
     ) -> None:
-        from llama_cpp import Llama
+        Llama = heavy("llama_cpp").Llama
 
         self.model_path = model_path
         self.name = model_path.stem

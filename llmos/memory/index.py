@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.imports import heavy
 from llmos.limits import MEM_PROBE_TIMEOUT_S
 from llmos.memory.store import COLLECTIONS, Collection
 
@@ -114,7 +115,7 @@ class MemoryIndex:
     def _connect(self) -> Any:
         if self._client is not None:
             return self._client
-        import chromadb
+        chromadb = heavy("chromadb")
         from chromadb.config import Settings as ChromaSettings
 
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
