@@ -143,8 +143,9 @@ def _toml_value(value: object) -> str:
 def set_config_value(home: Path, key: str, value: object) -> Path:
     """Set one top-level key in `home/config.toml`, keeping the others, written atomically
     (for `llmos model use`: the choice outlives the command)."""
-    import os
     import tomllib
+
+    from llmos.atomic import write_atomic
 
     path = home / "config.toml"
     try:
@@ -156,8 +157,5 @@ def set_config_value(home: Path, key: str, value: object) -> Path:
     tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
     for name, table in tables:
         lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".config.toml.{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
     return path

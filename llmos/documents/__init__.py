@@ -249,7 +249,7 @@ class Documents:
         path = self._entry(key)
         if path is None:
             return
-        from llmos.syscalls.atomic import write_atomic
+        from llmos.atomic import write_atomic
 
         blob = json.dumps(answer).encode()
         if self.sealer is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from llmos.atomic import atomic_path
 from llmos.errors import ErrorCode, LlmosError
 from llmos.imports import heavy
 
@@ -345,11 +346,14 @@ class PrefixCache:
         path = self.path(tokens)
         if path is None or path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         array = (llama_cpp.llama_token * len(tokens))(*tokens)
-        if llama_cpp.llama_state_save_file(llm._ctx.ctx, str(tmp).encode(), array, len(tokens)):
-            os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            saved = llama_cpp.llama_state_save_file(
+                llm._ctx.ctx, str(tmp).encode(), array, len(tokens)
+            )
+            if not saved:
+                tmp.unlink(missing_ok=True)
+        if saved:
             self.last = "saved"
             files = sorted(path.parent.glob("*.kv"), key=lambda p: p.stat().st_mtime)
             for old in files[: -self.KEEP]:

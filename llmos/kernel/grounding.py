@@ -9,6 +9,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from llmos.atomic import TEMP_MARK
 from llmos.errors import LlmosError
 from llmos.kernel.examples import is_question
 from llmos.limits import GROUND_MAX_PATHS, GROUND_SCAN_ENTRIES, VIEW_MAX_CHARS, VIEW_MAX_ENTRIES
@@ -179,7 +180,7 @@ def scan(
                 if not d.startswith(".") and d not in SKIPPED_DIRS and base + d not in hidden
             )
             for name in sorted(dirnames + filenames):
-                if name.startswith(".") or ".llmos-tmp-" in name or _UNSAFE.search(name):
+                if name.startswith(".") or TEMP_MARK in name or _UNSAFE.search(name):
                     continue
                 if base + name in hidden:
                     continue

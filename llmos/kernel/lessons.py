@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.grounding import mentioned_paths
 from llmos.limits import LEARNED_MAX_CHARS, LESSONS_MAX
-from llmos.syscalls.atomic import write_atomic
 
 if TYPE_CHECKING:
     from llmos.kernel.examples import Call, ExampleBank

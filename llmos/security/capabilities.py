@@ -215,7 +215,7 @@ class CapabilityAuthority:
         if path is None:
             self._revoked.add(cap_id)
             return
-        from llmos.syscalls.atomic import write_atomic
+        from llmos.atomic import write_atomic
 
         with locked(path):
             self._load_revocations()
@@ -389,7 +389,7 @@ class GrantStore:
     def save(self, workspace: Path, cap: Capability) -> None:
         """Remember `cap` for every later session on this workspace (read, add and write under
         the file's lock, so a grant saved by another llmos process at once is kept too)."""
-        from llmos.syscalls.atomic import write_atomic
+        from llmos.atomic import write_atomic
 
         with locked(self.path):
             data = self._read()

@@ -27,9 +27,9 @@ from typing import BinaryIO, Literal
 
 from pydantic import BaseModel
 
+from llmos.atomic import write_atomic_at
 from llmos.errors import ErrorCode, LlmosError
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
-from llmos.syscalls.atomic import write_atomic_at
 
 log = logging.getLogger(__name__)
 

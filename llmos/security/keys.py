@@ -7,13 +7,12 @@ import fcntl
 import hmac
 import logging
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmos.atomic import TEMP_MARK, write_atomic
 from llmos.errors import ErrorCode, LlmosError
-from llmos.syscalls.atomic import write_all
 
 KEY_BYTES = 32
 
@@ -46,8 +45,11 @@ def load_or_create_key(path: Path) -> bytes:
     with _creation_lock(path):
         key = _read_key(path)  # another llmos process may have made it while we waited
         if key is None:
-            with contextlib.suppress(FileExistsError):  # made by an llmos that takes no lock
+            try:
                 _install(path, _new_key(), replace=False)
+            except LlmosError as exc:  # made meanwhile by an llmos that takes no lock
+                if exc.code is not ErrorCode.E_EXISTS:
+                    raise
         elif len(key) < KEY_BYTES:
             _log.warning(
                 "key file %s held %d of %d bytes (cut short by a crash while it was first "
@@ -87,49 +89,19 @@ def _creation_lock(path: Path) -> Iterator[None]:
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        for left in (f".{path.name}{TEMP_MARK}*", f".{path.name}.*.tmp"):  # now, and as once named
+            for stale in path.parent.glob(left):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         yield
     finally:
         os.close(fd)
 
 
 def _install(path: Path, key: bytes, *, replace: bool) -> None:
-    """Write `key` to a temporary file in `path`'s folder (0600), sync it, then link it into
-    place (or, with `replace`, rename it over a damaged key), and sync the folder."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            write_all(fd, key)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _link(tmp: Path, path: Path) -> None:
-    """Put `tmp` at `path` unless something is there (never overwrite a key); where the file
-    system has no hard links, rename it, which the creation lock keeps from racing."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        if path.exists():
-            raise FileExistsError(path) from None
-        os.rename(tmp, path)
+    """Put `key` at `path` (0600) whole: written beside it, synced, then linked into place (or,
+    with `replace`, renamed over a damaged key); E_EXISTS when one appeared meanwhile."""
+    write_atomic(path, key, mode=0o600, exclusive=not replace)
 
 
 def derive_key(secret: bytes, purpose: str) -> bytes:

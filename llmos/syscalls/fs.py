@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
+from llmos.atomic import TEMP_MARK, write_all, write_atomic_at
 from llmos.documents import Documents, Extracted, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
@@ -44,7 +45,6 @@ from llmos.limits import (
 )
 from llmos.memory.files import FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
-from llmos.syscalls.atomic import write_all, write_atomic_at
 from llmos.syscalls.base import (
     Quiet,
     Registry,
@@ -797,7 +797,7 @@ def _glob_match(pattern: str | None, rel: str, name: str) -> bool:
 
 
 def _is_temp(name: str) -> bool:
-    return ".llmos-tmp-" in name
+    return TEMP_MARK in name
 
 
 def _plural(count: int, noun: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 
+from llmos import atomic
 from llmos.cli import main
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
@@ -194,11 +194,14 @@ def test_pull_hf_checks_the_hub_sha256(hub: str, tmp_path: Path) -> None:
     assert left == ["good.gguf", "good.gguf.verified"], "failed downloads leave nothing"
 
 
-def test_pull_hf_tells_a_local_write_error_from_a_download_error(hub: str, tmp_path: Path) -> None:
+def test_pull_hf_tells_a_local_write_error_from_a_download_error(
+    hub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = gguf_bytes({"general.name": "hub"})
     Hub.files = {"/o/r/resolve/main/good.gguf": (good, hashlib.sha256(good).hexdigest(), None)}
     home = tmp_path / "home"
-    blocker = models.models_dir(home) / f".good.gguf.partial-{os.getpid()}"
+    monkeypatch.setattr(atomic, "temp_name", lambda name: f".{name}.blocked")
+    blocker = models.models_dir(home) / ".good.gguf.blocked"
     blocker.mkdir(parents=True)  # the temp file cannot be written where a folder stands
     with pytest.raises(LlmosError) as err:
         models.pull_hf("o/r", "main", "good.gguf", home, endpoint=hub)

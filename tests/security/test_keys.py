@@ -77,17 +77,19 @@ def test_a_crash_while_the_key_is_made_leaves_no_key(
     with pytest.raises(OSError):
         load_or_create_key(path)
     assert not path.exists(), "no half-written key is ever in place"
-    assert not list(tmp_path.glob(".install.key.*.tmp")), "the temporary file went too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["install.key.lock"], "the temp went too"
     monkeypatch.undo()
     assert len(load_or_create_key(path)) == KEY_BYTES
 
 
 def test_a_temporary_file_left_by_a_killed_llmos_is_cleaned_up(tmp_path: Path) -> None:
     path = tmp_path / "install.key"
-    stale = tmp_path / ".install.key.0123456789ab.tmp"
-    stale.write_bytes(b"half")
+    stale = tmp_path / ".install.key.llmos-tmp-0123abcd"
+    older = tmp_path / ".install.key.0123456789ab.tmp"  # as llmos once named them
+    for left in (stale, older):
+        left.write_bytes(b"half")
     load_or_create_key(path)
-    assert not stale.exists()
+    assert not stale.exists() and not older.exists()
 
 
 def _load_into(path: str, out: str) -> None:

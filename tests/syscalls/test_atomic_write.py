@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 import llmos
+from llmos.atomic import atomic_path, temp_name, write_atomic, write_atomic_at
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.process import Process
-from llmos.syscalls import atomic
-from llmos.syscalls.atomic import write_atomic, write_atomic_at
 from llmos.system import System
 
 REPO = Path(llmos.__file__).resolve().parents[1]
@@ -170,7 +169,7 @@ def test_atomic_replace_does_not_follow_a_link_at_the_name(tmp_path: Path) -> No
 @pytest.mark.parametrize("name", ["a" * 255, "文" * 85, "😀" * 63, "é" * 127])
 def test_temp_name_fits_name_max_for_any_valid_name(name: str) -> None:
     assert len(name.encode()) <= 255
-    first, second = atomic._temp_name(name), atomic._temp_name(name)
+    first, second = temp_name(name), temp_name(name)
     assert len(first.encode()) <= 255
     assert first != second
     assert first.startswith(".") and ".llmos-tmp-" in first
@@ -183,3 +182,36 @@ def test_write_atomic_for_own_state_is_private(tmp_path: Path) -> None:
     assert target.read_bytes() == b'{"a": 1}'
     assert target.stat().st_mode & 0o777 == 0o600
     assert os.listdir(target.parent) == ["grants.json"]
+
+
+def test_exclusive_write_without_hard_links_still_never_clobbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system has no hard links (os.link fails), an exclusive write falls back
+    to a rename, and still refuses a name that is taken."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    write_atomic(tmp_path / "key", b"first", exclusive=True)
+    with pytest.raises(LlmosError) as info:
+        write_atomic(tmp_path / "key", b"second", exclusive=True)
+    assert info.value.code is ErrorCode.E_EXISTS
+    assert (tmp_path / "key").read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["key"]
+
+
+def test_a_streamed_file_replaces_the_target_only_when_whole(tmp_path: Path) -> None:
+    target = tmp_path / "models" / "m.gguf"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".")
+        tmp.write_bytes(b"GGUF v1")
+    assert target.read_bytes() == b"GGUF v1"
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"GGUF v2, cut short")
+        raise ValueError("the download broke")
+    with atomic_path(target):
+        pass  # a writer that wrote nothing (llama.cpp refused) replaces nothing
+    assert target.read_bytes() == b"GGUF v1"
+    assert os.listdir(target.parent) == ["m.gguf"]
