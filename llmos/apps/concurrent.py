@@ -19,7 +19,7 @@ from llmos.apps.manifest import (
     prepare_app,
     run_prepared,
 )
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, from_exception
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
@@ -159,10 +159,9 @@ def _run_one(
         run.results, run.replies = done.results, done.replies
         if not done.ok:
             run.fail(done.code or ErrorCode.E_INTERNAL, done.message)
-    except LlmosError as exc:
-        run.fail(exc.code, exc.message)
     except Exception as exc:  # a bug in one app's run must not take the others down
-        run.fail(ErrorCode.E_INTERNAL, f"{type(exc).__name__}: {exc}")
+        error = from_exception(exc)
+        run.fail(error.code, error.message)
     finally:
         for client in clients:
             client.close()

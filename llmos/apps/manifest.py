@@ -449,7 +449,6 @@ class _KernelSteps:
             run.replies.append(last.text)
             return
         text = last.text if last is not None else "no steps"
-        prefix = text.split(":", 1)[0]
-        code = ErrorCode(prefix) if prefix in ErrorCode.__members__ else ErrorCode.E_INVAL
+        code = (last.code if last is not None else None) or ErrorCode.E_INVAL
         kind = last.kind if last is not None else "error"
         run.fail(code, f"step {number}: the kernel did not reply ({kind}: {text})")

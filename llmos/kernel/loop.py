@@ -68,6 +68,8 @@ class Event:
     call: dict[str, Any] | None = None
     result: SyscallResult | None = None
     seconds: float = 0.0
+    code: ErrorCode | None = None
+    """The stable code of an error or limit event (the text is what the person reads)."""
     note: str = ""
     """What llmos itself says about a reply: that it claims an effect no call of the turn had
     ("I wrote pwned.txt", repeated from a file it read), so the person is not misled."""
@@ -77,6 +79,8 @@ class Event:
         out: dict[str, Any] = {"kind": self.kind, "text": self.text, "seconds": self.seconds}
         if self.note:
             out["note"] = self.note
+        if self.code is not None:
+            out["code"] = self.code.value
         if self.call is not None:
             out["call"] = self.call
         if self.result is not None:
@@ -945,7 +949,7 @@ class Kernel:
                 ground = replace(ground, allows=process.allows)
                 call, shown = self.decide(conversation, ground, only)
             except LlmosError as exc:
-                yield Event("error", text=f"{exc.code}: {exc.message}")
+                yield Event("error", text=f"{exc.code}: {exc.message}", code=exc.code)
                 return
             decided = time.perf_counter() - start
             data = call.model_dump(mode="json")
@@ -960,7 +964,9 @@ class Kernel:
                 # that only hands the request back, goes back to the model with the reason.
                 doubted = True
                 conversation.add("user", doubt)
-                yield Event("error", call=data, text=doubt.removeprefix("ERROR: "))
+                yield Event(
+                    "error", call=data, text=doubt.removeprefix("ERROR: "), code=ErrorCode.E_INVAL
+                )
                 if doubt.startswith(WHICH_FILE_DOUBT):
                     # The file is in the results: told to name it, the 1.5B model asked the
                     # person "Which file do you want me to look at?" instead.
@@ -974,6 +980,7 @@ class Kernel:
                 if repeats > 2:  # only a backend that ignores the grammar gets here
                     yield Event(
                         "error",
+                        code=ErrorCode.E_INVAL,
                         text=f"{ErrorCode.E_INVAL}: the kernel kept repeating a call "
                         f"({shown}); try rewording the request",
                     )
@@ -981,7 +988,12 @@ class Kernel:
                 conversation.add("user", REPEATED_OK if seen[shown] else REPEATED_FAILED)
                 allowed = [s.name for s, _ in callable_specs(self.system.registry, None, ground)]
                 only = list(ENDS_TURN) if repeats > 1 else [n for n in allowed if n != call.call]
-                yield Event("error", call=data, text="repeated a call; not run again")
+                yield Event(
+                    "error",
+                    call=data,
+                    text="repeated a call; not run again",
+                    code=ErrorCode.E_INVAL,
+                )
                 continue
             result = self.system.dispatch(process, call)
             seen[shown] = result.ok
@@ -1005,6 +1017,7 @@ class Kernel:
             yield Event("result", call=data, result=result, text=result.render())
         yield Event(
             "limit",
+            code=ErrorCode.E_INVAL,
             text=f"stopped after {self.max_steps} steps without a reply (the step limit); "
             "ask again more specifically, or raise the limit",
         )

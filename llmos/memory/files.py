@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.atomic import TEMP_MARK
 from llmos.documents import SUFFIXES, Documents, Labels, kind_of, where
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, os_error
 from llmos.limits import (
     DOCUMENT_MAX_BYTES,
     FILE_INDEX_MAX_CHUNKS,
@@ -44,7 +44,7 @@ from llmos.limits import (
     FILE_SEARCH_MAX_K,
 )
 from llmos.memory.embedder import Embedder
-from llmos.security.workspace import O_CLOEXEC, Workspace, open_dir_at, os_error
+from llmos.security.workspace import O_CLOEXEC, Workspace, open_dir_at
 from llmos.text import RRF_K
 
 if TYPE_CHECKING:

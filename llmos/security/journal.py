@@ -28,8 +28,8 @@ from typing import BinaryIO, Literal
 from pydantic import BaseModel
 
 from llmos.atomic import write_atomic_at
-from llmos.errors import ErrorCode, LlmosError
-from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
+from llmos.errors import ErrorCode, LlmosError, os_error
+from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, os_error
 from llmos.limits import MAX_SYMLINK_HOPS
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -52,28 +52,6 @@ class Located:
 
 def _perm(message: str) -> LlmosError:
     return LlmosError(ErrorCode.E_PERM, message)
-
-
-def os_error(exc: OSError, path: str) -> LlmosError:
-    """Map an OSError met while working on a workspace path to its stable code."""
-    codes = {
-        errno.ENOENT: ErrorCode.E_NOENT,
-        errno.EEXIST: ErrorCode.E_EXISTS,
-        errno.EISDIR: ErrorCode.E_ISDIR,
-        errno.ENOTDIR: ErrorCode.E_NOTDIR,
-        errno.ENOTEMPTY: ErrorCode.E_NOTEMPTY,
-        errno.ELOOP: ErrorCode.E_PERM,
-        errno.EACCES: ErrorCode.E_PERM,
-        errno.EPERM: ErrorCode.E_PERM,
-        errno.EFBIG: ErrorCode.E_TOOBIG,
-        errno.ENAMETOOLONG: ErrorCode.E_INVAL,
-        errno.EINVAL: ErrorCode.E_INVAL,
-    }
-    code = codes.get(exc.errno or 0, ErrorCode.E_IO)
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ELOOP:
-        reason = "a symlink was swapped in or loops"
-    return LlmosError(code, f"{path}: {reason}")
 
 
 def open_dir_at(dir_fd: int, name: str) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, from_exception
 
 if TYPE_CHECKING:
     from llmos.kernel.loop import Event
@@ -150,11 +150,11 @@ class JobTable:
             job.turn.join()
             error = job.turn.error
             if error is not None:
-                job.error = _as_error(error)
+                job.error = from_exception(error)
         except LlmosError as exc:
             job.error = exc
         except Exception as exc:  # a job's bug is its own failure, never the shell's
-            job.error = _as_error(exc)
+            job.error = from_exception(exc)
         finally:
             if job.client is not None:
                 job.client.close()
@@ -214,12 +214,6 @@ class JobTable:
 
 CLOSE_WAIT_S = 10.0
 """How long leaving the shell waits, in all, for cancelled jobs to stop."""
-
-
-def _as_error(exc: BaseException) -> LlmosError:
-    if isinstance(exc, LlmosError):
-        return exc
-    return LlmosError(ErrorCode.E_INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 def scheduler_states(rows: list[dict[str, Any]]) -> dict[str, str]:

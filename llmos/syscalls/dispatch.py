@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, from_exception
 from llmos.kernel.process import Authorized, Process
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
@@ -51,14 +51,9 @@ class Dispatcher:
                 auth.once |= self._authorize(process, spec, resources)
                 value = self._run(process, spec, call, resources, auth)
                 result = SyscallResult.success(call.call, value)
-            except LlmosError as exc:
-                result = SyscallResult.failure(name, exc.code, exc.message)
-            except OSError as exc:
-                result = SyscallResult.failure(name, ErrorCode.E_IO, f"{type(exc).__name__}: {exc}")
             except Exception as exc:
-                result = SyscallResult.failure(
-                    name, ErrorCode.E_INTERNAL, f"{name} failed: {type(exc).__name__}: {exc}"
-                )
+                error = from_exception(exc, call=name).about(process=process.name)
+                result = SyscallResult.failure(name, error.code, error.message)
             return result
         finally:  # record never raises, and a Ctrl-C mid-call still leaves its line
             if self.audit is not None:

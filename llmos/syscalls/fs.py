@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from llmos.apps.hooks import hookimpl
 from llmos.atomic import TEMP_MARK, write_all, write_atomic_at
 from llmos.documents import Documents, Extracted, Labels, kind_of, where
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, os_error
 from llmos.kernel.process import Process
 from llmos.limits import (
     DOCUMENT_MAX_BYTES,
@@ -44,7 +44,7 @@ from llmos.limits import (
     STAT_PREVIEW_MAX_BYTES,
 )
 from llmos.memory.files import FileSearchResult
-from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at, os_error
+from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at
 from llmos.syscalls.base import (
     Quiet,
     Registry,

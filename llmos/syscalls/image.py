@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 from llmos.apps.hooks import hookimpl
 from llmos.atomic import write_atomic_at
 from llmos.documents import Documents, kind_of
-from llmos.errors import ErrorCode, LlmosError
+from llmos.errors import ErrorCode, LlmosError, os_error
 from llmos.kernel.process import Process
 from llmos.limits import MAX_IMAGE_BATCH, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
-from llmos.security.workspace import O_CLOEXEC, os_error
+from llmos.security.workspace import O_CLOEXEC
 from llmos.syscalls.base import Registry, Syscall, existing_path
 
 # fs owns pattern expansion (one folder, last part only, temp files hidden); images reuse it so

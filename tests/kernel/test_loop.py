@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+from llmos.errors import ErrorCode
 from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.loop import Conversation, Kernel, repair
 from llmos.kernel.process import Process
@@ -91,6 +92,8 @@ def test_two_bad_outputs_give_a_clear_error_not_a_traceback(system: System, proc
     events = list(Kernel(system, backend).turn(proc, Conversation(), "do something"))
     assert [e.kind for e in events] == ["error"]
     assert "E_INVAL" in events[0].text and "fs.nope" in events[0].text
+    assert events[0].code is ErrorCode.E_INVAL, "the code travels as data, not only in the text"
+    assert events[0].to_json()["code"] == "E_INVAL"
 
 
 def test_step_limit_stops_with_a_message(system: System, proc: Process) -> None:
