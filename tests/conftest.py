@@ -13,6 +13,17 @@ from llmos.kernel.backend import LlamaCppBackend
 from llmos.kernel.process import Process
 from llmos.system import System
 
+MODEL_FIXTURES = frozenset({"small_model", "backend", "default_backend", "embedder"})
+"""Fixtures that load a model from its packages (a GGUF, or the embedding model): a test using
+one is marked `model`, so `pytest -m "not model"` runs without the model packages."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that loads a model through a fixture `model` (others say so themselves)."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
 
 @pytest.fixture(autouse=True)
 def llmos_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

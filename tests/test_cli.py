@@ -88,6 +88,7 @@ def test_bench_dispatch_prints_figures(workspace: Path) -> None:
     assert "p50" in proc.stdout and "p99" in proc.stdout
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_mem_reindex_rebuilds_the_index_from_the_store(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

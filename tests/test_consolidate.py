@@ -56,6 +56,7 @@ def test_facts_stored_twice_or_replaced_are_marked_and_none_deleted(system: Syst
     assert (again.facts_same, again.facts_replaced) == (0, 0), "marking twice changes nothing"
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_a_search_shows_a_copy_once_and_names_the_fact_that_replaced_one(
     system: System, workspace: Path
 ) -> None:

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,32 +61,6 @@ class Backend(Protocol):
     ) -> Completion:
         """Decode one reply; with a `constraint` the output is one well-formed syscall."""
         ...
-
-
-@dataclass
-class ScriptedBackend:
-    """Replays the given outputs in order (strings or dicts), recording every prompt it saw."""
-
-    outputs: list[str | dict[str, Any]]
-    name: str = "scripted"
-    context: int = 4096
-    prompts: list[list[Message]] = field(default_factory=list)
-    constraints: list[Constraint | None] = field(default_factory=list)
-
-    def complete(
-        self,
-        messages: list[Message],
-        *,
-        constraint: Constraint | None,
-        max_tokens: int,
-    ) -> Completion:
-        """The next scripted output; E_BACKEND when the script has run out."""
-        self.constraints.append(constraint)
-        self.prompts.append([dict(m) for m in messages])
-        if not self.outputs:
-            raise LlmosError(ErrorCode.E_BACKEND, "the scripted backend has no outputs left")
-        out = self.outputs.pop(0)
-        return Completion(text=out if isinstance(out, str) else json.dumps(out))
 
 
 def physical_cores() -> int:

@@ -16,9 +16,9 @@ from llmos.apps.concurrent import run_apps
 from llmos.apps.manifest import parse_manifest
 from llmos.cli import main
 from llmos.errors import EXIT_STATUS, ErrorCode
-from llmos.kernel.backend import Completion, Message
-from llmos.kernel.grammar import Constraint
+from llmos.kernel.backend import Message
 from llmos.system import System
+from llmos.testing import GatedModel
 
 MEET = """\
 import pathlib, sys, time
@@ -133,35 +133,15 @@ def test_apps_declaring_the_same_tool_name_are_refused(
     assert not (workspace / ".alpha.here").exists()
 
 
-class PerProcessModel:
-    """A fake model: the first completion of a request calls the `meet` tool, the next one
-    replies. Counts completions running at once (the scheduler must keep it at one)."""
+def meet_then_reply(who: str) -> Any:
+    """A script: the first completion of the request calls the `meet` tool, the next replies."""
 
-    name = "fake"
-    context = 4096
+    def script(messages: list[Message]) -> dict[str, Any]:
+        if "RESULT" in messages[-1]["content"]:
+            return {"call": "reply", "text": f"{who} met"}
+        return {"call": "tool.run", "name": "meet", "args": {}}
 
-    def __init__(self) -> None:
-        self.busy = 0
-        self.overlapped = False
-        self.served: list[str] = []
-        self._count = threading.Lock()  # the count itself must not race
-
-    def complete(
-        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
-    ) -> Completion:
-        with self._count:
-            self.busy += 1
-            self.overlapped |= self.busy > 1
-        try:
-            request = next(m["content"] for m in messages if m["role"] == "user")
-            who = "alpha" if "alpha" in request else "beta"
-            self.served.append(who)
-            if "RESULT" in messages[-1]["content"]:
-                return Completion(text=json.dumps({"call": "reply", "text": f"{who} met"}))
-            return Completion(text=json.dumps({"call": "tool.run", "name": "meet", "args": {}}))
-        finally:
-            with self._count:
-                self.busy -= 1
+    return script
 
 
 def test_request_steps_share_one_model_through_the_scheduler(
@@ -175,10 +155,10 @@ def test_request_steps_share_one_model_through_the_scheduler(
         return "met"
 
     system.tools.function(meet)
-    model = PerProcessModel()
-    opened: list[PerProcessModel] = []
+    model = GatedModel({"alpha:": meet_then_reply("alpha"), "beta:": meet_then_reply("beta")})
+    opened: list[GatedModel] = []
 
-    def open_model() -> PerProcessModel:
+    def open_model() -> GatedModel:
         opened.append(model)
         return model
 
@@ -204,6 +184,6 @@ def test_request_steps_share_one_model_through_the_scheduler(
         "met",
     ], "both tools passed the barrier: the apps ran at the same time"
     assert len(opened) == 1, "one model for both apps"
-    assert sorted(model.served) == ["alpha", "alpha", "beta", "beta"]
+    assert sorted(model.served) == ["alpha:", "alpha:", "beta:", "beta:"]
     assert not model.overlapped, "the scheduler ran one completion at a time"
     assert ("alpha", "[1] reply: alpha met") in lines and ("beta", "[1] reply: beta met") in lines

@@ -11,8 +11,8 @@ import pytest
 from llmos.apps.manifest import CapabilityNeed, parse_manifest, run_app
 from llmos.cli import main
 from llmos.errors import EXIT_STATUS, ErrorCode, LlmosError
-from llmos.kernel.backend import ScriptedBackend
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 GOOD = """\
 name = "notes"

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from llmos.errors import LlmosError
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.evaluation import (
     call_matches,
     case_problem,
@@ -22,6 +21,7 @@ from llmos.kernel.evaluation import (
     value_matches,
 )
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 WEATHER = {
     "name": "weather_forecast",
@@ -134,6 +134,7 @@ def test_load_cases_reports_the_bad_line(tmp_path: Path) -> None:
     assert "c.jsonl:3" in err.value.message
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_memory_setup_and_checks_use_the_real_store_and_stay_per_case(system: System) -> None:
     cases = [
         {
@@ -175,6 +176,7 @@ def _outcomes(summary: dict[str, Any]) -> dict[str, tuple[bool, str]]:
     return {r["id"]: (r["passed"], r["detail"]) for r in summary["results"]}
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_session_turns_run_in_one_paged_conversation_and_reply_is_the_last_turns(
     system: System,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from llmos.kernel.examples import BUILTIN, RESULT_PLACEHOLDER, Example, ExampleB
 from llmos.memory.embedder import Embedder
 from llmos.syscalls.base import Registry
 from llmos.system import System
+from llmos.testing import FakeEmbedder
 
 # Arguments other engineers are adding to syscalls that exist: an example that fails only
 # because of these is pending, not wrong.
@@ -43,28 +44,6 @@ def builtin_bank(embedder: Embedder | None = None) -> ExampleBank:
 def words_count(text: str) -> int:
     """A stand-in token count: whitespace-separated pieces."""
     return len(text.split())
-
-
-class CountingEmbedder:
-    """A fake embedder (letter counts, normalised) that records what it was asked to embed."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.queries: list[str] = []
-
-    @staticmethod
-    def _vector(text: str) -> list[float]:
-        counts = [float(text.lower().count(c)) for c in "abcdefghijklmnopqrstuvwxyz"]
-        norm = sum(v * v for v in counts) ** 0.5 or 1.0
-        return [v / norm for v in counts]
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.batches.append(list(texts))
-        return [self._vector(t) for t in texts]
-
-    def embed_one(self, text: str) -> list[float]:
-        self.queries.append(text)
-        return self._vector(text)
 
 
 PARAPHRASES = {
@@ -168,7 +147,7 @@ def test_render_matches_the_prompts_example_shape() -> None:
 
 
 def test_vectors_are_embedded_once_and_new_examples_on_demand() -> None:
-    fake = CountingEmbedder()
+    fake = FakeEmbedder()
     bank = ExampleBank(embedder=fake)
     bank.add("show me todo.md", {"call": "fs.read", "path": "todo.md"})
     bank.add("hi there", {"call": "reply", "text": "Hello!"})
@@ -182,7 +161,7 @@ def test_vectors_are_embedded_once_and_new_examples_on_demand() -> None:
 
 
 def test_warm_embeds_the_examples_in_the_background() -> None:
-    fake = CountingEmbedder()
+    fake = FakeEmbedder()
     bank = ExampleBank(embedder=fake)
     bank.add("show me todo.md", {"call": "fs.read", "path": "todo.md"})
     thread = bank.warm()
@@ -226,6 +205,7 @@ def pending_only(registry: Registry, call: dict[str, object]) -> bool:
     return False
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_every_builtin_example_validates_against_the_live_registry(settings: Settings) -> None:
     with System(settings, plugins=False) as system:
         registry = system.registry
@@ -378,11 +358,12 @@ def test_examples_naming_unregistered_syscalls_are_never_shown() -> None:
     assert example.request == "frobnicate x" and why.startswith("E_NOSYS")
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_a_bank_not_ready_does_not_hold_up_a_turn(system: System) -> None:
     """The first request does not wait for the embedder: it goes without examples while the
     bank warms, and later ones get them."""
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.kernel.loop import Kernel
+    from llmos.testing import ScriptedBackend
 
     kernel = Kernel(system, ScriptedBackend([]))
     if not system.examples.ready:

@@ -10,7 +10,6 @@ from typing import Literal
 
 import pytest
 
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.grammar import CallFormat, GrammarCache, build_grammar
 from llmos.kernel.grounding import (
     Snapshot,
@@ -26,6 +25,7 @@ from llmos.kernel.process import Process
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Registry, Syscall, existing_path
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 class Peek(Syscall):

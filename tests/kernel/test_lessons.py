@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from llmos.kernel.examples import ExampleBank
 from llmos.kernel.lessons import Learner, Lessons, corrects, scope_of, why_not_learned
 from llmos.limits import EXAMPLE_MIN_SCORE, LESSON_MIN_SCORE
 from llmos.system import System
+from llmos.testing import FakeEmbedder
 
 NOTE = {"call": "mem.store", "text": "the boiler is serviced in March"}
 FORGET = {"call": "mem.forget", "query": "boiler"}
@@ -119,18 +119,10 @@ def test_a_lesson_naming_workspace_paths_holds_in_that_workspace_alone(tmp_path:
     assert bank.ranked("chuck temp.csv in the bin", workspace=str(there)) == []
 
 
-class Fixed:
-    """An embedder whose vectors are given: the cosines between requests are chosen (any
-    other text is at right angles to all of them)."""
-
-    def __init__(self, vectors: dict[str, list[float]]) -> None:
-        self.vectors = vectors
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [self.embed_one(t) for t in texts]
-
-    def embed_one(self, text: str) -> list[float]:
-        return self.vectors.get(text, [0.0, 0.0, 1.0])
+def Fixed(vectors: dict[str, list[float]]) -> FakeEmbedder:
+    """An embedder whose vectors are given: the cosines between requests are chosen (any other
+    text is at right angles to all of them)."""
+    return FakeEmbedder(vectors, default=[0.0, 0.0, 1.0])
 
 
 def unit(cosine: float) -> list[float]:
@@ -172,8 +164,8 @@ def test_the_benchs_thousand_lessons_are_distinct_and_valid(system: System) -> N
 
 
 def test_only_a_near_lesson_widens_what_a_request_may_do(system: System, workspace: Path) -> None:
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.kernel.loop import Conversation, Kernel
+    from llmos.testing import ScriptedBackend
 
     gist = "give me the gist of plan.txt"
     system.examples.embedder = Fixed(
@@ -371,16 +363,14 @@ def test_what_the_person_taught_outranks_what_was_learned(tmp_path: Path) -> Non
 def test_nothing_is_learned_while_the_embedder_cannot_say_if_it_was_asked_again(
     system: System,
 ) -> None:
-    class Loading(Fixed):
-        loaded = False
-
-    loading = Loading(
+    loading = Fixed(
         {
             "what is in notes.txt?": [1.0, 0.0, 0.0],
             "show me notes.txt": unit(0.8),
             "list the folder": [0.0, 1.0, 0.0],
         }
     )
+    loading.loaded = False
     system.examples.embedder = loading
     learner = Learner(system.lessons, system.examples, system.registry)
     learner.offer(turn("what is in notes.txt?", READ, OK, REPLY), None)

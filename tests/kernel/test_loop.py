@@ -6,11 +6,13 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
+
 from llmos.errors import ErrorCode
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.loop import Conversation, Kernel, repair
 from llmos.kernel.process import Process
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 def run(
@@ -102,6 +104,7 @@ def test_step_limit_stops_with_a_message(system: System, proc: Process) -> None:
     assert kinds == ["call", "result"] * 3 + ["limit"]
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_prompt_prefix_is_byte_stable_across_steps_and_turns(system: System, proc: Process) -> None:
     """Within a turn each step's prompt extends the last; a closed turn (its examples and
     failed calls dropped) stays as it is, so each later prompt extends it."""

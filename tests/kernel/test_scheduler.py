@@ -15,48 +15,33 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
+from llmos.kernel.backend import LlamaCppBackend, Message, common_prefix
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.scheduler import Job, Scheduler
 from llmos.system import System
+from llmos.testing import GatedModel, request_of
 
 SLEEP_REQUEST = "Run the sleep tool (no args), then reply done."
 
 
-class ToolThenReply:
-    """A fake model: a fresh request gets `tool.run sleep`, a tool result gets `reply done`.
-    Records which process each completion served (by the request text), optionally gated."""
+def tool_then_reply(gate: threading.Event | None = None, delay: float = 0.0) -> GatedModel:
+    """A fake model: a fresh request gets `tool.run sleep`, a tool result gets `reply done`, a
+    request saying "boom" fails; `requests` records which process each completion served (by
+    the request text); with `gate`, every completion waits for it."""
 
-    name = "fake"
-    context = 4096
+    def script(messages: list[Message]) -> dict[str, Any]:
+        time.sleep(delay)
+        if "boom" in request_of(messages):
+            raise LlmosError(ErrorCode.E_BACKEND, "the model fell over")
+        if "RESULT" in messages[-1]["content"]:
+            return {"call": "reply", "text": "done"}
+        return {"call": "tool.run", "name": "sleep", "args": {}}
 
-    def __init__(self, gate: threading.Event | None = None, delay: float = 0.0) -> None:
-        self.gate = gate
-        self.delay = delay
-        self.order: list[str] = []
-        self.busy = 0
-        self.overlapped = False
-
-    def complete(
-        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
-    ) -> Completion:
-        self.busy += 1
-        self.overlapped |= self.busy > 1
-        try:
-            if self.gate is not None:
-                self.gate.wait(10)
-            time.sleep(self.delay)
-            last = messages[-1]["content"]
-            first = next(m["content"] for m in messages if m["role"] == "user")
-            self.order.append(first)
-            if "boom" in first:
-                raise LlmosError(ErrorCode.E_BACKEND, "the model fell over")
-            if "RESULT" in last:
-                return Completion(text=json.dumps({"call": "reply", "text": "done"}))
-            return Completion(text=json.dumps({"call": "tool.run", "name": "sleep", "args": {}}))
-        finally:
-            self.busy -= 1
+    fake = GatedModel({"": script})
+    if gate is not None:
+        fake.gates[""] = gate
+    return fake
 
 
 def sleep_tool(system: System, seconds: float = 1.0) -> None:
@@ -80,7 +65,7 @@ def submit(sched: Scheduler, name: str, text: str) -> threading.Thread:
     return thread
 
 
-def on_model(fake: ToolThenReply) -> None:
+def on_model(fake: GatedModel) -> None:
     deadline = time.monotonic() + 10
     while not fake.busy:
         assert time.monotonic() < deadline, "nothing reached the model"
@@ -96,7 +81,7 @@ def wait_pending(sched: Scheduler, n: int) -> None:
 
 def ordered(policy: str) -> list[str]:
     gate = threading.Event()
-    fake = ToolThenReply(gate)
+    fake = tool_then_reply(gate)
     with Scheduler(fake, policy=policy) as sched:  # type: ignore[arg-type]
         a, b, c = sched.client("a"), sched.client("b"), sched.client("c")
         threads = [submit(sched, "x", "x1")]
@@ -114,7 +99,7 @@ def ordered(policy: str) -> list[str]:
         gate.set()
         for thread in threads:
             thread.join(10)
-    return fake.order
+    return fake.requests
 
 
 def test_fifo_serves_in_arrival_order() -> None:
@@ -127,12 +112,12 @@ def test_round_robin_takes_turns_across_processes() -> None:
 
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(LlmosError) as err:
-        Scheduler(ToolThenReply(), policy="lifo")  # type: ignore[arg-type]
+        Scheduler(tool_then_reply(), policy="lifo")  # type: ignore[arg-type]
     assert err.value.code == ErrorCode.E_INVAL
 
 
 def test_an_error_reaches_the_caller_as_the_same_error() -> None:
-    with Scheduler(ToolThenReply()) as sched:
+    with Scheduler(tool_then_reply()) as sched:
         client = sched.client("p")
         with pytest.raises(LlmosError) as err:
             client.complete([{"role": "user", "content": "boom"}], constraint=None, max_tokens=8)
@@ -143,7 +128,7 @@ def test_an_error_reaches_the_caller_as_the_same_error() -> None:
 
 
 def test_proxy_forwards_what_the_backend_has() -> None:
-    with Scheduler(ToolThenReply()) as sched:
+    with Scheduler(tool_then_reply()) as sched:
         client: Any = sched.client("p")
         assert client.name == "fake" and client.context == 4096
         assert not hasattr(client, "count") and not hasattr(client, "warm")
@@ -151,7 +136,7 @@ def test_proxy_forwards_what_the_backend_has() -> None:
 
 def test_four_processes_overlap_their_slow_tools(system: System, tmp_path: Path) -> None:
     sleep_tool(system, 1.0)
-    fake = ToolThenReply(delay=0.05)
+    fake = tool_then_reply(delay=0.05)
     with Scheduler(fake, policy="rr") as sched:
         jobs = []
         for i in range(4):
@@ -175,7 +160,7 @@ def test_four_processes_overlap_their_slow_tools(system: System, tmp_path: Path)
 
 def test_ending_a_process_frees_its_slot_and_fails_its_queue() -> None:
     gate = threading.Event()
-    fake = ToolThenReply(gate)
+    fake = tool_then_reply(gate)
     with Scheduler(fake, policy="rr") as sched:
         first = submit(sched, "x", "x1")
         on_model(fake)
@@ -205,7 +190,7 @@ def test_ending_a_process_frees_its_slot_and_fails_its_queue() -> None:
 
 def test_shutdown_fails_queued_requests_and_leaves_no_thread() -> None:
     gate = threading.Event()
-    fake = ToolThenReply(gate)
+    fake = tool_then_reply(gate)
     sched = Scheduler(fake)
     running = submit(sched, "a", "a1")
     on_model(fake)
@@ -233,7 +218,7 @@ def test_shutdown_fails_queued_requests_and_leaves_no_thread() -> None:
 
 def test_a_cancelled_job_stops_and_keeps_its_events(system: System, workspace: Path) -> None:
     sleep_tool(system, 0.2)
-    with Scheduler(ToolThenReply()) as sched:
+    with Scheduler(tool_then_reply()) as sched:
         process = system.spawn("p", workspace, patterns=["tool.*", "reply", "ask"])
         job = Job(Kernel(system, sched.client("p")), process, Conversation(), SLEEP_REQUEST)
         seen = threading.Event()

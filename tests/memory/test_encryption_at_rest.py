@@ -16,7 +16,6 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.process import Process
 from llmos.memory.embedder import Embedder
@@ -26,6 +25,7 @@ from llmos.memory.pager import SessionFile, new_conversation, resume_conversatio
 from llmos.memory.store import DB_FILE, MemoryStore
 from llmos.security.workspace import Workspace
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 CONTEXT = 3800
 """As in test_pager: room for about 700 tokens of conversation, so turns page out soon."""
@@ -137,6 +137,7 @@ def test_no_secret_word_is_on_disk_and_everything_still_reads_back(
         assert reopened.search("marmot", k=1, collections=("recall",))[0].record.meta["turn"] == 1
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_without_encryption_everything_is_stored_as_before(
     system: System, llmos_home: Path, workspace: Path
 ) -> None:

@@ -216,6 +216,7 @@ def test_a_time_budget_leaves_files_for_the_next_search(index: FileIndex, home_f
     assert all("batter" not in hit.text for hit in done.hits)
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_a_big_file_cut_short_by_the_budget_keeps_its_vectors_for_next_time(
     settings: Settings, ws: Workspace, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -406,6 +406,7 @@ print(stored < 3.0, loaded_then, [h.id for h in hits] == [record.id])
 """
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_offline_and_open_at_once(llmos_home: Path) -> None:
     """With every socket refused, memory opens and stores at once (the model loads later, in
     the background) and then finds what it stored: no model hub, no Chroma telemetry, no

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from llmos.config import Settings
-from llmos.kernel.backend import Completion, Message, ScriptedBackend
+from llmos.kernel.backend import Completion, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.kernel.process import Process
@@ -31,6 +31,7 @@ from llmos.memory.pager import (
     resume_conversation,
 )
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 CONTEXT = 3800
 """A context that leaves the scripted conversation about 700 tokens (the system prompt takes
@@ -313,7 +314,7 @@ def test_resume_without_a_session_or_with_a_damaged_one_is_a_clear_error(
 CHILD = """
 import sys
 from llmos.config import Settings
-from llmos.kernel.backend import ScriptedBackend
+from llmos.testing import ScriptedBackend
 from llmos.kernel.loop import Kernel
 from llmos.memory.pager import new_conversation, resume_conversation
 from llmos.system import System

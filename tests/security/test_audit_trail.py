@@ -146,7 +146,7 @@ def test_lines_dropped_from_a_full_queue_are_counted_in_the_log(
     def broken(fd: int, data: bytes) -> int:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(audit_module, "_write_all", lambda fd, data: broken(fd, data))
+    monkeypatch.setattr(audit_module, "write_all", lambda fd, data, **kw: broken(fd, data))
     for i in range(5):
         _record(log, i)
     assert log.pending == 3
@@ -287,7 +287,9 @@ def test_tail_reads_the_last_lines_and_what_is_still_pending(
     )
     assert len(log.tail(300)) == 300 and log.tail(300)[0].seq == 101
     assert log.tail(0) == []
-    monkeypatch.setattr(audit_module, "_write_all", lambda fd, data: (_ for _ in ()).throw(OSError))
+    monkeypatch.setattr(
+        audit_module, "write_all", lambda fd, data, **kw: (_ for _ in ()).throw(OSError)
+    )
     _record(log, 400)
     rows = log.tail(2)
     assert [r.written for r in rows] == [True, False] and rows[1].args["i"] == 400
@@ -301,13 +303,13 @@ def test_ctrl_c_in_the_middle_of_a_write_keeps_the_line(
 ) -> None:
     install, path = Signer(KEY), tmp_path / "audit.log"
     log = AuditLog(path, install)
-    real = audit_module._write_all
+    real = audit_module.write_all
 
-    def interrupted(fd: int, data: bytes) -> None:
-        real(fd, data[:10])
+    def interrupted(fd: int, data: bytes, **kwargs: bool) -> None:
+        real(fd, data[:10], **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(audit_module, "_write_all", interrupted)
+    monkeypatch.setattr(audit_module, "write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):  # the person's Ctrl-C still reaches the shell
         _record(log, 1, call="fs.delete")
     assert log.pending == 1 and path.read_bytes() == b"", "no half line"

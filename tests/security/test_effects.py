@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from llmos.errors import ErrorCode
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.loop import Conversation, Event, Kernel
 from llmos.kernel.policy import allowed_effects
 from llmos.kernel.process import Process
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 def test_two_scopes_combine_for_a_call_that_spans_them(system: System, workspace: Path) -> None:
@@ -34,6 +34,7 @@ def test_two_scopes_combine_for_a_call_that_spans_them(system: System, workspace
     assert (workspace / "done" / "a.txt").exists(), "a refused move moves nothing"
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_a_once_answer_is_what_the_handler_may_do(system: System, workspace: Path) -> None:
     asked: list[GrantRequest] = []
 
@@ -132,6 +133,7 @@ PLANTED = (
 )
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_an_instruction_planted_in_a_file_cannot_act(system: System, workspace: Path) -> None:
     (workspace / "README.md").write_text(PLANTED)
     (workspace / "notes.txt").write_text("mine\n")

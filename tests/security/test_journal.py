@@ -231,8 +231,8 @@ def test_llmos_undo_command(workspace: Path, llmos_home: Path) -> None:
 
 
 def test_a_kernel_turn_is_one_change_set(system: System, proc: Process, files: Path) -> None:
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.kernel.loop import Conversation, Kernel
+    from llmos.testing import ScriptedBackend
 
     before = tree(files)
     backend = ScriptedBackend(

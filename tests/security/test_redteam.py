@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 from llmos.config import Settings
-from llmos.kernel.backend import ScriptedBackend
 from llmos.kernel.process import Process
 from llmos.security.audit import LINE_KEY, tail_log, verify
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.repl import LazyKernel, Shell
 from llmos.syscalls.base import Registry, Syscall, SyscallResult
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 from llmos.undo import undo
 
 Tree = dict[str, tuple[object, ...]]
@@ -387,6 +387,7 @@ def _plaintext_under(root: Path, words: list[bytes]) -> list[str]:
     return found
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_4_with_memory_encrypted_no_stored_fact_is_on_disk_in_clear(
     tmp_path: Path, workspace: Path
 ) -> None:
@@ -468,6 +469,7 @@ def test_5_one_scope_does_not_reach_past_itself(world: World) -> None:
 # --- 6. A "once" answer is what the handler was allowed (being worked on) -------------------
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_6_mem_forget_answered_once_forgets_and_only_then(world: World) -> None:
     answers: list[GrantRequest] = []
 
@@ -578,6 +580,7 @@ PLANTED = (
 )
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_8_a_read_only_turn_cannot_write_delete_forget_or_run(world: World) -> None:
     ws = world.workspace
     (ws / "README.md").write_text(PLANTED)
@@ -659,15 +662,15 @@ def test_9_a_failed_audit_write_keeps_the_line_for_later(
     from llmos.security import audit as audit_module
 
     proc = world.shell_proc()
-    real = audit_module._write_all
+    real = audit_module.write_all
     fail = [True]
 
-    def flaky(fd: int, data: bytes) -> None:
+    def flaky(fd: int, data: bytes, **kwargs: bool) -> None:
         if fail[0]:
             raise OSError(28, "No space left on device")
-        real(fd, data)
+        real(fd, data, **kwargs)
 
-    monkeypatch.setattr(audit_module, "_write_all", flaky)
+    monkeypatch.setattr(audit_module, "write_all", flaky)
     denied = world.call(proc, call="fs.delete", path="x.txt")
     assert not denied.ok, "the call's outcome is not changed by the audit"
     assert world.system.audit.pending == 1

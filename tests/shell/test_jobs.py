@@ -10,59 +10,21 @@ import json
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llmos.kernel.backend import Completion, Message
-from llmos.kernel.grammar import Constraint
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.jobs import BackgroundJob
 from llmos.shell.repl import LazyKernel, Shell, run_piped
 from llmos.system import System
+from llmos.testing import GatedModel
 
 WAIT = 60.0
 """Seconds any wait may take before the test fails: generous, as a loaded 2-core machine can
 stall a thread for seconds, and a passing run never waits this long."""
-
-
-class Model:
-    """A fake model scripted per request: a completion serves the first script whose key the
-    request (the first user message) contains. `arrived[key]` is set when a completion for it
-    starts; `gates[key]`, if set up, holds it until released. Counts completions at once."""
-
-    name = "fake"
-    context = 4096
-
-    def __init__(self, scripts: dict[str, list[Any]]) -> None:
-        self.scripts = {key: list(outputs) for key, outputs in scripts.items()}
-        self.arrived: defaultdict[str, threading.Event] = defaultdict(threading.Event)
-        self.gates: dict[str, threading.Event] = {}
-        self.served: list[str] = []
-        self.busy = 0
-        self.overlapped = False
-
-    def complete(
-        self, messages: list[Message], *, constraint: Constraint | None, max_tokens: int
-    ) -> Completion:
-        self.busy += 1
-        self.overlapped |= self.busy > 1
-        try:
-            shown = next(m["content"] for m in messages if m["role"] == "user")
-            request = shown.rsplit("\n\n", 1)[-1]  # after the examples and workspace view
-            key = next(k for k in self.scripts if k in request)
-            self.served.append(key)
-            self.arrived[key].set()
-            gate = self.gates.get(key)
-            if gate is not None:
-                assert gate.wait(WAIT), f"the test never released {key!r}"
-            out = self.scripts[key].pop(0)
-            return Completion(text=out if isinstance(out, str) else json.dumps(out))
-        finally:
-            self.busy -= 1
 
 
 def reply(text: str) -> dict[str, str]:
@@ -83,9 +45,9 @@ class Notices:
 def make_shell(system: System, workspace: Path) -> Iterator[Any]:
     """Makes a shell on a fake model; afterwards releases the model's gates, leaves the shell
     and stops its scheduler."""
-    made: list[tuple[Shell, Model]] = []
+    made: list[tuple[Shell, GatedModel]] = []
 
-    def make(model: Model, **kwargs: Any) -> tuple[Shell, Notices]:
+    def make(model: GatedModel, **kwargs: Any) -> tuple[Shell, Notices]:
         notices = Notices()
         kwargs.setdefault("grant", None)
         shell = Shell(
@@ -96,8 +58,7 @@ def make_shell(system: System, workspace: Path) -> Iterator[Any]:
 
     yield make
     for shell, model in made:
-        for gate in model.gates.values():
-            gate.set()
+        model.release()
         shell.leave()
         if shell.kernel is not None:
             shell.kernel.close()
@@ -114,7 +75,7 @@ def hold_tool(system: System, workspace: Path) -> tuple[threading.Event, threadi
         assert release.wait(WAIT), "the test never released the tool"
         return "released"
 
-    system.tools.function(hold)
+    system.tools.function(hold, timeout=2 * WAIT)  # a loaded machine must not time it out
     system.grants.save(workspace.resolve(), system.authority.mint("tool.run", scope="hold"))
     return entered, release
 
@@ -137,7 +98,7 @@ def test_a_background_request_runs_as_its_own_process_and_reports(
     make_shell: Any, system: System, workspace: Path
 ) -> None:
     (workspace / "notes.txt").write_text("The meeting is at noon.\n")
-    model = Model(
+    model = GatedModel(
         {
             "notes.txt": [{"call": "fs.read", "path": "notes.txt"}, reply("It says noon.")],
             "hello": [reply("Hi.")],
@@ -174,7 +135,7 @@ def test_ps_shows_each_jobs_state_time_and_completions(
     make_shell: Any, system: System, workspace: Path
 ) -> None:
     entered, release = hold_tool(system, workspace)
-    model = Model(
+    model = GatedModel(
         {
             "job one": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")],
             "job two": [reply("thought")],
@@ -220,7 +181,7 @@ def test_ps_shows_each_jobs_state_time_and_completions(
 
 
 def test_kill_cancels_a_job(make_shell: Any, system: System, workspace: Path) -> None:
-    model = Model({"tidy": [{"call": "fs.list", "path": "."}, reply("listed")]})
+    model = GatedModel({"tidy": [{"call": "fs.list", "path": "."}, reply("listed")]})
     model.gates["tidy"] = threading.Event()
     shell, notices = make_shell(model)
     shell.handle("tidy up &")
@@ -240,7 +201,7 @@ def test_kill_stops_the_tool_a_job_is_running(
     make_shell: Any, system: System, workspace: Path
 ) -> None:
     entered, release = hold_tool(system, workspace)
-    model = Model({"wait": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")]})
+    model = GatedModel({"wait": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")]})
     shell, notices = make_shell(model)
     shell.handle("wait: run the hold tool &")  # a request that asks for the tool (policy)
     assert entered.wait(WAIT)
@@ -259,7 +220,7 @@ def test_ctrl_c_in_the_foreground_leaves_jobs_running(
     make_shell: Any, system: System, workspace: Path
 ) -> None:
     entered, release = hold_tool(system, workspace)
-    model = Model(
+    model = GatedModel(
         {
             "background": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held on")],
             "foreground": [reply("never seen"), reply("seen")],
@@ -299,7 +260,7 @@ def test_ctrl_c_in_the_foreground_leaves_jobs_running(
 def test_ctrl_c_while_waiting_stops_the_wait_not_the_job(
     make_shell: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = Model({"slow": [reply("finally")]})
+    model = GatedModel({"slow": [reply("finally")]})
     model.gates["slow"] = threading.Event()
     shell, _ = make_shell(model)
     shell.handle("slow thing &")
@@ -326,7 +287,7 @@ def test_a_background_job_is_never_asked_for_a_grant(
         asked.append(request)
         return GrantAnswer.ONCE
 
-    model = Model(
+    model = GatedModel(
         {
             "clean": [
                 {"call": "fs.delete", "path": "old.txt"},
@@ -351,7 +312,7 @@ def test_a_background_job_holds_what_this_session_was_granted_and_denied(
 ) -> None:
     (workspace / "old.txt").write_text("stale")
     (workspace / "secret.txt").write_text("hunter2")
-    model = Model(
+    model = GatedModel(
         {
             "clean": [{"call": "fs.delete", "path": "old.txt"}, reply("Deleted old.txt.")],
             "peek": [{"call": "fs.read", "path": "secret.txt"}, reply("Cannot.")],
@@ -371,7 +332,7 @@ def test_a_background_job_holds_what_this_session_was_granted_and_denied(
 
 
 def test_leaving_cancels_running_jobs(make_shell: Any) -> None:
-    model = Model({"forever": [reply("too late")]})
+    model = GatedModel({"forever": [reply("too late")]})
     model.gates["forever"] = threading.Event()
     shell, notices = make_shell(model)
     shell.handle("forever &")
@@ -426,7 +387,7 @@ def test_piped_input_waits_for_background_jobs(
 
     system.tools.remove("hold")
     system.tools.function(hold_until_eof, name="hold")
-    model = Model(
+    model = GatedModel(
         {
             "job one": [{"call": "tool.run", "name": "hold", "args": {}}, reply("held")],
             "broken": ["not json", "still not json"],

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmos.kernel.backend import ScriptedBackend as ScriptedBackendType
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.grants import parse_answer
 from llmos.shell.repl import Shell
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 def test_direct_calls_and_builtins(system: System, workspace: Path) -> None:
@@ -74,7 +74,6 @@ def test_piped_input_runs_line_by_line(workspace: Path) -> None:
 
 
 def test_requests_go_to_the_kernel_and_steps_are_shown(system: System, workspace: Path) -> None:
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.shell.repl import LazyKernel
 
     (workspace / "server.cfg").write_text("port = 9090\n")
@@ -104,7 +103,7 @@ def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspac
     from llmos.errors import ErrorCode, LlmosError
     from llmos.shell.repl import LazyKernel
 
-    def broken() -> ScriptedBackendType:
+    def broken() -> ScriptedBackend:
         raise LlmosError(ErrorCode.E_NOENT, "model file /nowhere.gguf does not exist")
 
     shell = Shell(system, workspace, grant=None, kernel=LazyKernel(system, broken))
@@ -115,7 +114,6 @@ def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspac
 def test_mem_shows_the_pager_and_resume_continues_the_conversation(
     system: System, workspace: Path
 ) -> None:
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.shell.repl import LazyKernel
 
     backend = ScriptedBackend(
@@ -150,7 +148,6 @@ def test_resume_with_nothing_to_resume_is_a_clear_error(workspace: Path) -> None
 
 
 def test_builtins_for_caps_model_apps_and_processes(system: System, workspace: Path) -> None:
-    from llmos.kernel.backend import ScriptedBackend
     from llmos.shell.repl import LazyKernel
 
     (workspace / "old").mkdir()

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from llmos.kernel.backend import ScriptedBackend
 from llmos.shell.repl import LazyKernel, Shell, run_piped
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 def _shell(system: System, workspace: Path, outputs: list[Any] | None = None) -> Shell:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmos.kernel.backend import ScriptedBackend
 from llmos.shell.repl import LazyKernel, Shell
 from llmos.system import System
+from llmos.testing import ScriptedBackend
 
 
 def shell_with(system: System, workspace: Path, outputs: list[dict[str, object]]) -> Shell:

@@ -194,6 +194,7 @@ def test_search_by_words_finds_a_word_in_every_kind_and_says_where(
     assert [(h["path"], h["where"]) for h in regex["hits"]] == [("sales.xlsx", "sheet Feb")]
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_search_by_meaning_covers_documents(system: System, proc: Process, office: Path) -> None:
     index = system.files(proc.workspace)
     found = index.search("how much do I have to pay for the kites", k=3)

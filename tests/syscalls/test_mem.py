@@ -40,6 +40,7 @@ def shell(system: System, workspace: Path) -> Process:
     return proc
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_forgetting_is_not_a_default_capability(system: System, workspace: Path) -> None:
     """A model fooled into 'cleaning up' cannot forget what the person kept, unasked."""
     plain = system.spawn("shell", workspace)
@@ -78,6 +79,7 @@ def test_memory_opens_on_first_use(system: System, shell: Process) -> None:
     assert system._memory is not None
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_store_search_forget(system: System, shell: Process) -> None:
     stored = _ok(system, shell, call="mem.store", text="My cat is called Miso", tags=["Pets"])
     assert stored["id"] == "a1" and stored["tags"] == ["pets"]
@@ -98,6 +100,7 @@ def test_store_search_forget(system: System, shell: Process) -> None:
     assert [h["id"] for h in found["hits"]] == ["a2"]
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_forget_by_query_returns_what_went(system: System, shell: Process) -> None:
     _seed(system, shell)
     gone = _ok(system, shell, call="mem.forget", query="bank PIN")
@@ -121,6 +124,7 @@ def test_no_grant_is_e_perm(system: System, workspace: Path, shell: Process) -> 
     assert system.memory.db.count() == 3
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_an_app_sees_only_its_scope(system: System, workspace: Path, shell: Process) -> None:
     _seed(system, shell)
     scope = "mem:archival/recipes"
@@ -142,6 +146,7 @@ def test_an_app_sees_only_its_scope(system: System, workspace: Path, shell: Proc
     assert [h["id"] for h in tagged["hits"]] == ["a1"]
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_forgetting_needs_the_grant_on_everything_it_takes(
     system: System, workspace: Path, shell: Process
 ) -> None:
@@ -156,6 +161,7 @@ def test_forgetting_needs_the_grant_on_everything_it_takes(
     assert system.memory.db.count() == 2
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_memories_out_of_sight_are_not_there(
     system: System, workspace: Path, shell: Process
 ) -> None:
@@ -169,6 +175,7 @@ def test_memories_out_of_sight_are_not_there(
     assert system.memory.db.get("a2") is not None and system.memory.db.get("a3") is not None
 
 
+@pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_a_denial_beats_a_grant(system: System, shell: Process) -> None:
     _seed(system, shell)
     _ok(system, shell, call="mem.store", text="Secret pancake sauce", tags=["recipes", "private"])
