@@ -296,8 +296,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.what == "learning":
         from llmos.bench.learning import bench_learning
+        from llmos.evaluation import load_cases
         from llmos.kernel.backend import open_backend
-        from llmos.kernel.evaluation import load_cases
 
         if not args.file:
             print("usage: llmos bench learning CASES.jsonl ... [--json OUT]", file=sys.stderr)
@@ -345,8 +345,8 @@ def _scratch_system(settings: Settings) -> Iterator[System]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run eval cases against the kernel and print per-family pass rates."""
+    from llmos.evaluation import CaseResult, load_cases, run_eval
     from llmos.kernel.backend import open_backend
-    from llmos.kernel.evaluation import CaseResult, load_cases, run_eval
 
     settings = _settings(args)
     cases = load_cases(Path(f) for f in args.files)

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.kernel.evaluation import Sandbox, call_matches, case_problem, check_task, play
+from llmos.evaluation import Sandbox, call_matches, case_problem, check_task, play
 from llmos.kernel.lessons import corrects, why_not_learned
 from llmos.kernel.loop import Conversation, Kernel
 

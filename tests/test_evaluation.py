@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from llmos.errors import LlmosError
-from llmos.kernel.evaluation import (
+from llmos.evaluation import (
     call_matches,
     case_problem,
     family_of,

@@ -1,0 +1,128 @@
+"""The layers only point down: every `llmos` import (module level, lazy and `TYPE_CHECKING`
+ones alike) goes to the same layer or a lower one. The imports that still point up are listed
+by name, as debt: a new one fails, and one that is gone must leave the list."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import llmos
+
+PACKAGE = Path(llmos.__file__).parent
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("llmos", "llmos.errors", "llmos.limits", "llmos.config", "llmos.imports",
+              "llmos.atomic", "llmos.text")),
+    ("security", ("llmos.security",)),
+    ("syscall ABI", ("llmos.syscalls", "llmos.syscalls.base", "llmos.apps.hooks")),
+    ("dispatch", ("llmos.syscalls.dispatch",)),
+    ("families", ("llmos.syscalls.fs", "llmos.syscalls.mem", "llmos.syscalls.image",
+                  "llmos.syscalls.tool", "llmos.syscalls.control", "llmos.syscalls.cmdline",
+                  "llmos.documents")),
+    ("memory", ("llmos.memory",)),
+    ("kernel", ("llmos.kernel",)),
+    ("pager", ("llmos.memory.pager",)),
+    ("apps", ("llmos.apps",)),
+    ("system", ("llmos.system", "llmos.consolidate", "llmos.undo")),
+    ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.bench", "llmos.evaluation",
+                       "llmos.testing")),
+)  # fmt: skip
+"""Lowest first. A module belongs to the layer of the longest name that is it or its package
+(`llmos` itself is only the package's own `__init__`)."""
+
+KNOWN_UPWARD = {
+    ("llmos.apps.concurrent", "llmos.system"),
+    ("llmos.apps.hooks", "llmos.kernel.examples"),
+    ("llmos.apps.hooks", "llmos.syscalls.tool"),
+    ("llmos.apps.manifest", "llmos.system"),
+    ("llmos.kernel.loop", "llmos.memory.pager"),
+    ("llmos.kernel.loop", "llmos.system"),
+    ("llmos.syscalls.base", "llmos.kernel.process"),
+    ("llmos.syscalls.control", "llmos.kernel.process"),
+    ("llmos.syscalls.dispatch", "llmos.kernel.process"),
+    ("llmos.syscalls.fs", "llmos.kernel.process"),
+    ("llmos.syscalls.fs", "llmos.memory.files"),
+    ("llmos.syscalls.image", "llmos.kernel.process"),
+    ("llmos.syscalls.mem", "llmos.kernel.process"),
+    ("llmos.syscalls.mem", "llmos.memory.memory"),
+    ("llmos.syscalls.mem", "llmos.memory.store"),
+    ("llmos.syscalls.mem", "llmos.memory.tags"),
+    ("llmos.syscalls.tool", "llmos.kernel.process"),
+}
+"""Imports that point up today (issue 16's knot): the per-call context (`Process`) still lives
+in the kernel, the mem and fs families reach into memory for their services, the kernel's loop
+knows the pager and the system, and apps build systems."""
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for index, (_, names) in enumerate(LAYERS):
+        for name in names:
+            inside = module == name or (name != "llmos" and module.startswith(name + "."))
+            if inside and (best is None or len(name) > best[1]):
+                best = (index, len(name))
+    return None if best is None else best[0]
+
+
+def imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """The llmos modules `path` imports anywhere in it (a `from x import y` names y when y is
+    a module, else x)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                out.add(full if full in known else node.module)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return {name for name in out if name in known}
+
+
+def upward() -> set[tuple[str, str]]:
+    known = modules()
+    found = set()
+    for module, path in known.items():
+        for target in imports(path, known):
+            low, high = layer_of(module), layer_of(target)
+            assert low is not None and high is not None
+            if high > low:
+                found.add((module, target))
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(m for m in modules() if layer_of(m) is None)
+    assert not unplaced, f"put these in a layer of LAYERS: {unplaced}"
+
+
+def test_no_new_import_points_up() -> None:
+    new = sorted(upward() - KNOWN_UPWARD)
+    assert not new, "these imports point to a higher layer: " + ", ".join(
+        f"{a} -> {b} ({LAYERS[layer_of(a) or 0][0]} -> {LAYERS[layer_of(b) or 0][0]})"
+        for a, b in new
+    )
+
+
+def test_the_list_of_upward_imports_only_shrinks() -> None:
+    gone = sorted(KNOWN_UPWARD - upward())
+    assert not gone, f"these no longer point up; take them off KNOWN_UPWARD: {gone}"
+
+
+def test_the_check_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from llmos.system import System\n"
+        "def f():\n    import llmos.cli\n    from llmos.kernel import loop\n"
+    )
+    known = {"llmos.system": source, "llmos.cli": source, "llmos.kernel.loop": source}
+    assert imports(source, known) == {"llmos.system", "llmos.cli", "llmos.kernel.loop"}
