@@ -36,7 +36,6 @@ KNOWN_UPWARD = {
     ("llmos.apps.hooks", "llmos.kernel.examples"),
     ("llmos.apps.hooks", "llmos.syscalls.tool"),
     ("llmos.apps.manifest", "llmos.system"),
-    ("llmos.kernel.loop", "llmos.memory.pager"),
     ("llmos.kernel.loop", "llmos.system"),
     ("llmos.syscalls.base", "llmos.kernel.process"),
     ("llmos.syscalls.control", "llmos.kernel.process"),
@@ -52,7 +51,7 @@ KNOWN_UPWARD = {
 }
 """Imports that point up today (issue 16's knot): the per-call context (`Process`) still lives
 in the kernel, the mem and fs families reach into memory for their services, the kernel's loop
-knows the pager and the system, and apps build systems."""
+knows the system, and apps build systems."""
 
 
 def modules() -> dict[str, Path]:

@@ -7,9 +7,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message
@@ -39,7 +39,6 @@ from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
     from llmos.kernel.process import Process
-    from llmos.memory.pager import Pager
     from llmos.system import System
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,21 @@ REPEATED_OK = (
     "ERROR: that call was already made; its RESULT is above. Do not repeat it: reply to the "
     "user with what the results say, or make the next call the request still needs."
 )
+
+
+class ContextPolicy(Protocol):
+    """What the kernel asks of whatever keeps a conversation within the model's context (the
+    pager implements it): make room before each step, and keep the session after each turn."""
+
+    def prepare(
+        self, kernel: Kernel, process: Process, conversation: Conversation
+    ) -> Iterable[str]:
+        """Before a step: page out or in; yields a line for each thing it did."""
+        ...
+
+    def save(self, conversation: Conversation, process: Process) -> None:
+        """After a turn: keep the session, never raising."""
+        ...
 
 
 @dataclass
@@ -222,7 +236,7 @@ class Conversation:
     """The running summary of every turn paged out so far."""
     paged_out: int = 0
     """Turns paged out so far (numbers 1..paged_out live in recall memory)."""
-    pager: Pager | None = None
+    pager: ContextPolicy | None = None
 
     @classmethod
     def from_messages(cls, messages: list[Message]) -> Conversation:
@@ -928,7 +942,7 @@ class Kernel:
                 pager.save(conversation, process)
 
     def _steps(
-        self, process: Process, conversation: Conversation, pager: Pager | None
+        self, process: Process, conversation: Conversation, pager: ContextPolicy | None
     ) -> Iterator[Event]:
         seen: dict[str, bool] = {}
         """Each call made this turn (as shown) and whether it succeeded."""

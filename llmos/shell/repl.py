@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from llmos.kernel.loop import Event, Kernel, Turn
     from llmos.kernel.process import Process
     from llmos.kernel.scheduler import Scheduler
+    from llmos.memory.pager import Pager
     from llmos.system import System
 
 Emit = Callable[[str, bool], None]
@@ -653,9 +654,16 @@ class Shell:
         lines = [f"[{job.number}] {job.state(rows):18} {job.request}" for job in self.jobs.all()]
         return "\n".join(lines) or "(no background jobs; end a request with & to start one)"
 
+    def _pager(self) -> Pager | None:
+        """The conversation's pager (the shell made it; the kernel knows only its protocol)."""
+        from llmos.memory.pager import Pager
+
+        pager = self.conversation.pager
+        return pager if isinstance(pager, Pager) else None
+
     def context_use(self) -> str:
         """Prompt tokens in use against the budget, for the toolbar ("" before a request)."""
-        pager = self.conversation.pager
+        pager = self._pager()
         if pager is None or not pager.stats.prompt_tokens or self.kernel is None:
             return ""
         try:
@@ -666,7 +674,7 @@ class Shell:
 
     def memory_status(self) -> tuple[bool, str]:
         """`:mem`: the pager's view of this conversation, and the memory store's counts."""
-        pager = self.conversation.pager
+        pager = self._pager()
         if self.kernel is None or pager is None:
             return False, "no kernel: the conversation is not paged (direct-call mode)"
         try:
