@@ -20,10 +20,10 @@ from pydantic import create_model
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend
 from llmos.kernel.loop import Conversation, Event, Kernel
-from llmos.kernel.process import Process
 from llmos.memory.pager import new_conversation
 from llmos.security.capabilities import ANY
 from llmos.syscalls.base import Syscall
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 JSON_TYPES: dict[str, Any] = {

@@ -14,7 +14,6 @@ from llmos.config import Settings
 from llmos.errors import LlmosError
 from llmos.kernel.examples import ExampleBank
 from llmos.kernel.lessons import Lessons
-from llmos.kernel.process import Process
 from llmos.memory.embedder import Embedder
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import (
@@ -27,6 +26,7 @@ from llmos.security.journal import Journal
 from llmos.security.keys import Signer, load_or_create_key
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Syscall, SyscallResult
+from llmos.syscalls.context import Process, Services
 from llmos.syscalls.dispatch import Dispatcher
 from llmos.syscalls.tool import ToolTable
 
@@ -111,9 +111,13 @@ class System:
             caps=caps,
             grant=grant,
             grant_store=self.grants,
-            open_memory=lambda: self.memory,
-            open_files=lambda: self.files(ws),
-            documents=self.documents,
+            services=Services(
+                {
+                    "llmos.memory.memory.Memory": lambda: self.memory,
+                    "llmos.memory.files.FileIndex": lambda: self.files(ws),
+                    "llmos.documents.Documents": lambda: self.documents,
+                }
+            ),
         )
 
     def files(self, workspace: Workspace) -> FileIndex:

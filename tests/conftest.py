@@ -10,7 +10,7 @@ import pytest
 
 from llmos.config import Settings
 from llmos.kernel.backend import LlamaCppBackend
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 MODEL_FIXTURES = frozenset({"small_model", "backend", "default_backend", "embedder"})

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import pytest
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.security.audit import verify_log
 from llmos.syscalls.base import Syscall, SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -23,7 +23,7 @@ from llmos.errors import (
     from_exception,
     os_error,
 )
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -15,7 +15,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("llmos", "llmos.errors", "llmos.limits", "llmos.config", "llmos.imports",
               "llmos.atomic", "llmos.text")),
     ("security", ("llmos.security",)),
-    ("syscall ABI", ("llmos.syscalls", "llmos.syscalls.base", "llmos.apps.hooks")),
+    ("syscall ABI", ("llmos.syscalls", "llmos.syscalls.base", "llmos.syscalls.context",
+                     "llmos.apps.hooks")),
     ("dispatch", ("llmos.syscalls.dispatch",)),
     ("families", ("llmos.syscalls.fs", "llmos.syscalls.mem", "llmos.syscalls.image",
                   "llmos.syscalls.tool", "llmos.syscalls.control", "llmos.syscalls.cmdline",
@@ -37,21 +38,14 @@ KNOWN_UPWARD = {
     ("llmos.apps.hooks", "llmos.syscalls.tool"),
     ("llmos.apps.manifest", "llmos.system"),
     ("llmos.kernel.loop", "llmos.system"),
-    ("llmos.syscalls.base", "llmos.kernel.process"),
-    ("llmos.syscalls.control", "llmos.kernel.process"),
-    ("llmos.syscalls.dispatch", "llmos.kernel.process"),
-    ("llmos.syscalls.fs", "llmos.kernel.process"),
     ("llmos.syscalls.fs", "llmos.memory.files"),
-    ("llmos.syscalls.image", "llmos.kernel.process"),
-    ("llmos.syscalls.mem", "llmos.kernel.process"),
     ("llmos.syscalls.mem", "llmos.memory.memory"),
     ("llmos.syscalls.mem", "llmos.memory.store"),
     ("llmos.syscalls.mem", "llmos.memory.tags"),
-    ("llmos.syscalls.tool", "llmos.kernel.process"),
 }
-"""Imports that point up today (issue 16's knot): the per-call context (`Process`) still lives
-in the kernel, the mem and fs families reach into memory for their services, the kernel's loop
-knows the system, and apps build systems."""
+"""Imports that point up today (issue 16's knot): the mem and fs families name memory's types
+(to ask for the service, and for its records), the hook specs name the tool table and the
+example registrar, the kernel's loop takes the system, and apps build systems."""
 
 
 def modules() -> dict[str, Path]:

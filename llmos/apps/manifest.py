@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.lessons import check_calls
 from llmos.kernel.loop import Conversation, Kernel
-from llmos.kernel.process import Process
 from llmos.security.capabilities import ANY, Capability, GrantStore
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.syscalls.tool import Tool, ToolSpec
 
 if TYPE_CHECKING:

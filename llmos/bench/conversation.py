@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from llmos.config import Settings
     from llmos.kernel.backend import LlamaCppBackend
     from llmos.kernel.grammar import Constraint
-    from llmos.kernel.process import Process
+    from llmos.syscalls.context import Process
     from llmos.system import System
 
 

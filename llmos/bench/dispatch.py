@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from llmos.config import Settings
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

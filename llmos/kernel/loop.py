@@ -38,7 +38,7 @@ from llmos.limits import (
 from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
-    from llmos.kernel.process import Process
+    from llmos.syscalls.context import Process
     from llmos.system import System
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from llmos.kernel.batch import BatchEngine, Stream
     from llmos.kernel.grammar import Constraint
     from llmos.kernel.loop import Conversation, Event, Kernel
-    from llmos.kernel.process import Process
+    from llmos.syscalls.context import Process
 
 Policy = Literal["fifo", "rr"]
 POLICIES: tuple[Policy, ...] = ("fifo", "rr")

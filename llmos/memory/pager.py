@@ -42,10 +42,10 @@ from llmos.memory.when import resolved, window
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend, Message
     from llmos.kernel.loop import Kernel
-    from llmos.kernel.process import Process
     from llmos.memory.cipher import RecordCipher
     from llmos.memory.memory import Allow, Hit, Memory
     from llmos.memory.store import Record
+    from llmos.syscalls.context import Process
 
 SESSIONS_DIR = "sessions"
 PAGE_STEP_CHARS = 600
@@ -379,10 +379,12 @@ class Pager:
         return min(self.recall_tokens, (budget.high - budget.low) // 2)
 
     def _memory(self, process: Process) -> Memory | None:
-        if process.open_memory is None:
+        from llmos.memory.memory import Memory
+
+        if not process.services.offers(Memory):
             return None
         try:
-            return process.open_memory()
+            return process.services.get(Memory)
         except LlmosError as exc:
             self.stats.errors.append(f"{exc.code}: {exc.message}")
             return None

@@ -17,9 +17,9 @@ from llmos.errors import ErrorCode, LlmosError, from_exception
 
 if TYPE_CHECKING:
     from llmos.kernel.loop import Event
-    from llmos.kernel.process import Process
     from llmos.kernel.scheduler import Job, SchedulerClient
     from llmos.shell.repl import LazyKernel
+    from llmos.syscalls.context import Process
     from llmos.system import System
 
 SCHEDULER_STATES = {"model": "thinking", "waiting": "waiting for model"}

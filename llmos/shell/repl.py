@@ -36,9 +36,9 @@ from llmos.syscalls.cmdline import is_direct_call, parse_line
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
     from llmos.kernel.loop import Event, Kernel, Turn
-    from llmos.kernel.process import Process
     from llmos.kernel.scheduler import Scheduler
     from llmos.memory.pager import Pager
+    from llmos.syscalls.context import Process
     from llmos.system import System
 
 Emit = Callable[[str, bool], None]

@@ -30,7 +30,7 @@ from pydantic.fields import FieldInfo
 from llmos.errors import ErrorCode, LlmosError
 
 if TYPE_CHECKING:
-    from llmos.kernel.process import Process
+    from llmos.syscalls.context import Process
 
 
 RESERVED_FAMILIES = ("fs", "image", "mem", "tool", "reply", "ask", "calc")

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.limits import MAX_CALC_CHARS, MAX_CALC_DIGITS
 from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.context import Process
 
 
 class Reply(Syscall):

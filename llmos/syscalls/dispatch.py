@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from llmos.errors import ErrorCode, LlmosError, from_exception
-from llmos.kernel.process import Authorized, Process
 from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
 from llmos.security.journal import ChangeSet, Journal
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Registry, Syscall, SyscallResult, SyscallSpec
+from llmos.syscalls.context import Authorized, Process
 
 log = logging.getLogger(__name__)
 

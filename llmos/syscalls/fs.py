@@ -23,7 +23,6 @@ from llmos.apps.hooks import hookimpl
 from llmos.atomic import TEMP_MARK, write_all, write_atomic_at
 from llmos.documents import Documents, Extracted, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError, os_error
-from llmos.kernel.process import Process
 from llmos.limits import (
     DOCUMENT_MAX_BYTES,
     MAX_COUNT_BYTES,
@@ -43,7 +42,7 @@ from llmos.limits import (
     STAT_PREVIEW_CHARS,
     STAT_PREVIEW_MAX_BYTES,
 )
-from llmos.memory.files import FileSearchResult
+from llmos.memory.files import FileIndex, FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at
 from llmos.syscalls.base import (
     Quiet,
@@ -54,6 +53,7 @@ from llmos.syscalls.base import (
     narrowing_glob,
     target_path,
 )
+from llmos.syscalls.context import Process
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +520,7 @@ def fs_read(call: FsRead, process: Process) -> FsReadResult:
                 ErrorCode.E_TOOBIG,
                 f"{call.path} is {size} bytes; documents over {DOCUMENT_MAX_BYTES} are not read",
             )
-        extracted = (process.documents or Documents()).read(whole, kind, call.path)
+        extracted = (process.services.get(Documents) or Documents()).read(whole, kind, call.path)
         converted = extracted.text.encode("utf-8")
         length = len(converted)
         data = converted[call.offset : call.offset + want]
@@ -914,7 +914,7 @@ def _local_time(moment: float) -> str:
 def _document_preview(process: Process, data: bytes, kind: str, shown: str) -> Extracted | None:
     """A document's text for fs.stat's line count and preview: converted (cached) for a PDF or
     Office file, taken only from the cache for an image; None when it cannot be read."""
-    reader = process.documents or Documents()
+    reader = process.services.get(Documents) or Documents()
     try:
         return reader.cached(data, kind) if kind == "image" else reader.read(data, kind, shown)
     except LlmosError:
@@ -1370,7 +1370,7 @@ class _Documents:
     budget on them. Keeps each document's text to say where (page, sheet) a hit is."""
 
     def __init__(self, process: Process) -> None:
-        self.reader = process.documents or Documents()
+        self.reader = process.services.get(Documents) or Documents()
         self.deadline = time.monotonic() + SEARCH_DOCUMENT_SECONDS
         self.labels: dict[str, Labels] = {}
         self.unread = 0
@@ -1636,9 +1636,11 @@ def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
     with the process's own search by meaning too, when it has one that opens (a missing
     embedder or a broken index leaves the word search's answer alone)."""
     found = fs_search(call, process)
-    if not (found.matches or call.regex or process.open_files is None):
+    if not (found.matches or call.regex or not process.services.offers(FileIndex)):
         try:  # no line matched, so no line holds every word: add what meaning finds
-            found = with_meaning(found, call, process, process.open_files())
+            files = process.services.get(FileIndex)
+            if files is not None:
+                found = with_meaning(found, call, process, files)
         except Exception as exc:  # the word search must still answer
             log.warning("search by meaning is unavailable: %s", exc)
     return _elsewhere(found, call, process)

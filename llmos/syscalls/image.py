@@ -17,10 +17,10 @@ from llmos.apps.hooks import hookimpl
 from llmos.atomic import write_atomic_at
 from llmos.documents import Documents, kind_of
 from llmos.errors import ErrorCode, LlmosError, os_error
-from llmos.kernel.process import Process
 from llmos.limits import MAX_IMAGE_BATCH, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from llmos.security.workspace import O_CLOEXEC
 from llmos.syscalls.base import Registry, Syscall, existing_path
+from llmos.syscalls.context import Process
 
 # fs owns pattern expansion (one folder, last part only, temp files hidden); images reuse it so
 # `pics/*.jpg` means the same in both families.
@@ -565,7 +565,7 @@ def image_text(call: ImageText, process: Process) -> ImageTextResult:
     data, rel = _read(process, call.path)
     if kind_of(rel, data[:BINARY_SNIFF]) != "image":
         raise LlmosError(ErrorCode.E_INVAL, f"{call.path} is not an image (PNG, JPEG, GIF...)")
-    extracted = (process.documents or Documents()).read(data, "image", call.path)
+    extracted = (process.services.get(Documents) or Documents()).read(data, "image", call.path)
     lines = [
         ImageTextLine(text=line.text, confidence=round(line.confidence, 3), box=list(line.box))
         for unit in extracted.units

@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Authorized, Process
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
 from llmos.memory.tags import normalize_tags
 from llmos.syscalls.base import Quiet, Registry, Syscall
+from llmos.syscalls.context import Authorized, Process
 
 if TYPE_CHECKING:
     from llmos.memory.memory import Allow, Hit, Memory
@@ -161,9 +161,12 @@ def _as_hit(hit: Hit) -> MemHit:
 
 def _memory(process: Process) -> Memory:
     """The memory the process was spawned with, or E_NOSYS."""
-    if process.open_memory is None:
+    from llmos.memory.memory import Memory
+
+    memory = process.services.get(Memory)
+    if memory is None:
         raise LlmosError(ErrorCode.E_NOSYS, f"process {process.name!r} has no memory attached")
-    return process.open_memory()
+    return memory
 
 
 def _allow(process: Process, call: str) -> Allow | None:

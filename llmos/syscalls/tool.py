@@ -25,7 +25,6 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Authorized, Process
 from llmos.limits import (
     MAX_TOOL_OUTPUT_BYTES,
     MAX_TOOL_TIMEOUT_S,
@@ -34,6 +33,7 @@ from llmos.limits import (
 )
 from llmos.security.sandbox import Sandbox
 from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.context import Authorized, Process
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"

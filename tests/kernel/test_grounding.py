@@ -21,9 +21,9 @@ from llmos.kernel.grounding import (
     view,
 )
 from llmos.kernel.loop import Conversation, Kernel
-from llmos.kernel.process import Process
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Registry, Syscall, existing_path
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

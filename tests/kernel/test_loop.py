@@ -10,7 +10,7 @@ import pytest
 
 from llmos.errors import ErrorCode
 from llmos.kernel.loop import Conversation, Kernel, repair
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

@@ -20,7 +20,6 @@ from llmos.config import Settings
 from llmos.kernel.backend import Completion, Message
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
-from llmos.kernel.process import Process
 from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.memory.embedder import Embedder
 from llmos.memory.pager import (
@@ -30,6 +29,7 @@ from llmos.memory.pager import (
     new_conversation,
     resume_conversation,
 )
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

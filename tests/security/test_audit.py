@@ -15,10 +15,10 @@ import pytest
 
 from llmos.cli import main
 from llmos.errors import ErrorCode
-from llmos.kernel.process import Process
 from llmos.limits import AUDIT_INLINE_CHARS
 from llmos.security.audit import AuditLog, digest_args, head_path, verify_log
 from llmos.security.keys import Signer
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

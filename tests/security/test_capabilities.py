@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.security.capabilities import (
     ANY,
     Capability,
@@ -27,6 +26,7 @@ from llmos.security.capabilities import (
 )
 from llmos.security.keys import Signer
 from llmos.security.workspace import Workspace
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -12,8 +12,8 @@ import pytest
 from llmos.errors import ErrorCode
 from llmos.kernel.loop import Conversation, Event, Kernel
 from llmos.kernel.policy import allowed_effects
-from llmos.kernel.process import Process
 from llmos.security.capabilities import GrantAnswer, GrantRequest
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

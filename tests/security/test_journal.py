@@ -13,9 +13,9 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.security.journal import JOURNAL_FILE_BYTES
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.undo import list_lines, undo
 

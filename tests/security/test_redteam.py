@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 
 from llmos.config import Settings
-from llmos.kernel.process import Process
 from llmos.security.audit import LINE_KEY, tail_log, verify
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.repl import LazyKernel, Shell
 from llmos.syscalls.base import Registry, Syscall, SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 from llmos.undo import undo

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from llmos.errors import LlmosError
-from llmos.kernel.process import Process
 from llmos.security.audit import verify
 from llmos.security.capabilities import Capability
 from llmos.security.keys import Signer
 from llmos.security.workspace import Located, Workspace
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.undo import undo
 from tests.security.test_redteam import World, png, refused, tree

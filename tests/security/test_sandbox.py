@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from llmos.config import Settings
-from llmos.kernel.process import Process
 from llmos.security import sandbox
+from llmos.syscalls.context import Process
 from llmos.syscalls.tool import ToolSpec, build_argv
 from llmos.system import System
 

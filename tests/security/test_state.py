@@ -12,8 +12,8 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

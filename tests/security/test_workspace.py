@@ -21,9 +21,9 @@ import llmos.syscalls.fs as fs_mod
 from llmos.atomic import write_atomic_at
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError, os_error
-from llmos.kernel.process import Process
 from llmos.security.workspace import Located, Workspace
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 SECRET = "TOP-SECRET-outside-the-workspace"

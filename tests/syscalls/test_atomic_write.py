@@ -16,7 +16,7 @@ import pytest
 import llmos
 from llmos.atomic import atomic_path, temp_name, write_atomic, write_atomic_at
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 REPO = Path(llmos.__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from llmos.errors import ErrorCode
-from llmos.kernel.process import Process
 from llmos.limits import MAX_CALC_CHARS
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -18,9 +18,9 @@ import llmos.documents as documents_mod
 from llmos.config import Settings
 from llmos.documents import CACHE_DIR, Documents, kind_of, samples, where
 from llmos.errors import ErrorCode
-from llmos.kernel.process import Process
 from llmos.security.sandbox import Sandbox, landlock_abi
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -17,10 +17,10 @@ import pytest
 import llmos.syscalls.fs as fs_mod
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
 from llmos.memory.embedder import Embedder
 from llmos.memory.files import FileHit, FileIndex, FileSearchResult, ScanReport
 from llmos.syscalls.base import SyscallResult, existing_kind
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

@@ -14,9 +14,9 @@ from PIL import Image
 import llmos.syscalls.image as image_mod
 from llmos.errors import ErrorCode
 from llmos.kernel.loop import compact_result
-from llmos.kernel.process import Process
 from llmos.limits import MAX_RESULT_CHARS
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.system import System
 
 

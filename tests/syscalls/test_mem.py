@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from llmos.errors import ErrorCode
-from llmos.kernel.process import Process
 from llmos.kernel.prompt import render_table
 from llmos.limits import MAX_MEM_TEXT_CHARS
 from llmos.security.capabilities import CapabilitySet, GrantAnswer, GrantRequest
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import SyscallResult
+from llmos.syscalls.context import Process
 from llmos.syscalls.mem import record_resources
 from llmos.system import System
 

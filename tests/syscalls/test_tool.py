@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from llmos.kernel.process import Process
 from llmos.kernel.prompt import system_prompt
+from llmos.syscalls.context import Process
 from llmos.syscalls.tool import Tool, ToolSpec, build_argv
 from llmos.system import System
 

@@ -1,13 +1,15 @@
-"""A process: one context with its own workspace, capabilities and way of asking for grants."""
+"""The per-call context of the syscall ABI: a process (its workspace, capabilities, way of asking
+for grants, and the services it may ask for by type) and what one call was authorized to do."""
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmos.errors import ErrorCode, LlmosError
 from llmos.security.capabilities import (
     ANY,
     CapabilitySet,
@@ -19,12 +21,43 @@ from llmos.security.capabilities import (
 from llmos.security.workspace import Workspace
 
 if TYPE_CHECKING:
-    from llmos.documents import Documents
-    from llmos.memory.files import FileIndex
-    from llmos.memory.memory import Memory
     from llmos.security.journal import ChangeSet
 
 _pids = itertools.count(1)
+
+T = TypeVar("T")
+
+
+def type_name(kind: type[Any]) -> str:
+    """A type's full name (`llmos.memory.memory.Memory`), the key a service is offered under."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+class Services:
+    """What a process may ask for by type: the installation's memory, the workspace's file
+    index, the document reader. The system offers each under its type's full name with a
+    factory called on first use, so offering one imports nothing; the family that asks names
+    the type, and gets an instance of it or None."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], object]] | None = None) -> None:
+        self._factories = dict(factories or {})
+
+    def offers(self, kind: type[Any]) -> bool:
+        """Whether a service of `kind` is offered (without making it)."""
+        return type_name(kind) in self._factories
+
+    def get(self, kind: type[T]) -> T | None:
+        """The service of `kind` (made now if it was not yet), or None when none is offered."""
+        factory = self._factories.get(type_name(kind))
+        if factory is None:
+            return None
+        made = factory()
+        if not isinstance(made, kind):
+            raise LlmosError(
+                ErrorCode.E_INTERNAL,
+                f"the service offered as {type_name(kind)} is a {type(made).__name__}",
+            )
+        return made
 
 
 @dataclass
@@ -69,13 +102,9 @@ class Process:
     caps: CapabilitySet
     grant: GrantCallback | None = None
     grant_store: GrantStore | None = None
-    open_memory: Callable[[], Memory] | None = None
-    """Opens (on first use) the installation's memory; None for a process without one."""
-    open_files: Callable[[], FileIndex] | None = None
-    """Opens (on first use) the search by meaning over the workspace's files; None without."""
-    documents: Documents | None = field(default=None, repr=False)
-    """Reads documents and images as text with the installation's cache; None reads them
-    without a cache."""
+    services: Services = field(default_factory=Services, repr=False)
+    """What the process may ask for by type (memory, the file index, documents); none by
+    default: a family then says the process has no such service, or does without it."""
     pid: int = field(default_factory=lambda: next(_pids))
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the process is being killed: a tool it is running is stopped (E_INTR)."""
