@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos.kernel.backend import text_tokens
 from llmos.kernel.loop import Conversation, Kernel
 
 if TYPE_CHECKING:
@@ -99,13 +100,12 @@ def _p50(values: list[float]) -> float:
 
 def _round(kernel: Kernel, workspace: Path, process: Any, decide: bool) -> dict[str, float]:
     """Rank (and decide, when `decide`) every request once: p50 ms and mean block tokens."""
-    count = getattr(kernel.backend, "tokens", None)
     ranking, deciding, tokens = [], [], []
     for request in REQUESTS:
         started = time.perf_counter()
         block = kernel.examples_for(request, None, str(workspace))
         ranking.append((time.perf_counter() - started) * 1000)
-        tokens.append(count(block) if callable(count) and block else len(block) // 4)
+        tokens.append(text_tokens(kernel.backend, block) if block else 0)
         if decide:
             started = time.perf_counter()
             kernel.first_call(process, Conversation(), request)

@@ -189,7 +189,7 @@ def bench_sched(
     local = isinstance(backend, LlamaCppBackend)
     figures: dict[str, Any] = {
         "model": backend.name,
-        "threads": getattr(backend, "n_threads", 0),
+        "threads": backend.n_threads if isinstance(backend, LlamaCppBackend) else 0,
         "processes": processes,
         "sleep_s": sleep,
         "history_turns": turns,

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmos.atomic import atomic_path
 from llmos.errors import ErrorCode, LlmosError
@@ -61,6 +61,77 @@ class Backend(Protocol):
     ) -> Completion:
         """Decode one reply; with a `constraint` the output is one well-formed syscall."""
         ...
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A backend that counts tokens with its model's own tokenizer and chat template (what the
+    pager budgets with; others are estimated at about four characters a token)."""
+
+    def count(self, messages: list[Message]) -> int:
+        """The prompt tokens `messages` make, as `complete` would prefill them."""
+        ...
+
+    def tokens(self, text: str) -> int:
+        """The tokens of plain `text`."""
+        ...
+
+
+@runtime_checkable
+class Warming(Protocol):
+    """A backend that can bring a prompt's prefix into its cache ahead of the first request."""
+
+    def warm(self, messages: list[Message]) -> Completion:
+        """Prefill `messages` and decode nothing."""
+        ...
+
+
+@runtime_checkable
+class Cancelling(Protocol):
+    """A backend whose queued requests of a cancelled turn can be failed at once."""
+
+    def cancel(self) -> None:
+        """Fail what this caller has queued; the backend stays usable."""
+        ...
+
+
+@runtime_checkable
+class Windowed(Protocol):
+    """A backend that says its context window in tokens."""
+
+    context: int
+
+
+@runtime_checkable
+class Timed(Protocol):
+    """A backend that knows its last decoding speed (tokens a second)."""
+
+    decode_tps: float
+
+
+def count_tokens(backend: Backend, messages: list[Message]) -> int:
+    """Prompt tokens of `messages` as the backend's model would see them (its own tokenizer and
+    chat template when it has them; about four characters a token otherwise)."""
+    if isinstance(backend, Tokenizing):
+        return int(backend.count(messages))
+    return sum(len(m["content"]) // 4 + 4 for m in messages)
+
+
+def text_tokens(backend: Backend, text: str) -> int:
+    """Tokens of plain `text` in the backend's tokenizer (estimated without one)."""
+    if isinstance(backend, Tokenizing):
+        return int(backend.tokens(text))
+    return len(text) // 4 + 1
+
+
+def context_of(backend: Backend) -> int:
+    """The backend's context window in tokens; 0 when it does not say."""
+    return int(backend.context) if isinstance(backend, Windowed) else 0
+
+
+def decode_speed(backend: Backend) -> float:
+    """Tokens a second of the backend's last decoding; 0.0 when unknown."""
+    return float(backend.decode_tps) if isinstance(backend, Timed) else 0.0
 
 
 def physical_cores() -> int:

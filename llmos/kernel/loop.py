@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Backend, Completion, Message
+from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warming
 from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
 from llmos.kernel.examples import OWN_SOURCES, is_question, render
 from llmos.kernel.grammar import GrammarCache, callable_specs
@@ -590,9 +590,8 @@ class Kernel:
     def warm(self) -> None:
         """Bring the system prompt into the backend's cache now, if the backend can (the shell
         does this while the person types, so the first request is answered at full speed)."""
-        warm = getattr(self.backend, "warm", None)
-        if callable(warm):
-            warm(self.messages(Conversation()))
+        if isinstance(self.backend, Warming):
+            self.backend.warm(self.messages(Conversation()))
 
     def messages(self, conversation: Conversation) -> list[Message]:
         """The full prompt: the stable system message, then the conversation."""
@@ -798,9 +797,7 @@ class Kernel:
         if not bank.ready:  # never make a request wait seconds for the embedder to load
             bank.warm()
             return ""
-        count = getattr(self.backend, "tokens", None)
-        if not callable(count):
-            count = _rough_tokens
+        count = self.backend.tokens if isinstance(self.backend, Tokenizing) else _rough_tokens
         registry = self.system.registry
         try:
             chosen = bank.nearest(

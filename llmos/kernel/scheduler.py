@@ -18,7 +18,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Backend, Completion, LlamaCppBackend, Message, common_prefix
+from llmos.kernel.backend import (
+    Backend,
+    Cancelling,
+    Completion,
+    LlamaCppBackend,
+    Message,
+    Warming,
+    common_prefix,
+    context_of,
+    count_tokens,
+    decode_speed,
+    text_tokens,
+)
 from llmos.limits import SCHED_KV_BYTES, SCHED_SLOTS
 
 if TYPE_CHECKING:
@@ -29,9 +41,6 @@ if TYPE_CHECKING:
 
 Policy = Literal["fifo", "rr"]
 POLICIES: tuple[Policy, ...] = ("fifo", "rr")
-
-FORWARDED = ("count", "tokens", "context", "decode_tps")
-"""What a proxy reads straight from the real backend (tokenizing needs no turn on the model)."""
 
 
 @dataclass
@@ -547,7 +556,7 @@ class SchedulerClient:
         self._scheduler = scheduler
         self.process = process
         self.id = id_
-        self.name: str = getattr(scheduler.backend, "name", "model")
+        self.name: str = scheduler.backend.name
         self.closed = False
         self.completions = 0
 
@@ -588,15 +597,28 @@ class SchedulerClient:
             self.closed = True
             self._scheduler._release(self)
 
-    def __getattr__(self, name: str) -> Any:
-        backend = self.__dict__["_scheduler"].backend
-        if name in FORWARDED:
-            return getattr(backend, name)
-        if name == "warm" and callable(getattr(backend, "warm", None)):
-            return self._warm
-        raise AttributeError(name)
+    def count(self, messages: list[Message]) -> int:
+        """The real backend's prompt tokens of `messages` (tokenizing needs no turn on it)."""
+        return count_tokens(self._scheduler.backend, messages)
 
-    def _warm(self, messages: list[Message]) -> Completion:
+    def tokens(self, text: str) -> int:
+        """The real backend's tokens of `text`."""
+        return text_tokens(self._scheduler.backend, text)
+
+    @property
+    def context(self) -> int:
+        """The real backend's context window (0 when it does not say)."""
+        return context_of(self._scheduler.backend)
+
+    @property
+    def decode_tps(self) -> float:
+        """The real backend's last decoding speed."""
+        return decode_speed(self._scheduler.backend)
+
+    def warm(self, messages: list[Message]) -> Completion:
+        """Warm the real backend's cache through the queue, when it can be warmed."""
+        if not isinstance(self._scheduler.backend, Warming):
+            return Completion(text="")
         return self.complete(messages, constraint=None, max_tokens=0)
 
 
@@ -655,9 +677,8 @@ class Job:
         stopped)."""
         self._cancelled.set()
         self.process.stop.set()
-        cancel = getattr(self.kernel.backend, "cancel", None)
-        if callable(cancel):
-            cancel()
+        if isinstance(self.kernel.backend, Cancelling):
+            self.kernel.backend.cancel()
 
     def _events(self) -> Iterator[Event]:
         return self.kernel.turn(self.process, self.conversation, self.request)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.backend import context_of, count_tokens, decode_speed, text_tokens
 from llmos.kernel.loop import Conversation, Turn
 from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
 from llmos.limits import (
@@ -40,7 +41,6 @@ from llmos.limits import (
 from llmos.memory.when import resolved, window
 
 if TYPE_CHECKING:
-    from llmos.kernel.backend import Backend, Message
     from llmos.kernel.loop import Kernel
     from llmos.memory.cipher import RecordCipher
     from llmos.memory.memory import Allow, Hit, Memory
@@ -59,23 +59,6 @@ PAGE_AROUND = 1
 """How many pages either side of a recalled one are shown with it."""
 LINE_CHARS = 160
 """The request and the reply are cut to this many characters in an extractive summary line."""
-
-
-def count_tokens(backend: Backend, messages: list[Message]) -> int:
-    """Prompt tokens of `messages` as the backend's model would see them (its own tokenizer and
-    chat template when it has them; about four characters a token otherwise)."""
-    count = getattr(backend, "count", None)
-    if callable(count):
-        return int(count(messages))
-    return sum(len(m["content"]) // 4 + 4 for m in messages)
-
-
-def text_tokens(backend: Backend, text: str) -> int:
-    """Tokens of plain `text` in the backend's tokenizer (estimated without one)."""
-    tokens = getattr(backend, "tokens", None)
-    if callable(tokens):
-        return int(tokens(text))
-    return len(text) // 4 + 1
 
 
 def _cut(text: str, n: int) -> str:
@@ -325,7 +308,7 @@ class Pager:
         head = tuple(m["content"] for m in messages)
         if self._fixed is None or self._fixed[0] != head:
             self._fixed = (head, count_tokens(kernel.backend, messages))
-        window = int(getattr(kernel.backend, "context", 0) or kernel.system.settings.n_ctx)
+        window = context_of(kernel.backend) or kernel.system.settings.n_ctx
         return Budget.of(window - kernel.max_tokens, self._fixed[1], self.high, self.low)
 
     def tokens(self, kernel: Kernel, conversation: Conversation) -> int:
@@ -493,7 +476,7 @@ class Pager:
     def _model_cost(self, kernel: Kernel) -> float:
         """Seconds the model would take to write a summary, from its measured decode speed
         (the prompt it continues is already in its KV cache); infinite when unknown."""
-        rate = float(getattr(kernel.backend, "decode_tps", 0.0) or 0.0)
+        rate = decode_speed(kernel.backend)
         if rate <= 0:
             return 0.0 if math.isinf(self.summary_seconds) else math.inf
         return self.summary_tokens / rate

@@ -451,12 +451,14 @@ class Shell:
         if self.conversation.cancel() and self.conversation.pager is not None:
             self.conversation.pager.save(self.conversation, self.process)
         if self.kernel is not None and self.kernel.ready:
+            from llmos.kernel.backend import Cancelling
+
             try:
-                cancel = getattr(self.kernel.get().backend, "cancel", None)
+                backend = self.kernel.get().backend
             except LlmosError:
                 return
-            if callable(cancel):
-                cancel()
+            if isinstance(backend, Cancelling):
+                backend.cancel()
 
     def background(self, request: str) -> tuple[bool, str]:
         """`request &`: start it as a background job; the prompt returns at once."""
@@ -574,16 +576,16 @@ class Shell:
         backend = self.kernel.model
         assert backend is not None
         lines = [f"model {backend.name}"]
-        path = getattr(backend, "model_path", None)
-        if path is not None:
-            lines.append(f"file {path}")
-        context = getattr(backend, "context", None)
+        from llmos.kernel.backend import LlamaCppBackend, context_of, decode_speed
+
+        if isinstance(backend, LlamaCppBackend):
+            lines.append(f"file {backend.model_path}")
+        context = context_of(backend)
         if context:
             lines.append(f"context {context} tokens")
-        threads = getattr(backend, "n_threads", None)
-        if threads:
-            lines.append(f"threads {threads}")
-        speed = float(getattr(backend, "decode_tps", 0.0) or 0.0)
+        if isinstance(backend, LlamaCppBackend):
+            lines.append(f"threads {backend.n_threads}")
+        speed = decode_speed(backend)
         if speed:
             lines.append(f"decode {speed:.1f} tokens/s (last request)")
         return True, "\n".join(lines)
@@ -608,7 +610,10 @@ class Shell:
         if self.kernel is not None and self.kernel.scheduler is not None:
             rows = scheduler_states(self.kernel.scheduler.ps())
             try:
-                shell_completions = int(getattr(self.kernel.get().backend, "completions", 0))
+                from llmos.kernel.scheduler import SchedulerClient
+
+                client = self.kernel.get().backend
+                shell_completions = client.completions if isinstance(client, SchedulerClient) else 0
             except LlmosError:
                 shell_completions = 0
         turns = len(self.conversation.turns) + self.conversation.paged_out

@@ -129,9 +129,11 @@ def test_an_error_reaches_the_caller_as_the_same_error() -> None:
 
 def test_proxy_forwards_what_the_backend_has() -> None:
     with Scheduler(tool_then_reply()) as sched:
-        client: Any = sched.client("p")
+        client = sched.client("p")
         assert client.name == "fake" and client.context == 4096
-        assert not hasattr(client, "count") and not hasattr(client, "warm")
+        assert client.count([{"role": "user", "content": "x" * 40}]) == 14, "estimated"
+        assert client.warm([{"role": "user", "content": "hi"}]).text == ""
+        assert sched.backend.served == [], "a backend that cannot warm is asked nothing"  # type: ignore[attr-defined]
 
 
 def test_four_processes_overlap_their_slow_tools(system: System, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.process import Process
+from llmos.syscalls.context import Process
 from llmos.syscalls.base import Registry, Syscall
 from llmos.syscalls.tool import ToolTable
 
