@@ -20,45 +20,12 @@ from llmos.apps.manifest import (
     run_prepared,
 )
 from llmos.errors import ErrorCode, LlmosError, from_exception
+from llmos.kernel.host import ModelHost
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
-    from llmos.kernel.scheduler import Policy, Scheduler, SchedulerClient
+    from llmos.kernel.scheduler import SchedulerClient
     from llmos.system import System
-
-
-class SharedModel:
-    """One model for several processes: opened on the first `client` call (a failure to open
-    is kept and given to every caller), each process served through one scheduler."""
-
-    def __init__(self, open_backend: Callable[[], Backend], *, policy: Policy = "rr") -> None:
-        self._open = open_backend
-        self._policy: Policy = policy
-        self._lock = threading.Lock()
-        self._scheduler: Scheduler | None = None
-        self._error: LlmosError | None = None
-
-    def client(self, process: str) -> SchedulerClient:
-        """A proxy backend for `process` (close it when the process ends)."""
-        from llmos.kernel.scheduler import Scheduler
-
-        with self._lock:
-            if self._error is not None:
-                raise self._error
-            if self._scheduler is None:
-                try:
-                    self._scheduler = Scheduler(self._open(), policy=self._policy)
-                except LlmosError as exc:
-                    self._error = exc
-                    raise
-            return self._scheduler.client(process)
-
-    def close(self) -> None:
-        """Stop the scheduler (the completion it is running, if any, finishes first)."""
-        with self._lock:
-            scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler.close()
 
 
 @contextmanager
@@ -111,7 +78,7 @@ def run_apps(
                 if run.ok:
                     run.ok, run.ran, run.message = False, False, "not run"
             return runs
-        model = SharedModel(backend) if backend is not None else None
+        model = ModelHost(backend) if backend is not None else None
         threads = [
             threading.Thread(
                 target=_run_one,
@@ -136,7 +103,7 @@ def _run_one(
     system: System,
     app: PreparedApp,
     run: AppRun,
-    model: SharedModel | None,
+    model: ModelHost | None,
     show: Callable[[str, str], None],
 ) -> None:
     """One app's thread: its steps, its model client (closed at the end), its outcome in `run`."""

@@ -13,7 +13,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -623,8 +623,9 @@ class SchedulerClient:
 
 
 class Job:
-    """One process's turn running in its own thread; its events are kept in order, and also
-    handed to `on_event` as they happen."""
+    """One process's turn: `run` runs it in the calling thread, `start` in a thread of its own;
+    its events are kept in order, and also handed to `on_event` as they happen. The one turn
+    runner of the shell's jobs, apps and the scheduler's tests."""
 
     def __init__(
         self,
@@ -645,7 +646,7 @@ class Job:
         self.started = self.finished = 0.0
         self._cancelled = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"llmos-{process.name}-{process.pid}", daemon=True
+            target=self.run, name=f"llmos-{process.name}-{process.pid}", daemon=True
         )
 
     def start(self) -> Job:
@@ -683,7 +684,11 @@ class Job:
     def _events(self) -> Iterator[Event]:
         return self.kernel.turn(self.process, self.conversation, self.request)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Run the turn to its end here (a thread that has nothing else to do runs it itself,
+        rather than start another and wait for it); an error is kept in `error`."""
+        if not self.started:
+            self.started = time.perf_counter()
         steps = self._events()
         try:
             for event in steps:
@@ -695,7 +700,6 @@ class Job:
         except Exception as exc:  # kept for the caller, like a process's exit status
             self.error = exc
         finally:
-            close = getattr(steps, "close", None)
-            if callable(close):
-                close()
+            if isinstance(steps, Generator):
+                steps.close()
             self.finished = time.perf_counter()

@@ -145,10 +145,9 @@ class JobTable:
                     return
                 # An unsaved pager: kept facts are paged in, and `--resume` still finds the
                 # shell's own conversation, not a job's.
-                job.turn = Job(kernel, job.process, Conversation(pager=Pager()), job.request)
-                job.turn.start()
-            job.turn.join()
-            error = job.turn.error
+                turn = job.turn = Job(kernel, job.process, Conversation(pager=Pager()), job.request)
+            turn.run()  # in this job's own thread: no second thread to wait on
+            error = turn.error
             if error is not None:
                 job.error = from_exception(error)
         except LlmosError as exc:

@@ -80,36 +80,28 @@ current request (background jobs go on), Ctrl-D leaves.
 
 
 class LazyKernel:
-    """Loads the model in a background thread, then serves it through a scheduler: the shell's
-    kernel and each background job's talk to it through their own scheduler client, so no two
-    ever use it at once. `get` waits for the model (or raises its error)."""
+    """The shell's kernel on the one model host: the model loads in the background while the
+    person types, then serves the shell's kernel and each background job's through their own
+    scheduler clients, so no two ever use it at once. `get` waits for the model (or raises its
+    error)."""
 
     def __init__(self, system: System, loader: Callable[[], Backend]) -> None:
+        from llmos.kernel.host import ModelHost
+
         self.system = system
-        self._loader = loader
+        self.host = ModelHost(loader)
         self._kernel: Kernel | None = None
-        self.model: Backend | None = None
-        """The backend itself (for :model); every completion goes through the scheduler."""
-        self.scheduler: Scheduler | None = None
-        self._error: LlmosError | None = None
-        self._thread = threading.Thread(target=self._load, name="llmos-model", daemon=True)
-        self._thread.start()
+        self.host.start(after_open=self._after_open)
 
-    def _load(self) -> None:
+    def _after_open(self) -> None:
+        """On the loading thread: the shell's kernel, its prompt warmed into the cache, and
+        memory made ready, so the first request waits for none of them."""
         from llmos.kernel.loop import Kernel
-        from llmos.kernel.scheduler import Scheduler
 
-        try:
-            self.model = self._loader()
-            self.scheduler = Scheduler(self.model)
-            kernel = Kernel(self.system, self.scheduler.client("shell"))
-            kernel.warm()
-            self._kernel = kernel
-            self._warm_memory()
-        except LlmosError as exc:
-            self._error = exc
-        except Exception as exc:
-            self._error = LlmosError(ErrorCode.E_BACKEND, f"{type(exc).__name__}: {exc}")
+        kernel = Kernel(self.system, self.host.client("shell"))
+        kernel.warm()
+        self._kernel = kernel
+        self._warm_memory()
 
     def _warm_memory(self) -> None:
         """Load the embedder and ready the index in the background, so the first page-in or
@@ -122,15 +114,25 @@ class LazyKernel:
             return
 
     @property
+    def model(self) -> Backend | None:
+        """The backend itself (for :model); every completion goes through the scheduler."""
+        return self.host.model
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The scheduler sharing the model, once it has loaded."""
+        return self.host.scheduler
+
+    @property
     def ready(self) -> bool:
         """True once the model has loaded (or failed to)."""
-        return not self._thread.is_alive()
+        return self.host.ready
 
     def get(self) -> Kernel:
         """The shell's kernel, waiting for the model to finish loading."""
-        self._thread.join()
+        self.host.wait()
         if self._kernel is None:
-            raise self._error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
+            raise self.host.error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
         return self._kernel
 
     def spawn(self, process: str) -> Kernel:
@@ -138,20 +140,15 @@ class LazyKernel:
         `backend`, when the process ends); waits for the model."""
         from llmos.kernel.loop import Kernel
 
-        self.get()
-        assert self.scheduler is not None
-        return Kernel(self.system, self.scheduler.client(process))
+        return Kernel(self.system, self.host.client(process))
 
     def busy(self) -> bool:
         """True while the model is running a completion."""
-        if self.scheduler is None:
-            return False
-        return any(row["state"] == "model" for row in self.scheduler.ps())
+        return self.host.busy()
 
     def close(self) -> None:
         """Stop the scheduler: queued requests fail, a running completion finishes first."""
-        if self.ready and self.scheduler is not None:
-            self.scheduler.close()
+        self.host.close()
 
 
 def render_event(event: Event) -> tuple[str, bool]:
