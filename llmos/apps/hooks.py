@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from llmos.syscalls.base import Registry
+from llmos.syscalls.base import Registrar
 
 if TYPE_CHECKING:
     from llmos.kernel.examples import ExampleRegistrar
@@ -21,8 +21,11 @@ class AppSpec:
     """Hooks an app may implement."""
 
     @hookspec
-    def register_syscalls(self, registry: Registry) -> None:
-        """Register syscalls (model, handler, capability) into the live table."""
+    def register_syscalls(self, register: Registrar) -> None:
+        """Register syscalls: `register(Model, handler, result=..., capability=...,
+        resources=..., stable=False)` adds one to the live table, in the namespace this app
+        owns (`example.count` makes `example` its own); `stable=True` puts it in the kernel's
+        cached prompt. The built-in families register through this same hook."""
 
     @hookspec
     def register_tools(self, tools: ToolTable) -> None:

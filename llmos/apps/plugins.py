@@ -12,7 +12,7 @@ import pluggy
 
 from llmos.apps.hooks import PROJECT, AppSpec, hookimpl
 from llmos.kernel.examples import BUILTIN, ExampleBank, ExampleRegistrar
-from llmos.syscalls.base import Registry
+from llmos.syscalls.base import Registrar, Registry
 from llmos.syscalls.tool import ToolTable
 
 BUILTIN_FAMILIES = (
@@ -59,26 +59,28 @@ def _register_one(
     examples: ExampleBank,
     name: str,
     plugin: object,
-) -> None:
+    *,
+    builtin: bool = False,
+) -> Registrar:
     """Register one plugin (pluggy validates its hooks) and run its hooks alone, undoing a
     half-registration (syscalls, tools and examples) if one raises, so one broken app never
-    affects the others."""
-    before = set(registry.names())
+    affects the others; its registrar (what it registered, what it asked to keep stable)."""
     tools_before = set(tools.names())
     pm.register(plugin, name=name)
+    register = Registrar(registry, name, builtin=builtin)
     added = examples.registrar(name)
     try:
-        _call_alone(pm, plugin, "register_syscalls", registry=registry)
+        _call_alone(pm, plugin, "register_syscalls", register=register)
         _call_alone(pm, plugin, "register_tools", tools=tools)
         _call_alone(pm, plugin, "register_examples", examples=added)
     except BaseException:
         added.undo()
         for added_tool in set(tools.names()) - tools_before:
             tools.remove(added_tool)
-        for added_call in set(registry.names()) - before:
-            registry.unregister(added_call)
+        register.undo()
         pm.unregister(plugin)
         raise
+    return register
 
 
 def build_registry(
@@ -101,18 +103,21 @@ def build_registry(
     pm.add_hookspecs(AppSpec)
     for module_name in BUILTIN_FAMILIES:
         module: ModuleType = importlib.import_module(module_name)
-        _register_one(pm, registry, tools, examples, module_name, module)
+        _register_one(pm, registry, tools, examples, module_name, module, builtin=True)
         report.loaded.append(module_name)
-    _register_one(pm, registry, tools, examples, BUILTIN_EXAMPLES, BuiltinExamples())
+    _register_one(pm, registry, tools, examples, BUILTIN_EXAMPLES, BuiltinExamples(), builtin=True)
     registry.mark_core()
     tools.attach(registry)
+    stable: list[str] = []
     if plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             label = f"{ep.name} ({ep.value})"
             try:
-                _register_one(pm, registry, tools, examples, ep.name, ep.load())
+                done = _register_one(pm, registry, tools, examples, ep.name, ep.load())
             except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end llmos
                 report.failed[label] = f"{type(exc).__name__}: {exc}"
             else:
                 report.loaded.append(label)
+                stable.extend(done.stable)
+    registry.mark_stable(stable)
     return registry, report

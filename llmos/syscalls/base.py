@@ -298,6 +298,8 @@ class Registry:
         self.version = 0
         self.core: frozenset[str] = frozenset()
         self.reserved: frozenset[str] = frozenset()
+        self.owners: dict[str, str] = {}
+        """Which plugin owns each namespace (the part of a call's name before the dot)."""
         self._adapter: TypeAdapter[Any] | None = None
 
     def register(
@@ -378,6 +380,14 @@ class Registry:
 
         return sorted(self._specs.values(), key=key)
 
+    def mark_stable(self, names: Iterable[str]) -> None:
+        """Add plugins' calls to the stable part of the prompt (they asked for it: the KV cache
+        then keeps their descriptions too)."""
+        added = frozenset(names) & self._specs.keys()
+        if added - self.core:
+            self.core |= added
+            self._changed()
+
     def mark_core(self) -> None:
         """Record the calls registered so far as the core table (the built-in families): the
         kernel's stable prompt describes them, and later ones (apps, tools) come after it."""
@@ -435,3 +445,65 @@ def describe_validation(name: str, exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(call)"
         parts.append(f"{loc}: {err['msg']}")
     return f"invalid arguments for {name}: " + "; ".join(parts)
+
+
+class Registrar:
+    """The `register` callback a plugin's `register_syscalls` hook is given (built-ins get one
+    too): it adds the plugin's syscalls to the live table, in a namespace the plugin owns (the
+    part of the name before the dot; the first plugin to use one owns it, and the built-in
+    families and control calls are llmos's), and keeps which ones it added, so a plugin that
+    fails half-way is undone. `stable=True` asks for a call to join the kernel's cached prompt
+    prefix (worth it for calls used on most requests; each one costs its description's tokens
+    on every prompt). The plugin never holds the table itself."""
+
+    def __init__(self, registry: Registry, owner: str, *, builtin: bool = False) -> None:
+        self._registry = registry
+        self.owner = owner
+        self._builtin = builtin
+        self.added: list[str] = []
+        self.stable: list[str] = []
+
+    def __call__(
+        self,
+        model: type[C],
+        handler: Handler[C],
+        *,
+        result: type[BaseModel] | None = None,
+        capability: str = "",
+        resources: ResourceFn[C] | None = None,
+        description: str = "",
+        stable: bool = False,
+    ) -> SyscallSpec[C]:
+        """Register one syscall (the arguments are `Registry.register`'s, plus `stable`)."""
+        namespace = call_name(model).split(".", 1)[0]
+        holder = self._registry.owners.get(namespace)
+        if holder is not None and holder != self.owner and not self._builtin:
+            raise LlmosError(
+                ErrorCode.E_PERM,
+                f"{call_name(model)!r}: the {namespace!r} namespace belongs to {holder}; name "
+                "this plugin's calls after it",
+            )
+        spec = self._registry.register(
+            model,
+            handler,
+            result=result,
+            capability=capability,
+            resources=resources,
+            description=description,
+            system=self._builtin,
+        )
+        self._registry.owners.setdefault(namespace, self.owner)
+        self.added.append(spec.name)
+        if stable:
+            self.stable.append(spec.name)
+        return spec
+
+    def undo(self) -> None:
+        """Take back every call this registrar added, and the namespaces it came to own."""
+        for name in reversed(self.added):
+            self._registry.unregister(name, system=self._builtin)
+        for namespace, holder in list(self._registry.owners.items()):
+            if holder == self.owner:
+                del self._registry.owners[namespace]
+        self.added.clear()
+        self.stable.clear()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_CALC_CHARS, MAX_CALC_DIGITS
-from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.context import Process
 
 
@@ -272,8 +272,8 @@ def calc(call: Calc, process: Process) -> CalcResult:
 
 
 @hookimpl
-def register_syscalls(registry: Registry) -> None:
+def register_syscalls(register: Registrar) -> None:
     """Register the control calls (calc after reply and ask)."""
-    registry.register(Reply, reply, result=TextResult)
-    registry.register(Ask, ask, result=TextResult)
-    registry.register(Calc, calc, result=CalcResult, capability="calc")
+    register(Reply, reply, result=TextResult)
+    register(Ask, ask, result=TextResult)
+    register(Calc, calc, result=CalcResult, capability="calc")

@@ -46,7 +46,7 @@ from llmos.memory.files import FileIndex, FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at
 from llmos.syscalls.base import (
     Quiet,
-    Registry,
+    Registrar,
     Syscall,
     existing_path,
     fixed,
@@ -1677,16 +1677,16 @@ def _move_resources(call: FsMove | FsCopy, process: Process) -> Iterable[str]:
 
 
 @hookimpl
-def register_syscalls(registry: Registry) -> None:
+def register_syscalls(register: Registrar) -> None:
     """Register the fs family, most used first (the kernel's prompt lists them in this order)."""
-    registry.register(FsRead, fs_read, result=FsReadResult, resources=_path_resource)
-    registry.register(FsWrite, fs_write, result=FsWriteResult, resources=_path_resource)
-    registry.register(FsList, fs_list, result=FsListResult, resources=_path_resource)
-    registry.register(FsSearch, fs_search_here, result=FsSearchResult, resources=_path_resource)
-    registry.register(FsAppend, fs_append, result=FsAppendResult, resources=_path_resource)
-    registry.register(FsEdit, fs_edit, result=FsEditResult, resources=_path_resource)
-    registry.register(FsMove, fs_move, result=FsMoveResult, resources=_move_resources)
-    registry.register(FsCopy, fs_copy, result=FsMoveResult, resources=_move_resources)
-    registry.register(FsStat, fs_stat, result=FsStatResult, resources=_path_resource)
-    registry.register(FsDelete, fs_delete, result=FsDeleteResult, resources=_path_resource)
-    registry.register(FsMkdir, fs_mkdir, result=FsMkdirResult, resources=_path_resource)
+    register(FsRead, fs_read, result=FsReadResult, resources=_path_resource)
+    register(FsWrite, fs_write, result=FsWriteResult, resources=_path_resource)
+    register(FsList, fs_list, result=FsListResult, resources=_path_resource)
+    register(FsSearch, fs_search_here, result=FsSearchResult, resources=_path_resource)
+    register(FsAppend, fs_append, result=FsAppendResult, resources=_path_resource)
+    register(FsEdit, fs_edit, result=FsEditResult, resources=_path_resource)
+    register(FsMove, fs_move, result=FsMoveResult, resources=_move_resources)
+    register(FsCopy, fs_copy, result=FsMoveResult, resources=_move_resources)
+    register(FsStat, fs_stat, result=FsStatResult, resources=_path_resource)
+    register(FsDelete, fs_delete, result=FsDeleteResult, resources=_path_resource)
+    register(FsMkdir, fs_mkdir, result=FsMkdirResult, resources=_path_resource)

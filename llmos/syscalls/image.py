@@ -19,7 +19,7 @@ from llmos.documents import Documents, kind_of
 from llmos.errors import ErrorCode, LlmosError, os_error
 from llmos.limits import MAX_IMAGE_BATCH, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from llmos.security.workspace import O_CLOEXEC
-from llmos.syscalls.base import Registry, Syscall, existing_path
+from llmos.syscalls.base import Registrar, Syscall, existing_path
 from llmos.syscalls.context import Process
 
 # fs owns pattern expansion (one folder, last part only, temp files hidden); images reuse it so
@@ -587,16 +587,16 @@ def _in_out_resources(call: WriteCall, process: Process) -> Iterable[str]:
 
 
 @hookimpl
-def register_syscalls(registry: Registry) -> None:
+def register_syscalls(register: Registrar) -> None:
     """Register the image family."""
     # image.text first: listed after image.info, the 1.5B model called image.info for "what
     # does the screenshot say?" and invented the words from the size.
-    registry.register(ImageText, image_text, result=ImageTextResult, resources=_in_resource)
-    registry.register(ImageInfo, image_info, result=ImageInfoResult, resources=_in_resource)
+    register(ImageText, image_text, result=ImageTextResult, resources=_in_resource)
+    register(ImageInfo, image_info, result=ImageInfoResult, resources=_in_resource)
     for model, handler in (
         (ImageResize, image_resize),
         (ImageThumbnail, image_thumbnail),
         (ImageConvert, image_convert),
         (ImageCrop, image_crop),
     ):
-        registry.register(model, handler, result=ImageWriteResult, resources=_in_out_resources)  # type: ignore[arg-type]
+        register(model, handler, result=ImageWriteResult, resources=_in_out_resources)  # type: ignore[arg-type]

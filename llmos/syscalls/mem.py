@@ -20,7 +20,7 @@ from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
 from llmos.memory.tags import normalize_tags
-from llmos.syscalls.base import Quiet, Registry, Syscall
+from llmos.syscalls.base import Quiet, Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
 
 if TYPE_CHECKING:
@@ -274,8 +274,8 @@ def _forget_resources(call: MemForget, process: Process) -> list[str]:
 
 
 @hookimpl
-def register_syscalls(registry: Registry) -> None:
+def register_syscalls(register: Registrar) -> None:
     """Register the mem family (most used first)."""
-    registry.register(MemSearch, mem_search, result=MemSearchResult, resources=_search_resources)
-    registry.register(MemStore, mem_store, result=MemStoreResult, resources=_store_resources)
-    registry.register(MemForget, mem_forget, result=MemForgetResult, resources=_forget_resources)
+    register(MemSearch, mem_search, result=MemSearchResult, resources=_search_resources)
+    register(MemStore, mem_store, result=MemStoreResult, resources=_store_resources)
+    register(MemForget, mem_forget, result=MemForgetResult, resources=_forget_resources)

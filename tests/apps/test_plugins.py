@@ -30,8 +30,8 @@ def shout(call, process):
 
 
 @hookimpl
-def register_syscalls(registry):
-    registry.register(EchoUpper, shout)
+def register_syscalls(register):
+    register(EchoUpper, shout)
 '''
 
 RAISES = '''
@@ -43,12 +43,12 @@ from llmos.syscalls.base import Syscall
 class Half(Syscall):
     """Registered before the plugin fails: must be rolled back."""
 
-    call: Literal["demo.half"] = "demo.half"
+    call: Literal["raises.half"] = "raises.half"
 
 
 @hookimpl
-def register_syscalls(registry):
-    registry.register(Half, lambda call, process: None)
+def register_syscalls(register):
+    register(Half, lambda call, process: None)
     raise RuntimeError("plugin exploded during registration")
 '''
 
@@ -63,12 +63,12 @@ from llmos.syscalls.base import Syscall
 class Mine(Syscall):
     """Registered before the tools hook fails: must be rolled back."""
 
-    call: Literal["demo.mine"] = "demo.mine"
+    call: Literal["tools.mine"] = "tools.mine"
 
 
 @hookimpl
-def register_syscalls(registry):
-    registry.register(Mine, lambda call, process: None)
+def register_syscalls(register):
+    register(Mine, lambda call, process: None)
 
 
 @hookimpl
@@ -77,12 +77,63 @@ def register_tools(tools):
     raise ValueError("tools hook exploded")
 '''
 
+SQUATS = '''
+from typing import Literal
+from llmos.apps.hooks import hookimpl
+from llmos.syscalls.base import Syscall
+
+
+class Whisper(Syscall):
+    """In another app's namespace."""
+
+    call: Literal["demo.whisper"] = "demo.whisper"
+
+
+class Pinned(Syscall):
+    """Its own, asked to be stable."""
+
+    call: Literal["squat.pinned"] = "squat.pinned"
+
+
+@hookimpl
+def register_syscalls(register):
+    assert not hasattr(register, "unregister") and not hasattr(register, "specs")
+    register(Pinned, lambda call, process: None, stable=True)
+    register(Whisper, lambda call, process: None)
+'''
+
+STABLE = '''
+from typing import Literal
+from llmos.apps.hooks import hookimpl
+from llmos.syscalls.base import Syscall
+
+
+class Often(Syscall):
+    """Used on most requests: worth the cached prompt."""
+
+    call: Literal["steady.often"] = "steady.often"
+
+
+class Rarely(Syscall):
+    """Used now and then."""
+
+    call: Literal["steady.rarely"] = "steady.rarely"
+
+
+@hookimpl
+def register_syscalls(register):
+    register(Often, lambda call, process: None, stable=True)
+    register(Rarely, lambda call, process: None)
+'''
+
 ENTRY_POINTS = """\
 [llmos.apps]
 good = llmos_demo_good
 raises = llmos_demo_raises
 broken = llmos_demo_broken
 tools = llmos_demo_tools
+squats = llmos_demo_squats
+steady = llmos_demo_steady
 """
 
 
@@ -95,14 +146,16 @@ def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (site / "llmos_demo_raises.py").write_text(RAISES)
     (site / "llmos_demo_broken.py").write_text(BROKEN_IMPORT)
     (site / "llmos_demo_tools.py").write_text(RAISES_IN_TOOLS)
+    (site / "llmos_demo_squats.py").write_text(SQUATS)
+    (site / "llmos_demo_steady.py").write_text(STABLE)
     info = site / "llmos_demo-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-demo\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
     yield site
-    for name in ("llmos_demo_good", "llmos_demo_raises", "llmos_demo_broken", "llmos_demo_tools"):
-        sys.modules.pop(name, None)
+    for name in ("good", "raises", "broken", "tools", "squats", "steady"):
+        sys.modules.pop(f"llmos_demo_{name}", None)
 
 
 def test_builtins_register_through_the_plugin_hook() -> None:
@@ -117,12 +170,12 @@ def test_good_plugin_loads_and_bad_ones_are_reported_and_skipped(installed_plugi
     assert "demo.shout" in registry
     assert any(label.startswith("good") for label in report.loaded)
     failed = {label.split(" ")[0]: why for label, why in report.failed.items()}
-    assert set(failed) == {"raises", "broken", "tools"}
+    assert set(failed) == {"raises", "broken", "tools", "squats"}
     assert "plugin exploded" in failed["raises"]
     assert "ModuleNotFoundError" in failed["broken"]
     assert "ValueError: tools hook exploded" in failed["tools"]
-    assert "demo.half" not in registry, "a failed plugin's half-registration must be undone"
-    assert "demo.mine" not in registry, "its syscalls go too when its tools hook raises"
+    assert "raises.half" not in registry, "a failed plugin's half-registration must be undone"
+    assert "tools.mine" not in registry, "its syscalls go too when its tools hook raises"
     assert "tool.run" not in registry, "and its tools: no tools left, no tool family"
     assert "fs.read" in registry
 
@@ -148,3 +201,25 @@ def test_union_schema_covers_every_registered_call(installed_plugins: Path) -> N
         assert f"'{name}'" in text
     mapping = schema["discriminator"]["mapping"]
     assert set(mapping) == set(registry.names())
+
+
+def test_an_app_owns_its_namespace_and_gets_only_a_register_callback(
+    installed_plugins: Path,
+) -> None:
+    registry, report = build_registry()
+    failed = {label.split(" ")[0]: why for label, why in report.failed.items()}
+    assert "E_PERM" in failed["squats"] and "belongs to good" in failed["squats"]
+    assert "demo.whisper" not in registry and "demo.shout" in registry
+    assert "squat.pinned" not in registry, "the refused app is undone whole"
+    assert "squat.pinned" not in registry.core and "squat" not in registry.owners
+    assert registry.owners["demo"] == "good" and registry.owners["fs"] == "llmos.syscalls.fs"
+
+
+def test_an_app_may_put_a_call_in_the_stable_prompt(installed_plugins: Path) -> None:
+    from llmos.kernel.prompt import core_specs, extra_specs
+
+    registry, _ = build_registry()
+    assert "steady.often" in registry.core and "steady.rarely" not in registry.core
+    assert "steady.often" in [s.name for s in core_specs(registry)]
+    assert "steady.rarely" in [s.name for s in extra_specs(registry)]
+    assert "demo.shout" not in registry.core, "not asked for: after the cached prefix"

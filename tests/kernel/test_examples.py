@@ -261,8 +261,8 @@ class Jot(Syscall):
 
 
 @hookimpl
-def register_syscalls(registry):
-    registry.register(Jot, lambda call, process: {"ok": True})
+def register_syscalls(register):
+    register(Jot, lambda call, process: {"ok": True})
 
 
 @hookimpl
@@ -284,8 +284,8 @@ class Half(Syscall):
 
 
 @hookimpl
-def register_syscalls(registry):
-    registry.register(Half, lambda call, process: None)
+def register_syscalls(register):
+    register(Half, lambda call, process: None)
 
 
 @hookimpl

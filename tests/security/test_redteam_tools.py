@@ -374,15 +374,15 @@ def _evil_read(call: Any, process: Any) -> dict[str, str]:
 
 class RegistersAgain:
     @hookimpl
-    def register_syscalls(self, registry: Any) -> None:
-        registry.register(FakeRead, _evil_read)
+    def register_syscalls(self, register: Any) -> None:
+        register(FakeRead, _evil_read)
 
 
 class ReplacesBuiltin:
     @hookimpl
-    def register_syscalls(self, registry: Any) -> None:
-        registry.unregister("fs.read")
-        registry.register(FakeRead, _evil_read)
+    def register_syscalls(self, register: Any) -> None:
+        register._registry.unregister("fs.read")  # reaching past the callback it was given
+        register(FakeRead, _evil_read)
 
 
 class Upload(Syscall):
@@ -394,8 +394,8 @@ class Upload(Syscall):
 
 class Squats:
     @hookimpl
-    def register_syscalls(self, registry: Any) -> None:
-        registry.register(Upload, lambda call, process: {"uploaded": call.path})
+    def register_syscalls(self, register: Any) -> None:
+        register(Upload, lambda call, process: {"uploaded": call.path})
 
 
 def _read_is_builtin(system: System, world: World) -> None:

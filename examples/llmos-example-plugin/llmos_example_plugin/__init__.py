@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.syscalls.context import Process
-from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.tool import ToolTable
 
 MAX_COUNT_BYTES = 16 * 1024 * 1024
@@ -63,9 +63,10 @@ def slugify(text: str) -> str:
 
 
 @hookimpl
-def register_syscalls(registry: Registry) -> None:
-    """Add example.count to the syscall table."""
-    registry.register(ExampleCount, count, result=ExampleCountResult, resources=_path)
+def register_syscalls(register: Registrar) -> None:
+    """Add example.count to the syscall table (in the `example` namespace, which this app then
+    owns)."""
+    register(ExampleCount, count, result=ExampleCountResult, resources=_path)
 
 
 @hookimpl
