@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos.apps.hooks import AuditHooks
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
 from llmos.errors import LlmosError
@@ -53,19 +54,24 @@ class System:
         # model with memory's (one per folder per process).
         self.embedder = Embedder(settings.memory_embedder)
         self.examples = ExampleBank(embedder=self.embedder)
-        self.registry, self.plugins = build_registry(
-            plugins=plugins, tools=self.tools, examples=self.examples
-        )
-        # The person's lessons rank above the built-ins and the apps' examples.
-        self.lessons = Lessons(home, _sealer(settings))
-        self.lessons.teach_bank(self.examples)
         # With memory encrypted, the audit keeps keyed digests of argument values, not them.
         self.audit = AuditLog(
             home / "audit.log", self.signer, digest_values=settings.memory_encrypt
         )
+        self.registry, self.plugins = build_registry(
+            plugins=plugins,
+            tools=self.tools,
+            examples=self.examples,
+            observers=[("llmos.audit", AuditHooks(self.audit))],
+        )
+        # The person's lessons rank above the built-ins and the apps' examples.
+        self.lessons = Lessons(home, _sealer(settings))
+        self.lessons.teach_bank(self.examples)
         self.grants = GrantStore(home / "grants.json", self.authority)
         self.journal = Journal(home / "journal", settings.journal_max_mb << 20)
-        self.dispatcher = Dispatcher(self.registry, self.authority, self.audit, self.journal)
+        self.dispatcher = Dispatcher(
+            self.registry, self.authority, self.plugins.hooks, self.journal
+        )
         self._memory: Memory | None = None
         self._memory_lock = threading.Lock()
         self._files: dict[Path, FileIndex] = {}

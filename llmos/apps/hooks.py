@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from llmos.syscalls.base import Registrar
+from llmos.security.audit import AuditLog
+from llmos.syscalls.base import Registrar, Syscall
+from llmos.syscalls.context import Dispatched, Process
 
 if TYPE_CHECKING:
     from llmos.kernel.examples import ExampleRegistrar
@@ -38,3 +40,36 @@ class AppSpec:
         calls)` adds a request -> calls example (one call dict, or a list in order) that the
         kernel is shown for requests like it; `examples.rule(text)` a routing line for the
         prompt. The core keeps them, and shows only those whose calls are registered."""
+
+    @hookspec
+    def before_dispatch(self, process: Process, call: Syscall, resources: list[str]) -> None:
+        """A validated, authorized call is about to run for `process` on `resources`: raise an
+        LlmosError (`PermissionDenied(...)`) to refuse it; the refusal is its result and is
+        audited like any other."""
+
+    @hookspec
+    def after_dispatch(self, done: Dispatched) -> None:
+        """A call ended (allowed, refused, failed or interrupted): `done` has the process, the
+        call's name and arguments, the resources and the result. Called for every dispatch,
+        so keep it quick; a failure here is logged, never the call's."""
+
+
+class AuditHooks:
+    """The audit log as one implementation of the dispatch hooks (first, before any app's)."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    @hookimpl(tryfirst=True)
+    def after_dispatch(self, done: Dispatched) -> None:
+        """Append the call's line to the signed audit log (which never raises)."""
+        code = done.code
+        self.audit.record(
+            pid=done.process.pid,
+            process=done.process.name,
+            call=done.call,
+            args=done.args,
+            ok=done.ok,
+            code=code.value if code else None,
+            resources=list(done.resources),
+        )

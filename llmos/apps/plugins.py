@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -32,6 +33,9 @@ class PluginReport:
 
     loaded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    hooks: Any = None
+    """The plugin manager's hook relay (`pm.hook`): dispatch calls its before_dispatch and
+    after_dispatch hooks."""
 
 
 class BuiltinExamples:
@@ -88,6 +92,7 @@ def build_registry(
     plugins: bool = True,
     tools: ToolTable | None = None,
     examples: ExampleBank | None = None,
+    observers: Sequence[tuple[str, object]] = (),
 ) -> tuple[Registry, PluginReport]:
     """A registry holding the built-in families and, unless disabled, installed plugin apps.
 
@@ -101,6 +106,9 @@ def build_registry(
     report = PluginReport()
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(AppSpec)
+    for label, observer in observers:  # llmos's own dispatch hooks (the audit log), first
+        pm.register(observer, name=label)
+    report.hooks = pm.hook
     for module_name in BUILTIN_FAMILIES:
         module: ModuleType = importlib.import_module(module_name)
         _register_one(pm, registry, tools, examples, module_name, module, builtin=True)

@@ -124,3 +124,29 @@ class Process:
     def interactive(self) -> bool:
         """True when someone can be asked to grant a missing capability."""
         return self.grant is not None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """One finished dispatch, as the `after_dispatch` hooks (the audit log among them) see it:
+    allowed or refused, also when Ctrl-C stopped it before a result (`result` None)."""
+
+    process: Process
+    call: str
+    args: Mapping[str, Any]
+    resources: tuple[str, ...]
+    result: Any = None
+    """The SyscallResult; None when the call was interrupted."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded."""
+        return self.result is not None and bool(self.result.ok)
+
+    @property
+    def code(self) -> ErrorCode | None:
+        """The error's stable code; E_INTR when interrupted; None when it succeeded."""
+        if self.result is None:
+            return ErrorCode.E_INTR
+        code: ErrorCode | None = self.result.code
+        return code

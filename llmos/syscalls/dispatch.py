@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from llmos.errors import ErrorCode, LlmosError, from_exception
-from llmos.security.audit import AuditLog
 from llmos.security.capabilities import ANY, CapabilityAuthority, GrantAnswer, GrantRequest
 from llmos.security.journal import ChangeSet, Journal
 from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Registry, Syscall, SyscallResult, SyscallSpec
-from llmos.syscalls.context import Authorized, Process
+from llmos.syscalls.context import Authorized, Dispatched, Process
 
 log = logging.getLogger(__name__)
 
 DispatchHook = Callable[[Process, Syscall, SyscallResult], None]
+
+
+class DispatchHooks(Protocol):
+    """The pluggy hooks dispatch calls (`PluginManager.hook`): `before_dispatch` may refuse a
+    call about to run by raising an LlmosError; `after_dispatch` is told of every call."""
+
+    before_dispatch: Callable[..., object]
+    after_dispatch: Callable[..., object]
 
 
 class Dispatcher:
@@ -26,12 +33,12 @@ class Dispatcher:
         self,
         registry: Registry,
         authority: CapabilityAuthority,
-        audit: AuditLog | None,
+        hooks: DispatchHooks | None,
         journal: Journal | None = None,
     ) -> None:
         self.registry = registry
         self.authority = authority
-        self.audit = audit
+        self.hooks = hooks
         self.journal = journal
 
     def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
@@ -49,24 +56,21 @@ class Dispatcher:
                 self._check_effects(process, call, resources)
                 auth = Authorized(process.caps, spec.cap_name)
                 auth.once |= self._authorize(process, spec, resources)
+                if self.hooks is not None:
+                    self.hooks.before_dispatch(process=process, call=call, resources=resources)
                 value = self._run(process, spec, call, resources, auth)
                 result = SyscallResult.success(call.call, value)
             except Exception as exc:
                 error = from_exception(exc, call=name).about(process=process.name)
                 result = SyscallResult.failure(name, error.code, error.message)
             return result
-        finally:  # record never raises, and a Ctrl-C mid-call still leaves its line
-            if self.audit is not None:
-                code = ErrorCode.E_INTR if result is None else result.code
-                self.audit.record(
-                    pid=process.pid,
-                    process=process.name,
-                    call=name,
-                    args=args,
-                    ok=result is not None and result.ok,
-                    code=code.value if code else None,
-                    resources=resources,
-                )
+        finally:  # the audit never raises, and a Ctrl-C mid-call still leaves its line
+            if self.hooks is not None:
+                done = Dispatched(process, name, args, tuple(resources), result)
+                try:
+                    self.hooks.after_dispatch(done=done)
+                except Exception as exc:  # an observer's failure is not the call's
+                    log.warning("an after_dispatch hook failed on %s: %s", name, exc)
 
     def _run(
         self,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llmos.apps.plugins import BUILTIN_FAMILIES, build_registry
 from llmos.config import Settings
+from llmos.errors import ErrorCode
 from llmos.system import System
 
 GOOD = '''
@@ -223,3 +226,68 @@ def test_an_app_may_put_a_call_in_the_stable_prompt(installed_plugins: Path) -> 
     assert "steady.often" in [s.name for s in core_specs(registry)]
     assert "steady.rarely" in [s.name for s in extra_specs(registry)]
     assert "demo.shout" not in registry.core, "not asked for: after the cached prefix"
+
+
+WATCH = """
+from llmos.apps.hooks import hookimpl
+from llmos.errors import PermissionDenied
+
+SEEN = []
+
+
+@hookimpl
+def before_dispatch(process, call, resources):
+    if call.call == "fs.write" and call.path.startswith("locked/"):
+        raise PermissionDenied(f"{call.path} is locked by the watch app")
+
+
+@hookimpl
+def after_dispatch(done):
+    SEEN.append((done.call, done.ok, done.code))
+    if done.call == "fs.stat":
+        raise RuntimeError("the watcher trips over fs.stat")
+"""
+
+
+@pytest.fixture
+def watching_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An installed app that implements the dispatch hooks; yields its module."""
+    site = tmp_path / "watch-site"
+    site.mkdir()
+    (site / "llmos_demo_watch.py").write_text(WATCH)
+    info = site / "llmos_demo_watch-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-demo-watch\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[llmos.apps]\nwatch = llmos_demo_watch\n")
+    monkeypatch.syspath_prepend(str(site))
+    import importlib
+
+    yield importlib.import_module("llmos_demo_watch")
+    sys.modules.pop("llmos_demo_watch", None)
+
+
+def test_an_app_sees_every_dispatch_and_may_refuse_one(
+    watching_plugin: Any, settings: Settings, workspace: Path
+) -> None:
+    (workspace / "locked").mkdir()
+    with System(settings) as system:
+        proc = system.spawn("app", workspace, patterns=["fs.*"])
+        refused = system.dispatch(
+            proc, {"call": "fs.write", "path": "locked/a.txt", "content": "x"}
+        )
+        assert not refused.ok and refused.code is ErrorCode.E_PERM and "locked" in refused.message
+        assert not (workspace / "locked" / "a.txt").exists(), "the handler never ran"
+        assert system.dispatch(proc, {"call": "fs.write", "path": "b.txt", "content": "y"}).ok
+        stat = system.dispatch(proc, {"call": "fs.stat", "path": "b.txt"})
+        assert stat.ok, "an after_dispatch hook that raises changes nothing about the call"
+        assert watching_plugin.SEEN == [
+            ("fs.write", False, ErrorCode.E_PERM),
+            ("fs.write", True, None),
+            ("fs.stat", True, None),
+        ]
+        lines = [(e.call, e.ok, e.code) for e in system.audit.tail(10)]
+    assert lines[-3:] == [
+        ("fs.write", False, "E_PERM"),
+        ("fs.write", True, None),
+        ("fs.stat", True, None),
+    ]
