@@ -14,7 +14,7 @@ import pluggy
 from llmos.apps.hooks import PROJECT, AppSpec, hookimpl
 from llmos.kernel.examples import BUILTIN, ExampleBank, ExampleRegistrar
 from llmos.syscalls.base import Registrar, Registry
-from llmos.syscalls.tool import ToolTable
+from llmos.syscalls.tool import ToolFamily, ToolTable
 
 BUILTIN_FAMILIES = (
     "llmos.syscalls.fs",
@@ -22,6 +22,8 @@ BUILTIN_FAMILIES = (
     "llmos.syscalls.mem",
     "llmos.syscalls.control",
 )
+TOOL_FAMILY = "llmos.syscalls.tool"
+"""The plugin name of the tool family (registered after the core, see build_registry)."""
 ENTRY_POINT_GROUP = "llmos.apps"
 BUILTIN_EXAMPLES = "builtin"
 """The plugin name (and examples' source) of the kernel's own examples."""
@@ -115,7 +117,8 @@ def build_registry(
         report.loaded.append(module_name)
     _register_one(pm, registry, tools, examples, BUILTIN_EXAMPLES, BuiltinExamples(), builtin=True)
     registry.mark_core()
-    tools.attach(registry)
+    # After the core, so tool.* (there only while tools exist) stay out of the cached prompt.
+    _register_one(pm, registry, tools, examples, TOOL_FAMILY, ToolFamily(tools), builtin=True)
     stable: list[str] = []
     if plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):

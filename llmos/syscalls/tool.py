@@ -24,6 +24,7 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
     MAX_TOOL_OUTPUT_BYTES,
@@ -32,7 +33,7 @@ from llmos.limits import (
     TOOL_TIMEOUT_S,
 )
 from llmos.security.sandbox import Sandbox
-from llmos.syscalls.base import Registry, Syscall
+from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -199,17 +200,18 @@ class ToolListResult(BaseModel):
 
 
 class ToolTable:
-    """The tools that apps declared. Attached to a syscall registry, it keeps `tool.run` and
-    `tool.list` registered exactly while at least one tool exists, after the core table, so a
-    system without tools shows the kernel no tool family at all."""
+    """The tools that apps declared. Once its family's `register_syscalls` hook has run (see
+    `ToolFamily`), it keeps `tool.run` and `tool.list` registered exactly while at least one
+    tool exists, after the core table, so a system without tools shows the kernel no tool
+    family at all."""
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
-        self._registry: Registry | None = None
+        self._register: Registrar | None = None
 
-    def attach(self, registry: Registry) -> None:
-        """Register the tool family into `registry` (now and whenever the tools change)."""
-        self._registry = registry
+    def attach(self, register: Registrar) -> None:
+        """Register the tool family with `register` (now and whenever the tools change)."""
+        self._register = register
         self._sync()
 
     def add(self, tool: Tool) -> None:
@@ -259,28 +261,35 @@ class ToolTable:
 
     def _sync(self) -> None:
         """Re-register the family so tool.run's description names the current tools."""
-        registry = self._registry
-        if registry is None:
+        register = self._register
+        if register is None:
             return
-        registry.unregister("tool.run", system=True)
-        registry.unregister("tool.list", system=True)
+        register.undo()
         if not self._tools:
             return
         listed = "; ".join(tool.summary() for tool in self)
-        registry.register(
+        register(
             ToolRun,
             lambda call, process: run_tool(self, call, process),
             result=ToolRunResult,
             resources=lambda call, process: [call.name],
             description=f"Run a tool with its args. Tools: {listed}",
-            system=True,
         )
-        registry.register(
-            ToolList,
-            lambda call, process: list_tools(self, process),
-            result=ToolListResult,
-            system=True,
-        )
+        register(ToolList, lambda call, process: list_tools(self, process), result=ToolListResult)
+
+
+class ToolFamily:
+    """The tool family as a plugin of its table: its `register_syscalls` hook hands the table
+    the `register` callback every family gets, through which it keeps tool.* in step with the
+    tools declared."""
+
+    def __init__(self, table: ToolTable) -> None:
+        self.table = table
+
+    @hookimpl
+    def register_syscalls(self, register: Registrar) -> None:
+        """Attach the table (tool.* appear once a tool is declared)."""
+        self.table.attach(register)
 
 
 def list_tools(table: ToolTable, process: Process) -> ToolListResult:
