@@ -729,6 +729,12 @@ def _run_task(kernel: Kernel, case: dict[str, Any], sandbox: Sandbox, start: flo
     return CaseResult(str(case["id"]), family, ok, time.perf_counter() - start, why, calls)
 
 
+def system_of(kernel: Kernel) -> System:
+    """The system a kernel of `llmos eval` runs on (the kernel itself knows only its protocol)."""
+    assert isinstance(kernel.system, System), "eval runs the kernel on a System"
+    return kernel.system
+
+
 def run_case(kernel: Kernel, case: dict[str, Any]) -> CaseResult:
     """Run one case in a fresh sandbox (a case the runner cannot read fails, saying why)."""
     start = time.perf_counter()
@@ -736,7 +742,7 @@ def run_case(kernel: Kernel, case: dict[str, Any]) -> CaseResult:
     if problem:
         return CaseResult(str(case.get("id", "?")), family_of(case), False, 0.0, problem)
     with tempfile.TemporaryDirectory(prefix="llmos-eval-") as tmp:
-        sandbox = Sandbox(kernel.system, case, Path(tmp))
+        sandbox = Sandbox(system_of(kernel), case, Path(tmp))
         try:
             if "expect" in case:
                 return _run_single_step(kernel, case, sandbox, start)

@@ -33,19 +33,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 (`llmos` itself is only the package's own `__init__`)."""
 
 KNOWN_UPWARD = {
-    ("llmos.apps.concurrent", "llmos.system"),
     ("llmos.apps.hooks", "llmos.kernel.examples"),
     ("llmos.apps.hooks", "llmos.syscalls.tool"),
-    ("llmos.apps.manifest", "llmos.system"),
-    ("llmos.kernel.loop", "llmos.system"),
     ("llmos.syscalls.fs", "llmos.memory.files"),
     ("llmos.syscalls.mem", "llmos.memory.memory"),
     ("llmos.syscalls.mem", "llmos.memory.store"),
     ("llmos.syscalls.mem", "llmos.memory.tags"),
 }
 """Imports that point up today (issue 16's knot): the mem and fs families name memory's types
-(to ask for the service, and for its records), the hook specs name the tool table and the
-example registrar, the kernel's loop takes the system, and apps build systems."""
+(to ask for the service, and for its records), and the hook specs name the tool table and
+the example registrar."""
 
 
 def modules() -> dict[str, Path]:

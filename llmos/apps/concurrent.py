@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmos.apps.manifest import (
+    AppHost,
     Approver,
     AppRun,
     Manifest,
@@ -25,11 +26,10 @@ from llmos.kernel.host import ModelHost
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
     from llmos.kernel.scheduler import SchedulerClient
-    from llmos.system import System
 
 
 @contextmanager
-def all_tools(system: System, manifests: Sequence[Manifest]) -> Iterator[None]:
+def all_tools(system: AppHost, manifests: Sequence[Manifest]) -> Iterator[None]:
     """Every app's tools declared for the length of the whole run (so the syscall table, and
     with it the kernel's prompt, stays the same while the apps run); E_EXISTS names both apps
     when two declare a tool of the same name."""
@@ -49,7 +49,7 @@ def all_tools(system: System, manifests: Sequence[Manifest]) -> Iterator[None]:
 
 
 def run_apps(
-    system: System,
+    system: AppHost,
     apps: Sequence[tuple[Manifest, Path]],
     workspace: Path,
     inputs: dict[str, str],
@@ -100,7 +100,7 @@ def run_apps(
 
 
 def _run_one(
-    system: System,
+    system: AppHost,
     app: PreparedApp,
     run: AppRun,
     model: ModelHost | None,

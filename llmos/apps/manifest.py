@@ -11,21 +11,48 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.lessons import check_calls
-from llmos.kernel.loop import Conversation, Kernel
-from llmos.security.capabilities import ANY, Capability, GrantStore
+from llmos.kernel.loop import Conversation, Kernel, KernelHost
+from llmos.security.capabilities import (
+    ANY,
+    Capability,
+    CapabilityAuthority,
+    GrantCallback,
+    GrantStore,
+)
 from llmos.syscalls.base import SyscallResult
 from llmos.syscalls.context import Process
 from llmos.syscalls.tool import Tool, ToolSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from llmos.kernel.backend import Backend
-    from llmos.system import System
+
+
+class AppHost(KernelHost, Protocol):
+    """What an app run needs of the system (`llmos.system.System` is one): the kernel's needs,
+    plus spawning the app's process and minting the capabilities approved for it."""
+
+    authority: CapabilityAuthority
+
+    def spawn(
+        self,
+        name: str,
+        workspace: Path,
+        *,
+        patterns: Iterable[str] | None = None,
+        grant: GrantCallback | None = None,
+        remembered: bool = True,
+    ) -> Process:
+        """A process of the app on `workspace`."""
+        ...
+
 
 VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CALL_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
@@ -242,7 +269,7 @@ class AppRun:
         return self
 
 
-def app_grants(system: System, manifest: Manifest, source: Path) -> GrantStore:
+def app_grants(system: AppHost, manifest: Manifest, source: Path) -> GrantStore:
     """Where this app's approvals are kept: per app name and manifest file, per workspace, so
     another file calling itself by the same name inherits nothing."""
     identity = f"{manifest.name}\0{source.resolve()}"
@@ -257,7 +284,7 @@ def app_grants(system: System, manifest: Manifest, source: Path) -> GrantStore:
 
 
 def spawn_app(
-    system: System, manifest: Manifest, source: Path, workspace: Path, approve: Approver
+    system: AppHost, manifest: Manifest, source: Path, workspace: Path, approve: Approver
 ) -> Process:
     """A non-interactive process for the app holding exactly its approved needs (asking
     `approve` for new ones, remembering the answer); E_PERM when they are not approved."""
@@ -289,7 +316,7 @@ def spawn_app(
 
 
 @contextmanager
-def declared_tools(system: System, manifest: Manifest) -> Iterator[None]:
+def declared_tools(system: AppHost, manifest: Manifest) -> Iterator[None]:
     """The app's tools in the system's table for the length of the run."""
     added: list[str] = []
     try:
@@ -314,7 +341,7 @@ class PreparedApp:
 
 
 def prepare_app(
-    system: System,
+    system: AppHost,
     manifest: Manifest,
     source: Path,
     workspace: Path,
@@ -338,7 +365,7 @@ def prepare_app(
 
 
 def run_prepared(
-    system: System,
+    system: AppHost,
     app: PreparedApp,
     *,
     backend: Callable[[], Backend] | None = None,
@@ -372,7 +399,7 @@ def run_prepared(
 
 
 def run_app(
-    system: System,
+    system: AppHost,
     manifest: Manifest,
     source: Path,
     workspace: Path,
@@ -391,7 +418,7 @@ def run_app(
 
 
 def _syscall_step(
-    system: System,
+    system: AppHost,
     process: Process,
     step: dict[str, Any],
     run: AppRun,
@@ -414,7 +441,9 @@ class _KernelSteps:
     """Carries out request steps through the kernel, one shared conversation per run; the
     model is opened on the first request step only."""
 
-    def __init__(self, system: System, backend: Callable[[], Backend] | None, preface: str) -> None:
+    def __init__(
+        self, system: AppHost, backend: Callable[[], Backend] | None, preface: str
+    ) -> None:
         self.system = system
         self.backend = backend
         self.preface = preface

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.evaluation import Sandbox, call_matches, case_problem, check_task, play
+from llmos.evaluation import Sandbox, call_matches, case_problem, check_task, play, system_of
 from llmos.kernel.lessons import corrects, why_not_learned
 from llmos.kernel.loop import Conversation, Kernel
 
@@ -28,7 +28,7 @@ def run_whole(
     """Run one case's requests as full turns; whether it went right, each turn's request,
     messages and whether the kernel ended it with a question, and each turn's `judge`ment
     (made while the case's own tools are still in the table)."""
-    system = kernel.system
+    system = system_of(kernel)
     with tempfile.TemporaryDirectory(prefix="llmos-learn-") as tmp:
         sandbox = Sandbox(system, case, Path(tmp))
         turns: list[dict[str, Any]] = []

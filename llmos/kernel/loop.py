@@ -38,8 +38,13 @@ from llmos.limits import (
 from llmos.syscalls.base import Syscall, SyscallResult
 
 if TYPE_CHECKING:
+    from llmos.config import Settings
+    from llmos.kernel.examples import ExampleBank
+    from llmos.kernel.lessons import Lessons
+    from llmos.security.journal import Journal
+    from llmos.syscalls.base import Registry
     from llmos.syscalls.context import Process
-    from llmos.system import System
+    from llmos.syscalls.tool import ToolTable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,23 @@ REPEATED_OK = (
     "ERROR: that call was already made; its RESULT is above. Do not repeat it: reply to the "
     "user with what the results say, or make the next call the request still needs."
 )
+
+
+class KernelHost(Protocol):
+    """What the kernel needs of the system it runs on (`llmos.system.System` is one): the live
+    table, the tools, the example bank and the person's lessons, the undo journal, the
+    settings, and the one dispatch path."""
+
+    settings: Settings
+    registry: Registry
+    tools: ToolTable
+    examples: ExampleBank
+    lessons: Lessons
+    journal: Journal
+
+    def dispatch(self, process: Process, raw: Syscall | dict[str, Any]) -> SyscallResult:
+        """Run one call for `process` (validate, authorize, run, audit)."""
+        ...
 
 
 class ContextPolicy(Protocol):
@@ -555,7 +577,7 @@ class Kernel:
 
     def __init__(
         self,
-        system: System,
+        system: KernelHost,
         backend: Backend,
         *,
         max_steps: int = MAX_STEPS_PER_TURN,
