@@ -33,16 +33,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 (`llmos` itself is only the package's own `__init__`)."""
 
 KNOWN_UPWARD = {
-    ("llmos.apps.hooks", "llmos.kernel.examples"),
-    ("llmos.apps.hooks", "llmos.syscalls.tool"),
     ("llmos.syscalls.fs", "llmos.memory.files"),
     ("llmos.syscalls.mem", "llmos.memory.memory"),
     ("llmos.syscalls.mem", "llmos.memory.store"),
     ("llmos.syscalls.mem", "llmos.memory.tags"),
 }
 """Imports that point up today (issue 16's knot): the mem and fs families name memory's types
-(to ask for the service, and for its records), and the hook specs name the tool table and
-the example registrar."""
+(to ask for the service, and for its records)."""
 
 
 def modules() -> dict[str, Path]:

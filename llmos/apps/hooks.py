@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pluggy
 
@@ -10,13 +11,38 @@ from llmos.security.audit import AuditLog
 from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.context import Dispatched, Process
 
-if TYPE_CHECKING:
-    from llmos.kernel.examples import ExampleRegistrar
-    from llmos.syscalls.tool import ToolTable
-
 PROJECT = "llmos"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class ToolDeclarer(Protocol):
+    """What `register_tools` is given: the tool table's ways to declare a tool (the table in
+    `llmos.syscalls.tool` is one; see `Tool` there for the fields)."""
+
+    def add(self, tool: Any) -> None:
+        """Declare a `Tool`; E_EXISTS when its name is taken."""
+        ...
+
+    def command(self, name: str, argv: list[str], description: str, **spec: Any) -> Any:
+        """Declare an external-command tool."""
+        ...
+
+    def function(self, func: Callable[..., Any], **spec: Any) -> Any:
+        """Declare a Python function as a tool."""
+        ...
+
+
+class ExampleAdder(Protocol):
+    """What `register_examples` is given: the example bank's registrar for this app."""
+
+    def add(self, request: str, calls: Any) -> Any:
+        """A request -> calls example (one call dict, or a list in order)."""
+        ...
+
+    def rule(self, text: str) -> None:
+        """A routing line for the kernel's prompt."""
+        ...
 
 
 class AppSpec:
@@ -30,12 +56,12 @@ class AppSpec:
         cached prompt. The built-in families register through this same hook."""
 
     @hookspec
-    def register_tools(self, tools: ToolTable) -> None:
+    def register_tools(self, tools: ToolDeclarer) -> None:
         """Declare tools (`tools.add(Tool(...))`, `tools.command(...)`, `tools.function(f)`)
         that `tool.run` runs; manifests declare theirs through the same table."""
 
     @hookspec
-    def register_examples(self, examples: ExampleRegistrar) -> None:
+    def register_examples(self, examples: ExampleAdder) -> None:
         """Show the kernel when and how to use this app's syscalls: `examples.add(request,
         calls)` adds a request -> calls example (one call dict, or a list in order) that the
         kernel is shown for requests like it; `examples.rule(text)` a routing line for the
