@@ -457,20 +457,24 @@ class Pager:
 
     def _with_lost_numbers(self, kernel: Kernel, summary: str, evicted: list[Turn]) -> str:
         """A written summary plus the extracted line of each evicted turn whose request held a
-        number the summary left out (a code, a date, an amount: the facts most asked about);
-        the written lines give way, last first, so it stays within its budget."""
+        number the summary left out (a code, a date, an amount: the facts most asked about).
+        To stay within its budget the written lines give way, last first, down to the first;
+        then the number lines, oldest first (their turns are in recall memory all the same).
+        The written summary never gives way whole: it is all that is left of the turns before."""
         lost = [
             summary_line(t)
             for t in evicted
             if any(n not in summary for n in _NUMBER.findall(t.request))
         ]
         written = summary.splitlines()
-        while (
-            written
-            and lost
-            and text_tokens(kernel.backend, "\n".join([*written, *lost])) > self.summary_tokens
-        ):
+
+        def over() -> bool:
+            return text_tokens(kernel.backend, "\n".join([*written, *lost])) > self.summary_tokens
+
+        while len(written) > 1 and lost and over():
             written.pop()
+        while lost and over():
+            lost.pop(0)
         return "\n".join([*written, *lost])
 
     def _model_cost(self, kernel: Kernel) -> float:

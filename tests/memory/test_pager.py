@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from llmos.config import Settings
-from llmos.kernel.backend import Completion, Message
+from llmos.kernel.backend import Completion, Message, text_tokens
 from llmos.kernel.grammar import Constraint
-from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.memory.embedder import Embedder
 from llmos.memory.pager import (
@@ -371,3 +371,32 @@ def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path)
         assert not missing, f"round {round_}: turns lost: {sorted(missing)}"
         assert conv.paged_out == 0 or conv.paged_out in paged
     assert len(paged) > 10, "paging happened several times"
+
+
+def test_many_turns_with_numbers_evicted_at_once_keep_the_written_summary(
+    system: System,
+) -> None:
+    """When more turns with numbers the summary left out are evicted than its budget holds,
+    their lines give way, oldest first, and the model's written summary keeps its first line
+    (it once gave way whole, and everything the model had summarised was lost)."""
+    kernel = Kernel(system, ScriptedBackend([], context=CONTEXT), example_count=0)
+    evicted = []
+    for n in range(1, 9):
+        request, reply = filler(100 + n)
+        evicted.append(
+            Turn(
+                number=n,
+                messages=[
+                    {"role": "user", "content": request},
+                    {"role": "assistant", "content": json.dumps(reply)},
+                ],
+            )
+        )
+    written = "- the user keeps a locker; code 4512\n- they like the number seven"
+    pager = Pager()
+    summary = pager._with_lost_numbers(kernel, written, evicted).splitlines()
+    assert summary[0] == "- the user keeps a locker; code 4512"
+    lost = summary[1:] if summary[1].startswith("- turn ") else summary[2:]
+    assert lost and all(line.startswith("- turn ") for line in lost)
+    assert lost[-1].startswith("- turn 8:"), "the newest turns' numbers are the ones kept"
+    assert text_tokens(kernel.backend, "\n".join(summary)) <= pager.summary_tokens
