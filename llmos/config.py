@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     model: str | None = Field(default=None, description="GGUF path or installed model name.")
     server: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server to use instead."
+    )
+    server_constraint: Literal["grammar", "json_schema"] = Field(
+        default="grammar",
+        description="How the server is held to one syscall: the GBNF in `grammar` (llama.cpp's "
+        "llama-server and llama-cpp-python's server) or an OpenAI json_schema response format "
+        "(vLLM and others).",
     )
     n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
     memory_server: str | None = Field(

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from llmos.atomic import atomic_path
 from llmos.errors import ErrorCode, LlmosError
@@ -710,14 +710,22 @@ def open_backend(settings: Settings) -> Backend:
     from llmos.kernel.models import resolve_model
 
     if settings.server:
-        return OpenAIBackend(settings.server, model=settings.model or "default")
+        return OpenAIBackend(
+            settings.server,
+            model=settings.model or "default",
+            constrain=settings.server_constraint,
+            context=settings.n_ctx,
+        )
     home = settings.ensure_home()
     path = resolve_model(settings.model, home)
     return LlamaCppBackend(path, n_ctx=settings.n_ctx, cache_dir=home / "cache" / "kv")
 
 
 class OpenAIBackend:
-    """Any OpenAI-compatible server (llama.cpp's llama-server, vLLM) with JSON-Schema output."""
+    """Any OpenAI-compatible server held to one syscall per completion: by the GBNF in the
+    `grammar` field (`constrain="grammar"`, what llama.cpp's llama-server and llama-cpp-python's
+    server take; the latter refuses a json_schema response format outright), or by an OpenAI
+    json_schema response format (`constrain="json_schema"`, for vLLM and others)."""
 
     def __init__(
         self,
@@ -725,11 +733,16 @@ class OpenAIBackend:
         model: str = "default",
         api_key: str | None = None,
         timeout: float = 120.0,
+        *,
+        constrain: Literal["grammar", "json_schema"] = "grammar",
+        context: int = 4096,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.api_key = api_key
         self.timeout = timeout
+        self.constrain = constrain
+        self.context = context
 
     def complete(
         self,
@@ -738,23 +751,20 @@ class OpenAIBackend:
         constraint: Constraint | None,
         max_tokens: int,
     ) -> Completion:
-        """POST /chat/completions with a json_schema response format (and the grammar, which
-        llama-server honours directly)."""
-        schema = constraint.schema if constraint else None
-        grammar = constraint.grammar if constraint else None
+        """POST /chat/completions, held to the constraint the way the server understands."""
         body: dict[str, Any] = {
             "model": self.name,
             "messages": messages,
             "temperature": 0,
             "max_tokens": max_tokens,
         }
-        if schema is not None:
+        if constraint is not None and self.constrain == "grammar":
+            body["grammar"] = constraint.grammar
+        elif constraint is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "syscall", "schema": schema, "strict": True},
+                "json_schema": {"name": "syscall", "schema": constraint.schema, "strict": True},
             }
-        if grammar is not None:
-            body["grammar"] = grammar
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:

@@ -1,0 +1,85 @@
+"""The server backend against a real OpenAI-compatible server: llama-cpp-python's own
+(`python -m llama_cpp.server`) on the 0.5B model, held to one syscall by the GBNF."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmos.config import Settings
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.backend import OpenAIBackend, open_backend
+from llmos.kernel.loop import Conversation, Kernel
+from llmos.system import System
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on the small model; its /v1 base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "wb") as out:
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(small_model)]
+        proc = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the server never came up"
+                time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_turn_runs_through_the_server_held_to_one_syscall(
+    server: str, system: System, workspace: Path
+) -> None:
+    (workspace / "notes.txt").write_text("the boiler is serviced in May")
+    system.examples.embedder = None  # rank examples by words: no embedder to load
+    proc = system.spawn("shell", workspace)
+    backend = OpenAIBackend(server)
+    events = list(Kernel(system, backend).turn(proc, Conversation(), "what is in notes.txt?"))
+    calls = [e.call for e in events if e.kind == "call" and e.call is not None]
+    assert all(system.registry.parse(call) for call in calls), "each output one valid syscall"
+    assert any(c["call"] == "fs.read" and c["path"] == "notes.txt" for c in calls), calls
+    assert events[-1].kind in ("reply", "ask"), [(e.kind, e.text) for e in events]
+
+
+def test_the_settings_open_the_server_backend(server: str, settings: Settings) -> None:
+    opened = open_backend(settings.model_copy(update={"server": server, "n_ctx": 2048}))
+    assert isinstance(opened, OpenAIBackend) and opened.constrain == "grammar"
+    assert opened.context == 2048
+    reply = opened.complete([{"role": "user", "content": "Say hi."}], constraint=None, max_tokens=4)
+    assert reply.text and reply.completion_tokens > 0
+
+
+def test_a_server_that_is_not_there_is_a_backend_error() -> None:
+    with pytest.raises(LlmosError) as out:
+        OpenAIBackend(f"http://127.0.0.1:{_free_port()}/v1", timeout=5).complete(
+            [{"role": "user", "content": "hi"}], constraint=None, max_tokens=4
+        )
+    assert out.value.code is ErrorCode.E_BACKEND and "127.0.0.1" in out.value.message
