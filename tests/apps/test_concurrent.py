@@ -104,6 +104,7 @@ def test_exit_status_is_the_first_failed_apps(
     assert "alpha: E_PERM" in err and "beta: E_NOENT" in err
 
 
+@pytest.mark.slow
 def test_every_app_is_approved_before_any_runs(
     tmp_path: Path, workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from llmos.bench.kernel import padding_syscalls, second_step_prefill
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Completion, LlamaCppBackend, Message
@@ -22,6 +24,7 @@ def calls(events: list[Event]) -> list[dict[str, object]]:
     return [e.call for e in events if e.kind == "call" and e.call]
 
 
+@pytest.mark.slow
 def test_file_task_end_to_end(system: System, backend: LlamaCppBackend, workspace: Path) -> None:
     (workspace / "server.cfg").write_text("port = 9090\n")
     events = turn(system, backend, workspace, "show me server.cfg")
@@ -123,6 +126,7 @@ def test_forced_text_is_batched_and_the_call_stays_valid(
     assert out.text.startswith('{"call": "fs.read"')
 
 
+@pytest.mark.slow
 def test_the_system_prompt_state_is_kept_on_disk_for_the_next_process(
     system: System, small_model: Path, tmp_path: Path
 ) -> None:
@@ -182,6 +186,7 @@ def test_calc_takes_only_an_operation_not_a_bare_number(backend: LlamaCppBackend
         assert not accepted(text), text
 
 
+@pytest.mark.slow
 def test_a_taught_correction_changes_the_decision_on_a_paraphrase(
     system: System, backend: LlamaCppBackend, workspace: Path
 ) -> None:

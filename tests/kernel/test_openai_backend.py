@@ -55,6 +55,7 @@ def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         proc.wait(30)
 
 
+@pytest.mark.slow
 def test_a_turn_runs_through_the_server_held_to_one_syscall(
     server: str, system: System, workspace: Path
 ) -> None:

@@ -426,6 +426,7 @@ def test_more_processes_than_slots_all_finish(system: System, backend: LlamaCppB
     assert [outs[i] for i in range(len(chats))] == expected
 
 
+@pytest.mark.slow
 def test_batched_errors_and_cancels_stay_with_their_process(
     system: System, backend: LlamaCppBackend
 ) -> None:
@@ -462,6 +463,7 @@ def test_batched_errors_and_cancels_stay_with_their_process(
         assert json.loads(again.text)["call"] == "fs.read"
 
 
+@pytest.mark.slow
 def test_bench_sched_runs_every_task_right_each_way(
     settings: Settings, small_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

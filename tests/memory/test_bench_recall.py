@@ -147,6 +147,7 @@ def test_scores_cover_answerable_categories_and_count_not_known_apart() -> None:
     assert figures["by_category"]["5"]["not_known"] == 0.5
 
 
+@pytest.mark.slow
 def test_bench_recall_tells_asks_and_writes_its_figures(
     small_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

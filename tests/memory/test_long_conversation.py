@@ -17,6 +17,7 @@ from llmos.memory.pager import Pager
 from llmos.system import System
 
 
+@pytest.mark.slow
 def test_planted_facts_are_answered_after_two_hundred_turns(
     system: System, default_backend: LlamaCppBackend, workspace: Path, embedder: Embedder
 ) -> None:
@@ -31,6 +32,7 @@ def test_planted_facts_are_answered_after_two_hundred_turns(
     assert figures.accuracy >= 0.6, figures.answers
 
 
+@pytest.mark.slow
 def test_the_model_writes_the_running_summary(
     system: System, backend: LlamaCppBackend, workspace: Path, embedder: Embedder
 ) -> None:
@@ -54,6 +56,7 @@ def test_the_model_writes_the_running_summary(
     assert pager.stats.max_prompt_tokens <= pager.budget(kernel).limit
 
 
+@pytest.mark.slow
 def test_bench_conversation_prints_and_writes_its_figures(
     small_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -337,6 +337,7 @@ with System(settings, plugins=False) as system:
 """
 
 
+@pytest.mark.slow
 def test_a_kill_during_paging_loses_no_turn(settings: Settings, workspace: Path) -> None:
     """kill -9 at arbitrary moments of a paging conversation; every finished turn is then
     resident in the saved session or in recall memory, and the conversation resumes."""

@@ -25,6 +25,7 @@ with System(Settings(home=sys.argv[1]), plugins=False) as system:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.model  # the embedding model, through the system's memory or examples
 def test_warming_memory_while_the_caller_imports_loses_nothing(tmp_path: Path) -> None:
     """Without one lock over the heavy first imports, numpy was left half-initialised

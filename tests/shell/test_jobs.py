@@ -331,6 +331,7 @@ def test_a_background_job_holds_what_this_session_was_granted_and_denied(
     assert fresh.caps.find("fs.delete", ["old.txt"]) is None, "no other process gets them"
 
 
+@pytest.mark.slow
 def test_leaving_cancels_running_jobs(make_shell: Any) -> None:
     model = GatedModel({"forever": [reply("too late")]})
     model.gates["forever"] = threading.Event()

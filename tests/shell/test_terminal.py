@@ -161,6 +161,7 @@ def first_prompt(pane: Pane) -> None:
         ) from None
 
 
+@pytest.mark.slow
 def test_a_session_in_a_real_terminal(pane: Pane, workspace: Path) -> None:
     first_prompt(pane)
     pane.type("what does notes.txt say?")
