@@ -605,7 +605,7 @@ class Pager:
                 k=self.recall_k,
                 collections=("archival",),
                 allow=allow,
-                wait=False,
+                wait=True,  # a fact told a moment ago is what the next request asks about
                 min_score=self.min_score,
             )
         taken = [hit for pair in zip_longest(pages, facts) for hit in pair if hit is not None]

@@ -401,3 +401,26 @@ def test_many_turns_with_numbers_evicted_at_once_keep_the_written_summary(
     assert lost and all(line.startswith("- turn ") for line in lost)
     assert lost[-1].startswith("- turn 8:"), "the newest turns' numbers are the ones kept"
     assert text_tokens(kernel.backend, "\n".join(summary)) <= pager.summary_tokens
+
+
+def test_a_fact_stored_a_moment_ago_is_paged_in_on_the_very_next_turn(
+    system: System, workspace: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told "remember my locker is 88", then at once "what's my locker number?": the fact is
+    still being indexed when the next turn pages in, and is waited for (a recall page evicted a
+    moment ago is not, but a fact the person just told is what they ask about next)."""
+    system.memory.store("The user's bike is blue.")
+    assert system.memory.flush(60), "the index is open and up to date, as in a running shell"
+    real = system.memory.embedder.embed
+
+    def slow(texts: Any) -> list[list[float]]:
+        time.sleep(1.5)  # indexing still under way when the next turn begins
+        return real(texts)
+
+    monkeypatch.setattr(system.memory.embedder, "embed", slow)
+    system.memory.store("The user's gym locker is number 88.")
+    proc = system.spawn("p", workspace, patterns=["mem.*", "reply"])
+    backend = ScriptedBackend([{"call": "reply", "text": "ok"}], context=CONTEXT)
+    kernel = Kernel(system, backend, example_count=0, check_replies=False)
+    list(kernel.turn(proc, Conversation(pager=Pager()), "what's my locker number?"))
+    assert "locker is number 88" in backend.prompts[-1][-1]["content"]
