@@ -35,11 +35,8 @@ def write_all(fd: int, data: bytes, *, sync: bool = True) -> None:
         os.fsync(fd)
 
 
-def _sync_dir(dir_fd: int | None, folder: Path | None = None) -> None:
-    if dir_fd is not None:
-        os.fsync(dir_fd)
-        return
-    assert folder is not None
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -89,7 +86,7 @@ def write_atomic_at(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
-    _sync_dir(dir_fd)
+    os.fsync(dir_fd)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool = False) -> None:
@@ -125,4 +122,4 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):  # the error that brought us here is the one to tell
             tmp.unlink()
         raise
-    _sync_dir(None, target.parent)
+    _sync_folder(target.parent)

@@ -74,8 +74,6 @@ class ModelHost:
         loader = self._loader
         if loader is not None and loader is not threading.current_thread():
             loader.join()
-        if self.error is not None:
-            raise self.error
         return self._open_now()
 
     def client(self, process: str) -> SchedulerClient:

@@ -364,8 +364,6 @@ class Pager:
     def _memory(self, process: Process) -> Memory | None:
         from llmos.memory.memory import Memory
 
-        if not process.services.offers(Memory):
-            return None
         try:
             return process.services.get(Memory)
         except LlmosError as exc:

@@ -475,12 +475,13 @@ class Registrar:
         stable: bool = False,
     ) -> SyscallSpec[C]:
         """Register one syscall (the arguments are `Registry.register`'s, plus `stable`)."""
-        namespace = call_name(model).split(".", 1)[0]
+        name = call_name(model)
+        namespace = name.split(".", 1)[0]
         holder = self._registry.owners.get(namespace)
         if holder is not None and holder != self.owner and not self._builtin:
             raise LlmosError(
                 ErrorCode.E_PERM,
-                f"{call_name(model)!r}: the {namespace!r} namespace belongs to {holder}; name "
+                f"{name!r}: the {namespace!r} namespace belongs to {holder}; name "
                 "this plugin's calls after it",
             )
         spec = self._registry.register(
@@ -493,9 +494,9 @@ class Registrar:
             system=self._builtin,
         )
         self._registry.owners.setdefault(namespace, self.owner)
-        self.added.append(spec.name)
+        self.added.append(name)
         if stable:
-            self.stable.append(spec.name)
+            self.stable.append(name)
         return spec
 
     def undo(self) -> None:

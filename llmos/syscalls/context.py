@@ -42,10 +42,6 @@ class Services:
     def __init__(self, factories: Mapping[str, Callable[[], object]] | None = None) -> None:
         self._factories = dict(factories or {})
 
-    def offers(self, kind: type[Any]) -> bool:
-        """Whether a service of `kind` is offered (without making it)."""
-        return type_name(kind) in self._factories
-
     def get(self, kind: type[T]) -> T | None:
         """The service of `kind` (made now if it was not yet), or None when none is offered."""
         factory = self._factories.get(type_name(kind))

@@ -1636,7 +1636,7 @@ def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
     with the process's own search by meaning too, when it has one that opens (a missing
     embedder or a broken index leaves the word search's answer alone)."""
     found = fs_search(call, process)
-    if not (found.matches or call.regex or not process.services.offers(FileIndex)):
+    if not (found.matches or call.regex):
         try:  # no line matched, so no line holds every word: add what meaning finds
             files = process.services.get(FileIndex)
             if files is not None:

@@ -24,14 +24,15 @@ def test_a_spawned_process_gets_the_systems_services_by_type(
     assert not system.memory_opened, "offering memory opens nothing"
     assert proc.services.get(Memory) is system.memory
     assert proc.services.get(Documents) is system.documents
-    assert proc.services.offers(FileIndex)
+    files = proc.services.get(FileIndex)
+    assert isinstance(files, FileIndex) and files is proc.services.get(FileIndex)
 
 
 def test_a_process_without_services_says_so(system: System, workspace: Path) -> None:
     bare = Process(
         name="bare", workspace=Workspace(workspace), caps=CapabilitySet(system.authority)
     )
-    assert bare.services.get(Memory) is None and not bare.services.offers(Documents)
+    assert bare.services.get(Memory) is None and bare.services.get(Documents) is None
     result = system.dispatch(bare, {"call": "mem.search", "query": "x"})
     assert not result.ok and result.code in (ErrorCode.E_NOSYS, ErrorCode.E_PERM)
 
