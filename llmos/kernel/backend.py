@@ -417,6 +417,20 @@ PROBE_TOKENS = 24
 """Most tokens the model may take to name the call it wants (the longest names are a few)."""
 
 
+@dataclass(kw_only=True)
+class Decoding:
+    """Where one greedy decode stands: its grammar sampler, what came out, and how many tokens
+    were sampled or forced out of the `room` it has. `Decoder.step` advances it, for a single
+    decode and for each stream of a batch alike."""
+
+    sampler: Any
+    constraint: Constraint | None
+    room: int
+    out: bytes = b""
+    sampled: int = 0
+    forced: int = 0
+
+
 class Decoder:
     """Greedy decoding of one output on a llama-cpp-python `Llama`, reusing its KV cache."""
 
@@ -639,8 +653,6 @@ class Decoder:
         llm = self.llm
         start = time.perf_counter()
         sampler = self._sampler(constraint.grammar) if constraint else None
-        out = b""
-        forced_count = sampled = 0
         head = constraint.format.forced("")[0] if constraint and self.fast_forward else ""
         if constraint is not None and name:
             from llmos.kernel.grammar import HEAD
@@ -656,26 +668,12 @@ class Decoder:
         out, forced_count = head.encode(), len(head_tokens)
         prefill_done = time.perf_counter()
         room = max(0, min(max_tokens, llm.n_ctx() - llm.n_tokens - 1))
-        while sampled + forced_count < room:
-            logits = self._logits()
-            token = self.choose(sampler, logits)
-            if self.lib.llama_vocab_is_eog(self.vocab, token):
-                break
-            if sampler is not None:
-                self.lib.llama_sampler_accept(sampler, token)
-            out += llm.detokenize([token])
-            sampled += 1
-            batch = [token]
-            if constraint is not None and self.fast_forward:
-                forced, done = constraint.format.forced(out.decode(errors="replace"))
-                if done:
-                    out += forced.encode()
-                    break
-                taken = self._force(sampler, forced)
-                out += llm.detokenize(taken) if taken else b""
-                forced_count += len(taken)
-                batch += taken
+        state = Decoding(
+            sampler=sampler, constraint=constraint, room=room, out=out, forced=forced_count
+        )
+        while batch := self.step(state, self._logits()):
             llm.eval(batch)
+        out, sampled, forced_count = state.out, state.sampled, state.forced
         end = time.perf_counter()
         return Completion(
             text=out.decode(errors="replace"),
@@ -687,6 +685,33 @@ class Decoder:
             prefill_seconds=prefill_done - start,
             decode_seconds=end - prefill_done,
         )
+
+    def step(self, state: Decoding, logits: Any) -> list[int]:
+        """One step of greedy, grammar-checked decoding, the same for a single decode and for a
+        batched one: pick the next token from `logits`, then take the text the call format
+        forces after it. Returns the tokens to evaluate next; none once the output is done
+        (an end token, the call complete, or its room used up)."""
+        if state.sampled + state.forced >= state.room:
+            return []
+        sampler, constraint = state.sampler, state.constraint
+        token = self.choose(sampler, logits)
+        if self.lib.llama_vocab_is_eog(self.vocab, token):
+            return []
+        if sampler is not None:
+            self.lib.llama_sampler_accept(sampler, token)
+        state.out += self.llm.detokenize([token])
+        state.sampled += 1
+        batch = [token]
+        if constraint is not None and self.fast_forward:
+            forced, done = constraint.format.forced(state.out.decode(errors="replace"))
+            if done:
+                state.out += forced.encode()
+                return []
+            taken = self._force(sampler, forced)
+            state.out += self.llm.detokenize(taken) if taken else b""
+            state.forced += len(taken)
+            batch += taken
+        return batch
 
     def _tokenize(self, text: str) -> list[int]:
         if not text:

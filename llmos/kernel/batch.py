@@ -5,7 +5,7 @@ its completions (a context switch costs nothing) and sequences share the cells o
 prompt they have in common. Every `step` evaluates one batch holding the next tokens of every
 active completion (a sampled token plus the text the call format forces, or a chunk of a
 prompt), so the weights are read once for all of them; decoding itself is the same greedy,
-grammar-checked loop as `Decoder.decode`, run per sequence."""
+grammar-checked step as `Decoder.decode` (`Decoder.step`), run per sequence."""
 
 from __future__ import annotations
 
@@ -16,30 +16,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
+from llmos.kernel.backend import (
+    Completion,
+    Decoding,
+    LlamaCppBackend,
+    Message,
+    common_prefix,
+)
 from llmos.limits import SCHED_STEP_TOKENS
 
 if TYPE_CHECKING:
     from llmos.kernel.grammar import Constraint
 
 
-@dataclass
-class Stream:
-    """One completion in flight on sequence `seq`: what is left to evaluate, what came out."""
+@dataclass(kw_only=True)
+class Stream(Decoding):
+    """One completion in flight on sequence `seq`: what is left to evaluate, and where its
+    decoding stands (`Decoding`, advanced by the same `Decoder.step` as a single decode)."""
 
     key: Hashable
     seq: int
     prompt_tokens: int
-    constraint: Constraint | None
-    room: int
-    sampler: Any
     pending: list[int]
     prefilled: int
     reused: int
     """Prompt tokens the sequence already held (no prefill needed)."""
-    out: bytes = b""
-    sampled: int = 0
-    forced: int = 0
     started: float = field(default_factory=time.perf_counter)
     prefill_done: float = 0.0
     result: Completion | None = None
@@ -223,38 +224,17 @@ class BatchEngine:
         return finished
 
     def _advance(self, stream: Stream, index: int) -> None:
-        """Pick the next token of `stream` from the logits at batch row `index`, queue it (and
-        what the format forces after it), or finish the stream."""
+        """Take `stream`'s next tokens from the logits at batch row `index` (`Decoder.step`),
+        queue them, or finish the stream."""
         import numpy as np
 
-        decoder = self.backend.decoder
-        if stream.sampled + stream.forced >= stream.room:
-            self._finish(stream)
-            return
         pointer = self.lib.llama_get_logits_ith(self.ctx, index)
         logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-        sampler = stream.sampler
-        token = decoder.choose(sampler, logits)
-        if self.lib.llama_vocab_is_eog(decoder.vocab, token):
+        batch = self.backend.decoder.step(stream, logits)
+        if batch:
+            stream.pending = batch
+        else:
             self._finish(stream)
-            return
-        if sampler is not None:
-            self.lib.llama_sampler_accept(sampler, token)
-        llm = self.backend.llm
-        stream.out += llm.detokenize([token])
-        stream.sampled += 1
-        batch = [token]
-        if stream.constraint is not None:
-            forced, done = stream.constraint.format.forced(stream.out.decode(errors="replace"))
-            if done:
-                stream.out += forced.encode()
-                self._finish(stream)
-                return
-            taken = decoder._force(sampler, forced)
-            stream.out += llm.detokenize(taken) if taken else b""
-            stream.forced += len(taken)
-            batch += taken
-        stream.pending = batch
 
     def _finish(self, stream: Stream) -> None:
         end = time.perf_counter()
