@@ -2,9 +2,10 @@
 syscall, keys in a fixed order with `call` first (so the name is chosen before the arguments),
 separators fixed as `json.dumps` writes them.
 
-`CallFormat` knows the same shapes in Python, so a decoder can tell which text the format forces
-next (`{"call": "`, the rest of a name or key once it is unambiguous, a required key, `}`) and
-evaluate it in one batch instead of sampling it token by token.
+One description of each call's shape (`CallShape`, from the syscall's model and the workspace
+snapshot) gives both the GBNF rule and `CallFormat`, with which a decoder can tell which text
+the format forces next (`{"call": "`, the rest of a name or key once it is unambiguous, a
+required key, `}`) and evaluate it in one batch instead of sampling it token by token.
 
 We generate the grammar ourselves rather than through llama.cpp's JSON-Schema converter: that
 converter breaks on `anyOf` (pydantic's Optional) and `$ref`/`$defs` (llama-cpp-python issues
@@ -138,7 +139,9 @@ def _grounded_type(field: FieldInfo, ground: Snapshot | None) -> str | None:
     return many if listed else one
 
 
-def _member(name: str, field: FieldInfo, ground: Snapshot | None = None) -> str | None:
+def _value_rule(field: FieldInfo, ground: Snapshot | None = None) -> str | None:
+    """The GBNF for one argument's value: real paths for a grounded field, the field's own
+    `gbnf` where it brings one, else its type's rule; None when nothing can fill it now."""
     if ground is not None and not ground.bulk and is_narrowing(field):
         return None
     kind = _grounded_type(field, ground)
@@ -147,36 +150,7 @@ def _member(name: str, field: FieldInfo, ground: Snapshot | None = None) -> str 
     extra = field.json_schema_extra
     own = extra.get("gbnf") if isinstance(extra, dict) else None
     kind = kind or (f"( {own} )" if isinstance(own, str) else "")
-    kind = kind or type_rule(field.annotation, nullable=field.is_required())
-    return f"{_literal(f', {json.dumps(name)}: ')} {kind}"
-
-
-def call_rule(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> str | None:
-    """One syscall's object: `call` first, then required fields, then optional ones, in order;
-    fields in the model's `one_of` become one choice of exactly one of them. With a snapshot,
-    grounded fields take only real paths; None when a required one has none to take."""
-    one_of = set(getattr(spec.model, "one_of", ()))
-    members: list[str] = []
-    choice: list[str] = []
-    for k, f in ordered_fields(spec):
-        member = _member(k, f, ground)
-        if k in one_of:
-            if not choice:
-                members.append("")
-            if member is not None:
-                choice.append(member)
-        elif member is None:
-            if f.is_required():
-                return None
-        else:
-            members.append(member if f.is_required() else f"( {member} )?")
-    if one_of and not choice:
-        return None
-    if choice:
-        members[members.index("")] = "( " + " | ".join(choice) + " )"
-    head = _literal('{"call": ' + json.dumps(spec.name))
-    body = " ".join([head, *members])
-    return f'{_rule_name(spec.name)} ::= {body} "}}"'
+    return kind or type_rule(field.annotation, nullable=field.is_required())
 
 
 def _kind_of(kind: str) -> tuple[str, int, bool]:
@@ -202,12 +176,12 @@ def _ground_rules(ground: Snapshot) -> list[str]:
     return rules
 
 
-def callable_specs(
+def callable_shapes(
     registry: Registry, only: list[str] | None = None, ground: Snapshot | None = None
-) -> list[tuple[SyscallSpec[Any], str]]:
-    """(spec, its grammar rule) for every call that can be made now: all of them (or those in
-    `only`), less those whose required grounded argument has no real path to name, and those
-    that change files when the snapshot says the request asks for no change."""
+) -> list[CallShape]:
+    """The shape of every call that can be made now: all of them (or those in `only`), less
+    those whose required grounded argument has no real path to name, and those that change
+    files when the snapshot says the request asks for no change."""
     out = []
     frozen = ground is not None and not ground.changes
     for spec in registry.specs():
@@ -226,10 +200,18 @@ def callable_specs(
         if ground is not None and spec.model.needs_numbers and not ground.numbers:
             continue
         if only is None or spec.name in only:
-            rule = call_rule(spec, ground)
-            if rule is not None:
-                out.append((spec, rule))
+            shape = call_shape(spec, ground)
+            if shape is not None:
+                out.append(shape)
     return out
+
+
+def grammar_of(shapes: list[CallShape], ground: Snapshot | None = None) -> str:
+    """The GBNF text for one call of any of `shapes` (the grounded path rules with a snapshot)."""
+    root = "root ::= " + " | ".join(_rule_name(s.name) for s in shapes)
+    extra = _ground_rules(ground) if ground is not None else []
+    own = list(dict.fromkeys(r for s in shapes for r in s.rules))
+    return "\n".join([root, *(s.gbnf() for s in shapes), *extra, *own, PRIMITIVES]) + "\n"
 
 
 def build_grammar(
@@ -237,11 +219,7 @@ def build_grammar(
 ) -> str:
     """The GBNF text for one call of any registered syscall (or of those named in `only`);
     with a snapshot, arguments that must name an existing path are limited to its paths."""
-    specs = callable_specs(registry, only, ground)
-    root = "root ::= " + " | ".join(_rule_name(s.name) for s, _ in specs)
-    extra = _ground_rules(ground) if ground is not None else []
-    own = list(dict.fromkeys(r for s, _ in specs for r in _own_rules(s)))
-    return "\n".join([root, *(r for _, r in specs), *extra, *own, PRIMITIVES]) + "\n"
+    return grammar_of(callable_shapes(registry, only, ground), ground)
 
 
 def _own_rules(spec: SyscallSpec[Any]) -> list[str]:
@@ -261,19 +239,44 @@ _NUMBER_CHARS = frozenset("-+0123456789.eE")
 
 @dataclass(frozen=True)
 class FieldShape:
-    """One argument as the format writes it; `options` are a Literal's JSON encodings."""
+    """One argument as the format writes it: its key, the GBNF `rule` of its value, `options`
+    (a Literal's or a grounded path's JSON encodings, when the value is one of a few), and
+    whether it is one `choice` of the call's `one_of` group (exactly one of them is written)."""
 
     key: str
     required: bool
     options: tuple[str, ...] | None = None
+    rule: str = "value"
+    choice: bool = False
 
 
 @dataclass(frozen=True)
 class CallShape:
-    """One syscall's arguments in grammar order."""
+    """One syscall's arguments in grammar order: the one description of a call's shape, from
+    which both its GBNF rule (`gbnf`) and the decoder's forced text (`CallFormat`) come.
+    `rules` are the GBNF rules its fields bring for their own values."""
 
     name: str
     fields: tuple[FieldShape, ...]
+    rules: tuple[str, ...] = ()
+
+    def gbnf(self) -> str:
+        """The call's GBNF rule: `call` first, then required fields, then optional ones, in
+        order; the `choice` fields become one choice of exactly one of them."""
+        members: list[str] = []
+        choice: list[str] = []
+        for field in self.fields:
+            member = f"{_literal(f', {json.dumps(field.key)}: ')} {field.rule}"
+            if field.choice:
+                if not choice:
+                    members.append("")
+                choice.append(member)
+            else:
+                members.append(member if field.required else f"( {member} )?")
+        if choice:
+            members[members.index("")] = "( " + " | ".join(choice) + " )"
+        head = _literal('{"call": ' + json.dumps(self.name))
+        return f'{_rule_name(self.name)} ::= {" ".join([head, *members])} "}}"'
 
 
 def _options(annotation: Any) -> tuple[str, ...] | None:
@@ -295,15 +298,22 @@ def _grounded_options(field: FieldInfo, ground: Snapshot | None) -> tuple[str, .
     return tuple(json.dumps(p, ensure_ascii=False) for p in paths)
 
 
-def call_shape(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> CallShape:
-    """The shape `call_rule` writes for `spec`."""
-    return CallShape(
-        spec.name,
-        tuple(
-            FieldShape(k, f.is_required(), _options(f.annotation) or _grounded_options(f, ground))
-            for k, f in ordered_fields(spec)
-        ),
-    )
+def call_shape(spec: SyscallSpec[Any], ground: Snapshot | None = None) -> CallShape | None:
+    """`spec`'s shape now: with a snapshot, grounded fields take only real paths, and an
+    optional one with none to take is left out; None when a required one has none."""
+    one_of = set(getattr(spec.model, "one_of", ()))
+    fields = []
+    for key, field in ordered_fields(spec):
+        rule = _value_rule(field, ground)
+        if rule is None:
+            if field.is_required() and key not in one_of:
+                return None
+            continue
+        options = _options(field.annotation) or _grounded_options(field, ground)
+        fields.append(FieldShape(key, field.is_required(), options, rule, key in one_of))
+    if one_of and not any(f.choice for f in fields):
+        return None
+    return CallShape(spec.name, tuple(fields), tuple(_own_rules(spec)))
 
 
 def _common_prefix(words: list[str]) -> str:
@@ -382,7 +392,7 @@ class CallFormat:
     ) -> CallFormat:
         """The format of every registered syscall (every one callable now, with a snapshot;
         only those in `only` when given)."""
-        return cls([call_shape(spec, ground) for spec, _ in callable_specs(registry, only, ground)])
+        return cls(callable_shapes(registry, only, ground))
 
     def forced(self, text: str) -> tuple[str, bool]:
         """(the text the format forces next, whether the call is already complete).
@@ -475,10 +485,9 @@ class Constraint:
 
 def names_constraint(names: list[str]) -> Constraint:
     """A constraint whose whole output is `{"call": NAME}` for one of `names`."""
-    options = " | ".join(_literal('{"call": ' + json.dumps(n) + "}") for n in names)
-    grammar = f"root ::= {options}\n"
     shapes = [CallShape(n, ()) for n in names]
-    return Constraint(grammar, {}, CallFormat(shapes))
+    root = "root ::= " + " | ".join(_rule_name(n) for n in names)
+    return Constraint("\n".join([root, *(s.gbnf() for s in shapes)]) + "\n", {}, CallFormat(shapes))
 
 
 def wanted_name(text: str) -> str:
@@ -521,11 +530,12 @@ class GrammarCache:
         )
         built = self._built.pop(key, None)
         if built is None:
-            fmt = CallFormat.from_registry(self.registry, ground, only)
+            shapes = callable_shapes(self.registry, only, ground)
+            fmt = CallFormat(shapes)
             names = [s.name for s in self.registry.specs()]
             probing = probe and len(fmt.shapes) < len(names)
             built = Constraint(
-                build_grammar(self.registry, only, ground),
+                grammar_of(shapes, ground),
                 self.registry.json_schema(),
                 fmt,
                 names_constraint(names) if probing else None,

@@ -15,7 +15,7 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warming
 from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
 from llmos.kernel.examples import OWN_SOURCES, is_question, render
-from llmos.kernel.grammar import GrammarCache, callable_specs
+from llmos.kernel.grammar import GrammarCache, callable_shapes
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
 from llmos.kernel.policy import allowed_effects
 from llmos.kernel.prompt import (
@@ -1019,7 +1019,7 @@ class Kernel:
                     )
                     return
                 conversation.add("user", REPEATED_OK if seen[shown] else REPEATED_FAILED)
-                allowed = [s.name for s, _ in callable_specs(self.system.registry, None, ground)]
+                allowed = [s.name for s in callable_shapes(self.system.registry, None, ground)]
                 only = list(ENDS_TURN) if repeats > 1 else [n for n in allowed if n != call.call]
                 yield Event(
                     "error",

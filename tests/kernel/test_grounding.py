@@ -414,3 +414,25 @@ def test_memory_is_searched_only_for_a_request_that_may_be_about_it(
         snap = scan(ws, request)
         assert snap.about_memory, request
         assert "call-mem-search" in build_grammar(system.registry, ground=snap).splitlines()[0]
+
+
+def test_the_grammar_and_the_forced_text_come_from_one_shape(
+    system: System, workspace: Path
+) -> None:
+    """Each call's GBNF rule names exactly the keys the decoder's format may force: an
+    argument the snapshot leaves nothing to fill (a folder to search, in a workspace with no
+    folder the request names) is gone from both, not just from the grammar."""
+    make_tree(workspace)
+    ws = Workspace(workspace)
+    for request in ["hello", "search the notes for eggs", "delete all the logs", "rename a.txt"]:
+        constraint = GrammarCache(system.registry).constraint(scan(ws, request))
+        rules = {
+            line.split(" ::= ")[0]: line
+            for line in constraint.grammar.splitlines()
+            if line.startswith("call-")
+        }
+        for name, shape in constraint.format.shapes.items():
+            rule = next(r for r in rules.values() if f'\\"call\\": \\"{name}\\"' in r)
+            keys = {k for k in system.registry.get(name).model.model_fields if k != "call"}
+            written = {k for k in keys if f'\\"{k}\\": ' in rule}
+            assert written == {f.key for f in shape.fields}, (request, name)
