@@ -24,7 +24,7 @@ from llmos.syscalls.mem import REPLACED_BY, SAME_AS
 if TYPE_CHECKING:
     from llmos.kernel.loop import Conversation
     from llmos.memory.memory import Memory
-    from llmos.memory.store import Record
+    from llmos.syscalls.services import Record
     from llmos.system import System
 
 LEARNED_SAME = 0.9

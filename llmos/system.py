@@ -120,7 +120,9 @@ class System:
             services=Services(
                 {
                     "llmos.memory.memory.Memory": lambda: self.memory,
+                    "llmos.syscalls.services.Memories": lambda: self.memory,
                     "llmos.memory.files.FileIndex": lambda: self.files(ws),
+                    "llmos.syscalls.services.FilesByMeaning": lambda: self.files(ws),
                     "llmos.documents.Documents": lambda: self.documents,
                 }
             ),

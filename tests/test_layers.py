@@ -32,14 +32,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """Lowest first. A module belongs to the layer of the longest name that is it or its package
 (`llmos` itself is only the package's own `__init__`)."""
 
-KNOWN_UPWARD = {
-    ("llmos.syscalls.fs", "llmos.memory.files"),
-    ("llmos.syscalls.mem", "llmos.memory.memory"),
-    ("llmos.syscalls.mem", "llmos.memory.store"),
-    ("llmos.syscalls.mem", "llmos.memory.tags"),
-}
-"""Imports that point up today (issue 16's knot): the mem and fs families name memory's types
-(to ask for the service, and for its records)."""
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+"""Imports that may point up: none now (the last four, the mem and fs families naming
+memory's types, went when the families came to ask for services by protocol)."""
 
 
 def modules() -> dict[str, Path]:

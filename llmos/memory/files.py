@@ -45,6 +45,7 @@ from llmos.limits import (
 )
 from llmos.memory.embedder import Embedder
 from llmos.security.workspace import O_CLOEXEC, Workspace, open_dir_at
+from llmos.syscalls.services import FileHit, FileSearchResult, ScanReport
 from llmos.text import RRF_K
 
 if TYPE_CHECKING:
@@ -123,56 +124,6 @@ class Chunk:
     start_line: int
     end_line: int
     text: str
-
-
-@dataclass(frozen=True)
-class FileHit:
-    """One chunk found: where it is, its text (cut), its fused score and its cosine similarity."""
-
-    path: str
-    """Workspace-relative, as fs.read takes it."""
-    start_line: int
-    """First line of the chunk, counted from 1."""
-    end_line: int
-    """Last line of the chunk (inclusive)."""
-    text: str
-    score: float
-    """Reciprocal rank fusion of the embedding and word rankings: higher is better, and it
-    compares hits of one search only."""
-    similarity: float
-    """Cosine similarity of the chunk to the query (-1 to 1; about 0.3 and up is related)."""
-
-
-@dataclass(frozen=True)
-class ScanReport:
-    """What bringing the index up to date found, within the scanned folder."""
-
-    files: int
-    """Text files indexed."""
-    chunks: int
-    """Chunks those files make."""
-    read: int
-    """Files read this time (new, changed, or modified too recently to trust their stat)."""
-    embedded: int
-    """Chunks embedded this time (the others' vectors were kept)."""
-    removed: int
-    """Files dropped from the index: deleted, no longer readable, or now too big."""
-    skipped: int
-    """Files left out: binary, not UTF-8, too big, unreadable or vanished while scanned."""
-    waiting: int
-    """Changed or new files the time budget left for the next refresh."""
-    truncated: bool
-    """Whether a limit or the time budget left files out (`note` says which)."""
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class FileSearchResult:
-    """Hits best first, and what the scan before the search did."""
-
-    query: str
-    hits: list[FileHit]
-    scan: ScanReport
 
 
 @dataclass(frozen=True)

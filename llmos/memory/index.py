@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 from llmos.errors import ErrorCode, LlmosError
 from llmos.imports import heavy
 from llmos.limits import MEM_PROBE_TIMEOUT_S
-from llmos.memory.store import COLLECTIONS, Collection
+from llmos.memory.store import COLLECTIONS
+from llmos.syscalls.services import Collection
 
 INDEX_DIR = "chroma"
 SPACE = "cosine"

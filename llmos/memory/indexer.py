@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from llmos.memory.store import Record
+from llmos.syscalls.services import Record
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from llmos.memory.index import (
     probe_in_subprocess,
 )
 from llmos.memory.indexer import Indexer
-from llmos.memory.store import COLLECTIONS, Collection, MemoryStore, MetaValue, NewRecord, Record
-from llmos.memory.tags import normalize_tags
+from llmos.memory.store import COLLECTIONS, MemoryStore, NewRecord
 from llmos.memory.when import Window
+from llmos.syscalls.services import Allow, Collection, Hit, MetaValue, Record, normalize_tags
 from llmos.text import bm25, words
 
 if TYPE_CHECKING:
@@ -50,27 +50,6 @@ WORDS_WEIGHT = 0.5
 cosine: 0.3 to 1.0 ranked within a point or two of each other, 0.5 best, on LoCoMo conv-30."""
 CLOSE_WAIT_S = 30.0
 CLOSE_LOCK_WAIT_S = 2.0
-
-Allow = Callable[[Record], bool]
-"""A filter on what a caller may see (the mem syscalls pass the process's capability check)."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the stored record and its cosine similarity to the query."""
-
-    record: Record
-    score: float
-
-    @property
-    def id(self) -> str:
-        """The record's id."""
-        return self.record.id
-
-    @property
-    def text(self) -> str:
-        """The record's text."""
-        return self.record.text
 
 
 def _index_metadata(record: Record, tag_key: Callable[[str], str]) -> dict[str, Any]:

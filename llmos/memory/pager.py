@@ -43,9 +43,9 @@ from llmos.memory.when import resolved, window
 if TYPE_CHECKING:
     from llmos.kernel.loop import Kernel
     from llmos.memory.cipher import RecordCipher
-    from llmos.memory.memory import Allow, Hit, Memory
-    from llmos.memory.store import Record
+    from llmos.memory.memory import Memory
     from llmos.syscalls.context import Process
+    from llmos.syscalls.services import Allow, Hit, Record
 
 SESSIONS_DIR = "sessions"
 PAGE_STEP_CHARS = 600

@@ -17,21 +17,16 @@ import threading
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.cipher import RecordCipher
-
-Collection = Literal["archival", "recall"]
-"""archival: facts the person asked to keep; recall: conversation paged out of the context."""
+from llmos.syscalls.services import Collection, MetaValue, Record
 
 COLLECTIONS: tuple[Collection, ...] = get_args(Collection)
 ID_PREFIX: dict[str, str] = {"archival": "a", "recall": "r"}
-
-MetaValue = str | int | float | bool
-"""Metadata values are JSON scalars (process, session, turn_start, turn_end, source...)."""
 
 DB_FILE = "store.sqlite3"
 MAX_SQL_VARIABLES = 500
@@ -63,18 +58,6 @@ CREATE INDEX IF NOT EXISTS records_by_session
 _COLUMNS = "id, collection, text, encrypted, tags, meta, created"
 # The expression `records_by_session` indexes: a query must spell it the same way to use it.
 _SESSION = "CAST(json_extract(meta, '$.session') AS TEXT)"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One stored memory: a fact (archival) or a page of conversation (recall)."""
-
-    id: str
-    collection: Collection
-    text: str
-    tags: tuple[str, ...] = ()
-    meta: Mapping[str, MetaValue] = field(default_factory=dict)
-    created: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.security.capabilities import (
@@ -28,7 +28,7 @@ _pids = itertools.count(1)
 T = TypeVar("T")
 
 
-def type_name(kind: type[Any]) -> str:
+def type_name(kind: Callable[..., Any]) -> str:
     """A type's full name (`llmos.memory.memory.Memory`), the key a service is offered under."""
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -42,18 +42,20 @@ class Services:
     def __init__(self, factories: Mapping[str, Callable[[], object]] | None = None) -> None:
         self._factories = dict(factories or {})
 
-    def get(self, kind: type[T]) -> T | None:
-        """The service of `kind` (made now if it was not yet), or None when none is offered."""
+    def get(self, kind: Callable[..., T]) -> T | None:
+        """The service of `kind` (made now if it was not yet), or None when none is offered.
+        `kind` is a class or a runtime-checkable protocol (typed as a callable because mypy
+        refuses a protocol where `type[T]` is expected)."""
         factory = self._factories.get(type_name(kind))
         if factory is None:
             return None
         made = factory()
-        if not isinstance(made, kind):
+        if not isinstance(made, cast(type, kind)):
             raise LlmosError(
                 ErrorCode.E_INTERNAL,
                 f"the service offered as {type_name(kind)} is a {type(made).__name__}",
             )
-        return made
+        return cast(T, made)
 
 
 @dataclass

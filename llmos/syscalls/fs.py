@@ -15,7 +15,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,7 +42,6 @@ from llmos.limits import (
     STAT_PREVIEW_CHARS,
     STAT_PREVIEW_MAX_BYTES,
 )
-from llmos.memory.files import FileIndex, FileSearchResult
 from llmos.security.workspace import O_CLOEXEC, Located, Workspace, open_dir_at
 from llmos.syscalls.base import (
     Quiet,
@@ -54,6 +53,7 @@ from llmos.syscalls.base import (
     target_path,
 )
 from llmos.syscalls.context import Process
+from llmos.syscalls.services import FilesByMeaning
 
 log = logging.getLogger(__name__)
 
@@ -1540,16 +1540,6 @@ def _search_words(call: FsSearch, process: Process) -> tuple[FsSearchResult, boo
     return result, whole
 
 
-class FilesByMeaning(Protocol):
-    """What fs.search needs of a workspace's search by meaning (`llmos.memory.files.FileIndex`
-    is one): passages nearest in meaning to a query, within a folder, indexing for at most
-    `budget_s` seconds first."""
-
-    def search(
-        self, query: str, k: int = ..., path: str = ..., budget_s: float | None = ...
-    ) -> FileSearchResult: ...
-
-
 def _passage(text: str) -> str:
     """A passage found by meaning, cut to SEARCH_MEANING_HIT_CHARS."""
     text = text.strip()
@@ -1638,7 +1628,7 @@ def fs_search_here(call: FsSearch, process: Process) -> FsSearchResult:
     found = fs_search(call, process)
     if not (found.matches or call.regex):
         try:  # no line matched, so no line holds every word: add what meaning finds
-            files = process.services.get(FileIndex)
+            files = process.services.get(FilesByMeaning)
             if files is not None:
                 found = with_meaning(found, call, process, files)
         except Exception as exc:  # the word search must still answer

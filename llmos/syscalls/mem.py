@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
-from llmos.memory.tags import normalize_tags
 from llmos.syscalls.base import Quiet, Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
-
-if TYPE_CHECKING:
-    from llmos.memory.memory import Allow, Hit, Memory
-    from llmos.memory.store import Collection, Record
+from llmos.syscalls.services import Allow, Collection, Hit, Memories, Record, normalize_tags
 
 RESOURCE_PREFIX = "mem:"
 
@@ -159,11 +155,9 @@ def _as_hit(hit: Hit) -> MemHit:
     return MemHit(**_as_record(hit.record).model_dump(), score=hit.score)
 
 
-def _memory(process: Process) -> Memory:
+def _memory(process: Process) -> Memories:
     """The memory the process was spawned with, or E_NOSYS."""
-    from llmos.memory.memory import Memory
-
-    memory = process.services.get(Memory)
+    memory = process.services.get(Memories)
     if memory is None:
         raise LlmosError(ErrorCode.E_NOSYS, f"process {process.name!r} has no memory attached")
     return memory

@@ -19,7 +19,8 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
 from llmos.memory.indexer import Indexer
 from llmos.memory.memory import Memory
-from llmos.memory.store import DB_FILE, NewRecord, Record
+from llmos.memory.store import DB_FILE, NewRecord
+from llmos.syscalls.services import Record
 
 
 def _pair(figure: dict[str, float]) -> None:

@@ -14,8 +14,9 @@ from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory import files
 from llmos.memory.embedder import Embedder
-from llmos.memory.files import FileIndex, FileSearchResult, chunk_text, index_file_name
+from llmos.memory.files import FileIndex, chunk_text, index_file_name
 from llmos.security.workspace import Workspace
+from llmos.syscalls.services import FileSearchResult
 
 CABIN = """\
 # Lake house notes

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from llmos.memory.indexer import Indexer
-from llmos.memory.store import Record
+from llmos.syscalls.services import Record
 
 
 def _records(*ids: str) -> list[Record]:

@@ -18,9 +18,10 @@ from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
 from llmos.memory.index import Health
-from llmos.memory.memory import WORDS_WEIGHT, Hit, Memory
-from llmos.memory.store import DB_FILE, NewRecord, Record
+from llmos.memory.memory import WORDS_WEIGHT, Memory
+from llmos.memory.store import DB_FILE, NewRecord
 from llmos.memory.when import Window
+from llmos.syscalls.services import Hit, Record
 
 FACTS = [
     ("My cat is called Miso", ["pets"]),

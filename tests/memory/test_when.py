@@ -9,10 +9,9 @@ import time
 import pytest
 
 from llmos.kernel.loop import Turn
-from llmos.memory.memory import Hit
 from llmos.memory.pager import Pager, page_text, recall_text
-from llmos.memory.store import Record
 from llmos.memory.when import Window, resolved, window
+from llmos.syscalls.services import Hit, Record
 
 THURSDAY = dt.date(2023, 5, 25)
 

@@ -18,9 +18,10 @@ import llmos.syscalls.fs as fs_mod
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
-from llmos.memory.files import FileHit, FileIndex, FileSearchResult, ScanReport
+from llmos.memory.files import FileIndex
 from llmos.syscalls.base import SyscallResult, existing_kind
 from llmos.syscalls.context import Process
+from llmos.syscalls.services import FileHit, FileSearchResult, ScanReport
 from llmos.system import System
 
 

@@ -14,6 +14,7 @@ from llmos.memory.memory import Memory
 from llmos.security.capabilities import CapabilitySet
 from llmos.security.workspace import Workspace
 from llmos.syscalls.context import Process, Services, type_name
+from llmos.syscalls.services import FilesByMeaning, Memories
 from llmos.system import System
 
 
@@ -42,3 +43,20 @@ def test_a_service_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(LlmosError) as out:
         services.get(Memory)
     assert out.value.code is ErrorCode.E_INTERNAL and "str" in out.value.message
+
+
+def test_a_family_gets_memory_and_the_file_index_by_their_protocols(
+    system: System, workspace: Path
+) -> None:
+    """The families ask by protocol (they may not import memory): the same instances come."""
+    proc = system.spawn("t", workspace)
+    assert proc.services.get(Memories) is proc.services.get(Memory) is system.memory
+    files = proc.services.get(FilesByMeaning)
+    assert files is proc.services.get(FileIndex) and isinstance(files, FileIndex)
+
+
+def test_a_service_that_lacks_a_protocols_methods_is_refused() -> None:
+    services = Services({type_name(Memories): lambda: object()})
+    with pytest.raises(LlmosError) as out:
+        services.get(Memories)
+    assert out.value.code is ErrorCode.E_INTERNAL
