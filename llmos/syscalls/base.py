@@ -291,8 +291,6 @@ def call_name(model: type[Syscall]) -> str:
 class Registry:
     """The live syscall table; built-ins and plugins register into it the same way."""
 
-    family_order: ClassVar[tuple[str, ...]] = ("fs", "image", "mem", "tool", "control")
-
     def __init__(self) -> None:
         self._specs: dict[str, SyscallSpec[Any]] = {}
         self.version = 0
@@ -369,14 +367,16 @@ class Registry:
         return sorted(self._specs)
 
     def specs(self) -> list[SyscallSpec[Any]]:
-        """Registered specs in a stable order for prompts and schemas: by family, then in the
-        order each family registered them (families list their most used calls first)."""
-        order = self.family_order
+        """Registered specs in a stable order for prompts and schemas: by family, in the order
+        the families first registered (the plugin loader's, built-ins first), then in the order
+        each family registered its calls (families list their most used calls first)."""
         position = {name: i for i, name in enumerate(self._specs)}
+        families: dict[str, int] = {}
+        for spec in self._specs.values():
+            families.setdefault(spec.family, len(families))
 
         def key(spec: SyscallSpec[Any]) -> tuple[int, int]:
-            rank = order.index(spec.family) if spec.family in order else len(order)
-            return (rank, position[spec.name])
+            return (families[spec.family], position[spec.name])
 
         return sorted(self._specs.values(), key=key)
 
