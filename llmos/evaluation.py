@@ -20,7 +20,7 @@ from pydantic import create_model
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend
 from llmos.kernel.loop import Conversation, Event, Kernel
-from llmos.memory.pager import new_conversation
+from llmos.pager import new_conversation
 from llmos.security.capabilities import ANY
 from llmos.syscalls.base import Syscall
 from llmos.syscalls.context import Process

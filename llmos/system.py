@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmos.apps.hooks import AuditHooks
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
 from llmos.errors import LlmosError
@@ -29,6 +28,7 @@ from llmos.security.workspace import Workspace
 from llmos.syscalls.base import Syscall, SyscallResult
 from llmos.syscalls.context import Process, Services
 from llmos.syscalls.dispatch import Dispatcher
+from llmos.syscalls.hooks import AuditHooks
 from llmos.syscalls.tool import ToolTable
 
 if TYPE_CHECKING:

@@ -16,14 +16,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "llmos.atomic", "llmos.text")),
     ("security", ("llmos.security",)),
     ("syscall ABI", ("llmos.syscalls", "llmos.syscalls.base", "llmos.syscalls.context",
-                     "llmos.apps.hooks")),
+                     "llmos.syscalls.hooks", "llmos.syscalls.services")),
     ("dispatch", ("llmos.syscalls.dispatch",)),
     ("families", ("llmos.syscalls.fs", "llmos.syscalls.mem", "llmos.syscalls.image",
                   "llmos.syscalls.tool", "llmos.syscalls.control", "llmos.syscalls.cmdline",
                   "llmos.documents")),
     ("memory", ("llmos.memory",)),
     ("kernel", ("llmos.kernel",)),
-    ("pager", ("llmos.memory.pager",)),
+    ("pager", ("llmos.pager",)),
     ("apps", ("llmos.apps",)),
     ("system", ("llmos.system", "llmos.consolidate", "llmos.undo")),
     ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.bench", "llmos.evaluation",
@@ -79,6 +79,51 @@ def upward() -> set[tuple[str, str]]:
             if high > low:
                 found.add((module, target))
     return found
+
+
+def package_of(module: str) -> str:
+    """The package a module is part of: `llmos.memory` for `llmos.memory.store`; a top-level
+    module (`llmos.pager`) is its own."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def package_cycle() -> list[str]:
+    """A cycle among llmos's packages (each edge: some module of one imports the other), or []."""
+    known = modules()
+    edges: dict[str, set[str]] = {}
+    for module, path in known.items():
+        for target in imports(path, known):
+            a, b = package_of(module), package_of(target)
+            if a != b and a != "llmos" and b != "llmos":
+                edges.setdefault(a, set()).add(b)
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        trail.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*trail[trail.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        trail.pop()
+        return []
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_no_two_packages_import_each_other() -> None:
+    """Layers hold module by module, and packages too: `llmos.syscalls` never imports from
+    `llmos.apps` (the hook specs are the ABI's), nor `llmos.memory` from `llmos.kernel` (the
+    pager, which uses both, is its own module above them)."""
+    cycle = package_cycle()
+    assert not cycle, "these packages import each other in a cycle: " + " -> ".join(cycle)
 
 
 def test_every_module_has_a_layer() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pluggy
 
-from llmos.apps.hooks import PROJECT, AppSpec, hookimpl
 from llmos.kernel.examples import BUILTIN, ExampleBank, ExampleRegistrar
 from llmos.syscalls.base import Registrar, Registry
+from llmos.syscalls.hooks import PROJECT, AppSpec, hookimpl
 from llmos.syscalls.tool import ToolFamily, ToolTable
 
 BUILTIN_FAMILIES = (

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.bench.dispatch import percentile
 from llmos.kernel.backend import Completion, Message
 from llmos.kernel.loop import Conversation, Kernel, Turn
-from llmos.memory.pager import Pager, SessionFile
+from llmos.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.bench.conversation import Talk, in_scratch
 from llmos.bench.dispatch import percentile
 from llmos.errors import ErrorCode, LlmosError
-from llmos.memory.pager import PAGE_AROUND
+from llmos.pager import PAGE_AROUND
 
 if TYPE_CHECKING:
     from llmos.config import Settings

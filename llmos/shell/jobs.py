@@ -135,7 +135,7 @@ class JobTable:
     def _run(self, job: BackgroundJob, lazy: LazyKernel) -> None:
         from llmos.kernel.loop import Conversation
         from llmos.kernel.scheduler import Job
-        from llmos.memory.pager import Pager
+        from llmos.pager import Pager
 
         try:
             kernel = lazy.spawn(job.process.name)

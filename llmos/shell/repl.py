@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
     from llmos.kernel.loop import Event, Kernel, Turn
     from llmos.kernel.scheduler import Scheduler
-    from llmos.memory.pager import Pager
+    from llmos.pager import Pager
     from llmos.syscalls.context import Process
     from llmos.system import System
 
@@ -234,7 +234,7 @@ class Shell:
         resume: bool = False,
         notify: Emit | None = None,
     ) -> None:
-        from llmos.memory.pager import new_conversation, resume_conversation
+        from llmos.pager import new_conversation, resume_conversation
 
         self.system = system
         self.process: Process = system.spawn("shell", workspace, grant=grant)
@@ -658,7 +658,7 @@ class Shell:
 
     def _pager(self) -> Pager | None:
         """The conversation's pager (the shell made it; the kernel knows only its protocol)."""
-        from llmos.memory.pager import Pager
+        from llmos.pager import Pager
 
         pager = self.conversation.pager
         return pager if isinstance(pager, Pager) else None

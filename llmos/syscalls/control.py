@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_CALC_CHARS, MAX_CALC_DIGITS
 from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.context import Process
+from llmos.syscalls.hooks import hookimpl
 
 
 class Reply(Syscall):

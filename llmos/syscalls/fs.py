@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from llmos.apps.hooks import hookimpl
 from llmos.atomic import TEMP_MARK, write_all, write_atomic_at
 from llmos.documents import Documents, Extracted, Labels, kind_of, where
 from llmos.errors import ErrorCode, LlmosError, os_error
@@ -53,6 +52,7 @@ from llmos.syscalls.base import (
     target_path,
 )
 from llmos.syscalls.context import Process
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.services import FilesByMeaning
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from llmos.apps.hooks import hookimpl
 from llmos.atomic import write_atomic_at
 from llmos.documents import Documents, kind_of
 from llmos.errors import ErrorCode, LlmosError, os_error
@@ -25,6 +24,7 @@ from llmos.syscalls.context import Process
 # fs owns pattern expansion (one folder, last part only, temp files hidden); images reuse it so
 # `pics/*.jpg` means the same in both families.
 from llmos.syscalls.fs import _expand, _is_pattern
+from llmos.syscalls.hooks import hookimpl
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

@@ -16,11 +16,11 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
 from llmos.syscalls.base import Quiet, Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.services import Allow, Collection, Hit, Memories, Record, normalize_tags
 
 RESOURCE_PREFIX = "mem:"

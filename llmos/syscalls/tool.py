@@ -24,7 +24,6 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmos.apps.hooks import hookimpl
 from llmos.errors import ErrorCode, LlmosError
 from llmos.limits import (
     MAX_TOOL_OUTPUT_BYTES,
@@ -35,6 +34,7 @@ from llmos.limits import (
 from llmos.security.sandbox import Sandbox
 from llmos.syscalls.base import Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
+from llmos.syscalls.hooks import hookimpl
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TOOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"

@@ -17,7 +17,7 @@ from llmos.system import System
 
 GOOD = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -39,7 +39,7 @@ def register_syscalls(register):
 
 RAISES = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -59,7 +59,7 @@ BROKEN_IMPORT = "import this_module_does_not_exist_anywhere\n"
 
 RAISES_IN_TOOLS = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -82,7 +82,7 @@ def register_tools(tools):
 
 SQUATS = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -107,7 +107,7 @@ def register_syscalls(register):
 
 STABLE = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -229,7 +229,7 @@ def test_an_app_may_put_a_call_in_the_stable_prompt(installed_plugins: Path) -> 
 
 
 WATCH = """
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.errors import PermissionDenied
 
 SEEN = []

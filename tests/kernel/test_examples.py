@@ -249,7 +249,7 @@ def test_builtins_cover_the_syscall_families() -> None:
 
 GOOD = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 
@@ -273,7 +273,7 @@ def register_examples(examples):
 
 RAISES = '''
 from typing import Literal
-from llmos.apps.hooks import hookimpl
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.base import Syscall
 
 

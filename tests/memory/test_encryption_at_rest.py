@@ -20,8 +20,8 @@ from llmos.kernel.loop import Conversation, Kernel
 from llmos.memory.embedder import Embedder
 from llmos.memory.files import FileIndex
 from llmos.memory.memory import Memory
-from llmos.memory.pager import SessionFile, new_conversation, resume_conversation
 from llmos.memory.store import DB_FILE, MemoryStore
+from llmos.pager import SessionFile, new_conversation, resume_conversation
 from llmos.security.workspace import Workspace
 from llmos.syscalls.context import Process
 from llmos.system import System

@@ -13,7 +13,7 @@ from llmos.bench.conversation import FACTS, Replay, filler, run_conversation
 from llmos.kernel.backend import LlamaCppBackend
 from llmos.kernel.loop import Conversation, Kernel
 from llmos.memory.embedder import Embedder
-from llmos.memory.pager import Pager
+from llmos.pager import Pager
 from llmos.system import System
 
 

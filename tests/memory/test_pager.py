@@ -22,7 +22,7 @@ from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.memory.embedder import Embedder
-from llmos.memory.pager import (
+from llmos.pager import (
     Pager,
     SessionFile,
     count_tokens,
@@ -316,7 +316,7 @@ import sys
 from llmos.config import Settings
 from llmos.testing import ScriptedBackend
 from llmos.kernel.loop import Kernel
-from llmos.memory.pager import new_conversation, resume_conversation
+from llmos.pager import new_conversation, resume_conversation
 from llmos.system import System
 
 home, workspace, start = sys.argv[1], sys.argv[2], int(sys.argv[3])

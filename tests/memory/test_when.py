@@ -9,8 +9,8 @@ import time
 import pytest
 
 from llmos.kernel.loop import Turn
-from llmos.memory.pager import Pager, page_text, recall_text
 from llmos.memory.when import Window, resolved, window
+from llmos.pager import Pager, page_text, recall_text
 from llmos.syscalls.services import Hit, Record
 
 THURSDAY = dt.date(2023, 5, 25)

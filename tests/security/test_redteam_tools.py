@@ -14,13 +14,13 @@ from typing import Any, Literal
 import pytest
 
 from llmos.apps import plugins as plugins_module
-from llmos.apps.hooks import hookimpl
 from llmos.apps.manifest import load_manifest, parse_manifest
 from llmos.errors import LlmosError
 from llmos.security import sandbox
 from llmos.syscalls import fs
 from llmos.syscalls.base import Syscall, SyscallResult
 from llmos.syscalls.context import Process
+from llmos.syscalls.hooks import hookimpl
 from llmos.syscalls.tool import Tool
 from llmos.system import System
 from tests.security.test_redteam import World, refused, tree

@@ -88,7 +88,13 @@ def test_killed_writer_leaves_a_complete_version(tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 0.4))
         finally:
             child.send_signal(signal.SIGKILL)
-            out, _ = child.communicate(timeout=30)
+            child.wait(timeout=30)
+        # read through the stream readline used: communicate() reads the pipe beneath it and
+        # misses the lines readline had already buffered
+        out = child.stdout.read() if child.stdout else ""
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
         assert child.returncode == -signal.SIGKILL
         done = [int(line.split()[1]) for line in (first + out).splitlines()]
         assert done == list(range(start, start + len(done)))
