@@ -4,6 +4,7 @@ scripted replay for fast tests of the loop."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import threading
@@ -47,8 +48,10 @@ class Completion:
     name any registered call first, see `Constraint.names`); `text` is then that name only."""
 
 
+@runtime_checkable
 class Backend(Protocol):
-    """Turns a chat (system + turns) into one constrained completion."""
+    """Turns a chat (system + turns) into one constrained completion. A syscall handler asks
+    for the model its process runs on as `process.services.get(Backend)`."""
 
     name: str
 
@@ -801,7 +804,7 @@ class OpenAIBackend:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 reply = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, dropped, late
             raise LlmosError(ErrorCode.E_BACKEND, f"{self.base_url}: {exc}") from exc
         try:
             text = reply["choices"][0]["message"]["content"] or ""

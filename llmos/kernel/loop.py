@@ -733,6 +733,7 @@ class Kernel:
         """Start a turn: the request, with a view of the workspace before it when that differs
         from the last view the conversation shows. Returns the workspace snapshot."""
         turn = conversation.begin(request)
+        process.services.offer(Backend, lambda: self.backend)
         words = grounding_text(conversation)
         snapshot = scan(process.workspace, words, said=said(conversation))
         taught, changes = self._taught_effects(request, str(process.workspace.root))

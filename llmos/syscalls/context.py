@@ -35,12 +35,17 @@ def type_name(kind: Callable[..., Any]) -> str:
 
 class Services:
     """What a process may ask for by type: the installation's memory, the workspace's file
-    index, the document reader. The system offers each under its type's full name with a
+    index, the document reader, and (once a kernel runs its turns) the model. The system offers each under its type's full name with a
     factory called on first use, so offering one imports nothing; the family that asks names
     the type, and gets an instance of it or None."""
 
     def __init__(self, factories: Mapping[str, Callable[[], object]] | None = None) -> None:
         self._factories = dict(factories or {})
+
+    def offer(self, kind: Callable[..., Any], factory: Callable[[], object]) -> None:
+        """Offer a service under `kind`'s name (the kernel offers the model it decodes a
+        process's turns with, so a plugin's syscall can ask the same model)."""
+        self._factories[type_name(kind)] = factory
 
     def get(self, kind: Callable[..., T]) -> T | None:
         """The service of `kind` (made now if it was not yet), or None when none is offered.

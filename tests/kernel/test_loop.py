@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
-from llmos.errors import ErrorCode
+from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.backend import Backend
 from llmos.kernel.loop import Conversation, Kernel, repair
+from llmos.syscalls.base import Syscall
 from llmos.syscalls.context import Process
 from llmos.system import System
 from llmos.testing import ScriptedBackend
@@ -684,3 +687,35 @@ def test_a_reply_with_a_files_size_when_its_text_was_asked_for_goes_back(
     )
     assert kinds == ["call", "result", "call", "error", "call", "reply"]
     assert "not its size or date" in backend.prompts[2][-1]["content"]
+
+
+class Gist(Syscall):
+    """Say what a text is about (asks the model the process runs on)."""
+
+    call: Literal["t.gist"] = "t.gist"
+    text: str
+
+
+def _gist(call: Gist, process: Process) -> dict[str, str]:
+    model = process.services.get(Backend)
+    if model is None:
+        raise LlmosError(ErrorCode.E_NOSYS, "no model")
+    said = model.complete([{"role": "user", "content": call.text}], constraint=None, max_tokens=8)
+    return {"gist": said.text}
+
+
+def test_a_syscall_asks_the_model_its_process_runs_on(system: System, proc: Process) -> None:
+    """A plugin's handler gets the kernel's own backend as a service (queued like any
+    completion of the process), not a second model."""
+    system.registry.register(Gist, _gist, capability="t.gist")
+    proc.caps.add(system.authority.mint("t.gist"))
+    assert proc.services.get(Backend) is None, "no model before a kernel runs the process"
+    kinds, backend, _ = run(
+        system,
+        proc,
+        [{"call": "t.gist", "text": "the cat sat"}, "about a cat", {"call": "reply", "text": "ok"}],
+        "gist of 'the cat sat'",
+    )
+    assert kinds == ["call", "result", "call", "reply"]
+    assert backend.prompts[1] == [{"role": "user", "content": "the cat sat"}]
+    assert proc.services.get(Backend) is backend

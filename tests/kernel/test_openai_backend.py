@@ -84,3 +84,29 @@ def test_a_server_that_is_not_there_is_a_backend_error() -> None:
             [{"role": "user", "content": "hi"}], constraint=None, max_tokens=4
         )
     assert out.value.code is ErrorCode.E_BACKEND and "127.0.0.1" in out.value.message
+
+
+def test_a_server_that_drops_the_connection_mid_request_is_a_backend_error() -> None:
+    """The server accepts, reads the request, then hangs up without answering (a crash or a
+    restart): a clear E_BACKEND, not a traceback."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(LlmosError) as out:
+            OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout=5).complete(
+                [{"role": "user", "content": "hi"}], constraint=None, max_tokens=4
+            )
+    finally:
+        listener.close()
+    assert out.value.code is ErrorCode.E_BACKEND and "127.0.0.1" in out.value.message
