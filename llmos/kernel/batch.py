@@ -16,13 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import (
-    Completion,
-    Decoding,
-    LlamaCppBackend,
-    Message,
-    common_prefix,
-)
+from llmos.kernel.backend import Completion, LlamaCppBackend, Message, common_prefix
+from llmos.kernel.decoder import Decoding
 from llmos.limits import SCHED_STEP_TOKENS
 
 if TYPE_CHECKING:

@@ -35,9 +35,10 @@ def type_name(kind: Callable[..., Any]) -> str:
 
 class Services:
     """What a process may ask for by type: the installation's memory, the workspace's file
-    index, the document reader, and (once a kernel runs its turns) the model. The system offers each under its type's full name with a
-    factory called on first use, so offering one imports nothing; the family that asks names
-    the type, and gets an instance of it or None."""
+    index, the document reader, and (once a kernel runs its turns) the model. The system
+    offers each under its type's full name with a factory called on first use, so offering
+    one imports nothing; the family that asks names the type (or a protocol it is offered
+    under), and gets an instance of it or None."""
 
     def __init__(self, factories: Mapping[str, Callable[[], object]] | None = None) -> None:
         self._factories = dict(factories or {})

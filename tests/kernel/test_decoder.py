@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-from llmos.kernel.backend import Decoder, Decoding
+from llmos.kernel.decoder import Decoder, Decoding
 
 VOCAB = ["fs", ".move", ".write", "ask", "mem", ".store", '"']
 

@@ -15,8 +15,9 @@ import pytest
 
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.backend import OpenAIBackend, open_backend
+from llmos.kernel.backend import open_backend
 from llmos.kernel.loop import Conversation, Kernel
+from llmos.kernel.server import OpenAIBackend
 from llmos.system import System
 
 
