@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import llmos.syscalls.fs as fs_mod
+import llmos.syscalls.fs_search as search_mod
 from llmos.atomic import write_atomic_at
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError, os_error
@@ -602,7 +603,7 @@ def test_search_with_folder_swapped_mid_walk_reads_no_outside_file(
                 (workspace / "sub").symlink_to(outside)
             yield item
 
-    monkeypatch.setattr(fs_mod, "_walk", racing_walk)
+    monkeypatch.setattr(search_mod, "_walk", racing_walk)
     result = call("fs.search", query="e")
     assert result.ok
     no_leak(result)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import llmos.syscalls.fs as fs_mod
+import llmos.syscalls.fs_search as search_mod
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.embedder import Embedder
@@ -840,7 +841,7 @@ def test_search_cap_marks_truncated(call: Any, workspace: Path) -> None:
 def test_search_skips_files_over_size_cap(
     call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fs_mod, "MAX_SEARCH_FILE_BYTES", 20)
+    monkeypatch.setattr(search_mod, "MAX_SEARCH_FILE_BYTES", 20)
     (workspace / "small.txt").write_text("needle\n")
     (workspace / "large.txt").write_text("needle\n" + "x" * 30)
     assert [h["path"] for h in ok(call("fs.search", query="needle"))["hits"]] == ["small.txt"]
@@ -1046,7 +1047,7 @@ def test_search_counts_hits_per_file_best_file_first(call: Any, workspace: Path)
 def test_search_per_file_counts_are_capped(
     call: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fs_mod, "MAX_SEARCH_FILES", 2)
+    monkeypatch.setattr(search_mod, "MAX_SEARCH_FILES", 2)
     for i in range(4):
         (workspace / f"f{i}.txt").write_text("needle\n" * (i + 1))
     value = ok(call("fs.search", query="needle"))
@@ -1058,7 +1059,7 @@ def test_search_cuts_a_long_line_around_the_match(call: Any, workspace: Path) ->
     (workspace / "min.js").write_text("x" * 1000 + " needle " + "y" * 1000 + "\n")
     text = ok(call("fs.search", query="needle"))["hits"][0]["text"]
     assert "needle" in text
-    assert len(text) <= fs_mod.MAX_SEARCH_LINE_CHARS + 2
+    assert len(text) <= search_mod.MAX_SEARCH_LINE_CHARS + 2
     assert text.startswith("…") and text.endswith("…")
 
 
@@ -1293,7 +1294,7 @@ def test_search_path_names_a_folder_but_a_file_still_works(call: Any, corpus: Pa
     # The model kept searching inside the one file it should have read, and scoped searches to
     # folders the request never spoke of; the grammar now offers only folders the person named.
     # A direct caller may still name a file.
-    field = fs_mod.FsSearch.model_fields["path"]
+    field = search_mod.FsSearch.model_fields["path"]
     grounded = existing_kind(field)
     assert grounded is not None and grounded.kind == "dir" and grounded.named
     assert field.default == "."
@@ -1426,8 +1427,8 @@ def file_hit(path: str, start: int, end: int, text: str, similarity: float) -> F
 
 def meaning_search(proc: Process, files: Any, **args: Any) -> dict[str, Any]:
     """fs.search's handler given a search by meaning, as the kernel would value it."""
-    call = fs_mod.FsSearch(**{"query": DB_QUESTION, **args})
-    return fs_mod.fs_search(call, proc, files).model_dump(mode="json", exclude_none=True)
+    call = search_mod.FsSearch(**{"query": DB_QUESTION, **args})
+    return search_mod.fs_search(call, proc, files).model_dump(mode="json", exclude_none=True)
 
 
 def test_meaning_hits_come_first_when_no_line_holds_all_words(
@@ -1461,9 +1462,9 @@ def test_meaning_hits_come_first_when_no_line_holds_all_words(
     assert files.calls == [
         {
             "query": DB_QUESTION,
-            "k": 2 * fs_mod.SEARCH_MEANING_HITS,
+            "k": 2 * search_mod.SEARCH_MEANING_HITS,
             "path": ".",
-            "budget_s": fs_mod.SEARCH_MEANING_SECONDS,
+            "budget_s": search_mod.SEARCH_MEANING_SECONDS,
         }
     ]
     toml_only = meaning_search(proc, files, pattern="*.toml", max_hits=1)
@@ -1483,7 +1484,7 @@ def test_a_failing_meaning_index_leaves_the_word_hits(
 ) -> None:
     (workspace / "README.md").write_text("# Shop app\n")
     files = ScriptedFiles(fail=LlmosError(ErrorCode.E_BACKEND, "the embedding model is broken"))
-    with caplog.at_level(logging.WARNING, logger=fs_mod.__name__):
+    with caplog.at_level(logging.WARNING, logger=search_mod.__name__):
         value = meaning_search(proc, files)
     assert [(h["path"], h["line"]) for h in value["hits"]] == [("README.md", 1)]
     assert "note" not in value
@@ -1508,7 +1509,7 @@ def test_a_question_no_word_answers_is_found_by_meaning(
     (workspace / "notes" / "todo.txt").write_text(
         "- renew the car insurance before March\n- call the dentist about the crown\n"
     )
-    words = fs_mod.fs_search(fs_mod.FsSearch(query=DB_QUESTION), proc)
+    words = search_mod.fs_search(search_mod.FsSearch(query=DB_QUESTION), proc)
     assert words.matches == 0 and words.hits == []
     wired = ok(call("fs.search", query=DB_QUESTION))
     assert wired["hits"] and wired["hits"][0]["path"] == "config.toml", "dispatch adds meaning"
