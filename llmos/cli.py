@@ -38,7 +38,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     """Open the interactive shell (direct-call mode until the kernel is wired in)."""
     from llmos.kernel.backend import open_backend
     from llmos.kernel.models import resolve_model
-    from llmos.shell.repl import LazyKernel, run_shell
+    from llmos.shell.model import LazyKernel
+    from llmos.shell.terminal import run_shell
     from llmos.system import System
 
     settings = _settings(args)

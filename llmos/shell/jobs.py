@@ -18,7 +18,7 @@ from llmos.errors import ErrorCode, LlmosError, from_exception
 if TYPE_CHECKING:
     from llmos.kernel.loop import Event
     from llmos.kernel.scheduler import Job, SchedulerClient
-    from llmos.shell.repl import LazyKernel
+    from llmos.shell.model import LazyKernel
     from llmos.syscalls.context import Process
     from llmos.system import System
 

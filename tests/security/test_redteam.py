@@ -23,7 +23,8 @@ from PIL import Image
 from llmos.config import Settings
 from llmos.security.audit import LINE_KEY, tail_log, verify
 from llmos.security.capabilities import GrantAnswer, GrantRequest
-from llmos.shell.repl import LazyKernel, Shell
+from llmos.shell.model import LazyKernel
+from llmos.shell.repl import Shell
 from llmos.syscalls.base import Registry, Syscall, SyscallResult
 from llmos.syscalls.context import Process
 from llmos.system import System

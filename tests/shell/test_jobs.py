@@ -18,7 +18,8 @@ import pytest
 
 from llmos.security.capabilities import GrantAnswer, GrantRequest
 from llmos.shell.jobs import BackgroundJob
-from llmos.shell.repl import LazyKernel, Shell, run_piped
+from llmos.shell.model import LazyKernel
+from llmos.shell.repl import Shell, run_piped
 from llmos.system import System
 from llmos.testing import GatedModel
 

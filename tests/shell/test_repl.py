@@ -74,7 +74,7 @@ def test_piped_input_runs_line_by_line(workspace: Path) -> None:
 
 
 def test_requests_go_to_the_kernel_and_steps_are_shown(system: System, workspace: Path) -> None:
-    from llmos.shell.repl import LazyKernel
+    from llmos.shell.model import LazyKernel
 
     (workspace / "server.cfg").write_text("port = 9090\n")
     backend = ScriptedBackend(
@@ -101,7 +101,7 @@ def test_requests_go_to_the_kernel_and_steps_are_shown(system: System, workspace
 
 def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspace: Path) -> None:
     from llmos.errors import ErrorCode, LlmosError
-    from llmos.shell.repl import LazyKernel
+    from llmos.shell.model import LazyKernel
 
     def broken() -> ScriptedBackend:
         raise LlmosError(ErrorCode.E_NOENT, "model file /nowhere.gguf does not exist")
@@ -114,7 +114,7 @@ def test_a_model_that_fails_to_load_gives_a_clear_error(system: System, workspac
 def test_mem_shows_the_pager_and_resume_continues_the_conversation(
     system: System, workspace: Path
 ) -> None:
-    from llmos.shell.repl import LazyKernel
+    from llmos.shell.model import LazyKernel
 
     backend = ScriptedBackend(
         [
@@ -148,7 +148,7 @@ def test_resume_with_nothing_to_resume_is_a_clear_error(workspace: Path) -> None
 
 
 def test_builtins_for_caps_model_apps_and_processes(system: System, workspace: Path) -> None:
-    from llmos.shell.repl import LazyKernel
+    from llmos.shell.model import LazyKernel
 
     (workspace / "old").mkdir()
     (workspace / "old" / "x.txt").write_text("x")
@@ -172,7 +172,7 @@ def test_builtins_for_caps_model_apps_and_processes(system: System, workspace: P
 
 
 def test_completion_offers_workspace_paths_only(tmp_path: Path) -> None:
-    from llmos.shell.repl import workspace_paths
+    from llmos.shell.terminal import workspace_paths
 
     root = tmp_path / "ws"
     (root / "notes").mkdir(parents=True)
@@ -187,7 +187,7 @@ def test_completion_offers_workspace_paths_only(tmp_path: Path) -> None:
 
 
 def test_steps_are_coloured_by_kind() -> None:
-    from llmos.shell.repl import paint
+    from llmos.shell.terminal import paint
 
     assert paint("→ fs.read path=a", True).startswith("\033[36m")
     assert paint("  port = 9090", True).startswith("\033[2m")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from llmos.shell.repl import LazyKernel, Shell, run_piped
+from llmos.shell.model import LazyKernel
+from llmos.shell.repl import Shell, run_piped
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

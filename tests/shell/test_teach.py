@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmos.shell.repl import LazyKernel, Shell
+from llmos.shell.model import LazyKernel
+from llmos.shell.repl import Shell
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 

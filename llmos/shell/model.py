@@ -1,0 +1,87 @@
+"""The shell's model: a `ModelHost` that opens the model in the background while the person
+types, and hands each process (the shell's own, each background job's) a kernel of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from llmos.errors import ErrorCode, LlmosError
+
+if TYPE_CHECKING:
+    from llmos.kernel.backend import Backend
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.scheduler import Scheduler
+    from llmos.system import System
+
+
+class LazyKernel:
+    """The shell's kernel on the one model host: the model loads in the background while the
+    person types, then serves the shell's kernel and each background job's through their own
+    scheduler clients, so no two ever use it at once. `get` waits for the model (or raises its
+    error)."""
+
+    def __init__(self, system: System, loader: Callable[[], Backend]) -> None:
+        from llmos.kernel.host import ModelHost
+
+        self.system = system
+        self.host = ModelHost(loader)
+        self._kernel: Kernel | None = None
+        self.host.start(after_open=self._after_open)
+
+    def _after_open(self) -> None:
+        """On the loading thread: the shell's kernel, its prompt warmed into the cache, and
+        memory made ready, so the first request waits for none of them."""
+        from llmos.kernel.loop import Kernel
+
+        kernel = Kernel(self.system, self.host.client("shell"))
+        kernel.warm()
+        self._kernel = kernel
+        self._warm_memory()
+
+    def _warm_memory(self) -> None:
+        """Load the embedder and ready the index in the background, so the first page-in or
+        mem.search does not wait for them; a memory that cannot open says so on first use. The
+        example bank embeds its examples then too, for the first request's examples."""
+        self.system.examples.warm()
+        try:
+            self.system.memory.warm()
+        except LlmosError:
+            return
+
+    @property
+    def model(self) -> Backend | None:
+        """The backend itself (for :model); every completion goes through the scheduler."""
+        return self.host.model
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The scheduler sharing the model, once it has loaded."""
+        return self.host.scheduler
+
+    @property
+    def ready(self) -> bool:
+        """True once the model has loaded (or failed to)."""
+        return self.host.ready
+
+    def get(self) -> Kernel:
+        """The shell's kernel, waiting for the model to finish loading."""
+        self.host.wait()
+        if self._kernel is None:
+            raise self.host.error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
+        return self._kernel
+
+    def spawn(self, process: str) -> Kernel:
+        """A kernel for another process, on its own scheduler client (close the client, its
+        `backend`, when the process ends); waits for the model."""
+        from llmos.kernel.loop import Kernel
+
+        return Kernel(self.system, self.host.client(process))
+
+    def busy(self) -> bool:
+        """True while the model is running a completion."""
+        return self.host.busy()
+
+    def close(self) -> None:
+        """Stop the scheduler: queued requests fail, a running completion finishes first."""
+        self.host.close()
