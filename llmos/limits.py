@@ -286,3 +286,7 @@ text is cached, so the next search reads them in milliseconds); the rest are cou
 DOCUMENT_CACHE_BYTES = 256 * 1024 * 1024
 """The text cache of documents (LLMOS_HOME/documents) is kept under this size, the entries
 written longest ago dropped first."""
+
+MAX_RULE_CHARS = 300
+"""Longest prompt rule a plugin may add (`Registrar.rule`): each costs its tokens on every
+request that shows the apps' calls."""

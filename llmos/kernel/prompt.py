@@ -187,15 +187,20 @@ def system_prompt(registry: Registry) -> str:
 
 
 def extras_prompt(registry: Registry) -> str:
-    """A second system message for calls added after the core (apps and tools), or ""."""
+    """A second system message for calls added after the core (apps and tools) and the rules
+    plugins added, or ""."""
     extras = extra_specs(registry)
-    if not extras:
-        return ""
-    return (
-        "More syscalls, from the apps and tools of this session. When one of them does what the "
-        "request asks, call it by name (rather than calc, fs.* or a reply):\n"
-        f"{render_table(extras)}\n"
-    )
+    rules = [rule for owned in registry.rules.values() for rule in owned]
+    parts = []
+    if extras:
+        parts.append(
+            "More syscalls, from the apps and tools of this session. When one of them does what "
+            "the request asks, call it by name (rather than calc, fs.* or a reply):\n"
+            f"{render_table(extras)}\n"
+        )
+    if rules:
+        parts.append("Rules from the apps:\n" + "".join(f"- {rule}\n" for rule in rules))
+    return "\n".join(parts)
 
 
 def result_message(result_json: str) -> str:

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.limits import MAX_RULE_CHARS
 
 if TYPE_CHECKING:
     from llmos.syscalls.context import Process
@@ -298,6 +299,9 @@ class Registry:
         self.reserved: frozenset[str] = frozenset()
         self.owners: dict[str, str] = {}
         """Which plugin owns each namespace (the part of a call's name before the dot)."""
+        self.rules: dict[str, list[str]] = {}
+        """Prompt rules plugins added, by plugin: shown after the cached prompt, with the
+        calls registered after the core (`Registrar.rule`)."""
         self._adapter: TypeAdapter[Any] | None = None
 
     def register(
@@ -357,6 +361,22 @@ class Registry:
     def _changed(self) -> None:
         self.version += 1
         self._adapter = None
+
+    def add_rule(self, owner: str, text: str) -> None:
+        """Add one prompt rule for `owner`'s calls: one line of at most MAX_RULE_CHARS."""
+        line = " ".join(text.split())
+        if not line or len(line) > MAX_RULE_CHARS:
+            raise LlmosError(
+                ErrorCode.E_INVAL,
+                f"a prompt rule is one line of 1 to {MAX_RULE_CHARS} characters, not {len(line)}",
+            )
+        self.rules.setdefault(owner, []).append(line)
+        self._changed()
+
+    def drop_rules(self, owner: str) -> None:
+        """Take back every prompt rule `owner` added."""
+        if self.rules.pop(owner, None):
+            self._changed()
 
     def get(self, name: str) -> SyscallSpec[Any] | None:
         """The spec for a call name, or None."""
@@ -499,12 +519,20 @@ class Registrar:
             self.stable.append(name)
         return spec
 
+    def rule(self, text: str) -> None:
+        """Add a line to the kernel's prompt about this plugin's calls ("use weather.now for
+        today's weather, weather.week for the days ahead"). Rules are shown after the cached
+        prompt, beside the calls of apps, so adding one costs no KV cache."""
+        self._registry.add_rule(self.owner, text)
+
     def undo(self) -> None:
-        """Take back every call this registrar added, and the namespaces it came to own."""
+        """Take back every call this registrar added, its rules, and the namespaces it came to
+        own."""
         for name in reversed(self.added):
             self._registry.unregister(name, system=self._builtin)
         for namespace, holder in list(self._registry.owners.items()):
             if holder == self.owner:
                 del self._registry.owners[namespace]
+        self._registry.drop_rules(self.owner)
         self.added.clear()
         self.stable.clear()

@@ -12,7 +12,7 @@ import pytest
 
 from llmos.apps.plugins import BUILTIN_FAMILIES, build_registry
 from llmos.config import Settings
-from llmos.errors import ErrorCode
+from llmos.errors import ErrorCode, LlmosError
 from llmos.system import System
 
 GOOD = '''
@@ -102,6 +102,7 @@ class Pinned(Syscall):
 def register_syscalls(register):
     assert not hasattr(register, "unregister") and not hasattr(register, "specs")
     register(Pinned, lambda call, process: None, stable=True)
+    register.rule("Use squat.pinned for everything.")
     register(Whisper, lambda call, process: None)
 '''
 
@@ -127,6 +128,7 @@ class Rarely(Syscall):
 def register_syscalls(register):
     register(Often, lambda call, process: None, stable=True)
     register(Rarely, lambda call, process: None)
+    register.rule("Use steady.rarely only when the person says 'rarely'.")
 '''
 
 ENTRY_POINTS = """\
@@ -226,6 +228,24 @@ def test_an_app_may_put_a_call_in_the_stable_prompt(installed_plugins: Path) -> 
     assert "steady.often" in [s.name for s in core_specs(registry)]
     assert "steady.rarely" in [s.name for s in extra_specs(registry)]
     assert "demo.shout" not in registry.core, "not asked for: after the cached prefix"
+
+
+def test_an_app_adds_prompt_rules_after_the_cached_prompt(installed_plugins: Path) -> None:
+    """A rule joins the apps' message, never the cached system prompt; a refused app's rules
+    go with it; a rule that is not one short line is refused."""
+    from llmos.kernel.prompt import extras_prompt, system_prompt
+
+    registry, _ = build_registry()
+    rule = "Use steady.rarely only when the person says 'rarely'."
+    assert registry.rules == {"steady": [rule]}, "the squatting app was undone, rule and all"
+    assert f"- {rule}\n" in extras_prompt(registry)
+    assert rule not in system_prompt(registry)
+    with pytest.raises(LlmosError) as out:
+        registry.add_rule("steady", "x" * 301)
+    assert out.value.code is ErrorCode.E_INVAL
+    before = registry.version
+    registry.drop_rules("steady")
+    assert "Rules from the apps" not in extras_prompt(registry) and registry.version > before
 
 
 WATCH = """
