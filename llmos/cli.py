@@ -498,6 +498,24 @@ def cmd_mem(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve the syscall table as MCP tools on stdin/stdout (see llmos.mcp_server)."""
+    from llmos.mcp_server import mcp_process, serve_stdio
+    from llmos.system import System
+
+    with System(_settings(args)) as system:
+        try:
+            process = mcp_process(system, _workspace(args), args.allow, yes=args.yes)
+        except LlmosError as exc:
+            print(f"{exc.code}: {exc.message}", file=sys.stderr)
+            return EXIT_STATUS[exc.code]
+        if args.approve_only:
+            print(f"approved for MCP clients on {process.workspace.root}", file=sys.stderr)
+            return 0
+        serve_stdio(system, process)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="llmos", description=__doc__)
@@ -540,6 +558,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="approve the apps' new capabilities (remembered)"
     )
     run.set_defaults(func=cmd_run)
+
+    mcp = sub.add_parser(
+        "mcp", help="serve the syscalls as MCP tools on stdio: llmos -w DIR mcp [--allow P --yes]"
+    )
+    mcp.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a capability MCP clients also hold on this workspace (approved once with --yes)",
+    )
+    mcp.add_argument(
+        "--workspace", "-w", default=argparse.SUPPRESS, help="the workspace the client works in"
+    )
+    mcp.add_argument("--yes", action="store_true", help="approve the --allow patterns (remembered)")
+    mcp.add_argument(
+        "--approve-only", action="store_true", help="record the approval and exit, serving nothing"
+    )
+    mcp.set_defaults(func=cmd_mcp)
 
     syscalls = sub.add_parser("syscalls", help="list the syscall table")
     syscalls.add_argument("--schema", action="store_true", help="print the union's JSON Schema")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,6 +17,34 @@ from pydantic_settings import (
 
 def _default_home() -> Path:
     return Path.home() / ".llmos"
+
+
+class McpServerSpec(BaseModel):
+    """One MCP server llmos may start (`[mcp.servers.NAME]` in config.toml, `[mcp.NAME]` in an
+    app manifest): its tools become the syscalls `NAME.<tool>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, description="The program and its arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    sandbox: bool = Field(
+        default=True,
+        description="Run it inside the command tools' walls (Landlock, no network); false runs "
+        "it with the user's full rights.",
+    )
+    network: bool = Field(default=False, description="Let the sandboxed server use the network.")
+    read: list[str] = Field(
+        default_factory=list, description="Folders outside the workspace it may read."
+    )
+    timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds one call may take.")
+
+
+class McpSettings(BaseModel):
+    """The `[mcp]` table: the servers whose tools llmos offers as syscalls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: dict[str, McpServerSpec] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -36,6 +64,9 @@ class Settings(BaseSettings):
         "(vLLM and others).",
     )
     n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
+    mcp: McpSettings = Field(
+        default_factory=McpSettings, description="MCP servers whose tools become syscalls."
+    )
     memory_server: str | None = Field(
         default=None,
         description="URL of a Chroma server for the memory index; a local index when unset.",
@@ -143,6 +174,10 @@ def _toml_value(value: object) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # a nested table (`[mcp]`'s servers) kept as an inline one
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     raise TypeError(f"cannot write {type(value).__name__} to config.toml")
 
 

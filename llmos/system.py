@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmos.apps.mcp_client import mcp_servers
 from llmos.apps.plugins import build_registry
 from llmos.config import Settings
 from llmos.errors import LlmosError
@@ -58,11 +59,13 @@ class System:
         self.audit = AuditLog(
             home / "audit.log", self.signer, digest_values=settings.memory_encrypt
         )
+        self.mcp = mcp_servers(settings.mcp.servers, home)
         self.registry, self.plugins = build_registry(
             plugins=plugins,
             tools=self.tools,
             examples=self.examples,
             observers=[("llmos.audit", AuditHooks(self.audit))],
+            extra=self.mcp,
         )
         # The person's lessons rank above the built-ins and the apps' examples.
         self.lessons = Lessons(home, _sealer(settings))
@@ -158,6 +161,8 @@ class System:
             files, self._files = list(self._files.values()), {}
         for index in files:
             index.close()
+        for _, server in self.mcp:
+            server.close()
         try:
             if memory is not None:
                 memory.close()

@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pager", ("llmos.pager",)),
     ("apps", ("llmos.apps",)),
     ("system", ("llmos.system", "llmos.consolidate", "llmos.undo")),
-    ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.bench", "llmos.evaluation",
+    ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.__main__", "llmos.mcp_server",
+                       "llmos.bench", "llmos.evaluation",
                        "llmos.testing")),
 )  # fmt: skip
 """Lowest first. A module belongs to the layer of the longest name that is it or its package

@@ -95,13 +95,15 @@ def build_registry(
     tools: ToolTable | None = None,
     examples: ExampleBank | None = None,
     observers: Sequence[tuple[str, object]] = (),
+    extra: Sequence[tuple[str, object]] = (),
 ) -> tuple[Registry, PluginReport]:
     """A registry holding the built-in families and, unless disabled, installed plugin apps.
 
     The tool table (`tools`, a fresh one if not given) is attached after the core is marked,
     so `tool.run`/`tool.list` join the table, after the core, only once some tool exists. The
     example bank (`examples`, a fresh one if not given) gets the built-in examples and every
-    loaded plugin's."""
+    loaded plugin's. `extra` are llmos's own plugins that may fail like an app (the MCP servers
+    of config.toml), registered after the tools and before the installed apps."""
     registry = Registry()
     tools = ToolTable() if tools is None else tools
     examples = ExampleBank() if examples is None else examples
@@ -120,6 +122,13 @@ def build_registry(
     # After the core, so tool.* (there only while tools exist) stay out of the cached prompt.
     _register_one(pm, registry, tools, examples, TOOL_FAMILY, ToolFamily(tools), builtin=True)
     stable: list[str] = []
+    for label, plugin in extra:
+        try:
+            _register_one(pm, registry, tools, examples, label, plugin)
+        except (Exception, SystemExit) as exc:
+            report.failed[label] = f"{type(exc).__name__}: {exc}"
+        else:
+            report.loaded.append(label)
     if plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             label = f"{ep.name} ({ep.value})"
