@@ -288,6 +288,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
+    if args.what == "mcp":
+        from llmos.bench.mcp import bench_mcp
+
+        figures = bench_mcp(args.n)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
     if args.what == "sandbox":
         from llmos.bench.sandbox import bench_sandbox
 
@@ -598,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             *("dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"),
-            *("documents", "lessons", "learning"),
+            *("documents", "lessons", "learning", "mcp"),
         ],
     )
     bench.add_argument("--size", type=int, default=1000, help="lessons: how many to teach")

@@ -102,3 +102,12 @@ def test_a_capability_approved_once_is_held_by_later_clients(
     talk(workspace, llmos_home, body)
     assert not seen["delete"].is_error, seen["delete"].content[0].text
     assert not (workspace / "old.txt").exists()
+
+
+def test_bench_mcp_measures_all_three_ways() -> None:
+    from llmos.bench.mcp import bench_mcp
+
+    figures = bench_mcp(n=3)
+    for way in ("dispatch", "server", "client"):
+        assert figures[way]["p50_ms"] > 0
+    assert figures["server"]["p50_ms"] > figures["dispatch"]["p50_ms"], "a process away costs"

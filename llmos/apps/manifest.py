@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llmos.config import McpServerSpec
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.lessons import check_calls
 from llmos.kernel.loop import Conversation, Kernel, KernelHost
@@ -139,6 +140,10 @@ class Manifest(BaseModel):
         default_factory=dict, description="Default values of `{variables}`; --input overrides."
     )
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
+    mcp: dict[str, McpServerSpec] = Field(
+        default_factory=dict,
+        description="MCP servers whose tools the app calls, as NAME.<tool> (`[mcp.NAME]`).",
+    )
     steps: list[Step] = Field(default_factory=list)
     examples: list[AppExample] = Field(
         default_factory=list,
@@ -175,7 +180,22 @@ class Manifest(BaseModel):
         for name, spec in self.tools.items():
             need = CapabilityNeed("tool.run", name, tool_note(spec))
             found[need] = need  # the tool's own need, with its note, wins over a listed one
+        for name, server in self.mcp.items():
+            need = CapabilityNeed(f"{name}.*", ANY, mcp_note(server))
+            found[need] = need
         return sorted(found.values())
+
+
+def mcp_note(spec: McpServerSpec) -> str:
+    """What approving an app's MCP server must say: the command it starts, and its walls."""
+    walls = (
+        "unsandboxed, with your full rights"
+        if not spec.sandbox
+        else "sandboxed, may use the network"
+        if spec.network
+        else "sandboxed"
+    )
+    return f"the MCP server {' '.join(spec.command)}, {walls}"
 
 
 def tool_note(spec: ToolSpec) -> str:
@@ -275,6 +295,7 @@ def app_grants(system: AppHost, manifest: Manifest, source: Path) -> GrantStore:
     identity = f"{manifest.name}\0{source.resolve()}"
     # A tool turned unsandboxed or networked is a new app to approve: its old grants stay behind.
     walls = sorted(f"{n}:{tool_note(s)}" for n, s in manifest.tools.items() if tool_note(s))
+    walls += sorted(f"mcp:{n}:{mcp_note(s)}" for n, s in manifest.mcp.items())
     if walls:
         identity += "\0" + "\0".join(walls)
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -317,16 +338,34 @@ def spawn_app(
 
 @contextmanager
 def declared_tools(system: AppHost, manifest: Manifest) -> Iterator[None]:
-    """The app's tools in the system's table for the length of the run."""
+    """The app's tools and the syscalls of its MCP servers in the system's table for the length
+    of the run (each server started when first called, stopped after)."""
+    from llmos.apps.mcp_client import McpServer
+    from llmos.syscalls.base import Registrar
+
     added: list[str] = []
+    servers: list[tuple[McpServer, Registrar]] = []
     try:
         for name, spec in manifest.tools.items():
             system.tools.add(Tool.from_spec(name, spec, app=manifest.name))
             added.append(name)
+        for name, server_spec in manifest.mcp.items():
+            server = McpServer(name, server_spec, system.settings.ensure_home())
+            register = Registrar(system.registry, f"app:{manifest.name}:mcp:{name}")
+            servers.append((server, register))
+            try:
+                server.register_syscalls(register)
+            except LlmosError as exc:
+                raise LlmosError(
+                    exc.code, f"app {manifest.name}: [mcp.{name}]: {exc.message}"
+                ) from None
         yield
     finally:
         for name in added:
             system.tools.remove(name)
+        for server, register in servers:
+            server.close()
+            register.undo()
 
 
 @dataclass

@@ -152,3 +152,39 @@ def test_llmos_call_runs_an_mcp_tool(llmos_home: Path, workspace: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello"
+
+
+def test_an_app_manifest_brings_its_own_mcp_server_for_its_run(
+    system: System, tmp_path: Path, workspace: Path
+) -> None:
+    """`[mcp.NAME]` in a manifest: approved with the app (the command and its walls shown),
+    its tools callable as NAME.<tool> during the run, gone after it."""
+    from llmos.apps.manifest import parse_manifest, run_app
+
+    manifest = parse_manifest(
+        f"""
+name = "greeter"
+
+[mcp.hello]
+command = ["{sys.executable}", "{SERVER}"]
+read = ["{SERVER.parent}"]
+
+[[steps]]
+call = "hello.echo"
+text = "hi from the app"
+"""
+    )
+    asked: list[str] = []
+
+    def approve(m: object, needs: list) -> bool:
+        asked.extend(n.describe() for n in needs)
+        return True
+
+    shown: list[str] = []
+    run = run_app(
+        system, manifest, tmp_path / "app.toml", workspace, {}, approve=approve, show=shown.append
+    )
+    assert run.ok, run.message
+    assert any("hi from the app" in line for line in shown)
+    assert asked == [f"hello.* (the MCP server {sys.executable} {SERVER}, sandboxed)"]
+    assert "hello.echo" not in system.registry, "the app's server is gone with its run"
