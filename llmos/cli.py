@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmos.errors import EXIT_STATUS, ErrorCode, LlmosError
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from llmos.apps.manifest import CapabilityNeed, Manifest
+    from llmos.client import Connection
     from llmos.config import Settings
     from llmos.system import System
 
@@ -34,8 +35,28 @@ def _workspace(args: argparse.Namespace) -> Path:
     return Path(args.workspace or os.getcwd())
 
 
+def _daemon(args: argparse.Namespace) -> Connection | None:
+    """A connection to the `llmos serve` of this LLMOS_HOME, when one runs (and no --model
+    asked for another model than the daemon's)."""
+    from llmos.client import connect, home_of_env
+
+    if getattr(args, "model", None) or os.environ.get("LLMOS_NO_DAEMON"):
+        return None
+    return connect(home_of_env())
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
-    """Open the interactive shell (direct-call mode until the kernel is wired in)."""
+    """Open the interactive shell (direct-call mode until the kernel is wired in); piped input
+    goes through `llmos serve` when one runs."""
+    if not sys.stdin.isatty() and not args.direct:
+        conn = _daemon(args)
+        if conn is not None:
+            from llmos.client import run_piped_remote
+
+            try:
+                return run_piped_remote(conn, _workspace(args), args.resume)
+            finally:
+                conn.close()
     from llmos.kernel.backend import open_backend
     from llmos.kernel.models import resolve_model
     from llmos.shell.model import LazyKernel
@@ -72,6 +93,15 @@ def cmd_call(args: argparse.Namespace) -> int:
     except LlmosError as exc:
         print(f"{exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_STATUS[exc.code]
+    conn = _daemon(args)
+    if conn is not None:
+        from llmos.client import call_remote
+
+        try:
+            done = call_remote(conn, _workspace(args), raw, list(args.allow))
+        finally:
+            conn.close()
+        return _show_remote(done, args.output_json)
     grant = terminal_grant if sys.stdin.isatty() and not os.environ.get("CI") else None
     with System(settings) as system:
         patterns = [*settings.default_caps, *args.allow]
@@ -84,6 +114,91 @@ def cmd_call(args: argparse.Namespace) -> int:
     else:
         print(result.render(), file=sys.stderr)
     return 0 if result.ok else EXIT_STATUS[result.code or ErrorCode.E_INTERNAL]
+
+
+def _show_remote(done: dict[str, Any], as_json: bool) -> int:
+    """Print a result the daemon sent as `llmos call` prints its own; the exit status."""
+    from llmos.syscalls.base import SyscallResult
+
+    if "error" in done:
+        print(done["error"], file=sys.stderr)
+        return 1
+    result = SyscallResult.model_validate(done)
+    if as_json:
+        print(result.model_dump_json())
+    elif result.ok:
+        print(result.render())
+    else:
+        print(result.render(), file=sys.stderr)
+    return 0 if result.ok else EXIT_STATUS[result.code or ErrorCode.E_INTERNAL]
+
+
+def _daemon_running(args: argparse.Namespace) -> bool:
+    """Whether `llmos serve` runs for this home (and may be used)."""
+    conn = _daemon(args)
+    if conn is None:
+        return False
+    conn.close()
+    return True
+
+
+def _run_remote(sources: list[Path], workspace: Path, inputs: dict[str, str], yes: bool) -> int:
+    """`llmos run` through the daemon: each manifest on a connection of its own, all at once
+    (their completions share the daemon's scheduler); lines prefixed with the app's file name
+    when there are several; the status of the first that failed."""
+    from llmos.client import connect, home_of_env, run_remote
+
+    lock = threading.Lock()
+    outcomes: list[dict[str, Any]] = [{} for _ in sources]
+
+    def one(index: int, source: Path) -> None:
+        def show(text: str) -> None:
+            with lock:
+                for line in text.splitlines() or [""]:
+                    print(f"{source.stem}: {line}" if len(sources) > 1 else line, flush=True)
+
+        conn = connect(home_of_env())
+        if conn is None:
+            outcomes[index] = {"ok": False, "code": "E_IO", "message": "the daemon went away"}
+            return
+        try:
+            outcomes[index] = run_remote(conn, source, workspace, inputs, yes, show)
+        except ConnectionError as exc:
+            outcomes[index] = {"ok": False, "code": "E_IO", "message": str(exc)}
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(sources)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    status = 0
+    for source, done in zip(sources, outcomes, strict=True):
+        if done.get("ok"):
+            continue
+        code = ErrorCode(done.get("code") or "E_INTERNAL")
+        prefix = f"{source.stem}: " if len(sources) > 1 else ""
+        print(f"{prefix}{code}: {done.get('message', '')}", file=sys.stderr)
+        status = status or EXIT_STATUS[code]
+    return status
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the resident daemon of this LLMOS_HOME (see llmos.serve), or stop it."""
+    from llmos.serve import Daemon, stop
+
+    settings = _settings(args)
+    if args.stop:
+        print(stop(settings.ensure_home()))
+        return 0
+    try:
+        return Daemon(settings).run(
+            ready=lambda: print(f"llmos serve: listening on {settings.home}/serve.sock", flush=True)
+        )
+    except LlmosError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_STATUS[exc.code]
 
 
 def _approver(yes: bool) -> Callable[[Manifest, list[CapabilityNeed]], bool | None]:
@@ -118,6 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_STATUS[ErrorCode.E_INVAL]
         inputs[key] = value
     sources = [Path(m) for m in args.manifest]
+    if _daemon_running(args):
+        return _run_remote(sources, _workspace(args), inputs, args.yes)
     manifests = [load_manifest(source) for source in sources]
     settings = _settings(args)
     with System(settings) as system:
@@ -593,6 +710,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--approve-only", action="store_true", help="record the approval and exit, serving nothing"
     )
     mcp.set_defaults(func=cmd_mcp)
+
+    serve = sub.add_parser(
+        "serve", help="the resident daemon: one model and memory for every llmos of this home"
+    )
+    serve.add_argument("--stop", action="store_true", help="stop the running daemon")
+    serve.set_defaults(func=cmd_serve)
 
     doc = sub.add_parser(
         "doctor", help="what this installation has and lacks: llama.cpp, GPU, model, memory"

@@ -21,11 +21,16 @@ class LazyKernel:
     scheduler clients, so no two ever use it at once. `get` waits for the model (or raises its
     error)."""
 
-    def __init__(self, system: System, loader: Callable[[], Backend]) -> None:
+    def __init__(
+        self, system: System, loader: Callable[[], Backend], *, own: str | None = "shell"
+    ) -> None:
         from llmos.kernel.host import ModelHost
 
         self.system = system
         self.host = ModelHost(loader)
+        self._own = own
+        """The name of the kernel `get` returns; None for a host with no kernel of its own
+        (`llmos serve`: each client gets its own)."""
         self._kernel: Kernel | None = None
         self.host.start(after_open=self._after_open)
 
@@ -34,9 +39,13 @@ class LazyKernel:
         memory made ready, so the first request waits for none of them."""
         from llmos.kernel.loop import Kernel
 
-        kernel = Kernel(self.system, self.host.client("shell"))
+        client = self.host.client(self._own or "warm-up")
+        kernel = Kernel(self.system, client)
         kernel.warm()
-        self._kernel = kernel
+        if self._own is None:
+            client.close()  # the warmed prompt stays in the model's cache
+        else:
+            self._kernel = kernel
         self._warm_memory()
 
     def _warm_memory(self) -> None:

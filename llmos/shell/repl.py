@@ -26,7 +26,7 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.lessons import Learner, scope_of
 from llmos.security.audit import AuditEntry, verify
 from llmos.security.capabilities import GrantCallback
-from llmos.shell.jobs import BackgroundJob, JobTable, scheduler_states
+from llmos.shell.jobs import SCHEDULER_STATES, BackgroundJob, JobTable, scheduler_states
 from llmos.shell.model import LazyKernel
 from llmos.syscalls.cmdline import is_direct_call, parse_line
 
@@ -174,6 +174,9 @@ class Shell:
         self.emit: Emit = emit or (lambda text, ok: None)
         self.notify: Emit = notify or self.emit
         """Told, from the job's own thread, when a background job ends."""
+        self.others: Callable[[], list[str]] = list
+        """The other clients' processes (`llmos serve` sets it): `:ps` lists them too, even one
+        that has not used the model yet."""
         self.thinking: Callable[[bool], None] = lambda on: None
         """Told when the kernel starts and stops thinking (the terminal shows a spinner)."""
         self.started = time.monotonic()
@@ -528,14 +531,19 @@ class Shell:
         """`:ps`: the shell's process and each background job: its state, time so far, the
         model's completions for it, and its request."""
         rows: dict[str, str] = {}
+        every: list[dict[str, Any]] = []
         shell_completions = 0
+        own: set[str] = set()
         if self.kernel is not None and self.kernel.scheduler is not None:
-            rows = scheduler_states(self.kernel.scheduler.ps())
+            every = self.kernel.scheduler.ps()
+            rows = scheduler_states(every)
             try:
                 from llmos.kernel.scheduler import SchedulerClient
 
                 client = self.kernel.get().backend
-                shell_completions = client.completions if isinstance(client, SchedulerClient) else 0
+                if isinstance(client, SchedulerClient):
+                    shell_completions = client.completions
+                    own.add(client.process)
             except LlmosError:
                 shell_completions = 0
         turns = len(self.conversation.turns) + self.conversation.paged_out
@@ -563,6 +571,17 @@ class Shell:
                     job.request,
                 )
             )
+        own |= {job.client.process for job in self.jobs.all() if job.client is not None}
+        for other in every:  # the other clients of `llmos serve`, sharing this model
+            name = str(other["process"])
+            if name not in own:
+                state = SCHEDULER_STATES.get(str(other["state"]), "idle")
+                uses = str(other["completions"])
+                table.append(("·", "-", name, state, "-", uses, "(another client)"))
+                own.add(name)
+        for name in self.others():
+            if name not in own:
+                table.append(("·", "-", name, "idle", "-", "0", "(another client)"))
         widths = [max(len(row[i]) for row in table) for i in range(6)]
         lines = [f"workspace {self.process.workspace.root}"]
         for row in table:

@@ -1,0 +1,148 @@
+"""The light side of `llmos serve`: find the daemon of an LLMOS_HOME and talk to it. Standard
+library only, so a client process (a piped shell, `llmos call`) starts in a fraction of a second
+and stays small: the model, the memory and the syscall table live in the daemon.
+
+The protocol is JSON, one object a line, both ways, over the Unix socket
+`$LLMOS_HOME/serve.sock` (mode 0600; the daemon also checks the peer's uid)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+SOCKET_FILE = "serve.sock"
+PID_FILE = "serve.pid"
+
+
+def socket_path(home: Path) -> Path:
+    """Where the daemon of `home` listens."""
+    return home / SOCKET_FILE
+
+
+def home_of_env() -> Path:
+    """The LLMOS_HOME the environment names (the default otherwise), without loading Settings."""
+    return Path(os.environ.get("LLMOS_HOME") or Path.home() / ".llmos")
+
+
+class Connection:
+    """One client connection: send a JSON object, read JSON objects back."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("r", encoding="utf-8", newline="\n")
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message."""
+        self.sock.sendall((json.dumps(message) + "\n").encode())
+
+    def receive(self) -> dict[str, Any]:
+        """The next message; ConnectionError when the daemon hung up."""
+        line = self.reader.readline()
+        if not line:
+            raise ConnectionError("the llmos daemon closed the connection")
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ConnectionError(f"the llmos daemon sent {line[:80]!r}")
+        return data
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.reader.close()
+        self.sock.close()
+
+
+def connect(home: Path, timeout: float = 2.0) -> Connection | None:
+    """A connection to the daemon of `home`, or None when none runs there."""
+    path = socket_path(home)
+    if not path.exists():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return Connection(sock)
+
+
+def run_piped_remote(
+    conn: Connection, workspace: Path, resume: bool, lines: TextIO = sys.stdin
+) -> int:
+    """`llmos` with piped input, through the daemon: each line is handled by a shell the daemon
+    runs for this client (its own process and conversation, the shared model and memory); what
+    it says is printed here as it comes. Status 1 if any line or background job failed."""
+    conn.send({"op": "shell", "workspace": str(workspace.resolve()), "resume": resume})
+    status = 0
+    ready = conn.receive()
+    if "error" in ready:
+        print(ready["error"], file=sys.stderr)
+        return 1
+    for line in lines:
+        conn.send({"op": "line", "text": line})
+        while True:
+            message = conn.receive()
+            if "say" in message:
+                _print(message["say"], message.get("ok", True))
+                continue
+            break
+        if message.get("eof"):
+            break
+        ok, text = bool(message.get("ok")), str(message.get("text", ""))
+        if text:
+            _print(text, ok)
+        status = status or (0 if ok else 1)
+    conn.send({"op": "end"})
+    while True:
+        message = conn.receive()
+        if "say" in message:
+            _print(message["say"], message.get("ok", True))
+            continue
+        break
+    if not message.get("jobs_ok", True):
+        status = status or 1
+    return status
+
+
+def _print(text: str, ok: bool) -> None:
+    print(text, file=sys.stdout if ok else sys.stderr, flush=True)
+
+
+def call_remote(
+    conn: Connection, workspace: Path, call: dict[str, Any], allow: list[str]
+) -> dict[str, Any]:
+    """One syscall through the daemon's dispatch path: its result as JSON data."""
+    conn.send({"op": "call", "workspace": str(workspace.resolve()), "call": call, "allow": allow})
+    return conn.receive()
+
+
+def run_remote(
+    conn: Connection,
+    manifest: Path,
+    workspace: Path,
+    inputs: dict[str, str],
+    yes: bool,
+    show: Any = print,
+) -> dict[str, Any]:
+    """`llmos run` of one manifest through the daemon; its lines go to `show` as they come.
+    The outcome: {"ok", "code", "message"}."""
+    conn.send(
+        {
+            "op": "run",
+            "manifest": str(manifest.resolve()),
+            "workspace": str(workspace.resolve()),
+            "inputs": inputs,
+            "yes": yes,
+        }
+    )
+    while True:
+        message = conn.receive()
+        if "say" in message:
+            show(str(message["say"]))
+            continue
+        return message

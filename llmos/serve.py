@@ -1,0 +1,331 @@
+"""`llmos serve`: one resident process per LLMOS_HOME holding the model (one scheduler), the
+memory store and index, and the syscall table, so clients pay none of their start-up and share
+one model and one memory store: two shells and an app at once, where in-process each would load
+its own model and the second to open memory would get E_IO.
+
+It listens on `$LLMOS_HOME/serve.sock` (mode 0600, the peer's uid checked against its own) and
+holds `serve.lock` for its life, so a second `llmos serve` says one is running, and a socket
+left by a daemon that died is removed by the next one. Each connection is a client: a piped
+shell gets a `Shell` of its own here (its own process, conversation and scheduler client; the
+same lines, commands and output as in-process), `llmos call` one syscall on a process of its
+own. `llmos serve --stop` asks it to stop; so does SIGTERM. The client side is
+`llmos.client` (standard library only)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos.client import PID_FILE, Connection, connect, socket_path
+from llmos.errors import ErrorCode, LlmosError, from_exception
+
+if TYPE_CHECKING:
+    from llmos.config import Settings
+    from llmos.kernel.loop import Kernel
+    from llmos.shell.model import LazyKernel
+    from llmos.system import System
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "serve.lock"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def claim_lock(home: Path) -> int:
+    """Take `serve.lock` for this daemon's life (a file descriptor); E_EXISTS naming the running
+    daemon's pid when another holds it."""
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = ""
+        with contextlib.suppress(OSError, ValueError):
+            pid = f" (pid {int((home / PID_FILE).read_text())})"
+        raise LlmosError(
+            ErrorCode.E_EXISTS, f"llmos serve is already running for {home}{pid}"
+        ) from None
+    return fd
+
+
+def listen(home: Path) -> socket.socket:
+    """The daemon's socket, mode 0600 (a stale one, left by a daemon that died, is replaced:
+    the lock says no daemon is running)."""
+    path = socket_path(home)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(32)
+    return sock
+
+
+def client_kernel(shared: LazyKernel, name: str) -> LazyKernel:
+    """One client's view of the daemon's model host (see `ClientKernel`)."""
+    from llmos.shell.model import LazyKernel
+
+    class ClientKernel(LazyKernel):
+        """A kernel on a scheduler client of its own, made on first use; closing it closes
+        that client only, never the shared model. (A `LazyKernel` that shares another's host
+        rather than opening one, so a `Shell` takes it as it is.)"""
+
+        def __init__(self) -> None:  # the shared host's, not a new one
+            self.shared = shared
+            self.system = shared.system
+            self.host = shared.host
+            self.name = name
+            self._kernel = None
+            self._lock = threading.Lock()
+
+        def get(self) -> Kernel:
+            """This client's kernel, waiting for the model."""
+            from llmos.kernel.loop import Kernel
+
+            self.host.wait()
+            with self._lock:
+                if self._kernel is None:
+                    self._kernel = Kernel(self.system, self.host.client(self.name))
+                return self._kernel
+
+        def spawn(self, process: str) -> Kernel:
+            """A kernel for another process of this client (a background job)."""
+            return self.shared.spawn(f"{self.name}/{process}")
+
+        def close(self) -> None:
+            """Close this client's scheduler client (the model stays)."""
+            with self._lock:
+                kernel, self._kernel = self._kernel, None
+            if kernel is not None:
+                kernel.backend.close()  # type: ignore[attr-defined]
+
+    return ClientKernel()
+
+
+class Daemon:
+    """The resident process: the system, the model host, the socket, a thread per client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.ensure_home()
+        self.stopping = threading.Event()
+        self.numbers = itertools.count(1)
+        self.system: System | None = None
+        self.kernel: LazyKernel | None = None
+        self.clients: dict[str, Path] = {}
+        """Each connected shell's process name, and its workspace."""
+
+    def run(self, ready: Any = None) -> int:
+        """Serve until stopped; `ready` (a callable) is told once the socket accepts."""
+        from llmos.system import System
+
+        lock = claim_lock(self.home)
+        try:
+            sock = listen(self.home)
+            (self.home / PID_FILE).write_text(str(os.getpid()))
+            with System(self.settings) as system:
+                self.system = system
+                self.kernel = self._open_model(system)
+                if threading.current_thread() is threading.main_thread():
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(sig, lambda *_: self.stopping.set())
+                sock.settimeout(0.2)
+                if ready is not None:
+                    ready()
+                while not self.stopping.is_set():
+                    try:
+                        conn, _ = sock.accept()
+                    except TimeoutError:
+                        continue
+                    threading.Thread(
+                        target=self._client, args=(conn,), name="llmos-client", daemon=True
+                    ).start()
+                sock.close()
+                if self.kernel is not None:
+                    self.kernel.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                socket_path(self.home).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (self.home / PID_FILE).unlink()
+            os.close(lock)
+        return 0
+
+    def _open_model(self, system: System) -> LazyKernel | None:
+        """The model host, loading in the background (None without a model: direct calls only)."""
+        from llmos.kernel.backend import open_backend
+        from llmos.kernel.models import resolve_model
+        from llmos.shell.model import LazyKernel
+
+        try:
+            if not self.settings.server:
+                resolve_model(self.settings.model, self.home)
+        except LlmosError as exc:
+            log.warning("llmos serve: %s; serving syscalls only", exc.message)
+            return None
+        return LazyKernel(system, lambda: open_backend(self.settings), own=None)
+
+    def _client(self, sock: socket.socket) -> None:
+        """Serve one connection until it ends."""
+        conn = Connection(sock)
+        try:
+            if peer_uid(sock) != os.getuid():
+                conn.send({"error": "E_PERM: this llmos daemon serves its own user only"})
+                return
+            message = conn.receive()
+            op = message.get("op")
+            if op == "shell":
+                self._shell(conn, message)
+            elif op == "call":
+                self._call(conn, message)
+            elif op == "run":
+                self._run_app(conn, message)
+            elif op == "stop":
+                conn.send({"stopping": True})
+                self.stopping.set()
+            elif op == "ping":
+                conn.send({"pid": os.getpid(), "home": str(self.home)})
+            else:
+                conn.send({"error": f"E_INVAL: unknown op {op!r}"})
+        except (ConnectionError, OSError, ValueError):
+            pass  # the client went away; its processes end with it
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _call(self, conn: Connection, message: dict[str, Any]) -> None:
+        """One syscall on a process of its own, with the shell's defaults plus `allow`."""
+        assert self.system is not None
+        system = self.system
+        patterns = [*system.settings.default_caps, *message.get("allow", [])]
+        try:
+            process = system.spawn("call", Path(message["workspace"]), patterns=patterns)
+            result = system.dispatch(process, message["call"])
+        except Exception as exc:
+            error = from_exception(exc)
+            conn.send({"ok": False, "code": str(error.code), "message": error.message})
+            return
+        conn.send(json.loads(result.model_dump_json()))
+
+    def _run_app(self, conn: Connection, message: dict[str, Any]) -> None:
+        """`llmos run APP.toml` for a client: the app on its own scheduler client of the shared
+        model, its output sent as it comes; approved only with `yes` or as remembered (no one
+        here to ask)."""
+        from llmos.apps.manifest import load_manifest, run_app
+
+        assert self.system is not None
+        shared = self.kernel
+        source = Path(message["manifest"])
+
+        def show(text: str) -> None:
+            conn.send({"say": text, "ok": True})
+
+        def backend() -> Any:
+            if shared is None:
+                raise LlmosError(ErrorCode.E_BACKEND, "llmos serve has no model: syscalls only")
+            return shared.host.client(f"app:{source.stem}#{next(self.numbers)}")
+
+        try:
+            manifest = load_manifest(source)
+            run = run_app(
+                self.system,
+                manifest,
+                source,
+                Path(message["workspace"]),
+                dict(message.get("inputs", {})),
+                approve=lambda m, needs: True if message.get("yes") else None,
+                backend=backend,
+                show=show,
+            )
+        except Exception as exc:
+            error = from_exception(exc)
+            conn.send({"ok": False, "code": str(error.code), "message": error.message})
+            return
+        conn.send(
+            {"ok": run.ok, "code": str(run.code) if run.code else None, "message": run.message}
+        )
+
+    def _shell(self, conn: Connection, message: dict[str, Any]) -> None:
+        """A shell for this client, handling its lines as the in-process piped shell does."""
+        from llmos.shell.repl import Shell
+
+        assert self.system is not None
+        lock = threading.Lock()
+
+        def say(text: str, ok: bool) -> None:
+            with lock:
+                conn.send({"say": text, "ok": ok})
+
+        name = f"shell#{next(self.numbers)}"
+        kernel = client_kernel(self.kernel, name) if self.kernel is not None else None
+        try:
+            shell = Shell(
+                self.system,
+                Path(message["workspace"]),
+                grant=None,
+                kernel=kernel,
+                emit=say,
+                resume=bool(message.get("resume")),
+                notify=say,
+            )
+        except Exception as exc:
+            error = from_exception(exc)
+            conn.send({"error": f"{error.code}: {error.message}"})
+            return
+        shell.process.name = name
+        shell.others = lambda: [n for n in list(self.clients) if n != name]
+        self.clients[name] = Path(message["workspace"])
+        conn.send({"ready": True, "process": name})
+        try:
+            while True:
+                message = conn.receive()
+                if message.get("op") == "end":
+                    jobs = shell.jobs.wait_all()
+                    with lock:
+                        conn.send({"jobs_ok": all(job.outcome()[0] for job in jobs)})
+                    return
+                try:
+                    ok, text = shell.handle(str(message.get("text", "")))
+                except EOFError:
+                    with lock:
+                        conn.send({"eof": True})
+                    continue
+                with lock:
+                    conn.send({"ok": ok, "text": text})
+        finally:
+            self.clients.pop(name, None)
+            shell.leave()  # a client that went away leaves no job running
+            if kernel is not None:
+                kernel.close()
+
+
+def stop(home: Path) -> str:
+    """Ask the daemon of `home` to stop; what happened, in words."""
+    conn = connect(home)
+    if conn is None:
+        return f"no llmos daemon runs for {home}"
+    try:
+        conn.send({"op": "stop"})
+        conn.receive()
+    finally:
+        conn.close()
+    return f"the llmos daemon for {home} is stopping"
