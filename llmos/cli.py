@@ -396,12 +396,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
     if args.what == "sched":
-        from llmos.bench.sched import bench_sched
+        from llmos.bench.sched import bench_sched, bench_sched_server
 
         # `llmos --model PATH bench sched` picks another model, like every command.
-        figures = bench_sched(
-            _settings(args), processes=args.processes, policy=args.policy, turns=args.history
-        )
+        settings = _settings(args)
+        if args.server_slots:
+            from llmos.kernel.models import resolve_model
+
+            model = resolve_model(getattr(args, "model", None) or "small", settings.ensure_home())
+            figures = bench_sched_server(
+                settings,
+                model,
+                processes=args.processes,
+                slots=args.server_slots,
+                policy=args.policy,
+                turns=args.history,
+            )
+        else:
+            figures = bench_sched(
+                settings, processes=args.processes, policy=args.policy, turns=args.history
+            )
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
+    if args.what == "priority":
+        from llmos.bench.priority import bench_priority
+
+        figures = bench_priority(_settings(args), rounds=args.repeat)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
+    if args.what == "serve":
+        from llmos.bench.serve import bench_serve
+
+        figures = bench_serve(getattr(args, "model", None), repeat=args.repeat)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
         return 0
@@ -742,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             *("dispatch", "kernel", "memory", "conversation", "recall", "sched", "sandbox"),
-            *("documents", "lessons", "learning", "mcp"),
+            *("documents", "lessons", "learning", "mcp", "serve", "priority"),
         ],
     )
     bench.add_argument("--size", type=int, default=1000, help="lessons: how many to teach")
@@ -780,6 +808,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the figures here (all but dispatch)")
     bench.add_argument("--processes", type=int, default=4, help="sched: processes at once")
     bench.add_argument("--policy", choices=["fifo", "rr"], default="rr", help="sched: policy")
+    bench.add_argument(
+        "--server-slots",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sched: against llama-cpp-python's server (started on the small model, or "
+        "--model), N requests in flight",
+    )
     bench.add_argument(
         "--history",
         type=int,

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "llama-server and llama-cpp-python's server) or an OpenAI json_schema response format "
         "(vLLM and others).",
     )
+    server_slots: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Completions the server decodes at once, which the scheduler keeps in "
+        "flight; 0 asks the server (llama.cpp's llama-server says in /props), else 1.",
+    )
     n_ctx: int = Field(default=4096, ge=512, description="The model's context window, tokens.")
     mcp: McpSettings = Field(
         default_factory=McpSettings, description="MCP servers whose tools become syscalls."

@@ -290,3 +290,7 @@ written longest ago dropped first."""
 MAX_RULE_CHARS = 300
 """Longest prompt rule a plugin may add (`Registrar.rule`): each costs its tokens on every
 request that shows the apps' calls."""
+
+SCHED_AGING_S = 10.0
+"""A background process's request (a job's, an app's) that has waited this long is served like
+a person's: the foreground goes first, but never starves the rest."""

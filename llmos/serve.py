@@ -242,7 +242,8 @@ class Daemon:
         def backend() -> Any:
             if shared is None:
                 raise LlmosError(ErrorCode.E_BACKEND, "llmos serve has no model: syscalls only")
-            return shared.host.client(f"app:{source.stem}#{next(self.numbers)}")
+            name = f"app:{source.stem}#{next(self.numbers)}"
+            return shared.host.client(name, background=True)
 
         try:
             manifest = load_manifest(source)

@@ -111,7 +111,7 @@ def _run_one(
 
     def open_client() -> Backend:
         assert model is not None
-        client = model.client(app.process.name)
+        client = model.client(app.process.name, background=True)
         clients.append(client)
         return client
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +301,80 @@ def _print(f: dict[str, Any]) -> None:
             f"prefilled, {s['restored_tokens']:.0f} restored); model busy {s['model_s']:.1f} s "
             f"over {s['decisions']} decisions"
         )
+
+
+def start_model_server(model: Path, n_ctx: int = 4096) -> tuple[subprocess.Popen[bytes], str]:
+    """llama-cpp-python's OpenAI-compatible server on `model`, once it answers; its /v1 URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
+    proc = subprocess.Popen(
+        [*argv, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/models", timeout=2):
+                return proc, base
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("llama_cpp.server did not start") from None
+            time.sleep(0.5)
+
+
+def bench_sched_server(
+    settings: Settings,
+    model: Path,
+    *,
+    processes: int = 4,
+    slots: int = 4,
+    sleep: float = 1.0,
+    turns: int = 2,
+    policy: Policy = "rr",
+) -> dict[str, Any]:
+    """The same task against a model server (llama-cpp-python's, started here on `model`): one
+    after another, on the scheduler with one request in flight, and with `slots` in flight."""
+    from llmos.kernel.server import OpenAIBackend
+
+    proc, base = start_model_server(model, settings.n_ctx)
+    figures: dict[str, Any] = {"model": model.name, "processes": processes, "slots": slots}
+    try:
+        one = OpenAIBackend(base, model=model.stem, context=settings.n_ctx, slots=1)
+        many = OpenAIBackend(base, model=model.stem, context=settings.n_ctx, slots=slots)
+        with (
+            tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp,
+            System(Settings(home=Path(tmp, "home")), plugins=False) as system,
+        ):
+            add_sleep_tool(system, sleep)
+            seq_s, seq_ok, _, _ = _sequential(system, one, processes, turns)
+            one_s, one_ok, _ = _concurrent(system, one, processes, turns, policy, "never")
+            many_s, many_ok, _ = _concurrent(system, many, processes, turns, policy, "never")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    figures.update(
+        sequential_s=seq_s,
+        sequential_ok=seq_ok,
+        one_in_flight_s=one_s,
+        one_in_flight_ok=one_ok,
+        slots_s=many_s,
+        slots_ok=many_ok,
+        ratio=seq_s / many_s if many_s else 0.0,
+    )
+    n = processes
+    print(f"bench sched against llama-cpp-python's server on {model.name} ({base}):")
+    print(f"  one after another:          {seq_s:6.1f} s  ({seq_ok}/{n} ok)")
+    print(
+        f"  scheduler, 1 in flight:     {one_s:6.1f} s  ({one_ok}/{n} ok)  "
+        f"= {seq_s / one_s:.2f}x faster"
+    )
+    print(
+        f"  scheduler, {slots} in flight:     {many_s:6.1f} s  ({many_ok}/{n} ok)  "
+        f"= {figures['ratio']:.2f}x faster than one after another"
+    )
+    return figures

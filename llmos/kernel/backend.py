@@ -102,6 +102,14 @@ class Windowed(Protocol):
 
 
 @runtime_checkable
+class Parallel(Protocol):
+    """A backend that decodes several completions at once on its own (a model server with
+    slots): the scheduler keeps `slots` requests in flight."""
+
+    slots: int
+
+
+@runtime_checkable
 class Timed(Protocol):
     """A backend that knows its last decoding speed (tokens a second)."""
 
@@ -373,6 +381,7 @@ def open_backend(settings: Settings) -> Backend:
             model=settings.model or "default",
             constrain=settings.server_constraint,
             context=settings.n_ctx,
+            slots=settings.server_slots,
         )
     home = settings.ensure_home()
     path = resolve_model(settings.model, home)

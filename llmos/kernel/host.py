@@ -76,9 +76,12 @@ class ModelHost:
             loader.join()
         return self._open_now()
 
-    def client(self, process: str) -> SchedulerClient:
-        """A backend for `process` that queues with the others (close it when it ends)."""
-        return self.wait().client(process)
+    def client(self, process: str, *, background: bool = False) -> SchedulerClient:
+        """A backend for `process` that queues with the others (close it when it ends); a
+        `background` one (a job, an app) is served after those a person waits for."""
+        from llmos.kernel.scheduler import BACKGROUND, FOREGROUND
+
+        return self.wait().client(process, priority=BACKGROUND if background else FOREGROUND)
 
     def busy(self) -> bool:
         """True while the model is running a completion."""

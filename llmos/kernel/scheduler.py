@@ -24,6 +24,7 @@ from llmos.kernel.backend import (
     Completion,
     LlamaCppBackend,
     Message,
+    Parallel,
     Warming,
     common_prefix,
     context_of,
@@ -31,13 +32,19 @@ from llmos.kernel.backend import (
     decode_speed,
     text_tokens,
 )
-from llmos.limits import SCHED_KV_BYTES, SCHED_SLOTS
+from llmos.limits import SCHED_AGING_S, SCHED_KV_BYTES, SCHED_SLOTS
 
 if TYPE_CHECKING:
     from llmos.kernel.batch import BatchEngine, Stream
     from llmos.kernel.grammar import Constraint
     from llmos.kernel.loop import Conversation, Event, Kernel
     from llmos.syscalls.context import Process
+
+Priority = int
+FOREGROUND: Priority = 0
+"""A person waits for this process's answer (a shell's own kernel)."""
+BACKGROUND: Priority = 1
+"""Nobody waits at a prompt (a background job, an app): served after the foreground."""
 
 Policy = Literal["fifo", "rr"]
 POLICIES: tuple[Policy, ...] = ("fifo", "rr")
@@ -278,8 +285,17 @@ class Scheduler:
         self._resident: SchedulerClient | None = None
         self._stopping = False
         work = self._work_batched if self.engine is not None else self._work
-        self._worker = threading.Thread(target=work, name="llmos-scheduler", daemon=True)
-        self._worker.start()
+        self.parallel = 1
+        """Requests in flight at once: a server's slots, else one (llama.cpp in-process batches
+        inside one worker instead)."""
+        if self.engine is None and self.kv is None and isinstance(backend, Parallel):
+            self.parallel = max(1, backend.slots)
+        self._workers = [
+            threading.Thread(target=work, name=f"llmos-scheduler-{i}", daemon=True)
+            for i in range(self.parallel)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def kv_restore(self) -> bool:
@@ -291,12 +307,13 @@ class Scheduler:
         """How many completions can decode at once (1 without batching)."""
         return self.engine.slots if self.engine is not None else 1
 
-    def client(self, process: str) -> SchedulerClient:
-        """A proxy backend for one process; close it when the process ends."""
+    def client(self, process: str, *, priority: Priority = FOREGROUND) -> SchedulerClient:
+        """A proxy backend for one process; close it when the process ends. A FOREGROUND
+        process (a person waiting at a shell) is served before BACKGROUND ones (jobs, apps)."""
         with self._cond:
             if self._stopping:
                 raise LlmosError(ErrorCode.E_BACKEND, "the scheduler has shut down")
-            client = SchedulerClient(self, process, next(self._ids))
+            client = SchedulerClient(self, process, next(self._ids), priority)
             self._clients.append(client)
             return client
 
@@ -326,8 +343,9 @@ class Scheduler:
         for req in dropped:
             req.error = LlmosError(ErrorCode.E_BACKEND, "the scheduler shut down")
             req.done.set()
-        if threading.current_thread() is not self._worker:
-            self._worker.join()
+        for worker in self._workers:
+            if threading.current_thread() is not worker:
+                worker.join()
 
     def __enter__(self) -> Scheduler:
         return self
@@ -371,17 +389,26 @@ class Scheduler:
             with self._kv_lock:
                 self.kv.drop(client.id)
 
+    def _urgent(self, req: _Request, now: float) -> bool:
+        """Whether `req` is served in the first class: a foreground process's, or a background
+        one's that has waited SCHED_AGING_S (so the foreground never starves the rest)."""
+        return req.client.priority == FOREGROUND or now - req.queued >= SCHED_AGING_S
+
     def _pick(self) -> _Request:
-        """The next request by policy (called with the lock held, something pending)."""
+        """The next request: of the first class pending (`_urgent`), by policy (called with the
+        lock held, something pending)."""
+        now = time.perf_counter()
+        urgent = [r for r in self._pending if self._urgent(r, now)]
+        pending = urgent or self._pending
         if self.policy == "fifo" or self._last is None:
-            return self._pending[0]
-        waiting = {r.client.id for r in self._pending}
+            return pending[0]
+        waiting = {r.client.id for r in pending}
         ring = self._clients
         start = ring.index(self._last) + 1 if self._last in ring else 0
         for client in itertools.islice(itertools.cycle(ring), start, start + len(ring)):
             if client.id in waiting:
-                return next(r for r in self._pending if r.client is client)
-        return self._pending[0]
+                return next(r for r in pending if r.client is client)
+        return pending[0]
 
     def _work(self) -> None:
         while True:
@@ -392,14 +419,14 @@ class Scheduler:
                     return
                 req = self._pick()
                 self._pending.remove(req)
-                self._active = [req]
+                self._active.append(req)
             try:
                 req.result = self._run(req)
             except Exception as exc:  # every failure goes back to the caller, never kills us
                 req.error = exc
             finally:
                 with self._cond:
-                    self._active = []
+                    self._active.remove(req)
                     self._last = req.client
                     req.client.completions += 1
                 req.done.set()
@@ -449,8 +476,10 @@ class Scheduler:
                 if not streams:
                     continue
                 peers = len(streams) - 1
-                try:
-                    finished = engine.step([s for _, s in streams.values()])
+                now = time.perf_counter()
+                first = [s for r, s in streams.values() if self._urgent(r, now)]
+                try:  # while a person waits, background streams sit out the steps
+                    finished = engine.step(first or [s for _, s in streams.values()])
                 except Exception as exc:
                     for key, (req, stream) in list(streams.items()):
                         engine.drop(stream)
@@ -552,10 +581,14 @@ class SchedulerClient:
     """A process's view of the model: `complete` queues the request with the scheduler and
     waits for its turn and its result (an error comes back as the same LlmosError)."""
 
-    def __init__(self, scheduler: Scheduler, process: str, id_: int) -> None:
+    def __init__(
+        self, scheduler: Scheduler, process: str, id_: int, priority: Priority = 0
+    ) -> None:
         self._scheduler = scheduler
         self.process = process
         self.id = id_
+        self.priority = priority
+        """FOREGROUND (0) or BACKGROUND (1): see `Scheduler.client`."""
         self.name: str = scheduler.backend.name
         self.closed = False
         self.completions = 0

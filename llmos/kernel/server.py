@@ -32,6 +32,7 @@ class OpenAIBackend:
         *,
         constrain: Literal["grammar", "json_schema"] = "grammar",
         context: int = 4096,
+        slots: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = model
@@ -39,6 +40,16 @@ class OpenAIBackend:
         self.timeout = timeout
         self.constrain = constrain
         self.context = context
+        self._slots = slots
+
+    @property
+    def slots(self) -> int:
+        """How many completions the server decodes at once: as configured (`server_slots`),
+        else what it says (llama.cpp's llama-server: `total_slots` in /props), else 1. Asked
+        once; the scheduler keeps this many requests in flight."""
+        if self._slots < 1:
+            self._slots = server_slots(self.base_url, self.timeout)
+        return self._slots
 
     def complete(
         self,
@@ -85,3 +96,16 @@ class OpenAIBackend:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             seconds=time.perf_counter() - start,
         )
+
+
+def server_slots(base_url: str, timeout: float = 5.0) -> int:
+    """The server's parallel slots as it reports them (`GET /props`, llama.cpp's llama-server),
+    or 1 when it does not say (llama-cpp-python's server, vLLM)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/props", timeout=min(timeout, 5.0)) as response:
+            data = json.loads(response.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return 1
+    total = data.get("total_slots") if isinstance(data, dict) else None
+    return total if isinstance(total, int) and total > 0 else 1

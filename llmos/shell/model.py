@@ -81,11 +81,12 @@ class LazyKernel:
         return self._kernel
 
     def spawn(self, process: str) -> Kernel:
-        """A kernel for another process, on its own scheduler client (close the client, its
-        `backend`, when the process ends); waits for the model."""
+        """A kernel for another process (a background job), on its own scheduler client, served
+        after the shell's own (close the client, its `backend`, when the process ends); waits
+        for the model."""
         from llmos.kernel.loop import Kernel
 
-        return Kernel(self.system, self.host.client(process))
+        return Kernel(self.system, self.host.client(process, background=True))
 
     def busy(self) -> bool:
         """True while the model is running a completion."""

@@ -18,7 +18,7 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import LlamaCppBackend, Message, common_prefix
 from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel
-from llmos.kernel.scheduler import Job, Scheduler
+from llmos.kernel.scheduler import BACKGROUND, FOREGROUND, Job, Scheduler
 from llmos.system import System
 from llmos.testing import GatedModel, request_of
 
@@ -510,3 +510,96 @@ def test_a_long_prompt_is_prefilled_in_steps_beside_a_decoding_process(
         assert b.sampled >= 1 and steps <= 2
     finally:
         engine.close()
+
+
+def prioritised(aging: float, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Two background processes queue before a person's request, while another completion
+    holds the model; the order they are served in."""
+    import llmos.kernel.scheduler as scheduler_mod
+
+    monkeypatch.setattr(scheduler_mod, "SCHED_AGING_S", aging)
+    gate = threading.Event()
+    fake = tool_then_reply(gate)
+    with Scheduler(fake, policy="fifo") as sched:  # type: ignore[arg-type]
+        job = sched.client("job", priority=BACKGROUND)
+        app = sched.client("app", priority=BACKGROUND)
+        shell = sched.client("shell", priority=FOREGROUND)
+        threads = [submit(sched, "x", "x1")]
+        on_model(fake)
+        for client, text in ((job, "job1"), (app, "app1"), (shell, "shell1")):
+            thread = threading.Thread(
+                target=client.complete,
+                args=([{"role": "user", "content": text}],),
+                kwargs={"constraint": None, "max_tokens": 8},
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+            wait_pending(sched, len(threads) - 1)
+        time.sleep(0.05)
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+    return fake.requests
+
+
+def test_a_persons_request_goes_before_background_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert prioritised(60.0, monkeypatch) == ["x1", "shell1", "job1", "app1"]
+
+
+def test_a_background_request_that_waited_long_is_not_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Aged past SCHED_AGING_S, background requests are first-class again (no starvation)."""
+    assert prioritised(0.01, monkeypatch) == ["x1", "job1", "app1", "shell1"]
+
+
+def test_a_server_with_slots_gets_that_many_requests_at_once() -> None:
+    """A backend that decodes several completions at once (a server's slots) is kept that
+    full; one without slots gets one at a time."""
+    for slots, overlap in ((2, True), (1, False)):
+        gate = threading.Event()
+        fake = tool_then_reply(gate)
+        fake.slots = slots  # type: ignore[attr-defined]
+        with Scheduler(fake) as sched:  # type: ignore[arg-type]
+            assert sched.parallel == slots
+            threads = [submit(sched, name, f"{name}1") for name in ("a", "b")]
+            deadline = time.monotonic() + 10
+            while fake.busy < slots and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)
+            assert (fake.busy == 2) is overlap
+            gate.set()
+            for thread in threads:
+                thread.join(10)
+        assert sorted(fake.requests) == ["a1", "b1"]
+
+
+def test_the_server_says_how_many_slots_it_has(tmp_path: Path) -> None:
+    """llama.cpp's llama-server reports `total_slots` in /props; a server that does not say
+    (llama-cpp-python's) counts as one slot; `server_slots` in the settings wins."""
+    import http.server
+    import json as json_mod
+
+    from llmos.kernel.server import OpenAIBackend, server_slots
+
+    class Props(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json_mod.dumps({"total_slots": 4}).encode()
+            self.send_response(200 if self.path == "/props" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Props)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        assert server_slots(url) == 4
+        assert OpenAIBackend(url).slots == 4
+        assert OpenAIBackend(url, slots=2).slots == 2
+    finally:
+        httpd.shutdown()
+    assert server_slots(url) == 1, "a server that does not answer: one slot"
