@@ -13,7 +13,7 @@ PACKAGE = Path(llmos.__file__).parent
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("llmos", "llmos.errors", "llmos.limits", "llmos.config", "llmos.imports",
-              "llmos.atomic", "llmos.text")),
+              "llmos.atomic", "llmos.text", "llmos.client")),
     ("security", ("llmos.security",)),
     ("syscall ABI", ("llmos.syscalls", "llmos.syscalls.base", "llmos.syscalls.context",
                      "llmos.syscalls.hooks", "llmos.syscalls.services")),
@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("apps", ("llmos.apps",)),
     ("system", ("llmos.system", "llmos.consolidate", "llmos.undo")),
     ("shell and cli", ("llmos.shell", "llmos.cli", "llmos.__main__", "llmos.mcp_server",
-                       "llmos.doctor",
+                       "llmos.doctor", "llmos.serve",
                        "llmos.bench", "llmos.evaluation",
                        "llmos.testing")),
 )  # fmt: skip
