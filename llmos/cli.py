@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from llmos.apps.manifest import CapabilityNeed, Manifest
     from llmos.client import Connection
     from llmos.config import Settings
+    from llmos.kernel.backend import Backend
     from llmos.system import System
 
 
@@ -505,7 +506,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cases = load_cases(Path(f) for f in args.files)
     if args.limit:
         cases = cases[: args.limit]
-    backend = open_backend(settings)
+    conn = _daemon(args)
+    if conn is not None:  # the daemon's model, loaded once for every client
+        from llmos.kernel.remote import RemoteBackend
+
+        backend: Backend = RemoteBackend(conn)
+    else:
+        backend = open_backend(settings)
 
     def show(r: CaseResult) -> None:
         mark = "PASS" if r.passed else "FAIL"

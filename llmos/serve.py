@@ -199,6 +199,8 @@ class Daemon:
                 self._call(conn, message)
             elif op == "run":
                 self._run_app(conn, message)
+            elif op == "model":
+                self._model(conn)
             elif op == "stop":
                 conn.send({"stopping": True})
                 self.stopping.set()
@@ -225,6 +227,46 @@ class Daemon:
             conn.send({"ok": False, "code": str(error.code), "message": error.message})
             return
         conn.send(json.loads(result.model_dump_json()))
+
+    def _model(self, conn: Connection) -> None:
+        """The shared model for a client that runs its own kernel (`llmos eval`): completions,
+        and token counts, one at a time on a background scheduler client."""
+        from llmos.kernel.backend import context_of, count_tokens, text_tokens
+        from llmos.kernel.grammar import constraint_from_data
+        from llmos.kernel.remote import completion_data
+
+        if self.kernel is None:
+            conn.send({"error": "E_BACKEND: llmos serve has no model: syscalls only"})
+            return
+        try:
+            client = self.kernel.host.client(f"model#{next(self.numbers)}", background=True)
+        except LlmosError as exc:
+            conn.send({"error": f"{exc.code}: {exc.message}"})
+            return
+        try:
+            conn.send({"name": client.name, "context": context_of(client)})
+            while True:
+                message = conn.receive()
+                try:
+                    if "count" in message:
+                        conn.send({"tokens": count_tokens(client, message["count"])})
+                    elif "text" in message:
+                        conn.send({"tokens": text_tokens(client, str(message["text"]))})
+                    else:
+                        shape = message.get("constraint")
+                        done = client.complete(
+                            message["messages"],
+                            constraint=constraint_from_data(shape) if shape else None,
+                            max_tokens=int(message["max_tokens"]),
+                        )
+                        conn.send({"completion": completion_data(done)})
+                except (ConnectionError, OSError):
+                    raise
+                except Exception as exc:  # the client's request failed; the connection goes on
+                    error = from_exception(exc)
+                    conn.send({"error": f"{error.code}: {error.message}"})
+        finally:
+            client.close()
 
     def _run_app(self, conn: Connection, message: dict[str, Any]) -> None:
         """`llmos run APP.toml` for a client: the app on its own scheduler client of the shared

@@ -20,6 +20,7 @@ from llmos.client import call_remote, connect, run_piped_remote, socket_path
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.serve import Daemon, peer_uid, stop
+from llmos.system import System
 
 
 def start(settings: Settings) -> tuple[Daemon, threading.Thread]:
@@ -235,3 +236,30 @@ def test_an_app_runs_through_the_daemon(
     conn = connect(llmos_home)
     assert conn is not None
     assert run_remote(conn, app, workspace, {}, False, shown.append)["ok"], "remembered"
+
+
+@pytest.mark.slow
+def test_a_kernel_runs_on_the_daemons_model(
+    llmos_home: Path, workspace: Path, small_model: Path, system: System
+) -> None:
+    """`llmos eval` through the daemon: its own kernel (and scratch system), the daemon's model
+    decoding each step under the constraint it sends."""
+    from llmos.kernel.loop import Conversation, Kernel
+    from llmos.kernel.remote import RemoteBackend
+
+    (workspace / "notes.txt").write_text("the train leaves at 9\n")
+    daemon, thread = start(Settings(model=str(small_model)))
+    try:
+        conn = connect(llmos_home)
+        assert conn is not None
+        remote = RemoteBackend(conn)
+        assert remote.name == small_model.stem and remote.tokens("hello there") > 0
+        kernel = Kernel(system, remote)
+        proc = system.spawn("eval", workspace, patterns=["fs.*", "reply", "ask"])
+        events = list(kernel.turn(proc, Conversation(), "what files are here?"))
+        assert events[-1].kind in ("reply", "ask")
+        assert any(e.kind == "call" for e in events), "a call the grammar allowed, decoded remotely"
+        remote.close()
+    finally:
+        daemon.stopping.set()
+        thread.join(60)

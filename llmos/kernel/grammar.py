@@ -544,3 +544,57 @@ class GrammarCache:
                 self._built.pop(next(iter(self._built)))
         self._built[key] = built
         return built
+
+
+def constraint_data(constraint: Constraint) -> dict[str, Any]:
+    """A constraint as JSON data (for a model in another process: `llmos serve`)."""
+    return {
+        "grammar": constraint.grammar,
+        "schema": constraint.schema,
+        "shapes": [
+            {
+                "name": shape.name,
+                "rules": list(shape.rules),
+                "fields": [
+                    {
+                        "key": f.key,
+                        "required": f.required,
+                        "options": list(f.options) if f.options is not None else None,
+                        "rule": f.rule,
+                        "choice": f.choice,
+                    }
+                    for f in shape.fields
+                ],
+            }
+            for shape in constraint.format.shapes.values()
+        ],
+        "names": constraint_data(constraint.names) if constraint.names is not None else None,
+    }
+
+
+def constraint_from_data(data: dict[str, Any]) -> Constraint:
+    """The constraint `constraint_data` wrote."""
+    shapes = [
+        CallShape(
+            str(s["name"]),
+            tuple(
+                FieldShape(
+                    str(f["key"]),
+                    bool(f["required"]),
+                    tuple(f["options"]) if f.get("options") is not None else None,
+                    str(f.get("rule", "value")),
+                    bool(f.get("choice", False)),
+                )
+                for f in s["fields"]
+            ),
+            tuple(s.get("rules", ())),
+        )
+        for s in data["shapes"]
+    ]
+    names = data.get("names")
+    return Constraint(
+        str(data["grammar"]),
+        dict(data.get("schema") or {}),
+        CallFormat(shapes),
+        constraint_from_data(names) if names else None,
+    )

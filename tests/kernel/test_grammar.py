@@ -188,3 +188,20 @@ def test_a_fixed_field_is_left_to_its_default_by_the_kernel(system: System) -> N
         assert knob not in build_grammar(system.registry)
         assert knob not in signature(spec)
         assert knob in spec.model.model_fields, "a direct call may still set it"
+
+
+def test_a_constraint_survives_the_trip_to_another_process(system: System) -> None:
+    """`llmos eval` through `llmos serve` sends each step's constraint as JSON: the daemon's
+    copy has the same grammar, shapes and names-only probe, so it decodes the same."""
+    import json
+
+    from llmos.kernel.grammar import constraint_data, constraint_from_data
+
+    original = GrammarCache(system.registry).constraint(only=["fs.read", "reply", "calc"])
+    copy = constraint_from_data(json.loads(json.dumps(constraint_data(original))))
+    assert copy.grammar == original.grammar and copy.schema == original.schema
+    assert copy.format.shapes == original.format.shapes
+    assert copy.names is not None and original.names is not None
+    assert copy.names.grammar == original.names.grammar
+    text = '{"call": "fs.read", "path": "a'
+    assert copy.format.forced(text) == original.format.forced(text)
