@@ -47,17 +47,19 @@ def _daemon(args: argparse.Namespace) -> Connection | None:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    """Open the interactive shell (direct-call mode until the kernel is wired in); piped input
-    goes through `llmos serve` when one runs."""
-    if not sys.stdin.isatty() and not args.direct:
-        conn = _daemon(args)
-        if conn is not None:
-            from llmos.client import run_piped_remote
+    """Open the shell (direct-call mode without a model); through `llmos serve` when one
+    runs."""
+    conn = None if args.direct else _daemon(args)
+    if conn is not None:
+        from llmos.client import home_of_env, run_piped_remote, run_terminal_remote
 
-            try:
-                return run_piped_remote(conn, _workspace(args), args.resume)
-            finally:
-                conn.close()
+        try:
+            if sys.stdin.isatty() and sys.stdout.isatty():
+                history = home_of_env() / "history"
+                return run_terminal_remote(conn, _workspace(args), args.resume, history)
+            return run_piped_remote(conn, _workspace(args), args.resume)
+        finally:
+            conn.close()
     from llmos.kernel.backend import open_backend
     from llmos.kernel.models import resolve_model
     from llmos.shell.model import LazyKernel

@@ -7,6 +7,7 @@ The protocol is JSON, one object a line, both ways, over the Unix socket
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -50,7 +51,10 @@ class Connection:
         return data
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (shut down first: a thread blocked reading it then wakes with
+        end of input, where closing the reader under it would wait on its lock forever)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.reader.close()
         self.sock.close()
 
@@ -146,3 +150,84 @@ def run_remote(
             show(str(message["say"]))
             continue
         return message
+
+
+def run_terminal_remote(conn: Connection, workspace: Path, resume: bool, history: Path) -> int:
+    """The interactive shell through the daemon: a prompt here (prompt-toolkit, with the
+    syscall names to complete and the shell's history), every line handled by a shell the
+    daemon runs for this client; a grant question it asks is asked here, Ctrl-C cancels the
+    request running, and what background jobs say is printed above the prompt."""
+    import queue
+    import threading
+
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    conn.send(
+        {
+            "op": "shell",
+            "workspace": str(workspace.resolve()),
+            "resume": resume,
+            "interactive": True,
+        }
+    )
+    ready = conn.receive()
+    if "error" in ready:
+        print(ready["error"], file=sys.stderr)
+        return 1
+    replies: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def read() -> None:
+        try:
+            while True:
+                message = conn.receive()
+                if "say" in message:
+                    _print(str(message["say"]), bool(message.get("ok", True)))
+                elif "thinking" not in message:
+                    replies.put(message)
+        except (ConnectionError, OSError, ValueError):
+            replies.put({"gone": True})
+
+    names = [str(n) for n in ready.get("names", [])]
+    session: PromptSession[str] = PromptSession(
+        history=FileHistory(str(history)), completer=WordCompleter(names, sentence=True)
+    )
+    print(f"llmos (through llmos serve) — workspace {ready.get('workspace')}. Type :help.")
+    threading.Thread(target=read, name="llmos-client-reader", daemon=True).start()
+    with patch_stdout():
+        while True:
+            try:
+                line = session.prompt("llmos> ")
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                break
+            conn.send({"op": "line", "text": line})
+            while True:
+                try:
+                    message = replies.get()
+                except KeyboardInterrupt:
+                    conn.send({"op": "cancel"})
+                    print("^C (cancelling)")
+                    continue
+                if "grant" in message:
+                    try:
+                        answer = session.prompt(str(message["grant"]))
+                    except (EOFError, KeyboardInterrupt):
+                        answer = "deny"
+                    conn.send({"answer": answer})
+                    continue
+                break
+            if message.get("gone"):
+                print("the llmos daemon went away", file=sys.stderr)
+                return 1
+            if message.get("eof"):
+                break
+            text = str(message.get("text", ""))
+            if text:
+                _print(text, bool(message.get("ok")))
+        conn.send({"op": "end"})
+        replies.get()
+    return 0

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import struct
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "serve.lock"
+GRANT_WAIT_S = 300.0
+"""How long a grant question waits for the client's answer before it counts as a deny."""
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -308,15 +311,38 @@ class Daemon:
         )
 
     def _shell(self, conn: Connection, message: dict[str, Any]) -> None:
-        """A shell for this client, handling its lines as the in-process piped shell does."""
+        """A shell for this client, handling its lines as the in-process shell does. For an
+        interactive client, grant questions go to it and its answers come back (an unclear
+        answer is asked again once; none within GRANT_WAIT_S, or a client gone, is a deny),
+        and its Ctrl-C cancels the request running."""
+        from llmos.security.capabilities import GrantAnswer, GrantRequest
+        from llmos.shell.grants import parse_answer, question
         from llmos.shell.repl import Shell
 
         assert self.system is not None
         lock = threading.Lock()
+        interactive = bool(message.get("interactive"))
+        inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        answers: queue.Queue[str | None] = queue.Queue()
+
+        def send(data: dict[str, Any]) -> None:
+            with lock:
+                conn.send(data)
 
         def say(text: str, ok: bool) -> None:
-            with lock:
-                conn.send({"say": text, "ok": ok})
+            send({"say": text, "ok": ok})
+
+        def grant(request: GrantRequest) -> GrantAnswer:
+            for _ in range(2):
+                send({"grant": question(request)})
+                try:
+                    text = answers.get(timeout=GRANT_WAIT_S)
+                except queue.Empty:
+                    return GrantAnswer.DENY
+                answer = parse_answer(text) if text is not None else GrantAnswer.DENY
+                if answer is not None:
+                    return answer
+            return GrantAnswer.DENY
 
         name = f"shell#{next(self.numbers)}"
         kernel = client_kernel(self.kernel, name) if self.kernel is not None else None
@@ -324,7 +350,7 @@ class Daemon:
             shell = Shell(
                 self.system,
                 Path(message["workspace"]),
-                grant=None,
+                grant=grant if interactive else None,
                 kernel=kernel,
                 emit=say,
                 resume=bool(message.get("resume")),
@@ -332,33 +358,67 @@ class Daemon:
             )
         except Exception as exc:
             error = from_exception(exc)
-            conn.send({"error": f"{error.code}: {error.message}"})
+            send({"error": f"{error.code}: {error.message}"})
             return
         shell.process.name = name
         shell.others = lambda: [n for n in list(self.clients) if n != name]
+        if interactive:
+            shell.thinking = lambda on: send({"thinking": on})
         self.clients[name] = Path(message["workspace"])
-        conn.send({"ready": True, "process": name})
+
+        def read() -> None:
+            """The client's messages: lines and the end queued, answers and Ctrl-C at once."""
+            try:
+                while True:
+                    got = conn.receive()
+                    if "answer" in got:
+                        answers.put(str(got["answer"]))
+                    elif got.get("op") == "cancel":
+                        shell.cancelled()
+                    else:
+                        inbox.put(got)
+            except (ConnectionError, OSError, ValueError):
+                answers.put(None)
+                inbox.put({"op": "gone"})
+
+        send(
+            {
+                "ready": True,
+                "process": name,
+                "workspace": str(shell.process.workspace.root),
+                "names": system_names(self.system),
+            }
+        )
+        threading.Thread(target=read, name=f"llmos-{name}", daemon=True).start()
         try:
             while True:
-                message = conn.receive()
-                if message.get("op") == "end":
+                got = inbox.get()
+                op = got.get("op")
+                if op == "gone":
+                    return
+                if op == "end":
                     jobs = shell.jobs.wait_all()
-                    with lock:
-                        conn.send({"jobs_ok": all(job.outcome()[0] for job in jobs)})
+                    send({"jobs_ok": all(job.outcome()[0] for job in jobs)})
                     return
                 try:
-                    ok, text = shell.handle(str(message.get("text", "")))
+                    ok, text = shell.handle(str(got.get("text", "")))
                 except EOFError:
-                    with lock:
-                        conn.send({"eof": True})
+                    send({"eof": True})
                     continue
-                with lock:
-                    conn.send({"ok": ok, "text": text})
+                send({"ok": ok, "text": text})
         finally:
             self.clients.pop(name, None)
-            shell.leave()  # a client that went away leaves no job running
+            said = shell.leave()  # a client that went away leaves no job running
+            if said:
+                with contextlib.suppress(OSError):
+                    say(said, True)
             if kernel is not None:
                 kernel.close()
+
+
+def system_names(system: System) -> list[str]:
+    """The syscall names a client's completion offers."""
+    return system.registry.names()
 
 
 def stop(home: Path) -> str:

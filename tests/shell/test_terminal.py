@@ -241,3 +241,45 @@ def test_bad_lines_in_a_real_terminal_leave_the_shell_running(
         assert time.monotonic() < deadline, "Ctrl-D did not leave the shell"
         time.sleep(0.2)
     assert pane.exit_status() == 0
+
+
+def test_the_terminal_shell_through_the_daemon_asks_its_grants_there(
+    workspace: Path, llmos_home: Path, tmp_path: Path
+) -> None:
+    """With `llmos serve` running, the terminal shell is a client of it: its lines run in the
+    daemon, and a grant question the daemon's shell asks is asked, and answered, in this
+    terminal (a daemon without a model: direct calls only)."""
+    import threading
+
+    from llmos.config import Settings
+    from llmos.serve import Daemon
+
+    (workspace / "old.txt").write_text("stale\n")
+    daemon = Daemon(Settings(model=str(tmp_path / "no-model.gguf")))
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.run, kwargs={"ready": ready.set}, daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    shell = _start(workspace, llmos_home, tmp_path)
+    try:
+        shell.wait_for("through llmos serve", timeout=60)
+        shell.type("fs.list")
+        shell.wait_for("old.txt")
+        shell.type("fs.delete path=old.txt")
+        shell.wait_for("Allow?", timeout=30)
+        assert (workspace / "old.txt").exists(), "nothing deleted before the answer"
+        shell.type("o")
+        deadline = time.monotonic() + 30
+        while (workspace / "old.txt").exists():
+            assert time.monotonic() < deadline, shell.screen()
+            time.sleep(0.2)
+        shell.send("C-d")
+        deadline = time.monotonic() + 30
+        while shell.exit_status() is None:
+            assert time.monotonic() < deadline, shell.screen()
+            time.sleep(0.2)
+        assert shell.exit_status() == 0
+    finally:
+        shell.close()
+        daemon.stopping.set()
+        thread.join(30)
