@@ -355,6 +355,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_figures(args: argparse.Namespace, figures: object) -> int:
+    """A bench's figures to `--json OUT` when asked; the exit status (0)."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Print benchmark figures."""
     from llmos.bench.dispatch import bench_dispatch
@@ -367,25 +374,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         sizes = tuple(int(n) for n in args.table_sizes.split(",") if n.strip())
         figures = bench_kernel(_settings(args), table_sizes=sizes, repeat=args.repeat)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "memory":
         from llmos.bench.memory import bench_memory
 
         sizes = tuple(int(n) for n in args.sizes.split(",") if n.strip())
         home = Path(args.home) if args.home else None
         figures = bench_memory(_settings(args), sizes=sizes, samples=args.samples, home=home)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "conversation":
         from llmos.bench.conversation import bench_conversation
 
         figures = bench_conversation(_settings(args), filler_turns=args.turns)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "recall":
         from llmos.bench.recall import bench_recall
 
@@ -395,9 +396,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             return 2
         figures = bench_recall(_settings(args), Path(args.file[0]), questions=args.questions)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "sched":
         from llmos.bench.sched import bench_sched, bench_sched_server
 
@@ -419,37 +418,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
             figures = bench_sched(
                 settings, processes=args.processes, policy=args.policy, turns=args.history
             )
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "priority":
         from llmos.bench.priority import bench_priority
 
         figures = bench_priority(_settings(args), rounds=args.repeat)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "serve":
         from llmos.bench.serve import bench_serve
 
         figures = bench_serve(getattr(args, "model", None), repeat=args.repeat)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "mcp":
         from llmos.bench.mcp import bench_mcp
 
         figures = bench_mcp(args.n)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "sandbox":
         from llmos.bench.sandbox import bench_sandbox
 
         figures = bench_sandbox()
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "learning":
         from llmos.bench.learning import bench_learning
         from llmos.evaluation import load_cases
@@ -462,25 +451,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backend = open_backend(settings)
         with _scratch_system(settings) as system:
             figures = bench_learning(system, backend, load_cases(Path(f) for f in args.file))
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "lessons":
         from llmos.bench.lessons import bench_lessons
         from llmos.kernel.backend import open_backend
 
         settings = _settings(args)
         figures = bench_lessons(settings, open_backend(settings), size=args.size)
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     if args.what == "documents":
         from llmos.bench.documents import bench_documents
 
         figures = bench_documents()
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2))
-        return 0
+        return _write_figures(args, figures)
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 

@@ -89,12 +89,7 @@ def run_piped_remote(
         return 1
     for line in lines:
         conn.send({"op": "line", "text": line})
-        while True:
-            message = conn.receive()
-            if "say" in message:
-                _print(message["say"], message.get("ok", True))
-                continue
-            break
+        message = _answer(conn)
         if message.get("eof"):
             break
         ok, text = bool(message.get("ok")), str(message.get("text", ""))
@@ -102,15 +97,19 @@ def run_piped_remote(
             _print(text, ok)
         status = status or (0 if ok else 1)
     conn.send({"op": "end"})
-    while True:
-        message = conn.receive()
-        if "say" in message:
-            _print(message["say"], message.get("ok", True))
-            continue
-        break
+    message = _answer(conn)
     if not message.get("jobs_ok", True):
         status = status or 1
     return status
+
+
+def _answer(conn: Connection) -> dict[str, Any]:
+    """The daemon's next answer, printing what its shell says before it."""
+    while True:
+        message = conn.receive()
+        if "say" not in message:
+            return message
+        _print(str(message["say"]), bool(message.get("ok", True)))
 
 
 def _print(text: str, ok: bool) -> None:

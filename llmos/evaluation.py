@@ -22,18 +22,9 @@ from llmos.kernel.backend import Backend
 from llmos.kernel.loop import Conversation, Event, Kernel
 from llmos.pager import new_conversation
 from llmos.security.capabilities import ANY
-from llmos.syscalls.base import Syscall
+from llmos.syscalls.base import JSON_TYPES, Syscall
 from llmos.syscalls.context import Process
 from llmos.system import System
-
-JSON_TYPES: dict[str, Any] = {
-    "string": str,
-    "integer": int,
-    "number": float,
-    "boolean": bool,
-    "array": list[Any],
-    "object": dict[str, Any],
-}
 
 CASE_KEYS = frozenset(
     {"id", "intent", "turns", "setup", "tools", "expect", "check", "grant", "max_steps"}

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, create_model
 
 from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
-from llmos.syscalls.base import Registrar, Syscall
+from llmos.syscalls.base import JSON_TYPES, Registrar, Syscall
 from llmos.syscalls.hooks import hookimpl
 
 if TYPE_CHECKING:
@@ -70,15 +70,7 @@ def _schema_type(prop: dict[str, Any]) -> Any:
     if isinstance(kind, list):
         kinds = [k for k in kind if k != "null"]
         kind = kinds[0] if len(kinds) == 1 else None
-    simple: dict[str, Any] = {
-        "string": str,
-        "integer": int,
-        "number": float,
-        "boolean": bool,
-        "array": list[Any],
-        "object": dict[str, Any],
-    }
-    return simple.get(kind, Any) if isinstance(kind, str) else Any
+    return JSON_TYPES.get(kind, Any) if isinstance(kind, str) else Any
 
 
 def tool_model(server: str, tool: dict[str, Any]) -> type[Syscall]:

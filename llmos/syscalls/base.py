@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from llmos.syscalls.context import Process
 
 
+JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list[Any],
+    "object": dict[str, Any],
+}
+"""The Python type of each JSON Schema type (an eval case's tool, an MCP server's tool)."""
+
 RESERVED_FAMILIES = ("fs", "image", "mem", "tool", "reply", "ask", "calc")
 """Call families only llmos itself registers (a plugin's calls are named after the app)."""
 
