@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,11 +77,18 @@ def connect(home: Path, timeout: float = 2.0) -> Connection | None:
 
 
 def run_piped_remote(
-    conn: Connection, workspace: Path, resume: bool, lines: TextIO = sys.stdin
+    conn: Connection,
+    workspace: Path,
+    resume: bool,
+    lines: TextIO | None = None,
+    say: Callable[[str, bool], None] | None = None,
 ) -> int:
-    """`llmos` with piped input, through the daemon: each line is handled by a shell the daemon
-    runs for this client (its own process and conversation, the shared model and memory); what
-    it says is printed here as it comes. Status 1 if any line or background job failed."""
+    """`llmos` with piped input (`lines`, stdin by default), through the daemon: each line is
+    handled by a shell the daemon runs for this client (its own process and conversation, the
+    shared model and memory); what it says goes to `say` (printed here by default) as it comes.
+    Status 1 if any line or background job failed."""
+    lines = sys.stdin if lines is None else lines
+    say = say or _print
     conn.send({"op": "shell", "workspace": str(workspace.resolve()), "resume": resume})
     status = 0
     ready = conn.receive()
@@ -89,27 +97,27 @@ def run_piped_remote(
         return 1
     for line in lines:
         conn.send({"op": "line", "text": line})
-        message = _answer(conn)
+        message = _answer(conn, say)
         if message.get("eof"):
             break
         ok, text = bool(message.get("ok")), str(message.get("text", ""))
         if text:
-            _print(text, ok)
+            say(text, ok)
         status = status or (0 if ok else 1)
     conn.send({"op": "end"})
-    message = _answer(conn)
+    message = _answer(conn, say)
     if not message.get("jobs_ok", True):
         status = status or 1
     return status
 
 
-def _answer(conn: Connection) -> dict[str, Any]:
-    """The daemon's next answer, printing what its shell says before it."""
+def _answer(conn: Connection, say: Callable[[str, bool], None]) -> dict[str, Any]:
+    """The daemon's next answer, passing what its shell says before it to `say`."""
     while True:
         message = conn.receive()
         if "say" not in message:
             return message
-        _print(str(message["say"]), bool(message.get("ok", True)))
+        say(str(message["say"]), bool(message.get("ok", True)))
 
 
 def _print(text: str, ok: bool) -> None:

@@ -54,18 +54,22 @@ def daemon(llmos_home: Path, tmp_path: Path) -> Iterator[Daemon]:
 
 
 def piped(home: Path, workspace: Path, text: str) -> tuple[int, str, str]:
-    """Run piped shell lines through the daemon; (status, stdout, stderr)."""
+    """Run piped shell lines through the daemon; (status, what it said, what it said failed).
+    Collected through the client's `say`, not sys.stdout: llama-cpp-python swaps sys.stdout
+    while a model loads in the background, and puts back what it found."""
     conn = connect(home)
     assert conn is not None
-    out, err = io.StringIO(), io.StringIO()
-    real = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
+    out: list[str] = []
+    err: list[str] = []
+
+    def say(line: str, ok: bool) -> None:
+        (out if ok else err).append(line)
+
     try:
-        status = run_piped_remote(conn, workspace, False, io.StringIO(text))
+        status = run_piped_remote(conn, workspace, False, io.StringIO(text), say)
     finally:
-        sys.stdout, sys.stderr = real
         conn.close()
-    return status, out.getvalue(), err.getvalue()
+    return status, "\n".join(out), "\n".join(err)
 
 
 def test_the_socket_is_private_and_one_daemon_runs_per_home(
