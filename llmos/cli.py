@@ -1,4 +1,5 @@
-"""The `llmos` command: the shell, `call`, `run`, `syscalls`, `audit verify`, `bench`, `model`."""
+"""The `llmos` command: the shell, `call`, `run`, `serve`, `mcp`, `doctor`, `syscalls`,
+`audit verify`, `bench`, `model`, `eval`, `learn`, `tidy`, `mem`."""
 
 from __future__ import annotations
 
