@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.bench.conversation import Talk, in_scratch
 from llmos.bench.dispatch import percentile
 from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.checks import says_not_known
 from llmos.pager import PAGE_AROUND
 
 if TYPE_CHECKING:
@@ -36,16 +37,6 @@ if TYPE_CHECKING:
 ANSWERABLE = (1, 2, 3, 4)
 """LoCoMo's categories whose answer is in the conversation: multi-hop, temporal, open-domain
 inference, single-hop. Category 5 (adversarial) has none."""
-
-NOT_KNOWN = re.compile(
-    r"\b(?:(?:do|does|did)\s*n[o']t\s+(?:know|have|say|mention|remember|recall)|"
-    r"not\s+(?:known|sure|mentioned|stated|said|specified|in\s+(?:my\s+)?memory)|"
-    r"no\s+(?:record|information|mention|memory|memories|details?|indication)|"
-    r"(?:can\s*not|can't|couldn't|could not|unable to)\s+(?:find|tell|say|recall|determine)|"
-    r"never\s+(?:mentioned|said|told)|unknown|nothing\s+(?:about|on|in))",
-    re.IGNORECASE,
-)
-"""Ways a reply says the conversation does not hold the answer."""
 
 
 @dataclass(frozen=True)
@@ -148,11 +139,6 @@ def token_f1(reply: str, answer: str) -> float:
         return 0.0
     precision, recall = common / len(got), common / len(want)
     return 2 * precision * recall / (precision + recall)
-
-
-def says_not_known(reply: str) -> bool:
-    """Whether a reply says the conversation does not hold the answer."""
-    return bool(NOT_KNOWN.search(reply))
 
 
 @dataclass

@@ -118,3 +118,31 @@ def unread_asked(request: str, calls: Iterable[str], made: Collection[str] = ())
         if path.rsplit("/", 1)[-1].lower() not in read:
             return path
     return ""
+
+
+NOT_KNOWN = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']t\s+(?:know|have|say|mention|remember|recall)|"
+    r"not\s+(?:known|sure|mentioned|stated|said|specified|in\s+(?:my\s+)?memory)|"
+    r"no\s+(?:record|information|mention|memory|memories|details?|indication)|"
+    r"(?:can\s*not|can't|couldn't|could not|unable to)\s+(?:find|tell|say|recall|determine)|"
+    r"never\s+(?:mentioned|said|told)|unknown|nothing\s+(?:about|on|in))",
+    re.IGNORECASE,
+)
+"""Ways a reply says it does not know (or was not told) what was asked."""
+
+
+def says_not_known(reply: str) -> bool:
+    """Whether a reply says it does not know, or was not told, the answer."""
+    return bool(NOT_KNOWN.search(reply))
+
+
+def unsearched_memory(reply: str, earlier_calls: Iterable[str], turn_calls: Iterable[str]) -> bool:
+    """True for a reply saying it does not know, in a conversation where an earlier turn kept
+    facts (mem.store) and no call of this turn searched memory (mem.search). Told "my gym locker
+    is number 88" and then asked "what's my locker number?", the 1.5B model now and then
+    replied "I don't have any information about your locker number" without looking."""
+    if not says_not_known(reply):
+        return False
+    kept = any(wanted_name(call) == "mem.store" for call in earlier_calls)
+    searched = any(wanted_name(call) == "mem.search" for call in turn_calls)
+    return kept and not searched

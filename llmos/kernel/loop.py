@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warming
-from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
+from llmos.kernel.checks import (
+    about_the_file,
+    double_counted,
+    unread_asked,
+    unsearched_memory,
+    unseen_counts,
+)
 from llmos.kernel.examples import OWN_SOURCES, is_question, render
 from llmos.kernel.grammar import GrammarCache, callable_shapes
 from llmos.kernel.grounding import Snapshot, into_folders, mentioned_paths, scan, view
@@ -696,6 +702,18 @@ class Kernel:
                     f"ERROR: that is word for word your reply to an earlier request "
                     f"({earlier!r}). Answer this request itself: from the MEMORY, SUMMARY or "
                     "RESULTs above, with a syscall that finds it, or say that you cannot."
+                )
+            earlier_calls = [
+                m["content"]
+                for t in conversation.turns
+                if t is not turn
+                for m in t.messages
+                if m["role"] == "assistant"
+            ]
+            if unsearched_memory(text, earlier_calls, calls):
+                return (
+                    "ERROR: you kept facts the user told you earlier in this conversation "
+                    "(mem.store). Search them with mem.search before saying you do not know."
                 )
             results = " ".join(m["content"] for m in turn.messages[1:-1] if evidence(m))
             unnamed = names_no_found_file(text, turn.request, results)

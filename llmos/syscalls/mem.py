@@ -107,6 +107,8 @@ class MemSearchResult(BaseModel):
     """Memories nearest in meaning, best first."""
 
     hits: list[MemHit]
+    note: str | None = None
+    """Said when the tags asked for held nothing and the hits are from every memory."""
 
 
 class MemForget(Syscall):
@@ -211,13 +213,19 @@ def mem_store(call: MemStore, process: Process) -> MemStoreResult:
 
 def mem_search(call: MemSearch, process: Process) -> MemSearchResult:
     """Search only the memories this process may see."""
-    hits = _memory(process).search(
-        call.query, k=call.k, tags=call.tags or (), allow=_allow(process, "mem.search")
-    )
+    memory, allow = _memory(process), _allow(process, "mem.search")
+    hits = memory.search(call.query, k=call.k, tags=call.tags or (), allow=allow)
+    note = None
+    if not hits and call.tags:
+        # A tag the person never gave (the model's guess, "work") must not hide the fact they
+        # told: search every memory this process may see, and say so.
+        hits = memory.search(call.query, k=call.k, allow=allow)
+        if hits:
+            note = f"nothing is tagged {', '.join(call.tags)}; these are from all memories"
     found = {h.id for h in hits}
     # A fact stored twice shows once: the copy goes where the first is found too.
     shown = [h for h in hits if h.record.meta.get(SAME_AS) not in found]
-    return MemSearchResult(hits=[_as_hit(h) for h in shown])
+    return MemSearchResult(hits=[_as_hit(h) for h in shown], note=note)
 
 
 def _matching(call: MemForget, process: Process, allow: Allow | None) -> list[Hit]:

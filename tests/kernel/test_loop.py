@@ -719,3 +719,34 @@ def test_a_syscall_asks_the_model_its_process_runs_on(system: System, proc: Proc
     assert kinds == ["call", "result", "call", "reply"]
     assert backend.prompts[1] == [{"role": "user", "content": "the cat sat"}]
     assert proc.services.get(Backend) is backend
+
+
+def test_not_knowing_what_was_kept_earlier_goes_back_to_search_memory(
+    system: System, proc: Process
+) -> None:
+    """Told a fact (kept with mem.store) and asked it later, a reply saying it does not know,
+    with no mem.search in the turn, goes back once; after a search, not knowing stands."""
+    backend = ScriptedBackend(
+        [
+            {"call": "mem.store", "text": "The gym locker is number 88."},
+            {"call": "reply", "text": "Noted."},
+            {"call": "reply", "text": "I don't have any information about your locker."},
+            {"call": "mem.search", "query": "locker number"},
+            {"call": "reply", "text": "I don't know your locker number."},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    list(kernel.turn(proc, conv, "remember my gym locker is number 88"))
+    kinds = [e.kind for e in kernel.turn(proc, conv, "what's my locker number?")]
+    assert kinds == ["call", "error", "call", "result", "call", "reply"], "doubted once"
+    doubted = backend.prompts[3][-1]["content"]
+    assert "Search them with mem.search" in doubted
+    assert not backend.outputs
+
+
+def test_not_knowing_without_anything_kept_stands(system: System, proc: Process) -> None:
+    kinds, backend, _ = run(
+        system, proc, [{"call": "reply", "text": "I don't know that."}], "what's my locker?"
+    )
+    assert kinds == ["call", "reply"] and len(backend.prompts) == 1

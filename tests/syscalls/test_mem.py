@@ -233,3 +233,22 @@ def test_a_process_without_memory_gets_e_nosys(system: System, workspace: Path) 
 def test_resources() -> None:
     assert record_resources("archival", []) == ["mem:archival"]
     assert record_resources("recall", ["a", "b"]) == ["mem:recall/a", "mem:recall/b"]
+
+
+def test_a_tag_no_memory_has_does_not_hide_what_was_told(
+    system: System, workspace: Path, shell: Process
+) -> None:
+    """The model sometimes adds a tag of its own ("work") to a search for a fact the person
+    told without one: nothing tagged so, the search widens to every memory the process may
+    see, and says so; a process scoped to a tag still sees only that tag's memories."""
+    _seed(system, shell)
+    _ok(system, shell, call="mem.store", text="My gym locker is number 88")
+    found = _ok(system, shell, call="mem.search", query="locker number", tags=["work"], k=1)
+    assert [h["text"] for h in found["hits"]] == ["My gym locker is number 88"]
+    assert "nothing is tagged work" in found["note"]
+    tagged = _ok(system, shell, call="mem.search", query="pancakes", tags=["recipes"], k=1)
+    assert tagged.get("note") is None, "a tag that holds the answer is kept to"
+    scope = "mem:archival/recipes"
+    app = _scoped(system, workspace, {"mem.search": scope})
+    hits = _ok(system, app, call="mem.search", query="bank PIN", tags=["recipes"], k=5)["hits"]
+    assert all("PIN" not in h["text"] for h in hits)
