@@ -303,19 +303,24 @@ def _print(f: dict[str, Any]) -> None:
         )
 
 
-def start_model_server(model: Path, n_ctx: int = 4096) -> tuple[subprocess.Popen[bytes], str]:
-    """llama-cpp-python's OpenAI-compatible server on `model`, once it answers; its /v1 URL."""
+def start_model_server(
+    model: Path, n_ctx: int = 4096, *, log: Path | None = None, timeout: float = 180.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """llama-cpp-python's OpenAI-compatible server on `model`, once it answers; its /v1 URL.
+    Its output goes to `log` when given; a server that dies or never answers is a
+    RuntimeError quoting the log's end."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
-    proc = subprocess.Popen(
-        [*argv, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(f"{base}/models", timeout=2):
@@ -323,7 +328,8 @@ def start_model_server(model: Path, n_ctx: int = 4096) -> tuple[subprocess.Popen
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("llama_cpp.server did not start") from None
+                said = log.read_text(errors="replace")[-2000:] if log else ""
+                raise RuntimeError(f"llama_cpp.server did not start: {said}") from None
             time.sleep(0.5)
 
 

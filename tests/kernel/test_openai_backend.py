@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from llmos.bench.sched import start_model_server
 from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import open_backend
@@ -30,26 +27,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on the small model; its /v1 base URL."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log, "wb") as out:
-        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(small_model)]
-        proc = subprocess.Popen(
-            [*argv, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/v1"
+    proc, base = start_model_server(small_model, 4096, log=log, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()[-2000:]
-                assert time.monotonic() < deadline, "the server never came up"
-                time.sleep(0.5)
         yield base
     finally:
         proc.terminate()
