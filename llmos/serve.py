@@ -32,7 +32,6 @@ from llmos.errors import ErrorCode, LlmosError, from_exception
 
 if TYPE_CHECKING:
     from llmos.config import Settings
-    from llmos.kernel.loop import Kernel
     from llmos.shell.model import LazyKernel
     from llmos.system import System
 
@@ -81,47 +80,6 @@ def listen(home: Path) -> socket.socket:
     os.chmod(path, 0o600)
     sock.listen(32)
     return sock
-
-
-def client_kernel(shared: LazyKernel, name: str) -> LazyKernel:
-    """One client's view of the daemon's model host (see `ClientKernel`)."""
-    from llmos.shell.model import LazyKernel
-
-    class ClientKernel(LazyKernel):
-        """A kernel on a scheduler client of its own, made on first use; closing it closes
-        that client only, never the shared model. (A `LazyKernel` that shares another's host
-        rather than opening one, so a `Shell` takes it as it is.)"""
-
-        def __init__(self) -> None:  # the shared host's, not a new one
-            self.shared = shared
-            self.system = shared.system
-            self.host = shared.host
-            self.name = name
-            self._kernel = None
-            self._lock = threading.Lock()
-
-        def get(self) -> Kernel:
-            """This client's kernel, waiting for the model."""
-            from llmos.kernel.loop import Kernel
-
-            self.host.wait()
-            with self._lock:
-                if self._kernel is None:
-                    self._kernel = Kernel(self.system, self.host.client(self.name))
-                return self._kernel
-
-        def spawn(self, process: str) -> Kernel:
-            """A kernel for another process of this client (a background job)."""
-            return self.shared.spawn(f"{self.name}/{process}")
-
-        def close(self) -> None:
-            """Close this client's scheduler client (the model stays)."""
-            with self._lock:
-                kernel, self._kernel = self._kernel, None
-            if kernel is not None:
-                kernel.backend.close()  # type: ignore[attr-defined]
-
-    return ClientKernel()
 
 
 class Daemon:
@@ -317,6 +275,7 @@ class Daemon:
         and its Ctrl-C cancels the request running."""
         from llmos.security.capabilities import GrantAnswer, GrantRequest
         from llmos.shell.grants import parse_answer, question
+        from llmos.shell.model import LazyKernel
         from llmos.shell.repl import Shell
 
         assert self.system is not None
@@ -345,7 +304,9 @@ class Daemon:
             return GrantAnswer.DENY
 
         name = f"shell#{next(self.numbers)}"
-        kernel = client_kernel(self.kernel, name) if self.kernel is not None else None
+        kernel = None
+        if self.kernel is not None:  # a kernel of its own on the shared model
+            kernel = LazyKernel(self.system, own=name, host=self.kernel.host)
         try:
             shell = Shell(
                 self.system,

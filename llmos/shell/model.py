@@ -3,6 +3,7 @@ types, and hands each process (the shell's own, each background job's) a kernel 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from llmos.errors import ErrorCode, LlmosError
 
 if TYPE_CHECKING:
     from llmos.kernel.backend import Backend
+    from llmos.kernel.host import ModelHost
     from llmos.kernel.loop import Kernel
     from llmos.kernel.scheduler import Scheduler
     from llmos.system import System
@@ -22,16 +24,30 @@ class LazyKernel:
     error)."""
 
     def __init__(
-        self, system: System, loader: Callable[[], Backend], *, own: str | None = "shell"
+        self,
+        system: System,
+        loader: Callable[[], Backend] | None = None,
+        *,
+        own: str | None = "shell",
+        host: ModelHost | None = None,
     ) -> None:
         from llmos.kernel.host import ModelHost
 
         self.system = system
-        self.host = ModelHost(loader)
         self._own = own
         """The name of the kernel `get` returns; None for a host with no kernel of its own
         (`llmos serve`: each client gets its own)."""
         self._kernel: Kernel | None = None
+        self._lock = threading.Lock()
+        self.shared = host is not None
+        """True for one client's view of another's host (`llmos serve`): `get` makes its kernel
+        on first use, its jobs' names carry its own, and `close` closes its client only."""
+        if host is not None:
+            self.host = host
+            return
+        if loader is None:
+            raise LlmosError(ErrorCode.E_INTERNAL, "a LazyKernel needs a loader or a host")
+        self.host = ModelHost(loader)
         self.host.start(after_open=self._after_open)
 
     def _after_open(self) -> None:
@@ -76,9 +92,14 @@ class LazyKernel:
     def get(self) -> Kernel:
         """The shell's kernel, waiting for the model to finish loading."""
         self.host.wait()
-        if self._kernel is None:
-            raise self.host.error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
-        return self._kernel
+        with self._lock:
+            if self._kernel is None and self.shared and self._own is not None:
+                from llmos.kernel.loop import Kernel
+
+                self._kernel = Kernel(self.system, self.host.client(self._own))
+            if self._kernel is None:
+                raise self.host.error or LlmosError(ErrorCode.E_BACKEND, "the model did not load")
+            return self._kernel
 
     def spawn(self, process: str) -> Kernel:
         """A kernel for another process (a background job), on its own scheduler client, served
@@ -86,12 +107,20 @@ class LazyKernel:
         for the model."""
         from llmos.kernel.loop import Kernel
 
-        return Kernel(self.system, self.host.client(process, background=True))
+        name = f"{self._own}/{process}" if self.shared else process
+        return Kernel(self.system, self.host.client(name, background=True))
 
     def busy(self) -> bool:
         """True while the model is running a completion."""
         return self.host.busy()
 
     def close(self) -> None:
-        """Stop the scheduler: queued requests fail, a running completion finishes first."""
-        self.host.close()
+        """Stop the scheduler: queued requests fail, a running completion finishes first. A
+        shared view closes only its own scheduler client; the model stays."""
+        if not self.shared:
+            self.host.close()
+            return
+        with self._lock:
+            kernel, self._kernel = self._kernel, None
+        if kernel is not None:
+            kernel.backend.close()  # type: ignore[attr-defined]
