@@ -513,6 +513,15 @@ def said(conversation: Conversation) -> str:
     return "\n".join(turn.request for turn in conversation.turns)
 
 
+def _relative(process: Process, paths: Iterable[str]) -> Iterator[str]:
+    """`paths` as workspace-relative paths (those out of the workspace left out)."""
+    for path in paths:
+        try:
+            yield process.workspace.relpath(path)
+        except LlmosError:
+            continue
+
+
 def grounding_text(conversation: Conversation) -> str:
     """The person's words a turn is grounded in: its request, and the one before when that
     turn ended by asking something back (so "yes, do it" may do what was asked about)."""
@@ -765,6 +774,7 @@ class Kernel:
             | taught
         )
         snapshot = replace(snapshot, allows=process.allows, changes=snapshot.changes or changes)
+        process.named = frozenset(_relative(process, snapshot.named))
         turn.asks = process.allows
         if "write" in process.allows and snapshot.complete:
             real = {e.path for e in snapshot.entries}
@@ -960,7 +970,7 @@ class Kernel:
         conversation, each step is preceded by paging (shown as `memory` events) and the
         session is saved when the turn ends, however it ends. The files the turn changes are
         one change set of the undo journal (unless the process already has one open)."""
-        allowed = process.allows
+        allowed, named = process.allows, process.named
         self.begin(process, conversation, request)
         pager = conversation.pager
         own = process.changes is None  # else an app run's change set holds the turn's changes
@@ -972,7 +982,7 @@ class Kernel:
             turn = conversation.current
             if turn is not None:
                 turn.close()
-            process.allows = allowed
+            process.allows, process.named = allowed, named
             if own and process.changes is not None:
                 self.system.journal.end(process.changes)
                 process.changes = None

@@ -103,6 +103,12 @@ class Syscall(BaseModel):
             return cls.effects
         return frozenset({"write"})
 
+    def replaces(self) -> tuple[str, ...]:
+        """The paths whose file, where one exists, this call would replace (its text lost):
+        an overwriting write, a copy or move told to overwrite. In a turn, the dispatcher lets
+        a call replace only a file the person named (`Process.named`)."""
+        return ()
+
 
 Existing = Literal["file", "dir", "any"]
 """What an input path must name: a file, a folder, or either."""

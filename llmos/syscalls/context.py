@@ -117,6 +117,10 @@ class Process:
     the person's words before any file or result is read; None outside a turn (a direct
     call, a scripted app step: the person or the approved app asked for it). A call with an
     effect outside it is asked about on a terminal and refused without one."""
+    named: frozenset[str] | None = field(default=None, repr=False)
+    """The files (workspace-relative) the person's words in the conversation name, set with
+    `allows` for a turn: a call may replace an existing file (`Syscall.replaces`) only when it
+    is named here or the turn made it. None: no limit (a direct call, an app step)."""
     authorized: Authorized | None = field(default=None, repr=False)
     """What the dispatcher authorized for the call now running: handlers that act on several
     resources (memories) ask it, never the capabilities."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -66,12 +67,15 @@ class Dispatcher:
                 assert spec is not None
                 resources = list(spec.resources(call, process))
                 self._check_effects(process, call, resources)
+                fresh = self._check_replaced(process, call)
                 auth = Authorized(process.caps, spec.cap_name)
                 auth.once |= self._authorize(process, spec, resources)
                 if self.hooks is not None and _implemented(self.hooks.before_dispatch):
                     self.hooks.before_dispatch(process=process, call=call, resources=resources)
                 value = self._run(process, spec, call, resources, auth)
                 result = SyscallResult.success(call.call, value)
+                if fresh and process.named is not None:
+                    process.named |= fresh
             except Exception as exc:
                 error = from_exception(exc, call=name).about(process=process.name)
                 result = SyscallResult.failure(name, error.code, error.message)
@@ -176,6 +180,25 @@ class Dispatcher:
                 once.add(resource)
         return once
 
+    @staticmethod
+    def _check_replaced(process: Process, call: Syscall) -> frozenset[str]:
+        """Refuse, in a turn, a call that would replace an existing file the person named
+        nowhere in the conversation (`Process.named`): "write a poem" must not become the
+        poem written over notes.txt. Returns the paths the call would make, which the turn
+        may then replace as its own."""
+        if process.named is None or not call.replaces():
+            return frozenset()
+        there, fresh = _replaced_files(process, call)
+        unnamed = sorted(there - process.named)
+        if unnamed:
+            raise LlmosError(
+                ErrorCode.E_EXISTS,
+                f"{unnamed[0]} already exists and the person did not name it, so {call.call} "
+                "did not replace it (its text would be lost). Write a new file with a name of "
+                "its own, or reply with the text.",
+            )
+        return frozenset(fresh)
+
     def _check_effects(self, process: Process, call: Syscall, resources: list[str]) -> None:
         """Refuse, or ask about on a terminal, an effect the turn's request did not ask for
         (`process.allows`, fixed from the person's words alone): whatever a file or a result
@@ -202,6 +225,25 @@ class Dispatcher:
                 f"the person refused: {call.call} would {what}, which their request did not "
                 "ask for",
             )
+
+
+def _replaced_files(process: Process, call: Syscall) -> tuple[set[str], set[str]]:
+    """The workspace-relative paths `call` would replace: those where a file exists now, and
+    those where none does (the call makes them)."""
+    there: set[str] = set()
+    fresh: set[str] = set()
+    for path in call.replaces():
+        try:
+            with process.workspace.locate(path) as located:
+                info = located.lstat()
+                rel = located.rel
+        except LlmosError:  # a missing folder or a path out of reach: the handler says so
+            continue
+        if info is not None and stat.S_ISREG(info.st_mode):
+            there.add(rel)
+        elif info is None:
+            fresh.add(rel)
+    return there, fresh
 
 
 def _implemented(hook: Hook) -> bool:

@@ -101,6 +101,10 @@ class FsWrite(Syscall):
         default="overwrite", description="overwrite (default), append, or create (fail if exists)."
     )
 
+    def replaces(self) -> tuple[str, ...]:
+        """An overwrite replaces the file at `path`."""
+        return (self.path,) if self.mode == "overwrite" else ()
+
 
 class FsWriteResult(BaseModel):
     """Where the text went."""
@@ -252,6 +256,10 @@ class FsMove(Syscall):
     )
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
 
+    def replaces(self) -> tuple[str, ...]:
+        """With `overwrite`, the file at `dst`."""
+        return (self.dst,) if self.overwrite else ()
+
 
 class FsCopy(Syscall):
     """Copy a file (into dst if dst is an existing folder)."""
@@ -268,6 +276,10 @@ class FsCopy(Syscall):
         description="New path, or a folder to copy into (existing, or ending in /)."
     )
     overwrite: bool = Field(default=False, description="Replace an existing file at dst.")
+
+    def replaces(self) -> tuple[str, ...]:
+        """With `overwrite`, the file at `dst`."""
+        return (self.dst,) if self.overwrite else ()
 
 
 class FsMoveResult(BaseModel):

@@ -194,3 +194,73 @@ def test_a_request_that_asks_for_the_change_still_makes_it(system: System, works
     )
     assert next(e.result.ok for e in events if e.kind == "result" and e.result is not None)
     assert (workspace / "todo.md").read_text() == "- eggs\n- buy milk\n"
+
+
+def test_a_turn_replaces_only_a_file_the_person_named(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    """Overwriting loses a file's text: in a turn, only a file the person's words name may be
+    replaced (or one the turn made itself); a new file and an append are always fine."""
+    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
+    (workspace / "poem.txt").write_text("old poem\n")
+    proc.allows = frozenset({"write"})
+    proc.named = frozenset({"poem.txt"})  # "write a new poem.txt"
+    for call in (
+        {"call": "fs.write", "path": "notes.txt", "content": "A poem"},
+        {"call": "fs.write", "path": "./notes.txt", "content": "A poem", "mode": "overwrite"},
+        {"call": "fs.copy", "src": "poem.txt", "dst": "notes.txt", "overwrite": True},
+        {"call": "fs.move", "src": "poem.txt", "dst": "notes.txt", "overwrite": True},
+    ):
+        result = system.dispatch(proc, call)
+        assert result.code is ErrorCode.E_EXISTS, (call, result)
+        assert "notes.txt" in (result.message or "") and "did not name" in (result.message or "")
+    assert (workspace / "notes.txt").read_text() == "The meeting is at noon.\n"
+    assert (workspace / "poem.txt").read_text() == "old poem\n"
+    appended = system.dispatch(
+        proc, {"call": "fs.write", "path": "notes.txt", "content": "more\n", "mode": "append"}
+    )
+    assert appended.ok, "an append loses nothing"
+    assert system.dispatch(proc, {"call": "fs.write", "path": "poem.txt", "content": "new"}).ok
+    assert (workspace / "poem.txt").read_text() == "new"
+    made = system.dispatch(proc, {"call": "fs.write", "path": "sea.txt", "content": "draft"})
+    assert made.ok
+    again = system.dispatch(proc, {"call": "fs.write", "path": "sea.txt", "content": "final"})
+    assert again.ok, "a file the turn made is its own to rewrite"
+    assert (workspace / "sea.txt").read_text() == "final"
+    proc.named = None  # outside a turn (a direct call): the person asked for exactly this
+    assert system.dispatch(proc, {"call": "fs.write", "path": "notes.txt", "content": "x"}).ok
+
+
+@pytest.mark.model  # the embedding model, through the system's memory or examples
+def test_a_kernel_asked_for_a_poem_does_not_write_it_over_a_file(
+    system: System, workspace: Path
+) -> None:
+    """Seen in a real terminal: "write a very long poem about the sea" became fs.write over
+    notes.txt. The turn's named files come from the person's words, so the overwrite is
+    refused and the model told why; the file keeps its text."""
+    (workspace / "notes.txt").write_text("The meeting is at noon.\n")
+    proc = system.spawn("shell", workspace, patterns=["*"])
+    events = _turn(
+        system,
+        proc,
+        "write a very long poem about the sea, the wind and the stars",
+        [
+            {"call": "fs.write", "path": "notes.txt", "content": "The sea..."},
+            {"call": "reply", "text": "The sea, the wind and the stars..."},
+        ],
+    )
+    refused = [e.result for e in events if e.kind == "result" and e.result is not None]
+    assert refused and refused[0].code is ErrorCode.E_EXISTS
+    assert [e.kind for e in events][-1] == "reply"
+    assert (workspace / "notes.txt").read_text() == "The meeting is at noon.\n"
+    assert proc.named is None, "the turn's named files end with the turn"
+    events = _turn(
+        system,
+        proc,
+        "replace notes.txt with a haiku",
+        [
+            {"call": "fs.write", "path": "notes.txt", "content": "Sea wind, stars."},
+            {"call": "reply", "text": "Done."},
+        ],
+    )
+    assert (workspace / "notes.txt").read_text() == "Sea wind, stars."
