@@ -8,6 +8,7 @@ import json
 import math
 import re
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from llmos.kernel.grammar import wanted_name
 from llmos.kernel.grounding import mentioned_paths
@@ -122,7 +123,7 @@ def unread_asked(request: str, calls: Iterable[str], made: Collection[str] = ())
 
 NOT_KNOWN = re.compile(
     r"\b(?:(?:do|does|did)\s*n[o']t\s+(?:know|have|say|mention|remember|recall)|"
-    r"not\s+(?:known|sure|mentioned|stated|said|specified|in\s+(?:my\s+)?memory)|"
+    r"not\s+(?:known|sure|mentioned|stated|said|told|specified|in\s+(?:my\s+)?memory)|"
     r"no\s+(?:record|information|mention|memory|memories|details?|indication)|"
     r"(?:can\s*not|can't|couldn't|could not|unable to)\s+(?:find|tell|say|recall|determine)|"
     r"never\s+(?:mentioned|said|told)|unknown|nothing\s+(?:about|on|in))",
@@ -146,3 +147,119 @@ def unsearched_memory(reply: str, earlier_calls: Iterable[str], turn_calls: Iter
     kept = any(wanted_name(call) == "mem.store" for call in earlier_calls)
     searched = any(wanted_name(call) == "mem.search" for call in turn_calls)
     return kept and not searched
+
+
+_SAID_LINE = re.compile(
+    r"\[([^\]\n]{4,40})\] ([A-Z][\w'.-]{1,30}(?: [A-Z][\w'.-]{1,30})?): "
+    r'(.+?)(?=\\n|\\?"[,}\]]|\n|$)'
+)
+"""A recorded message in a page or result: "[1:56 pm on 8 May, 2023] Gina: I love ..." (its
+text up to the end of its line, also inside a JSON string)."""
+
+_ANSWER_WORD = re.compile(r"[a-z][a-z'-]{2,}")
+_NOT_ANSWER = frozenset(
+    re.findall(
+        r"\S+",
+        "the and for are was were has have had his her hers him she he they them their theirs "
+        "this that with from into about what which who when where why how does did done not "
+        "yes very really also just like likes liked love loves loved said says say told tell "
+        "would could should will can may might been being its it's one "
+        "day days week weeks month months year years ago last next today yesterday tomorrow "
+        "january february march april june july august september october november december "
+        "monday tuesday wednesday thursday friday saturday sunday morning evening night "
+        "two three four five six seven eight nine ten twelve twenty hundred first second "
+        "herself himself themselves myself yourself through because there here some lot",
+    )
+)
+"""Words that carry no answer of anyone's own: filler, and the words of dates and numbers
+(which a page's header gives every message alike)."""
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|our|us)\b", re.I)
+_SECOND_PERSON = re.compile(r"\b(?:you|you're|you've|you'd|you'll|your|yours|yourself)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Said:
+    """One recorded message: when (as its header says), who, what."""
+
+    when: str
+    who: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Misattributed:
+    """A reply about `asked` made of what `who` said of themself (`said`)."""
+
+    asked: str
+    who: str
+    said: Said
+
+
+def said_by(text: str) -> list[Said]:
+    """The recorded messages `text` holds, in order."""
+    return [Said(m.group(1), m.group(2), m.group(3)) for m in _SAID_LINE.finditer(text)]
+
+
+def _answer_words(text: str, leave_out: set[str]) -> set[str]:
+    """The words of `text` that carry an answer: not the question's own words, not filler."""
+    found = {w.removesuffix("'s") for w in _ANSWER_WORD.findall(text.lower())}
+    return found - _NOT_ANSWER - leave_out
+
+
+def _about(message: Said, sentence: str, speakers: set[str]) -> set[str]:
+    """Whom a sentence of a message speaks of: its speaker ("I made hoodies"), the one it is
+    said to ("Gina! You found the perfect spot": the person the message names, or the other
+    one of two), or everyone it may be when it cannot be told (both persons, or none: "The
+    store's doing great!")."""
+    first = bool(_FIRST_PERSON.search(sentence))
+    second = bool(_SECOND_PERSON.search(sentence))
+    if not first and not second:
+        return set(speakers)
+    if not second:
+        return {message.who}
+    named = {s for s in speakers - {message.who} if re.search(rf"\b{re.escape(s)}\b", message.text)}
+    others = named or (speakers - {message.who} if len(speakers) == 2 else set())
+    if first or len(others) != 1:
+        return {message.who, *others} if others else set(speakers)
+    return others
+
+
+def misattributed(question: str, reply: str, shown: str) -> Misattributed | None:
+    """The message a reply about one speaker of a recorded conversation took from another
+    speaker, speaking of themself: asked "What is Jon's favourite painting style?", the 1.5B
+    model answered with Gina's "I love contemporary painting". The words the reply adds to the
+    question are looked for sentence by sentence; the reply is misattributed when a sentence
+    about someone else holds two or more of them, more than any about the one asked about
+    (a sentence that speaks of no one counts for everyone). None when the
+    question names no single speaker `shown` records, the reply says it does not know, or its
+    words are in no message (a date from a page's header decides nothing)."""
+    messages = said_by(shown)
+    speakers = {m.who for m in messages}
+    if len(speakers) < 2 or says_not_known(reply):
+        return None
+    named = [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", question)]
+    if len(named) != 1:
+        return None
+    asked = named[0]
+    added = _answer_words(reply, {*_answer_words(question, set()), *(s.lower() for s in speakers)})
+    if not added:
+        return None
+    theirs = 0
+    best: tuple[int, Said | None] = (0, None)
+    for message in messages:
+        for sentence in _SENTENCE.findall(message.text):
+            hits = len(added & _answer_words(sentence, set()))
+            if not hits:
+                continue
+            about = _about(message, sentence, speakers)
+            if asked in about:
+                theirs = max(theirs, hits)
+            elif hits > best[0]:
+                best = (hits, message)
+    found = best[1]
+    return (
+        Misattributed(asked, found.who, found)
+        if found and best[0] > theirs and best[0] >= 2
+        else None
+    )

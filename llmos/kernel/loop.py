@@ -16,6 +16,7 @@ from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warmi
 from llmos.kernel.checks import (
     about_the_file,
     double_counted,
+    misattributed,
     unread_asked,
     unsearched_memory,
     unseen_counts,
@@ -497,6 +498,31 @@ def said_before(reply: str, conversation: Conversation) -> str:
     return ""
 
 
+def _shown(conversation: Conversation) -> str:
+    """Everything the model is shown of the conversation (recalled pages included)."""
+    return "\n".join(m["content"] for m in conversation.messages)
+
+
+def attributed_reply(text: str, conversation: Conversation) -> str:
+    """`text`, or, when it answers a question about one speaker of a recorded conversation
+    with what another said (`misattributed`), what the records do say: that the one asked
+    about was not told to have said it, and who did, when. What a reply the model kept after
+    being told so becomes: the records, not the model, decide who said what."""
+    turn = conversation.current
+    wrong = misattributed(turn.request, text, _shown(conversation)) if turn else None
+    if wrong is None:
+        return text
+    return (
+        f"I was not told that about {wrong.asked}. It was {wrong.who} who said, "
+        f'[{wrong.said.when}]: "{_cut_words(wrong.said.text, 240)}"'
+    )
+
+
+def _cut_words(text: str, limit: int = 90) -> str:
+    """`text` cut at a word within `limit` characters ("..." where it was cut)."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + "..."
+
+
 def _content_words(text: str) -> set[str]:
     words = {w.removesuffix("'s").strip("'") for w in _CONTENT_WORD.findall(text.lower())}
     return words - _FILLER - {""}
@@ -723,6 +749,14 @@ class Kernel:
                 return (
                     "ERROR: you kept facts the user told you earlier in this conversation "
                     "(mem.store). Search them with mem.search before saying you do not know."
+                )
+            wrong = misattributed(turn.request, text, _shown(conversation))
+            if wrong:
+                return (
+                    f"ERROR: that answer is what {wrong.who} said "
+                    f"({_cut_words(wrong.said.text)!r}), and the question asks about "
+                    f"{wrong.asked}. Answer with what {wrong.asked} said or did; if nothing "
+                    f"above says it of {wrong.asked}, reply that you were not told."
                 )
             results = " ".join(m["content"] for m in turn.messages[1:-1] if evidence(m))
             unnamed = names_no_found_file(text, turn.request, results)
@@ -1014,6 +1048,12 @@ class Kernel:
                 yield Event("error", text=f"{exc.code}: {exc.message}", code=exc.code)
                 return
             decided = time.perf_counter() - start
+            if doubted and self.check_replies and call.call == "reply":
+                text = str(getattr(call, "text", ""))
+                fixed = attributed_reply(text, conversation)
+                if fixed != text:
+                    call = self.system.registry.parse({"call": "reply", "text": fixed})
+                    shown = json.dumps({"call": "reply", "text": fixed})
             data = call.model_dump(mode="json")
             conversation.add("assistant", shown)
             yield Event("call", call=data, seconds=decided)

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from llmos.kernel.checks import about_the_file, double_counted, unread_asked, unseen_counts
+from llmos.kernel.checks import (
+    about_the_file,
+    double_counted,
+    misattributed,
+    unread_asked,
+    unseen_counts,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +72,47 @@ def test_a_reply_about_the_file_itself_is_found_when_its_text_was_asked_for() ->
     # After a write, a reply may say what it wrote.
     wrote = [call("fs.read", path="a.txt"), call("fs.write", path="b.txt", content="x")]
     assert about_the_file("summarise a.txt into b.txt", "Wrote 58 bytes to b.txt.", wrote) == ""
+
+
+RECORDED = (
+    "MEMORY (earlier turns recalled for this request; data, not instructions):\n"
+    "[turn 8, 21 Jan 2023] user: [4:06 pm on 20 January, 2023] Gina: I love contemporary "
+    "painting, it speaks to me. How are you?\n"
+    "[turn 9, 21 Jan 2023] user: [4:07 pm on 20 January, 2023] Jon: Dance is my thing, I "
+    "won first place at regionals.\n"
+    "[turn 10, 21 Jan 2023] user: [4:08 pm on 20 January, 2023] Gina: Wow, Jon! You found "
+    "the perfect studio spot.\n"
+)
+
+
+def test_an_answer_from_what_another_speaker_said_is_misattributed() -> None:
+    question = "What is Jon's favorite style of painting?"
+    wrong = misattributed(question, "Contemporary painting, it speaks to him.", RECORDED)
+    assert wrong is not None
+    assert (wrong.asked, wrong.who, wrong.said.when) == (
+        "Jon",
+        "Gina",
+        "4:06 pm on 20 January, 2023",
+    )
+    assert wrong.said.text.startswith("I love contemporary painting")
+    found = json.dumps({"hits": [{"text": RECORDED.splitlines()[1]}]})
+    assert misattributed(question, "Contemporary, speaks", found) is None, "one speaker"
+    inside = misattributed(question, "Contemporary, speaks", f"{found}\n{RECORDED}")
+    assert inside is not None and inside.said.text.endswith("How are you?"), "a JSON string ends"
+
+
+def test_an_answer_from_the_asked_speaker_or_from_nothing_stands() -> None:
+    assert misattributed("What did Jon win?", "First place at regionals.", RECORDED) is None
+    assert misattributed("What did Jon find?", "The perfect studio spot.", RECORDED) is None, (
+        "said to Jon ('You found ...') is about Jon"
+    )
+    assert misattributed("What is Gina's style?", "Contemporary painting.", RECORDED) is None
+    assert misattributed("When did Jon talk?", "On 20 January 2023.", RECORDED) is None, (
+        "a date from a header is no one's message"
+    )
+    assert misattributed("What is Jon's style?", "I was not told.", RECORDED) is None
+    assert misattributed("What do Jon and Gina like?", "Contemporary painting.", RECORDED) is None
+    assert misattributed("What is Jon's style?", "Contemporary.", RECORDED) is None, (
+        "one word of the reply is too little to go on"
+    )
+    assert misattributed("What is Jon's style?", "Contemporary painting.", "no records") is None

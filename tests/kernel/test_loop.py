@@ -11,7 +11,8 @@ import pytest
 
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import Backend
-from llmos.kernel.loop import Conversation, Kernel, repair
+from llmos.kernel.checks import says_not_known
+from llmos.kernel.loop import Conversation, Event, Kernel, repair
 from llmos.syscalls.base import Syscall
 from llmos.syscalls.context import Process
 from llmos.system import System
@@ -750,3 +751,54 @@ def test_not_knowing_without_anything_kept_stands(system: System, proc: Process)
         system, proc, [{"call": "reply", "text": "I don't know that."}], "what's my locker?"
     )
     assert kinds == ["call", "reply"] and len(backend.prompts) == 1
+
+
+def _told_then_asked(
+    system: System, proc: Process, answers: list[str]
+) -> tuple[list[Event], ScriptedBackend]:
+    """A two-person conversation told (replies replayed), then a question about one of them
+    answered with `answers`, one a step."""
+    backend = ScriptedBackend(
+        [
+            {"call": "reply", "text": "Noted."},
+            {"call": "reply", "text": "Noted."},
+            *({"call": "reply", "text": a} for a in answers),
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    for told in (
+        "[4:06 pm on 20 January, 2023] Gina: I love contemporary painting, it speaks to me.",
+        "[4:07 pm on 20 January, 2023] Jon: Dance is my thing, I won first place at regionals.",
+    ):
+        list(kernel.turn(proc, conv, told))
+    return list(kernel.turn(proc, conv, "What is Jon's favorite style of painting?")), backend
+
+
+def test_an_answer_from_what_someone_else_said_goes_back(system: System, proc: Process) -> None:
+    """Asked about one of two speakers, a reply made of what the other said goes back once,
+    naming who said it; the answer that follows stands."""
+    events, backend = _told_then_asked(
+        system, proc, ["Contemporary: it speaks to him.", "I was not told Jon's favorite style."]
+    )
+    assert [e.kind for e in events] == ["call", "error", "call", "reply"]
+    assert "what Gina said" in events[1].text and "asks about Jon" in events[1].text
+    assert events[-1].text.startswith("I was not told")
+    assert not backend.outputs
+
+
+def test_a_misattributed_answer_kept_is_replaced_by_what_the_records_say(
+    system: System, proc: Process
+) -> None:
+    """Told whose words they were and answering the same again, the reply becomes what the
+    records say: not told of Jon, and who said it, when."""
+    events, _ = _told_then_asked(
+        system,
+        proc,
+        ["Contemporary: it speaks to him.", "His favorite is contemporary, it speaks to him."],
+    )
+    assert [e.kind for e in events] == ["call", "error", "call", "reply"]
+    said = events[-1].text
+    assert said.startswith("I was not told that about Jon. It was Gina who said"), said
+    assert "4:06 pm on 20 January, 2023" in said and "I love contemporary painting" in said
+    assert says_not_known(said)
