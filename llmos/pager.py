@@ -103,6 +103,38 @@ def recall_text(turn: Turn) -> str:
     return "\n".join([head, *page_text(turn).splitlines()[1:]])
 
 
+SHED_CUTS = 8
+"""How many times a turn's results may be halved to fit the context (1/256 of one is left)."""
+
+SHED_MARK = " ...(cut: the context is full)"
+"""The end of a result that was cut to fit the context."""
+
+
+def _cut_longest_result(turn: Turn) -> bool:
+    """Halve the longest RESULT of `turn` (at least 400 characters long), marked as cut: what
+    is left when its recalled pages are gone and it still outgrows the context (a search that
+    found long pages, then a reply sent back). False when there is none to cut."""
+    longest = max(
+        (
+            i
+            for i, m in enumerate(turn.messages)
+            if m["role"] == "user" and m["content"].startswith("RESULT: ")
+        ),
+        key=lambda i: len(turn.messages[i]["content"]),
+        default=None,
+    )
+    if longest is None:
+        return False
+    content = turn.messages[longest]["content"].removesuffix(SHED_MARK)
+    if len(content) < 400:
+        return False
+    turn.messages[longest] = {
+        **turn.messages[longest],
+        "content": content[: len(content) // 2] + SHED_MARK,
+    }
+    return True
+
+
 def time_words(text: str, moment: float) -> str:
     """What the relative time words of `text` meant when it was said ("(said on 25 May 2023:
     last Saturday = 20 May 2023)"), or "" when it has none."""
@@ -343,8 +375,9 @@ class Pager:
     def _shed(self, kernel: Kernel, conversation: Conversation, budget: Budget) -> str:
         """When the turn in progress has grown past the limit with nothing older left to page
         out (its own results on top of what was recalled for it), drop what was recalled for
-        it, the earliest first: a prompt over the window is cut by the backend or refused,
-        while the recalled pages stay in memory for the next request."""
+        it, the earliest first, then halve its longest result until it fits: a prompt over the
+        window is refused (E_TOOBIG, the turn lost), while the recalled pages stay in memory
+        for the next request and a cut result says it was cut."""
         turn = conversation.current
         if turn is None:
             return ""
@@ -355,7 +388,17 @@ class Pager:
             if turn.notes[index].startswith(MEMORY_HEAD):
                 del turn.notes[index]
                 dropped += 1
-        return f"dropped {dropped} recalled block(s) to stay within the context" if dropped else ""
+        cut = 0
+        while cut < SHED_CUTS and self.tokens(kernel, conversation) > budget.limit:
+            if not _cut_longest_result(turn):
+                break
+            cut += 1
+        said = []
+        if dropped:
+            said.append(f"dropped {dropped} recalled block(s)")
+        if cut:
+            said.append(f"cut the turn's longest result {cut} time(s)")
+        return f"{' and '.join(said)} to stay within the context" if said else ""
 
     def _recall_room(self, budget: Budget) -> int:
         """The part of the room below the high watermark kept free for recalled pages."""

@@ -246,10 +246,15 @@ def run_recall(
         # found by meaning and words (the pager's way), and by meaning alone
         (alone, found), (_, by_meaning) = in_view(q.question, True), in_view(q.question, False)
         wanted = {turn_of[d] for d in q.evidence if d in turn_of}
-        reply = ""
+        reply = ended = ""
+        steps: list[str] = []
         for event in kernel.turn(process, conversation, q.question):
             if event.kind in ("reply", "ask"):
                 reply = event.text
+            elif event.kind in ("error", "limit"):
+                ended = event.text
+            if event.kind == "call" and event.call:
+                steps.append(str(event.call.get("call", "")))
         answers.append(
             {
                 "question": q.question,
@@ -261,6 +266,8 @@ def run_recall(
                 "found_alone": bool(alone & wanted) if wanted else None,
                 "found_by_meaning": bool(by_meaning & wanted) if wanted else None,
                 "not_known": says_not_known(reply),
+                "calls": steps,
+                "error": "" if reply else ended,
             }
         )
     asked = time.perf_counter()

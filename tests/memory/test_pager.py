@@ -424,3 +424,30 @@ def test_a_fact_stored_a_moment_ago_is_paged_in_on_the_very_next_turn(
     kernel = Kernel(system, backend, example_count=0, check_replies=False)
     list(kernel.turn(proc, Conversation(pager=Pager()), "what's my locker number?"))
     assert "locker is number 88" in backend.prompts[-1][-1]["content"]
+
+
+def test_a_turn_whose_own_result_outgrows_the_context_has_it_cut_not_refused(
+    system: System, shell_proc: Process, workspace: Path
+) -> None:
+    """Seen in `bench recall`: a search's long result and a reply sent back made a prompt over
+    the window (E_TOOBIG, no answer). With nothing recalled left to drop, the turn's longest
+    result is cut, marked as cut, and the turn still gets its reply."""
+    backend, kernel, pager, conv = locker_told(system, shell_proc)
+    for name in ("rules.txt", "hours.txt"):
+        (workspace / name).write_text(f"{name}: " + "keep it tidy and locked. " * 400)
+    lines = talk(
+        kernel,
+        shell_proc,
+        conv,
+        "show me rules.txt and hours.txt",
+        [
+            {"call": "fs.read", "path": "rules.txt"},
+            {"call": "fs.read", "path": "hours.txt"},
+            {"call": "reply", "text": "Rules."},
+        ],
+    )
+    assert any("cut the turn's longest result" in line for line in lines), lines
+    limit = pager.budget(kernel).limit
+    assert count_tokens(backend, backend.prompts[-1]) <= limit
+    assert backend.prompts[-1][-1]["content"].endswith("(cut: the context is full)")
+    assert conv.turns[-1].reply == "Rules."
