@@ -57,6 +57,9 @@ AROUND_CHARS = 240
 """A recalled page's neighbours (shown for context) are cut to this many characters."""
 PAGE_AROUND = 1
 """How many pages either side of a recalled one are shown with it."""
+CONTEXT_CHARS = 300
+"""What was said before a page is cut to this many characters in its vector's text (the
+embedder reads 256 tokens: the page's own words must fit after it)."""
 LINE_CHARS = 160
 """The request and the reply are cut to this many characters in an extractive summary line."""
 
@@ -328,6 +331,8 @@ class Pager:
         """Also page in kept facts (archival memory) the process may search, not only turns."""
         self.stats = PagerStats()
         self._fixed: tuple[tuple[str, ...], int] | None = None
+        self._before = ""
+        """The request of the last turn paged out: the context of the next page's vector."""
 
     @property
     def session_id(self) -> str:
@@ -423,6 +428,7 @@ class Pager:
     ) -> str:
         """Swap the oldest finished turns out until the prompt is below the low watermark:
         first into recall (durable), then out of the context behind the new summary."""
+        from llmos.memory.memory import CONTEXT_KEY
         from llmos.memory.store import NewRecord
 
         memory = self._memory(process)
@@ -438,6 +444,7 @@ class Pager:
         if not evicted:
             return ""
         start = time.perf_counter()
+        before = [self._before, *(t.request for t in evicted[:-1])]
         records = [
             NewRecord(
                 text=page_text(turn),
@@ -448,9 +455,11 @@ class Pager:
                     "process": process.name,
                     "source": "pager",
                     "messages": json.dumps(turn.messages, ensure_ascii=False),
+                    # embedded with the page (what it answers), not shown with it
+                    CONTEXT_KEY: _cut(said, CONTEXT_CHARS),
                 },
             )
-            for turn in evicted
+            for turn, said in zip(evicted, before, strict=True)
         ]
         try:
             memory.store_many(records, "recall")
@@ -458,6 +467,7 @@ class Pager:
             self.stats.errors.append(f"{exc.code}: {exc.message}")
             return f"page-out failed, turns kept in context: {exc.message}"
         stored = time.perf_counter()
+        self._before = evicted[-1].request
         summary, kind = self.summarize(kernel, conversation, evicted)
         done = time.perf_counter()
         conversation.turns = conversation.turns[len(evicted) :]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.bench.dispatch import percentile
 from llmos.kernel.backend import Completion, Message
 from llmos.kernel.loop import Conversation, Kernel, Turn
+from llmos.limits import SUMMARY_MAX_SECONDS
 from llmos.pager import Pager, SessionFile
 
 if TYPE_CHECKING:
@@ -154,11 +155,24 @@ class Talk:
     talk: Conversation
 
     @classmethod
-    def open(cls, system: System, real: LlamaCppBackend, workspace: Path, name: str) -> Talk:
-        """A new conversation of a new process `name` on `workspace`, memory warmed first."""
+    def open(
+        cls,
+        system: System,
+        real: LlamaCppBackend,
+        workspace: Path,
+        name: str,
+        *,
+        summary_seconds: float = SUMMARY_MAX_SECONDS,
+    ) -> Talk:
+        """A new conversation of a new process `name` on `workspace`, memory warmed first;
+        `summary_seconds` as the pager's (0: always the extracted summary)."""
         backend = Replay(real)
         kernel = Kernel(system, backend, check_replies=False)
-        pager = Pager(SessionFile(system.settings.ensure_home()), archival=False)
+        pager = Pager(
+            SessionFile(system.settings.ensure_home()),
+            archival=False,
+            summary_seconds=summary_seconds,
+        )
         system.memory.warm()
         system.memory.embedder.load()  # as the shell does at start-up: not a page-in's cost
         process = system.spawn(name, workspace)

@@ -4,14 +4,17 @@ text: the loop sends a call that fails one back to the model once, with the reas
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from llmos.kernel.grammar import wanted_name
 from llmos.kernel.grounding import mentioned_paths
+from llmos.memory.when import MONTHS, resolved
 
 _SUM = re.compile(r"\s*\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?){2,}\s*")
 
@@ -263,3 +266,145 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
         if found and best[0] > theirs and best[0] >= 2
         else None
     )
+
+
+_MONTH_NAMES = MONTHS
+_MONTHS_RE = "|".join(_MONTH_NAMES)
+_DATE = re.compile(
+    rf"\b(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m1>{_MONTHS_RE}),?\s+"
+    rf"(?P<y1>(?:19|20)\d\d)|(?P<m2>{_MONTHS_RE})\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?,?\s+"
+    rf"(?P<y2>(?:19|20)\d\d)|(?P<m3>{_MONTHS_RE}),?\s+(?P<y3>(?:19|20)\d\d))\b"
+    r"(?P<time>,?\s*(?:at\s+)?\d{1,2}:\d\d(?:\s*[ap]\.?m\.?)?)?",
+    re.IGNORECASE,
+)
+"""A date in a reply or a record: "19 January 2023", "January 19th, 2023", "May 2023", with a
+time of day after it ("at 4:04 pm", ", 14:32") taken as part of it."""
+_WHEN_QUESTION = re.compile(
+    r"^\s*(?:when\b|(?:on |in )?(?:what|which) (?:date|day|month|year|week)\b)", re.IGNORECASE
+)
+_RESOLVED = re.compile(r"\(said on [^:\n]{4,40}: ([^)\n]+)\)")
+"""The line a page gives its relative time words: "(said on 20 January 2023: yesterday = 19
+January 2023)"."""
+
+Day = tuple[int, int, int]
+"""A date as (year, month, day); day 0 when only the month is known."""
+
+
+def _day(found: re.Match[str]) -> Day:
+    """The date a `_DATE` match names."""
+    for n in "123":
+        if found[f"m{n}"]:
+            month = _MONTH_NAMES.index(found[f"m{n}"].lower()) + 1
+            day = found[f"d{n}"] if n != "3" else None
+            return int(found[f"y{n}"]), month, int(day) if day else 0
+    raise ValueError(found.group(0))
+
+
+def _same(a: Day, b: Day) -> bool:
+    """Whether two dates agree as far as both are known (a month holds its days)."""
+    return a[:2] == b[:2] and (not a[2] or not b[2] or a[2] == b[2])
+
+
+def _written(day: Day, text: str) -> str:
+    """A date as a reply writes it: the words of the record's own value ("the week of 6 March
+    2023"), else "19 January 2023" or "May 2023"."""
+    month = _MONTH_NAMES[day[1] - 1].capitalize()
+    plain = f"{day[2]} {month} {day[0]}" if day[2] else f"{month} {day[0]}"
+    return text.strip() if text.strip().lower().startswith("the week") else plain
+
+
+@dataclass(frozen=True)
+class Misdated:
+    """A reply's date that is not the one the record holding its words gives: `wrong` (the
+    words in the reply) should be `right`, after `said`."""
+
+    wrong: str
+    right: str
+    said: Said
+
+
+def _meant(shown: str, start: int, end: int) -> list[tuple[Day, str]]:
+    """What the relative time words of the record between `start` and `end` of `shown` meant,
+    each date with its written value."""
+    meant: list[tuple[Day, str]] = []
+    line = _RESOLVED.search(shown, start, end)
+    if line:
+        for part in line.group(1).split(";"):
+            value = part.split("=", 1)[-1]
+            found = _DATE.search(value)
+            if found:
+                meant.append((_day(found), value))
+    return meant
+
+
+def misdated(question: str, reply: str, shown: str) -> Misdated | None:
+    """The date of a reply to a "when" question about a recorded conversation that is not the
+    date the record holding the reply's words gives: what its relative time words meant
+    ("Lost my job yesterday", said on 20 January, means 19 January) or the day it was said.
+    The 1.5B model, shown the right page, gave another page's date ("3 April 2023") in most
+    such replies. None when the question does not ask when, the reply names no date or says
+    it does not know, no one record holds the most of its words (two or more, names aside), or
+    its date is one the record gives."""
+    if not _WHEN_QUESTION.search(question) or says_not_known(reply):
+        return None
+    dates = list(_DATE.finditer(reply))
+    if not dates:
+        return None
+    matches = list(_SAID_LINE.finditer(shown))
+    if not matches:
+        return None
+    names = {m.group(2).lower() for m in matches}
+    words = _answer_words(f"{question} {_DATE.sub(' ', reply)}", names)
+    held = [words & _answer_words(m.group(3), names) for m in matches]
+    # A rare word ("fair") says more than a common one ("studio"): each counts by how few
+    # records hold it.
+    counts = Counter(w for found in held for w in found)
+    scored = sorted(
+        (
+            (sum(math.log(1 + len(matches) / counts[w]) for w in found), i)
+            for i, found in enumerate(held)
+            if len(found) >= 2
+        ),
+        reverse=True,
+    )
+    if not scored or (len(scored) > 1 and math.isclose(scored[1][0], scored[0][0])):
+        return None
+    best = scored[0][1]
+
+    def dates_of(i: int) -> tuple[list[tuple[Day, str]], list[tuple[Day, str]]]:
+        """What record `i`'s relative time words meant, and every date it gives."""
+        match = matches[i]
+        stop = matches[i + 1].start() if i + 1 < len(matches) else len(shown)
+        meant = _meant(shown, match.end(), min(stop, match.end() + 600))
+        header = _DATE.search(match.group(1))
+        if not meant and header:  # a turn still in the context: its time words read here
+            day = _day(header)
+            on = dt.date(day[0], day[1], day[2] or 1)
+            meant = [(_day(f), v) for v in resolved(match.group(3), on) if (f := _DATE.search(v))]
+        return meant, [*meant, *([(_day(header), "")] if header else [])]
+
+    # A date that a record holding the reply's words gives stands (a message may name two
+    # events, "went to a fair yesterday" and "a competition next month"; two messages may
+    # tell of one thing).
+    if any(_same(_day(d), day) for _, i in scored for day, _ in dates_of(i)[1] for d in dates):
+        return None
+    meant, known = dates_of(best)
+    # The day it was said, unless one relative time word says when it happened.
+    right = meant if meant else known
+    if len(right) != 1:
+        return None
+    day, value = right[0]
+    match = matches[best]
+    return Misdated(dates[0].group(0), _written(day, value), Said(*match.group(1, 2, 3)))
+
+
+def redated(reply: str, wrong: Misdated) -> str:
+    """`reply` with each date it gives (and a time of day after it) made the record's date
+    ("in May 2023", not "on May 2023", when the record gives only the month)."""
+    month = not wrong.right[0].isdigit()
+
+    def put(found: re.Match[str]) -> str:
+        before = found.group("on") or ""
+        return ("in " if month and before else before) + wrong.right
+
+    return re.sub(rf"(?P<on>\b[Oo]n )?(?:{_DATE.pattern})", put, reply, flags=re.IGNORECASE)

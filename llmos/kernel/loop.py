@@ -17,6 +17,8 @@ from llmos.kernel.checks import (
     about_the_file,
     double_counted,
     misattributed,
+    misdated,
+    redated,
     unread_asked,
     unsearched_memory,
     unseen_counts,
@@ -516,6 +518,15 @@ def attributed_reply(text: str, conversation: Conversation) -> str:
         f"I was not told that about {wrong.asked}. It was {wrong.who} who said, "
         f'[{wrong.said.when}]: "{_cut_words(wrong.said.text, 240)}"'
     )
+
+
+def dated_reply(text: str, conversation: Conversation) -> str:
+    """`text`, or, when it answers a "when" question about a recorded conversation with a date
+    the record holding its words does not give (`misdated`), `text` with that record's date:
+    the records, not the model, decide when something was said to happen."""
+    turn = conversation.current
+    wrong = misdated(turn.request, text, _shown(conversation)) if turn else None
+    return redated(text, wrong) if wrong else text
 
 
 def _cut_words(text: str, limit: int = 90) -> str:
@@ -1048,10 +1059,16 @@ class Kernel:
                 yield Event("error", text=f"{exc.code}: {exc.message}", code=exc.code)
                 return
             decided = time.perf_counter() - start
-            if doubted and self.check_replies and call.call == "reply":
+            corrected = False
+            if self.check_replies and call.call == "reply":
                 text = str(getattr(call, "text", ""))
-                fixed = attributed_reply(text, conversation)
+                fixed = dated_reply(text, conversation)
+                if doubted:
+                    fixed = attributed_reply(fixed, conversation)
                 if fixed != text:
+                    # What the records say stands: it is not doubted (its date is on no page
+                    # when it is what "yesterday" meant).
+                    corrected = True
                     call = self.system.registry.parse({"call": "reply", "text": fixed})
                     shown = json.dumps({"call": "reply", "text": fixed})
             data = call.model_dump(mode="json")
@@ -1059,7 +1076,7 @@ class Kernel:
             yield Event("call", call=data, seconds=decided)
             only = None
             doubt = ""
-            if self.check_replies and shown not in seen and not doubted:
+            if self.check_replies and shown not in seen and not doubted and not corrected:
                 doubt = self._doubt(call, conversation)
             if doubt:
                 # Checked once a turn: a reply naming a number nothing showed, or a question

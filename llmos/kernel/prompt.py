@@ -216,8 +216,9 @@ def summary_block(summary: str, paged_out: int) -> str:
 
 
 MEMORY_USE = (
-    "A question about what was said is answered from these in a few words, with the date they "
-    "give; if they do not hold it, mem.search, or reply that you were not told."
+    "A question about what was said is answered from these with just the fact asked, in a "
+    'few words, not the question restated ("3 May 2023", "by train", "her sister\'s '
+    'bakery"); if they do not hold it, mem.search, or reply that you were not told.'
 )
 """How to use the pages, said where they are (not in the system prompt, which every file task
 reads too)."""

@@ -10,6 +10,8 @@ from llmos.kernel.checks import (
     about_the_file,
     double_counted,
     misattributed,
+    misdated,
+    redated,
     unread_asked,
     unseen_counts,
 )
@@ -116,3 +118,71 @@ def test_an_answer_from_the_asked_speaker_or_from_nothing_stands() -> None:
         "one word of the reply is too little to go on"
     )
     assert misattributed("What is Jon's style?", "Contemporary painting.", "no records") is None
+
+
+DATED = (
+    "[turn 5, 20 January 2023, 16:04] user: [4:04 pm on 20 January, 2023] Jon: Good to see "
+    "you! Lost my job as a banker yesterday, so I'm starting my own business.\n"
+    "(said on 20 January 2023: yesterday = 19 January 2023)\n"
+    "[turn 90, 3 April 2023, 13:26] user: [1:26 pm on 3 April, 2023] Jon: I'm expanding my "
+    "studio's social media presence, and hosting a dance competition next month.\n"
+    "(said on 3 April 2023: next month = May 2023)\n"
+    "[turn 91, 29 January 2023, 14:32] user: [2:32 pm on 29 January, 2023] Gina: I just "
+    "launched an ad campaign for my store!\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "fixed"),
+    [
+        # another page's date, and the time of day copied after it
+        (
+            "When did Jon lose his job as a banker?",
+            "Jon lost his job as a banker on 3 April 2023 at 14:35.",
+            "Jon lost his job as a banker on 19 January 2023.",
+        ),
+        # written month first; no relative words on the page: the day it was said
+        (
+            "When did Gina launch an ad campaign for her store?",
+            "She launched it on June 16, 2023.",
+            "She launched it on 29 January 2023.",
+        ),
+        # only the month is known: "in", not "on"
+        (
+            "When did Jon host a dance competition?",
+            "On 20 January 2023.",
+            "in May 2023.",
+        ),
+    ],
+)
+def test_a_date_the_record_does_not_give_is_the_records_date(
+    question: str, reply: str, fixed: str
+) -> None:
+    wrong = misdated(question, reply, DATED)
+    assert wrong is not None
+    assert redated(reply, wrong) == fixed
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("When did Jon lose his job?", "On 19 January 2023."),  # what "yesterday" meant
+        ("When did Jon lose his job?", "On 20 January 2023."),  # the day it was said
+        ("When did Jon expand his social media presence?", "In April 2023."),  # a month holds it
+        ("When did Jon expand his social media presence?", "In May 2023."),  # either date
+        ("What did Jon lose?", "His job, on 3 April 2023."),  # not a "when" question
+        ("When did Jon lose his job?", "I was not told that."),
+        ("When did Jon lose his job?", "He lost it after the fair."),  # no date to check
+        ("When did Gina open her store?", "On 3 April 2023."),  # no page holds these words
+    ],
+)
+def test_a_date_a_record_gives_or_nothing_to_check_stands(question: str, reply: str) -> None:
+    assert misdated(question, reply, DATED) is None
+
+
+def test_a_date_is_checked_in_a_search_result_too() -> None:
+    """A mem.search RESULT holds the pages as JSON strings ("\\n" between lines)."""
+    found = json.dumps({"hits": [{"text": line} for line in DATED.split("[turn")[1:]]})
+    wrong = misdated("When did Jon lose his job as a banker?", "On 3 April 2023.", found)
+    assert wrong is not None and wrong.right == "19 January 2023"
+    assert wrong.said.who == "Jon"

@@ -802,3 +802,29 @@ def test_a_misattributed_answer_kept_is_replaced_by_what_the_records_say(
     assert said.startswith("I was not told that about Jon. It was Gina who said"), said
     assert "4:06 pm on 20 January, 2023" in said and "I love contemporary painting" in said
     assert says_not_known(said)
+
+
+def test_a_date_from_another_page_becomes_the_records_date(system: System, proc: Process) -> None:
+    """Asked when something happened, a reply giving a date the record of it does not give
+    has the record's date instead: what "yesterday" meant on the day it was said. No step is
+    added (the date is corrected, not sent back)."""
+    backend = ScriptedBackend(
+        [
+            {"call": "reply", "text": "Noted."},
+            {"call": "reply", "text": "Noted."},
+            {"call": "reply", "text": "Jon lost his job on 3 April 2023 at 14:35."},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    for told in (
+        "[4:04 pm on 20 January, 2023] Jon: Lost my job as a banker yesterday, so I'm starting "
+        "a business.",
+        "[1:26 pm on 3 April, 2023] Gina: The store's ads went live and sales are up.",
+    ):
+        list(kernel.turn(proc, conv, told))
+    events = list(kernel.turn(proc, conv, "When did Jon lose his job as a banker?"))
+    assert [e.kind for e in events] == ["call", "reply"], [e.text for e in events]
+    assert events[-1].text == "Jon lost his job on 19 January 2023."
+    assert conv.turns[-1].reply == "Jon lost his job on 19 January 2023."
+    assert not backend.outputs

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from llmos.config import Settings
@@ -22,6 +23,7 @@ from llmos.kernel.grammar import Constraint
 from llmos.kernel.loop import Conversation, Kernel, Turn
 from llmos.kernel.prompt import memory_block, memory_pages
 from llmos.memory.embedder import Embedder
+from llmos.memory.memory import CONTEXT_KEY, vector_text
 from llmos.pager import (
     Pager,
     SessionFile,
@@ -132,6 +134,19 @@ def test_turns_page_out_whole_and_the_prompt_stays_within_budget(
     said = read_turn.meta["said"]
     assert isinstance(said, float) and said <= read_turn.created, "the page keeps when it was said"
     assert conv.summary.splitlines()[-1].startswith(f"- turn {conv.paged_out}: user:")
+    # Each page's vector is made with what was said just before it (not shown with it).
+    after_read = next(p for p in pages if p.meta["turn"] == 6)
+    assert after_read.meta[CONTEXT_KEY] == "what is in notes.txt?"
+    assert next(p for p in pages if p.meta["turn"] == 1).meta[CONTEXT_KEY] == ""
+    assert vector_text(after_read) == f"what is in notes.txt?\n{after_read.text}"
+    system.memory.flush(60)
+    ids, blobs = system.memory.db.session_vectors(
+        "recall", pager.session_id, system.memory.embedder.name
+    )
+    stored = np.frombuffer(blobs[ids.index(after_read.id)], dtype=np.float32)
+    made = np.asarray(system.memory.embedder.embed([vector_text(after_read)])[0])
+    alone = np.asarray(system.memory.embedder.embed([after_read.text])[0])
+    assert np.allclose(stored, made, atol=1e-5) and not np.allclose(stored, alone, atol=1e-3)
     assert pager.stats.last_summary_kind == "extractive", "no speed known: no model summary"
     first = next(m for m in backend.prompts[-1] if m["role"] != "system")
     assert first["content"].startswith(f"SUMMARY of turns 1-{conv.paged_out} ")
