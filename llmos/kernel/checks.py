@@ -228,15 +228,22 @@ def _about(message: Said, sentence: str, speakers: set[str]) -> set[str]:
     return others
 
 
+MISATTRIBUTED_WORDS = 3
+"""How many of the words a reply claims (the question's and its own) a sentence about someone
+else must hold, more than any about the one asked about. On LoCoMo's conv-30, with the pages
+found for each question shown, the gold answers: 0 of 81 answerable flagged, 11 of 24
+adversarial caught (with the reply's own words alone and 2 needed: 0 and 7)."""
+
+
 def misattributed(question: str, reply: str, shown: str) -> Misattributed | None:
     """The message a reply about one speaker of a recorded conversation took from another
     speaker, speaking of themself: asked "What is Jon's favourite painting style?", the 1.5B
-    model answered with Gina's "I love contemporary painting". The words the reply adds to the
-    question are looked for sentence by sentence; the reply is misattributed when a sentence
-    about someone else holds two or more of them, more than any about the one asked about
-    (a sentence that speaks of no one counts for everyone). None when the
-    question names no single speaker `shown` records, the reply says it does not know, or its
-    words are in no message (a date from a page's header decides nothing)."""
+    model answered with Gina's "I love contemporary painting". What the reply claims (the
+    question's words and the ones it adds) is looked for sentence by sentence; the reply is
+    misattributed when a sentence about someone else holds MISATTRIBUTED_WORDS of them, more
+    than any about the one asked about (a sentence that speaks of no one counts for
+    everyone). None when the question names no single speaker `shown` records, the reply
+    says it does not know or adds no word (a date from a page's header decides nothing)."""
     messages = said_by(shown)
     speakers = {m.who for m in messages}
     if len(speakers) < 2 or says_not_known(reply):
@@ -245,14 +252,19 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
     if len(named) != 1:
         return None
     asked = named[0]
-    added = _answer_words(reply, {*_answer_words(question, set()), *(s.lower() for s in speakers)})
+    names = {s.lower() for s in speakers}
+    added = _answer_words(reply, {*_answer_words(question, set()), *names})
     if not added:
         return None
+    # What the reply claims is the question's words and its own: with a short answer
+    # ("Hoodies"), the question's words are what find the sentence it came from.
+    claimed = added | _answer_words(question, names)
     theirs = 0
     best: tuple[int, Said | None] = (0, None)
     for message in messages:
         for sentence in _SENTENCE.findall(message.text):
-            hits = len(added & _answer_words(sentence, set()))
+            mine = _answer_words(sentence, set())
+            hits = len(claimed & mine)
             if not hits:
                 continue
             about = _about(message, sentence, speakers)
@@ -263,7 +275,7 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
     found = best[1]
     return (
         Misattributed(asked, found.who, found)
-        if found and best[0] > theirs and best[0] >= 2
+        if found and best[0] > theirs and best[0] >= MISATTRIBUTED_WORDS
         else None
     )
 

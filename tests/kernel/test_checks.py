@@ -186,3 +186,16 @@ def test_a_date_is_checked_in_a_search_result_too() -> None:
     wrong = misdated("When did Jon lose his job as a banker?", "On 3 April 2023.", found)
     assert wrong is not None and wrong.right == "19 January 2023"
     assert wrong.said.who == "Jon"
+
+
+def test_a_short_answer_is_traced_by_the_question_s_words_too() -> None:
+    """A one-word answer adds too little to go on: the question's own words find the sentence
+    it came from, and whose it was."""
+    shown = RECORDED + (
+        "[turn 11, 21 Jan 2023] user: [4:09 pm on 20 January, 2023] Gina: I made a limited "
+        "edition line of hoodies for the store.\n"
+    )
+    wrong = misattributed("What did Jon make a limited edition line of?", "Hoodies.", shown)
+    assert wrong is not None and wrong.who == "Gina" and "hoodies" in wrong.said.text
+    assert misattributed("What did Gina make a limited edition line of?", "Hoodies.", shown) is None
+    assert misattributed("What did Jon make?", "Hoodies.", shown) is None, "too few words"
