@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import context_of, count_tokens, decode_speed, text_tokens
+from llmos.kernel.examples import is_question
 from llmos.kernel.loop import Conversation, Turn
 from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
 from llmos.limits import (
@@ -39,6 +40,7 @@ from llmos.limits import (
     SUMMARY_TOKENS,
 )
 from llmos.memory.when import resolved, window
+from llmos.syscalls.services import ANSWERED_KEY, recallable
 
 if TYPE_CHECKING:
     from llmos.kernel.loop import Kernel
@@ -92,6 +94,23 @@ def page_text(turn: Turn) -> str:
         prefix = "→ " if message["role"] == "assistant" else ""
         lines.append(prefix + _cut(message["content"], PAGE_STEP_CHARS))
     return "\n".join(lines)
+
+
+_MEMORY_ANSWER_CALLS = frozenset({"mem.search", "reply", "ask"})
+
+
+def answered_from_memory(turn: Turn) -> bool:
+    """Whether `turn` was a question the kernel answered by searching memory and nothing else:
+    its page holds no fact of the person's, only memory said again (and the model's guesses).
+    Paged in for a later question, such pages crowded out the records they came from (on
+    conv-30, evidence among the five pages fell from 72% to 66% of the questions once earlier
+    questions were indexed) and their wrong answers were repeated."""
+    calls = turn.calls
+    return (
+        is_question(turn.request)
+        and "mem.search" in calls
+        and all(c in _MEMORY_ANSWER_CALLS for c in calls)
+    )
 
 
 def recall_text(turn: Turn) -> str:
@@ -457,6 +476,7 @@ class Pager:
                     "messages": json.dumps(turn.messages, ensure_ascii=False),
                     # embedded with the page (what it answers), not shown with it
                     CONTEXT_KEY: _cut(said, CONTEXT_CHARS),
+                    ANSWERED_KEY: answered_from_memory(turn),
                 },
             )
             for turn, said in zip(evicted, before, strict=True)
@@ -645,6 +665,7 @@ class Pager:
                 k=self.recall_k,
                 collections=("recall",),
                 session=self.session_id,
+                allow=recallable,
                 wait=False,
                 min_score=self.min_score,
                 during=window(query, dt.date.today()),
@@ -683,7 +704,8 @@ class Pager:
                 parts.append(recall.text)
                 continue
             page = self._page(record, recall.score)
-            if page.turn is not None and page.turn not in turns and record.id not in shown:
+            fresh = page.turn not in turns and record.id not in shown
+            if page.turn is not None and fresh and recallable(record):
                 parts.append(_cut(page.text, AROUND_CHARS))
                 around.append((record.id, page.turn))
         if not around:

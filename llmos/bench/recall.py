@@ -28,6 +28,7 @@ from llmos.bench.dispatch import percentile
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.checks import says_not_known
 from llmos.pager import PAGE_AROUND
+from llmos.syscalls.services import recallable
 
 if TYPE_CHECKING:
     from llmos.config import Settings
@@ -235,7 +236,12 @@ def run_recall(
         and with the pages around each that the pager shows with it), and the turns still in
         the context."""
         hits = memory.search(
-            question, k=5, collections=("recall",), session=pager.session_id, by_words=by_words
+            question,
+            k=5,
+            collections=("recall",),
+            session=pager.session_id,
+            by_words=by_words,
+            allow=recallable,  # as the pager pages in
         )
         pages = {h.record.meta.get("turn") for h in hits}
         around = {
@@ -243,6 +249,7 @@ def run_recall(
             for t in pages
             if isinstance(t, int)
             for r in memory.around("recall", pager.session_id, t, PAGE_AROUND, PAGE_AROUND)
+            if recallable(r)
         }
         return pages | resident(), pages | around | resident()
 

@@ -180,6 +180,20 @@ class Turn:
         return ""
 
     @property
+    def calls(self) -> list[str]:
+        """The names of the calls the kernel made in this turn, in order (its reply too)."""
+        out = []
+        for message in self.messages:
+            if message["role"] == "assistant":
+                try:
+                    data = json.loads(message["content"])
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    out.append(str(data.get("call", "")))
+        return out
+
+    @property
     def asked(self) -> bool:
         """True when the turn ended by asking the person something."""
         last = next((m for m in reversed(self.messages) if m["role"] == "assistant"), None)

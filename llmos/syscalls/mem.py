@@ -21,7 +21,15 @@ from llmos.limits import MAX_MEM_SEARCH_K, MAX_MEM_TEXT_CHARS
 from llmos.syscalls.base import Quiet, Registrar, Syscall
 from llmos.syscalls.context import Authorized, Process
 from llmos.syscalls.hooks import hookimpl
-from llmos.syscalls.services import Allow, Collection, Hit, Memories, Record, normalize_tags
+from llmos.syscalls.services import (
+    Allow,
+    Collection,
+    Hit,
+    Memories,
+    Record,
+    normalize_tags,
+    recallable,
+)
 
 RESOURCE_PREFIX = "mem:"
 
@@ -212,8 +220,9 @@ def mem_store(call: MemStore, process: Process) -> MemStoreResult:
 
 
 def mem_search(call: MemSearch, process: Process) -> MemSearchResult:
-    """Search only the memories this process may see."""
-    memory, allow = _memory(process), _allow(process, "mem.search")
+    """Search only the memories this process may see (not earlier answers: `recallable`)."""
+    memory = _memory(process)
+    allow = _both(_allow(process, "mem.search"), recallable)
     hits = memory.search(call.query, k=call.k, tags=call.tags or (), allow=allow)
     note = None
     if not hits and call.tags:

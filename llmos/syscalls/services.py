@@ -166,3 +166,14 @@ def normalize_tags(tags: Iterable[str]) -> tuple[str, ...]:
     if len(out) > MAX_MEM_TAGS:
         raise LlmosError(ErrorCode.E_INVAL, f"at most {MAX_MEM_TAGS} tags, not {len(out)}")
     return tuple(out)
+
+
+ANSWERED_KEY = "answered"
+"""A recall page's meta key: True when its turn was a question answered from memory alone."""
+
+
+def recallable(record: Record) -> bool:
+    """Whether a memory is found for a request: not the page of a question answered from
+    memory (it holds no fact of the person's, only memory said again, and the model's
+    guesses; the records it came from are found instead)."""
+    return record.meta.get(ANSWERED_KEY) is not True

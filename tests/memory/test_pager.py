@@ -32,6 +32,7 @@ from llmos.pager import (
     resume_conversation,
 )
 from llmos.syscalls.context import Process
+from llmos.syscalls.services import ANSWERED_KEY
 from llmos.system import System
 from llmos.testing import ScriptedBackend
 
@@ -177,6 +178,39 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
     assert first.turn == 1
     assert conv.turns[-1].recalled[0] == first.id
     assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
+
+
+def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
+    system: System, shell_proc: Process
+) -> None:
+    """A question the kernel answered by searching memory (and its guess) is kept in recall,
+    but a later request is shown the record it came from, not the earlier answer."""
+    backend, kernel, pager, conv = locker_told(system, shell_proc)
+    talk(
+        kernel,
+        shell_proc,
+        conv,
+        "what is the code of my gym locker at the club?",
+        [
+            {"call": "mem.search", "query": "gym locker code"},
+            {"call": "reply", "text": "Your gym locker code at the club is 9999."},
+        ],
+    )
+    talk(kernel, shell_proc, conv, "what is 2 plus 2?", [{"call": "reply", "text": "4"}])
+    for n in range(4, 32):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert conv.turns[0].number > 3, "the question and its answer are out of the context"
+    system.memory.flush(60)
+    pages = {int(p.meta["turn"]): p for p in system.memory.db.all("recall")}  # type: ignore[arg-type]
+    assert pages[2].meta[ANSWERED_KEY] is True and "9999" in pages[2].text, "kept in recall"
+    assert pages[1].meta[ANSWERED_KEY] is False, "told, not asked"
+    assert pages[3].meta[ANSWERED_KEY] is False, "a question answered without memory"
+    talk(kernel, shell_proc, conv, "what's my gym locker code?", [{"call": "reply", "text": "x"}])
+    recalled = {r.turn for r in pager.stats.last_recalled}
+    assert 1 in recalled and 2 not in recalled, recalled
+    request = backend.prompts[-1][-1]["content"]
+    assert "4512" in request and "9999" not in request
 
 
 def test_a_turn_that_outgrows_the_context_sheds_what_was_recalled_for_it(

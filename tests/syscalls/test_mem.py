@@ -252,3 +252,26 @@ def test_a_tag_no_memory_has_does_not_hide_what_was_told(
     app = _scoped(system, workspace, {"mem.search": scope})
     hits = _ok(system, app, call="mem.search", query="bank PIN", tags=["recipes"], k=5)["hits"]
     assert all("PIN" not in h["text"] for h in hits)
+
+
+def test_an_earlier_answer_is_not_found_the_record_it_came_from_is(
+    system: System, shell: Process
+) -> None:
+    """A recall page of a question answered from memory (and the model's wrong guess) is not
+    what mem.search finds; the page of what was told is."""
+    from llmos.memory.store import NewRecord
+    from llmos.syscalls.services import ANSWERED_KEY
+
+    told, answered = system.memory.store_many(
+        [
+            NewRecord("user: my cat is called Miso", meta={"turn": 1, ANSWERED_KEY: False}),
+            NewRecord(
+                "user: what is my cat called?\nreply: Your cat is called Tiger.",
+                meta={"turn": 2, ANSWERED_KEY: True},
+            ),
+        ],
+        "recall",
+    )
+    found = _ok(system, shell, call="mem.search", query="what is my cat called?", k=5)
+    ids = [h["id"] for h in found["hits"]]
+    assert told.id in ids and answered.id not in ids
