@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
+from llmos.kernel.answers import concise
 from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warming
 from llmos.kernel.checks import (
     about_the_file,
@@ -19,6 +20,7 @@ from llmos.kernel.checks import (
     misattributed,
     misdated,
     redated,
+    says_not_known,
     unread_asked,
     unsearched_memory,
     unseen_counts,
@@ -532,6 +534,25 @@ def attributed_reply(text: str, conversation: Conversation) -> str:
         f"I was not told that about {wrong.asked}. It was {wrong.who} who said, "
         f'[{wrong.said.when}]: "{_cut_words(wrong.said.text, 240)}"'
     )
+
+
+MEMORY_READS = frozenset({"mem.search", "reply"})
+"""The calls a turn answering from memory makes before it replies (a reply sent back too)."""
+
+
+def answer_from_memory(text: str, conversation: Conversation) -> str:
+    """`text`, or, when it answers a question from memory (pages were recalled for the turn or
+    it searched memory, and it made no other call), the fact it gives (`concise`): its first
+    sentence without the question said back. One that says it does not know stays whole."""
+    turn = conversation.current
+    if turn is None or not is_question(turn.request) or says_not_known(text):
+        return text
+    made = turn.calls
+    if any(c not in MEMORY_READS for c in made):
+        return text
+    if not turn.recalled and "mem.search" not in made:
+        return text
+    return concise(turn.request, text)
 
 
 def dated_reply(text: str, conversation: Conversation) -> str:
@@ -1076,13 +1097,14 @@ class Kernel:
             corrected = False
             if self.check_replies and call.call == "reply":
                 text = str(getattr(call, "text", ""))
-                fixed = dated_reply(text, conversation)
+                shaped = answer_from_memory(text, conversation)
+                fixed = dated_reply(shaped, conversation)
+                # What the records say stands: it is not doubted (its date is on no page
+                # when it is what "yesterday" meant).
+                corrected = fixed != shaped
                 if doubted:
                     fixed = attributed_reply(fixed, conversation)
                 if fixed != text:
-                    # What the records say stands: it is not doubted (its date is on no page
-                    # when it is what "yesterday" meant).
-                    corrected = True
                     call = self.system.registry.parse({"call": "reply", "text": fixed})
                     shown = json.dumps({"call": "reply", "text": fixed})
             data = call.model_dump(mode="json")

@@ -828,3 +828,35 @@ def test_a_date_from_another_page_becomes_the_records_date(system: System, proc:
     assert events[-1].text == "Jon lost his job on 19 January 2023."
     assert conv.turns[-1].reply == "Jon lost his job on 19 January 2023."
     assert not backend.outputs
+
+
+def test_an_answer_from_memory_is_the_fact_not_the_question_said_back(
+    system: System, proc: Process, workspace: Path
+) -> None:
+    """A question answered by searching memory replies with the fact (its first sentence, the
+    restated question cut); one answered from a file keeps its words."""
+    backend = ScriptedBackend(
+        [
+            {"call": "mem.store", "text": "The gym locker code is 4512."},
+            {"call": "reply", "text": "Noted."},
+            {"call": "mem.search", "query": "gym locker code"},
+            {"call": "reply", "text": "Your gym locker code is 4512. It is kept in memory."},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    list(kernel.turn(proc, conv, "remember my gym locker code is 4512"))
+    events = list(kernel.turn(proc, conv, "what is my gym locker code?"))
+    assert events[-1].kind == "reply" and events[-1].text == "4512.", events[-1]
+    assert conv.turns[-1].reply == "4512."
+    (workspace / "server.cfg").write_text("port = 9090\n")
+    _, _, conv = run(
+        system,
+        proc,
+        [
+            {"call": "fs.read", "path": "server.cfg"},
+            {"call": "reply", "text": "The server.cfg port is 9090. It is on line 1."},
+        ],
+        "what is the server.cfg port?",
+    )
+    assert conv.turns[-1].reply == "The server.cfg port is 9090. It is on line 1."

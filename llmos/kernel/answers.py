@@ -1,0 +1,97 @@
+"""The shape of an answer from memory: the fact asked for, not the question said back. The
+MEMORY block asks for just the fact; the 1.5B model still opened most answers by restating
+the question ("Jon lost his job as a banker on 19 January 2023.") and went on with sentences
+no page held. The system keeps the answer's first sentence, less the restatement."""
+
+from __future__ import annotations
+
+import re
+
+from llmos.text import STOPWORDS, stem
+
+GLUE = STOPWORDS | set(
+    re.findall(
+        r"\w+",
+        "his her hers their theirs he she they him them was were has have had will am been "
+        "both also currently really just s",
+    )
+)
+"""Words a restatement holds besides the question's own: articles, pronouns, auxiliaries."""
+
+KEPT = frozenset(re.findall(r"\w+", "a an the on in at by to for with from of into about as"))
+"""Glue that belongs to the answer when it comes right before it ("on 19 January", "a dance
+studio"); other glue before the answer ("is", "his") is dropped with the restatement."""
+
+_TOKEN = re.compile(r"\S+")
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s+(?=[A-Z\"'])|$)", re.DOTALL)
+
+
+IRREGULAR = dict(
+    pair.split("=")
+    for pair in re.findall(
+        r"\S+",
+        "said=say told=tell made=make got=get gotten=get went=go gone=go lost=lose found=find "
+        "took=take taken=take gave=give given=give felt=feel thought=think bought=buy "
+        "began=begin begun=begin won=win met=meet saw=see seen=see came=come left=leave "
+        "kept=keep did=do done=do wrote=write written=write ran=run knew=know known=know "
+        "taught=teach brought=bring built=build sold=sell held=hold",
+    )
+)
+"""Past forms of common verbs and their present, so "Jon said" restates "What did Jon say"."""
+
+
+def _key(token: str) -> str:
+    """A token as a word to compare: lower case, no punctuation, no "'s", a verb's present."""
+    word = token.lower().strip(".,;:!?\"'()[]").removesuffix("'s").removesuffix("’s")
+    return stem(IRREGULAR.get(word, word))
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of `text` (all of it when it has one)."""
+    found = _FIRST_SENTENCE.match(text.strip())
+    return found.group(1) if found else text.strip()
+
+
+def _asked(key: str, asked: set[str]) -> bool:
+    """Whether a word is one of the question's, its stem or a longer form ("promoted" for
+    "promote", "receiv" for "receive")."""
+    return key in asked or (
+        len(key) >= 4 and any(a.startswith(key) or key.startswith(a) for a in asked if len(a) >= 4)
+    )
+
+
+def without_restatement(question: str, reply: str) -> str:
+    """`reply` less a head that only says the question back: the words up to the first one
+    the question does not hold (glue words aside), the glue before it kept ("Jon is working on
+    opening a dance studio." asked "What is Jon working on opening?" is "A dance studio.";
+    other glue before the answer goes: "Her favourite is contemporary." is "Contemporary.").
+    `reply` itself when its head holds fewer than two of the question's words or nothing
+    would be left."""
+    asked = {_key(t) for t in _TOKEN.findall(question)} - GLUE - {""}
+    tokens = list(_TOKEN.finditer(reply))
+    content = 0
+    last = -1  # the last question word of the head
+    for i, token in enumerate(tokens):
+        key = _key(token.group(0))
+        if key not in GLUE and _asked(key, asked):
+            content += 1
+            last = i
+        elif key not in GLUE:
+            break
+        if token.group(0)[-1] in ",;:":
+            break
+    start = last + 1
+    while start < len(tokens) and _key(tokens[start].group(0)) in GLUE - KEPT:
+        start += 1
+    if content < 2 or start >= len(tokens):
+        return reply
+    rest = reply[tokens[start].start() :]
+    if not any(c.isalnum() for c in rest):
+        return reply
+    return rest[0].upper() + rest[1:]
+
+
+def concise(question: str, reply: str) -> str:
+    """An answer from memory as the fact asked for: the reply's first sentence without its
+    restatement of the question."""
+    return without_restatement(question, first_sentence(reply))

@@ -1,0 +1,60 @@
+"""The shape of an answer from memory: the fact asked, not the question said back."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmos.kernel.answers import concise, first_sentence, without_restatement
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "answer"),
+    [
+        (
+            "When did Jon lose his job as a banker?",
+            "Jon lost his job as a banker on 19 January 2023.",
+            "On 19 January 2023.",
+        ),
+        (
+            "What is Jon working on opening?",
+            "Jon is working on opening a dance studio.",
+            "A dance studio.",
+        ),
+        (
+            "What is Gina's favorite style of dance?",
+            "Gina's favorite style of dance is contemporary.",
+            "Contemporary.",
+        ),
+        ("what's my locker code?", "Your locker code is 4512.", "4512."),
+        # a longer form of the question's word ("promoted" for "promote")
+        (
+            "How did Gina promote her store?",
+            "Gina promoted her store by running ads.",
+            "By running ads.",
+        ),
+        # the head ends at a comma: what follows is the answer's
+        (
+            "Do Jon and Gina like dancing?",
+            "Yes, Jon and Gina like dancing.",
+            "Yes, Jon and Gina like dancing.",
+        ),
+        # fewer than two of the question's words: nothing is cut
+        ("Where is the key?", "The key is under the mat.", "The key is under the mat."),
+        ("What does Jon like?", "Jon likes.", "Jon likes."),  # nothing would be left
+    ],
+)
+def test_a_restated_question_is_cut_from_the_answer(question: str, reply: str, answer: str) -> None:
+    assert without_restatement(question, reply) == answer
+
+
+def test_an_answer_from_memory_is_its_first_sentence() -> None:
+    assert first_sentence("It was 4512. You told me on Monday! Anything else?") == "It was 4512."
+    assert first_sentence("Version 2.5 of it.") == "Version 2.5 of it."
+    assert first_sentence("no stop at all") == "no stop at all"
+    assert (
+        concise(
+            "What did Jon say about the opening?",
+            "Jon said the opening is tomorrow. He is confident it will be a success.",
+        )
+        == "Tomorrow."
+    )
