@@ -536,6 +536,7 @@ class Pager:
             summary_line(t)
             for t in evicted
             if any(n not in summary for n in _NUMBER.findall(t.request))
+            and not answered_from_memory(t)
         ]
         written = summary.splitlines()
 
@@ -576,10 +577,14 @@ class Pager:
         return out.text.strip()
 
     def _extractive(self, kernel: Kernel, old: str, evicted: list[Turn]) -> str:
-        """The old summary's lines plus one line per evicted turn, oldest lines dropped to fit
-        the summary's budget (they are in recall, where page-in finds them)."""
+        """The old summary's lines plus one line per evicted turn (but a question answered
+        from memory), oldest lines dropped to fit the summary's budget (they are in recall,
+        where page-in finds them)."""
         lines = [line for line in old.splitlines() if line.startswith("- turn ")]
-        lines += [summary_line(t) for t in evicted]
+        # A question answered from memory is left out: its answer, right or a guess, came
+        # back as the answer to later questions ("Jon and Gina both like to destress by
+        # dancing." to "When was Jon in Rome?"); the records it came from are in recall.
+        lines += [summary_line(t) for t in evicted if not answered_from_memory(t)]
         while (
             len(lines) > 1 and text_tokens(kernel.backend, "\n".join(lines)) > self.summary_tokens
         ):

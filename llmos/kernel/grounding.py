@@ -203,6 +203,10 @@ def scan(
         complete = False
         found = _nearest(found, request)[:GROUND_MAX_PATHS]
     found.sort(key=lambda e: e.path.split("/"))
+    if about and not found and not mentioned and not folders and is_question(request):
+        # With no file at all, a question's verb ("When did Gina open her store?", "What
+        # did she find?") does not make it about files; a file noun still does.
+        about = bool(FILE_NOUNS.search(request))
     if not changes:
         real = {e.path for e in found}
         changes = any(m.strip("/").removeprefix("./") not in real for m in mentioned)
@@ -228,13 +232,18 @@ RECALL_WORDS = re.compile(
 )
 """Words of a request that may be about what the person said or kept before."""
 
+_FILE_NOUNS = (
+    r"files?|folders?|director(?:y|ies)|dirs?|workspace|documents?|docs?|photos?|images?|"
+    r"pictures?|pics?|logs?|readme|contents?|csv|txt|pdf|spreadsheets?"
+)
+FILE_NOUNS = re.compile(rf"\b(?:{_FILE_NOUNS})\b", re.IGNORECASE)
+"""Nouns with which a request speaks of files or folders."""
 FILE_WORDS = re.compile(
-    r"\b(?:files?|folders?|director(?:y|ies)|dirs?|workspace|documents?|docs?|photos?|images?|"
-    r"pictures?|pics?|logs?|readme|here|list|ls|search\w*|grep|find|open|read|print|show|"
-    r"contents?|csv|txt|pdf|spreadsheets?)\b",
+    rf"\b(?:{_FILE_NOUNS}|here|list|ls|search\w*|grep|find|open|read|print|show)\b",
     re.IGNORECASE,
 )
-"""Words with which a request speaks of files or folders (besides naming one)."""
+"""Words with which a request speaks of files or folders (besides naming one): the nouns, and
+verbs that do something to files. A question in an empty workspace needs a noun."""
 
 _FOLDER = r"(?:folder|directory|dir)"
 _FOLDER_NAMES = (

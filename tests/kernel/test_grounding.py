@@ -309,9 +309,19 @@ def test_in_an_empty_workspace_file_calls_wait_for_a_request_about_files(
             assert f"call-{call}" not in root, (chat, call)
         assert "call-reply" in root
         assert ("call-mem-search" in root) == (chat != "hello"), chat
-    for about in ("what files do I have", "print notes.txt", "search my files for invoice"):
+    for about in (
+        "what files do I have",
+        "print notes.txt",
+        "search my files for invoice",
+        "find the word invoice",  # an order: its verb is about files
+        "which documents mention the budget?",  # a question with a file noun
+    ):
         root = build_grammar(system.registry, ground=scan(ws, about)).splitlines()[0]
         assert "call-fs-list" in root, about
+    for asked in ("When did Gina open her store?", "What did Gina find for her store?"):
+        # a question's verb alone is not about files when there are none
+        root = build_grammar(system.registry, ground=scan(ws, asked)).splitlines()[0]
+        assert "call-fs-search" not in root and "call-mem-search" in root, asked
     (workspace / "a.txt").write_text("x")
     root = build_grammar(system.registry, ground=scan(ws, "hello")).splitlines()[0]
     assert "call-fs-list" in root, "a workspace with files: they may hold the answer"

@@ -213,6 +213,30 @@ def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
     assert "4512" in request and "9999" not in request
 
 
+def test_the_summary_leaves_out_questions_answered_from_memory(system: System) -> None:
+    """An answer from memory (right or a guess) is not carried in the summary, where the model
+    took it for the answer to the next question; what was told is."""
+    told = Turn(
+        1,
+        [
+            {"role": "user", "content": "my locker code is 4512"},
+            {"role": "assistant", "content": json.dumps({"call": "reply", "text": "Noted."})},
+        ],
+    )
+    asked = Turn(
+        2,
+        [
+            {"role": "user", "content": "what is my locker code?"},
+            {"role": "assistant", "content": json.dumps({"call": "mem.search", "query": "locker"})},
+            {"role": "user", "content": 'RESULT: {"ok":true}'},
+            {"role": "assistant", "content": json.dumps({"call": "reply", "text": "It is 9999."})},
+        ],
+    )
+    kernel = Kernel(system, ScriptedBackend([]), example_count=0)
+    summary = Pager()._extractive(kernel, "", [told, asked])
+    assert "4512" in summary and "9999" not in summary and "turn 2" not in summary
+
+
 def test_a_turn_that_outgrows_the_context_sheds_what_was_recalled_for_it(
     system: System, shell_proc: Process, workspace: Path
 ) -> None:
