@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from llmos.kernel.grammar import wanted_name
 from llmos.kernel.grounding import mentioned_paths
 from llmos.memory.when import MONTHS, resolved
+from llmos.text import stem
 
 _SUM = re.compile(r"\s*\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?){2,}\s*")
 
@@ -171,7 +172,8 @@ _NOT_ANSWER = frozenset(
         "january february march april june july august september october november december "
         "monday tuesday wednesday thursday friday saturday sunday morning evening night "
         "two three four five six seven eight nine ten twelve twenty hundred first second "
-        "herself himself themselves myself yourself through because there here some lot",
+        "herself himself themselves myself yourself through because there here some lot "
+        "more most much get gets got getting going gonna thing things",
     )
 )
 """Words that carry no answer of anyone's own: filler, and the words of dates and numbers
@@ -349,6 +351,37 @@ def _meant(shown: str, start: int, end: int) -> list[tuple[Day, str]]:
     return meant
 
 
+STEM_CHARS = 5
+"""Two words meet on their first five letters once stemmed ("mentorship", "mentored";
+"hosting", "host")."""
+
+
+def _stems(words: set[str]) -> set[str]:
+    """`words` cut to STEM_CHARS letters, so a question's and a record's forms of a word meet."""
+    return {stem(w)[:STEM_CHARS] for w in words}
+
+
+_CLAUSE = re.compile(r"[.!?;]+\s*|\s+(?:so|but|and|then|while|because)\s+", re.IGNORECASE)
+
+
+def _clause_dates(record: re.Match[str], words: set[str]) -> list[tuple[Day, str]]:
+    """What the relative time words of the clause of `record` (a `_SAID_LINE` match) holding
+    most of `words` (`_stems`) meant on the day its header gives; none when no clause holds
+    one of them or its header has no date. A message may tell of two things ("Lost my job
+    yesterday, so I'm starting a business"): a time word dates only its own."""
+    header = _DATE.search(record.group(1))
+    if header is None:
+        return []
+    clauses = [c for c in _CLAUSE.split(record.group(3)) if c.strip()]
+    held = [len(words & _stems(_answer_words(c, set()))) for c in clauses]
+    if not held or max(held) == 0:
+        return []
+    clause = clauses[held.index(max(held))]
+    day = _day(header)
+    on = dt.date(day[0], day[1], day[2] or 1)
+    return [(_day(f), v) for v in resolved(clause, on) if (f := _DATE.search(v))]
+
+
 def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     """The date of a reply to a "when" question about a recorded conversation that is not the
     date the record holding the reply's words gives: what its relative time words meant
@@ -366,8 +399,8 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     if not matches:
         return None
     names = {m.group(2).lower() for m in matches}
-    words = _answer_words(f"{question} {_DATE.sub(' ', reply)}", names)
-    held = [words & _answer_words(m.group(3), names) for m in matches]
+    words = _stems(_answer_words(f"{question} {_DATE.sub(' ', reply)}", names))
+    held = [words & _stems(_answer_words(m.group(3), names)) for m in matches]
     # A rare word ("fair") says more than a common one ("studio"): each counts by how few
     # records hold it.
     counts = Counter(w for found in held for w in found)
@@ -395,12 +428,22 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
             meant = [(_day(f), v) for v in resolved(match.group(3), on) if (f := _DATE.search(v))]
         return meant, [*meant, *([(_day(header), "")] if header else [])]
 
+    # The part of the record that holds the words dates them by its own time word: "Lost my
+    # job yesterday" said on 20 January happened on the 19th, whatever day the page shows.
+    dated = _clause_dates(matches[best], words)
+    if dated:
+        if any(_same(_day(d), day) for day, _ in dated for d in dates):
+            return None
+        # another record stands for the date only when it tells of the same thing
+        scored = [(s, i) for s, i in scored if i != best and held[i] >= held[best]]
     # A date that a record holding the reply's words gives stands (a message may name two
     # events, "went to a fair yesterday" and "a competition next month"; two messages may
     # tell of one thing).
     if any(_same(_day(d), day) for _, i in scored for day, _ in dates_of(i)[1] for d in dates):
         return None
-    meant, known = dates_of(best)
+    meant, known = dated, dated
+    if not dated:
+        meant, known = dates_of(best)
     # The day it was said, unless one relative time word says when it happened.
     right = meant if meant else known
     if len(right) != 1:

@@ -1097,11 +1097,13 @@ class Kernel:
             corrected = False
             if self.check_replies and call.call == "reply":
                 text = str(getattr(call, "text", ""))
-                shaped = answer_from_memory(text, conversation)
-                fixed = dated_reply(shaped, conversation)
+                # Dated before it is shaped: the words the model said with its date are
+                # what find the record it came from.
+                dated = dated_reply(text, conversation)
                 # What the records say stands: it is not doubted (its date is on no page
                 # when it is what "yesterday" meant).
-                corrected = fixed != shaped
+                corrected = dated != text
+                fixed = answer_from_memory(dated, conversation)
                 if doubted:
                     fixed = attributed_reply(fixed, conversation)
                 if fixed != text:

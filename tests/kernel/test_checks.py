@@ -153,6 +153,17 @@ DATED = (
             "On 20 January 2023.",
             "in May 2023.",
         ),
+        # the day it was said, where the words it holds say "yesterday": what that meant
+        (
+            "When did Jon lose his job as a banker?",
+            "On 20 January 2023.",
+            "On 19 January 2023.",
+        ),
+        (
+            "When did Jon host a dance competition?",
+            "In April 2023.",
+            "In May 2023.",
+        ),
     ],
 )
 def test_a_date_the_record_does_not_give_is_the_records_date(
@@ -167,9 +178,9 @@ def test_a_date_the_record_does_not_give_is_the_records_date(
     ("question", "reply"),
     [
         ("When did Jon lose his job?", "On 19 January 2023."),  # what "yesterday" meant
-        ("When did Jon lose his job?", "On 20 January 2023."),  # the day it was said
+        # the day it was said, for what the part of it without a time word tells
+        ("When did Jon start his own business?", "On 20 January 2023."),
         ("When did Jon expand his social media presence?", "In April 2023."),  # a month holds it
-        ("When did Jon expand his social media presence?", "In May 2023."),  # either date
         ("What did Jon lose?", "His job, on 3 April 2023."),  # not a "when" question
         ("When did Jon lose his job?", "I was not told that."),
         ("When did Jon lose his job?", "He lost it after the fair."),  # no date to check
