@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from llmos.atomic import write_atomic
 from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import context_of, count_tokens, decode_speed, text_tokens
-from llmos.kernel.examples import is_question
+from llmos.kernel.examples import asks_only, is_question
 from llmos.kernel.loop import Conversation, Turn
 from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
 from llmos.limits import (
@@ -100,17 +100,17 @@ _MEMORY_ANSWER_CALLS = frozenset({"mem.search", "reply", "ask"})
 
 
 def answered_from_memory(turn: Turn) -> bool:
-    """Whether `turn` was a question the kernel answered by searching memory and nothing else:
-    its page holds no fact of the person's, only memory said again (and the model's guesses).
-    Paged in for a later question, such pages crowded out the records they came from (on
-    conv-30, evidence among the five pages fell from 72% to 66% of the questions once earlier
-    questions were indexed) and their wrong answers were repeated."""
+    """Whether `turn` was a question the kernel answered from memory and nothing else, by
+    searching it or, for a request that only asks, from the pages recalled for it: its page
+    holds no fact of the person's, only memory said again (and the model's guesses). Paged in
+    for a later question, such pages crowded out the records they came from (on conv-30,
+    evidence among the five pages fell from 72% to 66% of the questions once earlier questions
+    were indexed) and their wrong answers were repeated. A request that tells as well as asks
+    ("Dance is my go-to. Any tips?") is the person's own words, whatever was recalled."""
     calls = turn.calls
-    return (
-        is_question(turn.request)
-        and "mem.search" in calls
-        and all(c in _MEMORY_ANSWER_CALLS for c in calls)
-    )
+    if not is_question(turn.request) or any(c not in _MEMORY_ANSWER_CALLS for c in calls):
+        return False
+    return "mem.search" in calls or (bool(turn.recalled) and asks_only(turn.request))
 
 
 def recall_text(turn: Turn) -> str:

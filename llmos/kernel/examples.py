@@ -218,6 +218,18 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text)) and not _POLITE.search(text)
 
 
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+
+
+def asks_only(text: str) -> bool:
+    """Whether every sentence of `text` asks ("How is the store? Any news?"), or it is one
+    sentence that `is_question`: nothing in it tells."""
+    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    if len(sentences) == 1:
+        return is_question(sentences[0])
+    return bool(sentences) and all(s.endswith("?") for s in sentences)
+
+
 class ExampleRegistrar:
     """What a plugin's `register_examples` hook receives: `add` an example, `rule` a prompt
     line. It remembers what it added so a plugin that raises is undone."""

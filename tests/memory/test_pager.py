@@ -27,6 +27,7 @@ from llmos.memory.memory import CONTEXT_KEY, vector_text
 from llmos.pager import (
     Pager,
     SessionFile,
+    answered_from_memory,
     count_tokens,
     new_conversation,
     resume_conversation,
@@ -211,6 +212,34 @@ def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
     assert 1 in recalled and 2 not in recalled, recalled
     request = backend.prompts[-1][-1]["content"]
     assert "4512" in request and "9999" not in request
+
+
+@pytest.mark.parametrize(
+    ("request_", "recalled", "answered"),
+    [
+        ("How do Jon and Gina both like to destress?", ["page"], True),
+        ("what is my locker code", ["page"], True),
+        # told, and asking too: the person's words hold a fact of theirs
+        ("Dance is my go-to for stress relief. Got any fave styles?", ["page"], False),
+        # nothing recalled, no search: answered without memory
+        ("How do Jon and Gina both like to destress?", [], False),
+    ],
+)
+def test_a_question_answered_from_the_pages_recalled_for_it_is_an_answer_from_memory(
+    request_: str, recalled: list[str], answered: bool
+) -> None:
+    """Answered from the pages paged in for it, with no search, a question is memory said
+    again as much as one that searched: on conv-30 such an answer ('Jon and Gina both like to
+    destress by dancing') was found for the next two questions and given as their answer."""
+    turn = Turn(
+        7,
+        [
+            {"role": "user", "content": request_},
+            {"role": "assistant", "content": json.dumps({"call": "reply", "text": "By dancing."})},
+        ],
+    )
+    turn.recalled = recalled
+    assert answered_from_memory(turn) is answered
 
 
 def test_the_summary_leaves_out_questions_answered_from_memory(system: System) -> None:
