@@ -78,7 +78,10 @@ def without_restatement(question: str, reply: str) -> str:
             last = i
         elif key not in GLUE:
             break
-        if token.group(0)[-1] in ",;:":
+        # A comma ends the head, unless the question's words go on after it ("1 February,
+        # 2023, Jon found"): what follows a comma the question does not hold is the answer's.
+        after = _key(tokens[i + 1].group(0)) if i + 1 < len(tokens) else ""
+        if token.group(0)[-1] in ",;:" and (after in GLUE or not _asked(after, asked)):
             break
     start = last + 1
     while start < len(tokens) and _key(tokens[start].group(0)) in GLUE - KEPT:
@@ -91,7 +94,20 @@ def without_restatement(question: str, reply: str) -> str:
     return rest[0].upper() + rest[1:]
 
 
+LEAD_IN = re.compile(
+    r"^\s*(?:(?:based on|according to|from) [^,.]{1,60},\s*|"
+    r"(?:[A-Z]\w+ )?(?:mentioned|mentions|said|says|stated|states|told \w+|tells \w+) that\s+)",
+    re.IGNORECASE,
+)
+"""Where an answer says it comes from ("Based on Gina's response,", "Jon mentioned that"):
+not the fact asked for."""
+
+
 def concise(question: str, reply: str) -> str:
-    """An answer from memory as the fact asked for: the reply's first sentence without its
-    restatement of the question."""
-    return without_restatement(question, first_sentence(reply))
+    """An answer from memory as the fact asked for: the reply's first sentence without where
+    it says it comes from and without its restatement of the question."""
+    sentence = first_sentence(reply)
+    rest = LEAD_IN.sub("", sentence, count=1)
+    if rest != sentence and any(c.isalnum() for c in rest):
+        sentence = rest[0].upper() + rest[1:]
+    return without_restatement(question, sentence)

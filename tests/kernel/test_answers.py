@@ -38,6 +38,12 @@ from llmos.kernel.answers import concise, first_sentence, without_restatement
             "Yes, Jon and Gina like dancing.",
             "Yes, Jon and Gina like dancing.",
         ),
+        # a date's comma is not the head's end: the question's words go on after it
+        (
+            "What did Gina find for her clothing store on 1 February, 2023?",
+            "On 1 February, 2023, Gina found a spot with a variety of clothes.",
+            "A spot with a variety of clothes.",
+        ),
         # fewer than two of the question's words: nothing is cut
         ("Where is the key?", "The key is under the mat.", "The key is under the mat."),
         ("What does Jon like?", "Jon likes.", "Jon likes."),  # nothing would be left
@@ -45,6 +51,32 @@ from llmos.kernel.answers import concise, first_sentence, without_restatement
 )
 def test_a_restated_question_is_cut_from_the_answer(question: str, reply: str, answer: str) -> None:
     assert without_restatement(question, reply) == answer
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "answer"),
+    [
+        (
+            "According to Gina, what makes Jon a perfect mentor?",
+            "Based on Gina's response, his positivity and determination.",
+            "His positivity and determination.",
+        ),
+        (
+            "What did Jon say about his customers?",
+            "Jon mentioned that they should feel welcome.",
+            "They should feel welcome.",
+        ),
+        (
+            "What is Jon working on opening?",
+            "According to the records, Jon is working on opening a dance studio.",
+            "A dance studio.",
+        ),
+    ],
+)
+def test_where_an_answer_says_it_comes_from_is_not_the_answer(
+    question: str, reply: str, answer: str
+) -> None:
+    assert concise(question, reply) == answer
 
 
 def test_an_answer_from_memory_is_its_first_sentence() -> None:
