@@ -5,9 +5,10 @@ A page is what the pager writes for one evicted turn: its text (request, reply, 
 turn's messages in its metadata. Page-out is `Memory.store_many` of one such page (a durable
 SQLite commit); "until indexed" runs from the same start until the page is embedded and indexed
 in the background (after the page-in that follows it, which goes first). Page-in is the pager's
-recall search, `Memory.search(query, k=5, collections=("recall",), session=..., wait=False)`,
-for a question never asked before (so it is embedded each time); it is timed on its own, again
-with the question's vector cached, and right after a page-out as the pager does it.
+recall search, `Memory.search(query, k=5, collections=("recall",), session=..., wait=False,
+allow=recallable)`, for a question never asked before (so it is embedded each time); it is
+timed on its own, again with the question's vector cached, and right after a page-out as the
+pager does it.
 
 Embedding 100k pages would take this machine hours, so the corpus is `distinct` made-up pages
 embedded for real and, beyond them, copies with new turn numbers and vectors moved a little at
@@ -33,6 +34,7 @@ from llmos.config import Settings
 from llmos.errors import ErrorCode, LlmosError
 from llmos.memory.memory import Memory
 from llmos.memory.store import NewRecord
+from llmos.syscalls.services import recallable
 
 SIZES = (1_000, 10_000, 100_000)
 SAMPLES = 100
@@ -253,7 +255,10 @@ def measure_level(memory: Memory, samples: int, questions: Questions) -> dict[st
     pages = memory.db.count("recall")
 
     def page_in(query: str) -> None:
-        memory.search(query, k=5, collections=("recall",), session=CURRENT, wait=False)
+        # as the pager searches: pages of questions answered from memory left out
+        memory.search(
+            query, k=5, collections=("recall",), session=CURRENT, wait=False, allow=recallable
+        )
 
     # What the pager does when a step crosses the high watermark: page a turn out, then page
     # in for the request at once, with the page that just went out waiting to be embedded.
