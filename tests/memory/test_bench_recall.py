@@ -169,6 +169,8 @@ def test_bench_recall_tells_asks_and_writes_its_figures(
         "Where did Mara go hiking?",
     ]
     assert all(a["found"] for a in figures["answers"]), "four turns: each evidence is in view"
+    for a in figures["answers"]:  # never the question handed back as the answer
+        assert a["reply"].strip(" ?").lower() != a["question"].strip(" ?").lower(), a
     assert figures["recall_at_5"] == 1.0
     assert 0.0 <= figures["f1"] <= 1.0
     assert figures["steps"] >= 3, "each question is at least one decoded step"
