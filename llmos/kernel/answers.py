@@ -103,6 +103,21 @@ LEAD_IN = re.compile(
 not the fact asked for."""
 
 
+_WH = re.compile(r"^\s*(?:what|which|who|whom|whose|where|when|why|how)\b", re.IGNORECASE)
+
+
+def says_nothing(question: str, reply: str) -> bool:
+    """Whether `reply` to a question asking what, who, when, ... holds no word the question
+    does not (glue aside): the question said back as an answer ("Jon took a temporary job to
+    cover expenses." asked "What temporary job did Jon take to cover expenses?"), which tells
+    nothing. A yes-or-no question said back is an answer ("Jon likes it." is yes)."""
+    if not _WH.search(question):
+        return False
+    asked = {_key(t) for t in _TOKEN.findall(question)} - GLUE - {""}
+    said = {_key(t) for t in _TOKEN.findall(reply)} - GLUE - {""}
+    return bool(said) and all(_asked(w, asked) for w in said)
+
+
 def concise(question: str, reply: str) -> str:
     """An answer from memory as the fact asked for: the reply's first sentence without where
     it says it comes from and without its restatement of the question."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmos.errors import ErrorCode, LlmosError
-from llmos.kernel.answers import concise
+from llmos.kernel.answers import concise, says_nothing
 from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warming
 from llmos.kernel.checks import (
     about_the_file,
@@ -536,6 +536,9 @@ def attributed_reply(text: str, conversation: Conversation) -> str:
     )
 
 
+NOT_TOLD = "I was not told that."
+"""An answer from memory that only says the question back: memory held nothing it asked."""
+
 MEMORY_READS = frozenset({"mem.search", "reply"})
 """The calls a turn answering from memory makes before it replies (a reply sent back too)."""
 
@@ -543,7 +546,8 @@ MEMORY_READS = frozenset({"mem.search", "reply"})
 def answer_from_memory(text: str, conversation: Conversation) -> str:
     """`text`, or, when it answers a question from memory (pages were recalled for the turn or
     it searched memory, and it made no other call), the fact it gives (`concise`): its first
-    sentence without the question said back. One that says it does not know stays whole."""
+    sentence without the question said back; NOT_TOLD when that is all it says (`says_nothing`).
+    One that says it does not know stays whole."""
     turn = conversation.current
     if turn is None or not is_question(turn.request) or says_not_known(text):
         return text
@@ -552,7 +556,8 @@ def answer_from_memory(text: str, conversation: Conversation) -> str:
         return text
     if not turn.recalled and "mem.search" not in made:
         return text
-    return concise(turn.request, text)
+    fact = concise(turn.request, text)
+    return NOT_TOLD if says_nothing(turn.request, fact) else fact
 
 
 def dated_reply(text: str, conversation: Conversation) -> str:

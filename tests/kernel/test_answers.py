@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmos.kernel.answers import concise, first_sentence, without_restatement
+from llmos.kernel.answers import concise, first_sentence, says_nothing, without_restatement
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,20 @@ def test_an_answer_from_memory_is_its_first_sentence() -> None:
         )
         == "Tomorrow."
     )
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "nothing"),
+    [
+        (
+            "What temporary job did Jon take to cover expenses?",
+            "Jon took a temporary job to cover expenses.",
+            True,
+        ),
+        ("What is Jon working on opening?", "Jon is working on opening a dance studio.", False),
+        ("Does Jon like dancing?", "Jon likes dancing.", False),  # yes, said back
+        ("What is my locker code?", "4512.", False),
+    ],
+)
+def test_the_question_said_back_says_nothing(question: str, reply: str, nothing: bool) -> None:
+    assert says_nothing(question, reply) is nothing

@@ -830,6 +830,24 @@ def test_a_date_from_another_page_becomes_the_records_date(system: System, proc:
     assert not backend.outputs
 
 
+def test_an_answer_from_memory_that_only_says_the_question_back_is_not_told(
+    system: System, proc: Process
+) -> None:
+    """Memory searched and nothing found, the model said the question back as its answer
+    (bench recall: "Jon took a temporary job to cover expenses."): the reply says it was not
+    told, which a person can act on."""
+    backend = ScriptedBackend(
+        [
+            {"call": "mem.search", "query": "temporary job"},
+            {"call": "reply", "text": "Jon took a temporary job to cover expenses."},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    events = list(kernel.turn(proc, conv, "What temporary job did Jon take to cover expenses?"))
+    assert events[-1].kind == "reply" and events[-1].text == "I was not told that.", events[-1]
+
+
 def test_an_answer_from_memory_is_the_fact_not_the_question_said_back(
     system: System, proc: Process, workspace: Path
 ) -> None:
