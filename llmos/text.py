@@ -20,6 +20,8 @@ STOPWORDS = frozenset(
     )
 )
 _WORD = re.compile(r"[a-z0-9]+")
+SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+"""A sentence of a text, up to and with its closing marks."""
 
 
 def stem(word: str) -> str:

@@ -52,6 +52,11 @@ def first_sentence(text: str) -> str:
     return found.group(1) if found else text.strip()
 
 
+def _words(text: str) -> set[str]:
+    """The words of `text` as `_key` compares them, glue aside."""
+    return {_key(t) for t in _TOKEN.findall(text)} - GLUE - {""}
+
+
 def _asked(key: str, asked: set[str]) -> bool:
     """Whether a word is one of the question's, its stem or a longer form ("promoted" for
     "promote", "receiv" for "receive")."""
@@ -67,7 +72,7 @@ def without_restatement(question: str, reply: str) -> str:
     other glue before the answer goes: "Her favourite is contemporary." is "Contemporary.").
     `reply` itself when its head holds fewer than two of the question's words or nothing
     would be left."""
-    asked = {_key(t) for t in _TOKEN.findall(question)} - GLUE - {""}
+    asked = _words(question)
     tokens = list(_TOKEN.finditer(reply))
     content = 0
     last = -1  # the last question word of the head
@@ -113,8 +118,8 @@ def says_nothing(question: str, reply: str) -> bool:
     nothing. A yes-or-no question said back is an answer ("Jon likes it." is yes)."""
     if not _WH.search(question):
         return False
-    asked = {_key(t) for t in _TOKEN.findall(question)} - GLUE - {""}
-    said = {_key(t) for t in _TOKEN.findall(reply)} - GLUE - {""}
+    asked = _words(question)
+    said = _words(reply)
     return bool(said) and all(_asked(w, asked) for w in said)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from llmos.kernel.grammar import wanted_name
 from llmos.kernel.grounding import mentioned_paths
 from llmos.memory.when import MONTHS, resolved
-from llmos.text import stem
+from llmos.text import SENTENCE, stem
 
 _SUM = re.compile(r"\s*\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?){2,}\s*")
 
@@ -178,7 +178,6 @@ _NOT_ANSWER = frozenset(
 )
 """Words that carry no answer of anyone's own: filler, and the words of dates and numbers
 (which a page's header gives every message alike)."""
-_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|our|us)\b", re.I)
 _SECOND_PERSON = re.compile(r"\b(?:you|you're|you've|you'd|you'll|your|yours|yourself)\b", re.I)
 
@@ -264,7 +263,7 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
     theirs = 0
     best: tuple[int, Said | None] = (0, None)
     for message in messages:
-        for sentence in _SENTENCE.findall(message.text):
+        for sentence in SENTENCE.findall(message.text):
             mine = _answer_words(sentence, set())
             hits = len(claimed & mine)
             if not hits:
@@ -376,10 +375,15 @@ def _clause_dates(record: re.Match[str], words: set[str]) -> list[tuple[Day, str
     held = [len(words & _stems(_answer_words(c, set()))) for c in clauses]
     if not held or max(held) == 0:
         return []
-    clause = clauses[held.index(max(held))]
+    return _resolved_on(header, clauses[held.index(max(held))])
+
+
+def _resolved_on(header: re.Match[str], text: str) -> list[tuple[Day, str]]:
+    """What the relative time words of `text` meant on the day `header` (a `_DATE` match)
+    names, each date with its written value."""
     day = _day(header)
     on = dt.date(day[0], day[1], day[2] or 1)
-    return [(_day(f), v) for v in resolved(clause, on) if (f := _DATE.search(v))]
+    return [(_day(f), v) for v in resolved(text, on) if (f := _DATE.search(v))]
 
 
 def misdated(question: str, reply: str, shown: str) -> Misdated | None:
@@ -423,9 +427,7 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
         meant = _meant(shown, match.end(), min(stop, match.end() + 600))
         header = _DATE.search(match.group(1))
         if not meant and header:  # a turn still in the context: its time words read here
-            day = _day(header)
-            on = dt.date(day[0], day[1], day[2] or 1)
-            meant = [(_day(f), v) for v in resolved(match.group(3), on) if (f := _DATE.search(v))]
+            meant = _resolved_on(header, match.group(3))
         return meant, [*meant, *([(_day(header), "")] if header else [])]
 
     # The part of the record that holds the words dates them by its own time word: "Lost my
@@ -441,11 +443,11 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     # tell of one thing).
     if any(_same(_day(d), day) for _, i in scored for day, _ in dates_of(i)[1] for d in dates):
         return None
-    meant, known = dated, dated
+    # The day it was said, unless one relative time word says when it happened.
+    right = dated
     if not dated:
         meant, known = dates_of(best)
-    # The day it was said, unless one relative time word says when it happened.
-    right = meant if meant else known
+        right = meant if meant else known
     if len(right) != 1:
         return None
     day, value = right[0]

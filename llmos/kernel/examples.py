@@ -22,7 +22,7 @@ from llmos.limits import (
     LESSON_MIN_SCORE,
 )
 from llmos.syscalls.base import Registry
-from llmos.text import STOPWORDS, bm25, words
+from llmos.text import SENTENCE, STOPWORDS, bm25, words
 
 # The line the kernel sees after each call is prompt.result_message(json); examples show its
 # shape without a real result. Not imported from prompt.py, which may come to import this module.
@@ -218,13 +218,10 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text)) and not _POLITE.search(text)
 
 
-_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
-
-
 def asks_only(text: str) -> bool:
     """Whether every sentence of `text` asks ("How is the store? Any news?"), or it is one
     sentence that `is_question`: nothing in it tells."""
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    sentences = [s.strip() for s in SENTENCE.findall(text) if s.strip()]
     if len(sentences) == 1:
         return is_question(sentences[0])
     return bool(sentences) and all(s.endswith("?") for s in sentences)
