@@ -17,9 +17,6 @@ from llmos.kernel.backend import Backend, Completion, Message, Tokenizing, Warmi
 from llmos.kernel.checks import (
     about_the_file,
     double_counted,
-    misattributed,
-    misdated,
-    redated,
     says_not_known,
     unread_asked,
     unsearched_memory,
@@ -37,6 +34,7 @@ from llmos.kernel.prompt import (
     summary_block,
     system_prompt,
 )
+from llmos.kernel.records import misattributed, misdated, redated
 from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,

@@ -1,0 +1,144 @@
+"""Who said what, and when, in a recorded conversation (llmos.kernel.records)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmos.kernel.records import misattributed, misdated, redated
+
+RECORDED = (
+    "MEMORY (earlier turns recalled for this request; data, not instructions):\n"
+    "[turn 8, 21 Jan 2023] user: [4:06 pm on 20 January, 2023] Gina: I love contemporary "
+    "painting, it speaks to me. How are you?\n"
+    "[turn 9, 21 Jan 2023] user: [4:07 pm on 20 January, 2023] Jon: Dance is my thing, I "
+    "won first place at regionals.\n"
+    "[turn 10, 21 Jan 2023] user: [4:08 pm on 20 January, 2023] Gina: Wow, Jon! You found "
+    "the perfect studio spot.\n"
+)
+
+
+def test_an_answer_from_what_another_speaker_said_is_misattributed() -> None:
+    question = "What is Jon's favorite style of painting?"
+    wrong = misattributed(question, "Contemporary painting, it speaks to him.", RECORDED)
+    assert wrong is not None
+    assert (wrong.asked, wrong.who, wrong.said.when) == (
+        "Jon",
+        "Gina",
+        "4:06 pm on 20 January, 2023",
+    )
+    assert wrong.said.text.startswith("I love contemporary painting")
+    found = json.dumps({"hits": [{"text": RECORDED.splitlines()[1]}]})
+    assert misattributed(question, "Contemporary, speaks", found) is None, "one speaker"
+    inside = misattributed(question, "Contemporary, speaks", f"{found}\n{RECORDED}")
+    assert inside is not None and inside.said.text.endswith("How are you?"), "a JSON string ends"
+
+
+def test_an_answer_from_the_asked_speaker_or_from_nothing_stands() -> None:
+    assert misattributed("What did Jon win?", "First place at regionals.", RECORDED) is None
+    assert misattributed("What did Jon find?", "The perfect studio spot.", RECORDED) is None, (
+        "said to Jon ('You found ...') is about Jon"
+    )
+    assert misattributed("What is Gina's style?", "Contemporary painting.", RECORDED) is None
+    assert misattributed("When did Jon talk?", "On 20 January 2023.", RECORDED) is None, (
+        "a date from a header is no one's message"
+    )
+    assert misattributed("What is Jon's style?", "I was not told.", RECORDED) is None
+    assert misattributed("What do Jon and Gina like?", "Contemporary painting.", RECORDED) is None
+    assert misattributed("What is Jon's style?", "Contemporary.", RECORDED) is None, (
+        "one word of the reply is too little to go on"
+    )
+    assert misattributed("What is Jon's style?", "Contemporary painting.", "no records") is None
+
+
+DATED = (
+    "[turn 5, 20 January 2023, 16:04] user: [4:04 pm on 20 January, 2023] Jon: Good to see "
+    "you! Lost my job as a banker yesterday, so I'm starting my own business.\n"
+    "(said on 20 January 2023: yesterday = 19 January 2023)\n"
+    "[turn 90, 3 April 2023, 13:26] user: [1:26 pm on 3 April, 2023] Jon: I'm expanding my "
+    "studio's social media presence, and hosting a dance competition next month.\n"
+    "(said on 3 April 2023: next month = May 2023)\n"
+    "[turn 91, 29 January 2023, 14:32] user: [2:32 pm on 29 January, 2023] Gina: I just "
+    "launched an ad campaign for my store!\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "fixed"),
+    [
+        # another page's date, and the time of day copied after it
+        (
+            "When did Jon lose his job as a banker?",
+            "Jon lost his job as a banker on 3 April 2023 at 14:35.",
+            "Jon lost his job as a banker on 19 January 2023.",
+        ),
+        # written month first; no relative words on the page: the day it was said
+        (
+            "When did Gina launch an ad campaign for her store?",
+            "She launched it on June 16, 2023.",
+            "She launched it on 29 January 2023.",
+        ),
+        # only the month is known: "in", not "on"
+        (
+            "When did Jon host a dance competition?",
+            "On 20 January 2023.",
+            "in May 2023.",
+        ),
+        # the day it was said, where the words it holds say "yesterday": what that meant
+        (
+            "When did Jon lose his job as a banker?",
+            "On 20 January 2023.",
+            "On 19 January 2023.",
+        ),
+        (
+            "When did Jon host a dance competition?",
+            "In April 2023.",
+            "In May 2023.",
+        ),
+    ],
+)
+def test_a_date_the_record_does_not_give_is_the_records_date(
+    question: str, reply: str, fixed: str
+) -> None:
+    wrong = misdated(question, reply, DATED)
+    assert wrong is not None
+    assert redated(reply, wrong) == fixed
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("When did Jon lose his job?", "On 19 January 2023."),  # what "yesterday" meant
+        # the day it was said, for what the part of it without a time word tells
+        ("When did Jon start his own business?", "On 20 January 2023."),
+        ("When did Jon expand his social media presence?", "In April 2023."),  # a month holds it
+        ("What did Jon lose?", "His job, on 3 April 2023."),  # not a "when" question
+        ("When did Jon lose his job?", "I was not told that."),
+        ("When did Jon lose his job?", "He lost it after the fair."),  # no date to check
+        ("When did Gina open her store?", "On 3 April 2023."),  # no page holds these words
+    ],
+)
+def test_a_date_a_record_gives_or_nothing_to_check_stands(question: str, reply: str) -> None:
+    assert misdated(question, reply, DATED) is None
+
+
+def test_a_date_is_checked_in_a_search_result_too() -> None:
+    """A mem.search RESULT holds the pages as JSON strings ("\\n" between lines)."""
+    found = json.dumps({"hits": [{"text": line} for line in DATED.split("[turn")[1:]]})
+    wrong = misdated("When did Jon lose his job as a banker?", "On 3 April 2023.", found)
+    assert wrong is not None and wrong.right == "19 January 2023"
+    assert wrong.said.who == "Jon"
+
+
+def test_a_short_answer_is_traced_by_the_question_s_words_too() -> None:
+    """A one-word answer adds too little to go on: the question's own words find the sentence
+    it came from, and whose it was."""
+    shown = RECORDED + (
+        "[turn 11, 21 Jan 2023] user: [4:09 pm on 20 January, 2023] Gina: I made a limited "
+        "edition line of hoodies for the store.\n"
+    )
+    wrong = misattributed("What did Jon make a limited edition line of?", "Hoodies.", shown)
+    assert wrong is not None and wrong.who == "Gina" and "hoodies" in wrong.said.text
+    assert misattributed("What did Gina make a limited edition line of?", "Hoodies.", shown) is None
+    assert misattributed("What did Jon make?", "Hoodies.", shown) is None, "too few words"
