@@ -34,7 +34,7 @@ from llmos.kernel.prompt import (
     summary_block,
     system_prompt,
 )
-from llmos.kernel.records import misattributed, misdated, redated
+from llmos.kernel.records import false_premise, misattributed, misdated, redated
 from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,
@@ -544,7 +544,8 @@ MEMORY_READS = frozenset({"mem.search", "reply"})
 def answer_from_memory(text: str, conversation: Conversation) -> str:
     """`text`, or, when it answers a question from memory (pages were recalled for the turn or
     it searched memory, and it made no other call), the fact it gives (`concise`): its first
-    sentence without the question said back; NOT_TOLD when that is all it says (`says_nothing`).
+    sentence without the question said back; NOT_TOLD when that is all it says (`says_nothing`);
+    what the records do say when the question rests on what they do not (`false_premise`).
     One that says it does not know stays whole."""
     turn = conversation.current
     if turn is None or not is_question(turn.request) or says_not_known(text):
@@ -554,6 +555,9 @@ def answer_from_memory(text: str, conversation: Conversation) -> str:
         return text
     if not turn.recalled and "mem.search" not in made:
         return text
+    premise = false_premise(turn.request, _shown(conversation))
+    if premise:
+        return premise
     fact = concise(turn.request, text)
     return NOT_TOLD if says_nothing(turn.request, fact) else fact
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llmos.kernel.checks import says_not_known
-from llmos.memory.when import MONTHS, resolved
+from llmos.memory.when import MONTHS, WEEKDAYS, resolved
 from llmos.text import SENTENCE, stem
 
 _SAID_LINE = re.compile(
@@ -73,13 +73,32 @@ def _answer_words(text: str, leave_out: set[str]) -> set[str]:
     return found - _NOT_ANSWER - leave_out
 
 
+_ELIDED_I = re.compile(
+    r"^\W*(?:just |also |finally |recently |still )?(?:got|took|made|went|had|did|saw|found|"
+    r"bought|won|lost|gonna|been|[a-z]{3,}ed)\b",
+    re.IGNORECASE,
+)
+"""A sentence that opens on a past verb, its "I" left out as people do when they chat ("Got
+the tattoo a few years ago", "Gonna be a big change"): it speaks of its speaker."""
+
+
+def _persons(sentence: str) -> tuple[bool, bool]:
+    """Whether a sentence speaks in the first person (said or left out) and in the second."""
+    first = bool(_FIRST_PERSON.search(sentence) or _ELIDED_I.match(sentence))
+    return first, bool(_SECOND_PERSON.search(sentence))
+
+
 def _about(message: Said, sentence: str, speakers: set[str]) -> set[str]:
     """Whom a sentence of a message speaks of: its speaker ("I made hoodies"), the one it is
     said to ("Gina! You found the perfect spot": the person the message names, or the other
     one of two), or everyone it may be when it cannot be told (both persons, or none: "The
-    store's doing great!")."""
-    first = bool(_FIRST_PERSON.search(sentence))
-    second = bool(_SECOND_PERSON.search(sentence))
+    store's doing great!"). A sentence that names no one, in a message that speaks only of its
+    speaker, speaks of the speaker too ("I'm excited. It's part-time, in the fashion
+    department")."""
+    first, second = _persons(sentence)
+    if not first and not second:
+        said = [_persons(s) for s in SENTENCE.findall(message.text)]
+        first = any(f for f, _ in said) and not any(y for _, y in said)
     if not first and not second:
         return set(speakers)
     if not second:
@@ -89,6 +108,16 @@ def _about(message: Said, sentence: str, speakers: set[str]) -> set[str]:
     if first or len(others) != 1:
         return {message.who, *others} if others else set(speakers)
     return others
+
+
+def _one_asked(question: str, messages: list[Said]) -> tuple[str, set[str]] | None:
+    """The one speaker of two or more that `question` names, and all the speakers; None for a
+    record told ("[date] Jon: Your store looks amazing." names Jon and asks nothing)."""
+    if _SAID_LINE.search(question):
+        return None
+    speakers = {m.who for m in messages}
+    named = [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", question)]
+    return (named[0], speakers) if len(speakers) >= 2 and len(named) == 1 else None
 
 
 MISATTRIBUTED_WORDS = 3
@@ -108,13 +137,10 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
     everyone). None when the question names no single speaker `shown` records, the reply
     says it does not know or adds no word (a date from a page's header decides nothing)."""
     messages = said_by(shown)
-    speakers = {m.who for m in messages}
-    if len(speakers) < 2 or says_not_known(reply):
+    found = _one_asked(question, messages)
+    if found is None or says_not_known(reply):
         return None
-    named = [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", question)]
-    if len(named) != 1:
-        return None
-    asked = named[0]
+    asked, speakers = found
     names = {s.lower() for s in speakers}
     added = _answer_words(reply, {*_answer_words(question, set()), *names})
     if not added:
@@ -141,6 +167,144 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
         if found and best[0] > theirs and best[0] >= MISATTRIBUTED_WORDS
         else None
     )
+
+
+_WORD = re.compile(r"[\w'-]+")
+_NAME = re.compile(r"(?<=[\w,;:\"] )[A-Z][\w'-]+")
+"""A capitalized word inside a question (not its first): a name ("Barcelona", "HR")."""
+
+
+def unheard(question: str, shown: str) -> str:
+    """The name a question about one speaker of a recorded conversation asks about that no
+    record shown holds ("What did Jon take a trip to Barcelona for?", when the trip was to
+    Rome), or "". The records shown are the pages found by meaning and by words, and a word
+    search ranks a page that holds a rare name first, so a name none of them holds was not
+    said."""
+    messages = said_by(shown)
+    found = _one_asked(question, messages)
+    if found is None:
+        return ""
+    said = {w.removesuffix("'s") for m in messages for w in _WORD.findall(m.text.lower())}
+    known = {s.lower() for s in found[1]} | set(MONTHS) | set(WEEKDAYS) | {"i"}
+    for name in _NAME.findall(question):
+        word = name.lower().removesuffix("'s")
+        if word not in known and word not in said:
+            return str(name).removesuffix("'s")
+    return ""
+
+
+@dataclass(frozen=True)
+class Unowned:
+    """A question about `asked`'s `thing` ("clothing store") where the records give it (or
+    one of its words) only to `owner`."""
+
+    asked: str
+    thing: str
+    owner: str
+
+
+OWNED_AT_LEAST = 3
+"""How many times the records must give a thing to another (and never to the one asked about)
+before a question that gives it to the one asked about is taken to be wrong. On conv-30's whole
+conversation with 2 (where "style" is said to be Gina's twice), "What is Jon's favorite style
+of dance?" was flagged; with 3, no answerable question but one whose own premise is wrong
+("When did Jon visit networking events for his store?": the store is Gina's)."""
+
+_STOPS = frozenset(
+    [
+        "of",
+        "to",
+        "for",
+        "in",
+        "on",
+        "at",
+        "with",
+        "and",
+        "or",
+        "is",
+        "was",
+        "are",
+        "be",
+        "been",
+        "a",
+        "an",
+        "the",
+        "as",
+        "by",
+        "from",
+    ]
+)
+
+
+def _possessed(question: str, asked: str) -> list[list[str]]:
+    """What a question says `asked` has, each as its words: "Jon's store", "his clothing
+    store" (up to three words, to the first small word)."""
+    things: list[list[str]] = []
+    mark = rf"(?:\b{re.escape(asked)}'s|\b(?:his|her|their))\s+([\w' -]+)"
+    for found in re.finditer(mark, question):
+        words: list[str] = []
+        for word in _WORD.findall(found.group(1))[:3]:
+            if word.lower() in _STOPS:
+                break
+            words.append(word.lower())
+        if words:
+            things.append(words)
+    return things
+
+
+def _owners(messages: list[Said], thing: str, speakers: set[str]) -> Counter[str]:
+    """How often the records give `thing` to each speaker: "my store" to its speaker, "your
+    store" to the other of two, "Gina's store" to Gina (a word or two may come between)."""
+    owners: Counter[str] = Counter()
+    between = r"(?:(?![\w-]+'s\b)[\w'-]+\s+){0,2}?"
+    mine = re.compile(rf"\b(my|our|your)\s+{between}{re.escape(thing)}s?\b", re.IGNORECASE)
+    for message in messages:
+        others = speakers - {message.who}
+        for found in mine.finditer(message.text):
+            if found.group(1).lower() != "your":
+                owners[message.who] += 1
+            elif len(others) == 1:
+                owners[next(iter(others))] += 1
+        for who in speakers:
+            owners[who] += len(
+                re.findall(rf"\b{who}'s\s+{between}{re.escape(thing)}s?\b", message.text)
+            )
+    return owners
+
+
+def unowned(question: str, shown: str) -> Unowned | None:
+    """The thing a question about one speaker gives them that the records give only to
+    another, at least OWNED_AT_LEAST times: asked "How is Jon's store doing?" where Gina speaks
+    of "my store" and Jon of "your store", and never of his. None when nothing the question
+    gives is owned in the records, or the one asked about owns it too."""
+    messages = said_by(shown)
+    found = _one_asked(question, messages)
+    if found is None:
+        return None
+    asked, speakers = found
+    for thing in _possessed(question, asked):
+        # the last word the records give to another names it ("clothing store", not "store
+        # doing" of "How is Jon's store doing?")
+        for end in range(len(thing), 0, -1):
+            owners = _owners(messages, thing[end - 1], speakers)
+            if owners[asked] == 0 and owners:
+                owner, times = owners.most_common(1)[0]
+                if times >= OWNED_AT_LEAST:
+                    return Unowned(asked, " ".join(thing[:end]), owner)
+    return None
+
+
+def false_premise(question: str, shown: str) -> str:
+    """What to answer a question about one speaker of a recorded conversation that rests on
+    what the records do not say: a name none of them holds (`unheard`), or a thing they give
+    only to another (`unowned`); "" when neither. Any answer to such a question is made up."""
+    name = unheard(question, shown)
+    if name:
+        return f"I was not told of {name}."
+    wrong = unowned(question, shown)
+    if wrong:
+        return f"I was not told of {wrong.asked}'s {wrong.thing}, only of {wrong.owner}'s."
+    return ""
 
 
 _MONTH_NAMES = MONTHS

@@ -848,6 +848,39 @@ def test_an_answer_from_memory_that_only_says_the_question_back_is_not_told(
     assert events[-1].kind == "reply" and events[-1].text == "I was not told that.", events[-1]
 
 
+def test_an_answer_to_a_question_on_a_false_premise_is_what_the_records_say(
+    system: System, proc: Process
+) -> None:
+    """Asked about Jon's store where the records give a store only to Gina (LoCoMo's
+    adversarial questions swap who did what), the model's made-up answer becomes what the
+    records do say; asked about Gina's, her answer stands."""
+    backend = ScriptedBackend(
+        [
+            *({"call": "reply", "text": "Noted."} for _ in range(3)),
+            {"call": "mem.search", "query": "store"},
+            {"call": "reply", "text": "Jon's store is doing great, sales are up."},
+            {"call": "mem.search", "query": "store"},
+            {"call": "reply", "text": "Sales are up."},
+        ]
+    )
+    kernel = Kernel(system, backend)
+    conv = Conversation()
+    for told in (
+        "[2:32 pm on 29 January, 2023] Gina: My store's sales are up since the ad campaign!",
+        "[2:33 pm on 29 January, 2023] Jon: Your store looks amazing.",
+        "[2:34 pm on 29 January, 2023] Gina: Thanks! I designed my store myself.",
+    ):
+        told_events = list(kernel.turn(proc, conv, told))
+        assert told_events[-1].text == "Noted.", [(e.kind, e.text) for e in told_events]
+    events = list(kernel.turn(proc, conv, "How is Jon's store doing?"))
+    assert events[-1].kind == "reply", [(e.kind, e.text) for e in events]
+    assert events[-1].text == "I was not told of Jon's store, only of Gina's."
+    assert says_not_known(events[-1].text)
+    events = list(kernel.turn(proc, conv, "How is Gina's store doing?"))
+    assert events[-1].text == "Sales are up.", [(e.kind, e.text) for e in events]
+    assert not backend.outputs
+
+
 def test_an_answer_from_memory_is_the_fact_not_the_question_said_back(
     system: System, proc: Process, workspace: Path
 ) -> None:
