@@ -137,10 +137,10 @@ def misattributed(question: str, reply: str, shown: str) -> Misattributed | None
     everyone). None when the question names no single speaker `shown` records, the reply
     says it does not know or adds no word (a date from a page's header decides nothing)."""
     messages = said_by(shown)
-    found = _one_asked(question, messages)
-    if found is None or says_not_known(reply):
+    one = _one_asked(question, messages)
+    if one is None or says_not_known(reply):
         return None
-    asked, speakers = found
+    asked, speakers = one
     names = {s.lower() for s in speakers}
     added = _answer_words(reply, {*_answer_words(question, set()), *names})
     if not added:
