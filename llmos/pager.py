@@ -352,6 +352,8 @@ class Pager:
         self._fixed: tuple[tuple[str, ...], int] | None = None
         self._before = ""
         """The request of the last turn paged out: the context of the next page's vector."""
+        self._told: dict[str, str] = {}
+        """Each page's first line (what the person said), by page id: pages never change."""
 
     @property
     def session_id(self) -> str:
@@ -656,6 +658,25 @@ class Pager:
         self.stats.last_recalled = chosen
         where = ", ".join(f"turn {r.turn}" if r.turn else "a kept fact" for r in chosen)
         return f"recalled {len(chosen)} page(s) from memory: {where}"
+
+    def told(self, process: Process) -> str:
+        """The first line of each of this conversation's pages, oldest first: what the person
+        said, all of it, beyond the pages paged in. Checks of what a question takes as said
+        (`records.false_premise`) read it; pages of questions answered from memory are left
+        out. Each page is read once."""
+        memory = self._memory(process)
+        if memory is None:
+            return ""
+        try:
+            ids = memory.db.session_ids("recall", self.session_id)
+            missing = [i for i in ids if i not in self._told]
+            for record in memory.db.get_many(missing):
+                line = record.text.split("\n", 1)[0]
+                self._told[record.id] = line if recallable(record) else ""
+        except LlmosError as exc:
+            self.stats.errors.append(f"{exc.code}: {exc.message}")
+            return ""
+        return "\n".join(self._told[i] for i in ids if self._told.get(i))
 
     def _search(self, memory: Memory, process: Process, query: str, recall: bool) -> list[Hit]:
         """Hits from this conversation's recall pages and, if allowed, the kept facts, each in

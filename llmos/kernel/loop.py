@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -101,6 +101,11 @@ class ContextPolicy(Protocol):
 
     def save(self, conversation: Conversation, process: Process) -> None:
         """After a turn: keep the session, never raising."""
+        ...
+
+    def told(self, process: Process) -> str:
+        """All the conversation was told that is kept outside the context, as text ("" when
+        none): what the checks of a question's premise read beyond the pages shown."""
         ...
 
 
@@ -541,12 +546,13 @@ MEMORY_READS = frozenset({"mem.search", "reply"})
 """The calls a turn answering from memory makes before it replies (a reply sent back too)."""
 
 
-def answer_from_memory(text: str, conversation: Conversation) -> str:
+def answer_from_memory(text: str, conversation: Conversation, told: Callable[[], str] = str) -> str:
     """`text`, or, when it answers a question from memory (pages were recalled for the turn or
     it searched memory, and it made no other call), the fact it gives (`concise`): its first
     sentence without the question said back; NOT_TOLD when that is all it says (`says_nothing`);
-    what the records do say when the question rests on what they do not (`false_premise`).
-    One that says it does not know stays whole."""
+    what the records do say when the question rests on what they do not (`false_premise`, over
+    the pages shown and all the conversation was `told`). One that says it does not know stays
+    whole."""
     turn = conversation.current
     if turn is None or not is_question(turn.request) or says_not_known(text):
         return text
@@ -555,7 +561,7 @@ def answer_from_memory(text: str, conversation: Conversation) -> str:
         return text
     if not turn.recalled and "mem.search" not in made:
         return text
-    premise = false_premise(turn.request, _shown(conversation))
+    premise = false_premise(turn.request, f"{told()}\n{_shown(conversation)}")
     if premise:
         return premise
     fact = concise(turn.request, text)
@@ -1110,7 +1116,9 @@ class Kernel:
                 # What the records say stands: it is not doubted (its date is on no page
                 # when it is what "yesterday" meant).
                 corrected = dated != text
-                fixed = answer_from_memory(dated, conversation)
+                fixed = answer_from_memory(
+                    dated, conversation, lambda: pager.told(process) if pager else ""
+                )
                 if doubted:
                     fixed = attributed_reply(fixed, conversation)
                 if fixed != text:

@@ -502,6 +502,15 @@ class MemoryStore:
         found = {item.record.id: item for item in map(self._stored_vector, rows)}
         return [found[i] for i in ids if i in found]
 
+    def session_ids(self, collection: Collection, session: str) -> list[str]:
+        """The ids of one session's records, oldest first (embedded yet or not)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id FROM records WHERE collection = ? AND {_SESSION} = ? ORDER BY seq",
+                (collection, session),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def session_vectors(
         self, collection: Collection, session: str, model: str
     ) -> tuple[list[str], list[bytes]]:

@@ -214,6 +214,38 @@ def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
     assert "4512" in request and "9999" not in request
 
 
+def test_what_the_conversation_was_told_is_every_page_but_memory_said_again(
+    system: System, shell_proc: Process
+) -> None:
+    """`Pager.told` gives what the person said on every page, oldest first, beyond the pages
+    paged in (what a question's premise is checked against), without the questions answered
+    from memory; a page stored later is read in on the next call."""
+    _, kernel, pager, conv = locker_told(system, shell_proc)
+    talk(
+        kernel,
+        shell_proc,
+        conv,
+        "what is the code of my gym locker at the club?",
+        [
+            {"call": "mem.search", "query": "gym locker code"},
+            {"call": "reply", "text": "Your gym locker code at the club is 9999."},
+        ],
+    )
+    for n in range(3, 24):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    told = pager.told(shell_proc).splitlines()
+    assert told[0].endswith("user: my locker code at the gym is 4512"), told[0]
+    assert not any("club" in line or "9999" in line for line in told), "asked, not told"
+    assert [line.split("number ")[1].split()[0] for line in told[1:]] == [
+        str(n) for n in range(3, 3 + len(told) - 1)
+    ], "oldest first"
+    for n in range(24, 30):
+        request, reply = filler(n)
+        talk(kernel, shell_proc, conv, request, [reply])
+    assert len(pager.told(shell_proc).splitlines()) > len(told), "new pages are read in"
+
+
 @pytest.mark.parametrize(
     ("request_", "recalled", "answered"),
     [
