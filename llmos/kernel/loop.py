@@ -34,7 +34,7 @@ from llmos.kernel.prompt import (
     summary_block,
     system_prompt,
 )
-from llmos.kernel.records import false_premise, misattributed, misdated, redated
+from llmos.kernel.records import bare_date, false_premise, misattributed, misdated, redated
 from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,
@@ -549,7 +549,8 @@ MEMORY_READS = frozenset({"mem.search", "reply"})
 def answer_from_memory(text: str, conversation: Conversation, told: Callable[[], str] = str) -> str:
     """`text`, or, when it answers a question from memory (pages were recalled for the turn or
     it searched memory, and it made no other call), the fact it gives (`concise`): its first
-    sentence without the question said back; NOT_TOLD when that is all it says (`says_nothing`);
+    sentence without the question said back (a "when" answered with the date alone, `bare_date`);
+    NOT_TOLD when that is all it says (`says_nothing`);
     what the records do say when the question rests on what they do not (`false_premise`, over
     the pages shown and all the conversation was `told`). One that says it does not know stays
     whole."""
@@ -565,7 +566,7 @@ def answer_from_memory(text: str, conversation: Conversation, told: Callable[[],
     if premise:
         return premise
     fact = concise(turn.request, text)
-    return NOT_TOLD if says_nothing(turn.request, fact) else fact
+    return NOT_TOLD if says_nothing(turn.request, fact) else bare_date(turn.request, fact)
 
 
 def dated_reply(text: str, conversation: Conversation) -> str:

@@ -481,6 +481,20 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     return Misdated(dates[0].group(0), _written(day, value), Said(*match.group(1, 2, 3)))
 
 
+_ON_DATE = re.compile(rf"^\s*(?:on|in)\s+(?P<date>{_DATE.pattern})\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def bare_date(question: str, fact: str) -> str:
+    """The answer to a "when" question that is only a date, as the date: "On 19 January 2023 at
+    10:43 am." is "19 January 2023." (the day asked for; a time of day in a record is its
+    header's, when it was said). Any other answer as it is."""
+    found = _ON_DATE.match(fact) if _WHEN_QUESTION.search(question) else None
+    if found is None:
+        return fact
+    end = found.start("time") if found.group("time") else found.end("date")
+    return f"{fact[found.start('date') : end].rstrip(' ,')}."
+
+
 def redated(reply: str, wrong: Misdated) -> str:
     """`reply` with each date it gives (and a time of day after it) made the record's date
     ("in May 2023", not "on May 2023", when the record gives only the month)."""
