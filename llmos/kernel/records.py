@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llmos.kernel.checks import says_not_known
-from llmos.memory.when import MONTHS, WEEKDAYS, resolved
+from llmos.memory.when import MONTHS, RELATIVE, WEEKDAYS, resolved
 from llmos.text import SENTENCE, stem
 
 _SAID_LINE = re.compile(
@@ -355,7 +355,7 @@ def _written(day: Day, text: str) -> str:
 @dataclass(frozen=True)
 class Misdated:
     """A reply's date that is not the one the record holding its words gives: `wrong` (the
-    words in the reply) should be `right`, after `said`."""
+    date in the reply, or the time word it gave instead) should be `right`, after `said`."""
 
     wrong: str
     right: str
@@ -409,7 +409,8 @@ def _resolved_on(header: re.Match[str], text: str) -> list[tuple[Day, str]]:
     names, each date with its written value."""
     day = _day(header)
     on = dt.date(day[0], day[1], day[2] or 1)
-    return [(_day(f), v) for v in resolved(text, on) if (f := _DATE.search(v))]
+    values = [v.split("=", 1)[-1].strip() for v in resolved(text, on)]
+    return [(_day(f), v) for v in values if (f := _DATE.search(v))]
 
 
 def misdated(question: str, reply: str, shown: str) -> Misdated | None:
@@ -423,9 +424,18 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     if not _WHEN_QUESTION.search(question) or says_not_known(reply):
         return None
     dates = list(_DATE.finditer(reply))
-    if not dates:
+    # A reply giving a time word instead ("She made it last week.") is dated as well, by
+    # what the word meant in the record it came from.
+    relative = None if dates else RELATIVE.search(reply)
+    if not dates and relative is None:
         return None
-    matches = list(_SAID_LINE.finditer(shown))
+    # One record shown twice (a recalled page with what its time words meant, and in a
+    # search's result) is one record, not two that tie.
+    once: dict[tuple[str, ...], re.Match[str]] = {}
+    for found in _SAID_LINE.finditer(shown):
+        said = _RESOLVED.sub("", found.group(3)).strip()
+        once.setdefault((found.group(1), found.group(2), said), found)
+    matches = list(once.values())
     if not matches:
         return None
     names = {m.group(2).lower() for m in matches}
@@ -473,12 +483,14 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     right = dated
     if not dated:
         meant, known = dates_of(best)
-        right = meant if meant else known
+        # a time word is dated by what one of the record meant, never by the day it was said
+        right = meant if meant or relative is not None else known
     if len(right) != 1:
         return None
     day, value = right[0]
     match = matches[best]
-    return Misdated(dates[0].group(0), _written(day, value), Said(*match.group(1, 2, 3)))
+    wrong = dates[0].group(0) if dates else relative.group(0) if relative else ""
+    return Misdated(wrong, _written(day, value), Said(*match.group(1, 2, 3)))
 
 
 _ON_DATE = re.compile(rf"^\s*(?:on|in)\s+(?P<date>{_DATE.pattern})\s*[.!]?\s*$", re.IGNORECASE)
@@ -497,8 +509,12 @@ def bare_date(question: str, fact: str) -> str:
 
 def redated(reply: str, wrong: Misdated) -> str:
     """`reply` with each date it gives (and a time of day after it) made the record's date
-    ("in May 2023", not "on May 2023", when the record gives only the month)."""
+    ("in May 2023", not "on May 2023", when the record gives only the month); or with the time
+    word it gave instead made the date ("last week" is "in the week of 12 June 2023")."""
     month = not wrong.right[0].isdigit()
+    if not _DATE.fullmatch(wrong.wrong):
+        said = ("in " if month else "on ") + wrong.right
+        return re.sub(rf"\b{re.escape(wrong.wrong)}\b", said, reply, count=1)
 
     def put(found: re.Match[str]) -> str:
         before = found.group("on") or ""

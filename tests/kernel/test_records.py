@@ -81,6 +81,12 @@ DATED = (
             "Jon lost his job as a banker on 3 April 2023 at 14:35.",
             "Jon lost his job as a banker on 19 January 2023.",
         ),
+        # the time word of the record, said back: what it meant
+        (
+            "When did Jon lose his job as a banker?",
+            "He lost his banker job yesterday.",
+            "He lost his banker job on 19 January 2023.",
+        ),
         # written month first; no relative words on the page: the day it was said
         (
             "When did Gina launch an ad campaign for her store?",
@@ -125,6 +131,8 @@ def test_a_date_the_record_does_not_give_is_the_records_date(
         ("When did Jon lose his job?", "I was not told that."),
         ("When did Jon lose his job?", "He lost it after the fair."),  # no date to check
         ("When did Gina open her store?", "On 3 April 2023."),  # no page holds these words
+        # a time word the record holding its words does not say: nothing dates it
+        ("When did Gina launch an ad campaign?", "She launched the ad campaign last week."),
     ],
 )
 def test_a_date_a_record_gives_or_nothing_to_check_stands(question: str, reply: str) -> None:
@@ -245,3 +253,24 @@ def test_a_record_told_is_no_question_about_its_speaker() -> None:
 )
 def test_a_when_answered_with_a_date_alone_is_the_date(question: str, fact: str, bare: str) -> None:
     assert bare_date(question, fact) == (bare or fact)
+
+
+def test_a_record_shown_twice_is_one_and_its_time_word_dates_the_reply() -> None:
+    """The same message recalled (with what "last week" meant) and in a search's result is one
+    record, not two that tie; the reply's own "last week" is what it meant that day."""
+    said = (
+        "[2:15 pm on 21 June, 2023] Gina: This hoodie is from my own collection. I made a "
+        "limited edition line last week."
+    )
+    shown = (
+        f"[turn 299, 21 June 2023, 14:15] user: {said} (said on 21 June 2023: last week = the "
+        "week of 12 June 2023)\n"
+        f"RESULT: {json.dumps({'hits': [{'text': f'[turn 299] user: {said}'}]})}\n"
+        "[turn 300, 21 June 2023, 14:16] user: [2:16 pm on 21 June, 2023] Jon: Nice hoodie!\n"
+    )
+    question = "When did Gina make a limited edition line of hoodies?"
+    wrong = misdated(question, "She made the limited edition line last week.", shown)
+    assert wrong is not None and wrong.wrong == "last week"
+    assert redated("She made the limited edition line last week.", wrong) == (
+        "She made the limited edition line in the week of 12 June 2023."
+    )
