@@ -34,7 +34,14 @@ from llmos.kernel.prompt import (
     summary_block,
     system_prompt,
 )
-from llmos.kernel.records import bare_date, false_premise, misattributed, misdated, redated
+from llmos.kernel.records import (
+    bare_date,
+    false_premise,
+    misattributed,
+    misdated,
+    redated,
+    turns_dated,
+)
 from llmos.limits import (
     EXAMPLE_COUNT,
     EXAMPLE_MIN_SCORE,
@@ -572,9 +579,14 @@ def answer_from_memory(text: str, conversation: Conversation, told: Callable[[],
 def dated_reply(text: str, conversation: Conversation) -> str:
     """`text`, or, when it answers a "when" question about a recorded conversation with a date
     the record holding its words does not give (`misdated`), `text` with that record's date:
-    the records, not the model, decide when something was said to happen."""
+    the records, not the model, decide when something was said to happen. Pages it names by
+    their turn are named by their day (`turns_dated`)."""
     turn = conversation.current
-    wrong = misdated(turn.request, text, _shown(conversation)) if turn else None
+    if turn is None:
+        return text
+    shown = _shown(conversation)
+    text = turns_dated(turn.request, text, shown)
+    wrong = misdated(turn.request, text, shown)
     return redated(text, wrong) if wrong else text
 
 

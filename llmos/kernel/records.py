@@ -493,6 +493,27 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     return Misdated(wrong, _written(day, value), Said(*match.group(1, 2, 3)))
 
 
+_TURNS_CITED = re.compile(
+    r"\b(?:(?:in|on|at|from)\s+)?turns?\s+(\d+)(?:(?:\s*,|\s+and|\s+or)\s+(?:turn\s+)?\d+)*",
+    re.IGNORECASE,
+)
+"""A reply naming pages by their turn ("in turn 359 and turn 358"): a person never saw them."""
+
+
+def turns_dated(question: str, reply: str, shown: str) -> str:
+    """A reply to a "when" question that names the turn of a page shown ("Gina mentioned it
+    in turn 359.") with the day that page was said instead ("... on 23 July 2023."); any
+    other reply as it is."""
+    if not _WHEN_QUESTION.search(question):
+        return reply
+
+    def put(found: re.Match[str]) -> str:
+        page = re.search(rf"\[turn {found.group(1)}, ([^,\]\n]+)", shown)
+        return f"on {page.group(1).strip()}" if page and _DATE.search(page.group(1)) else found[0]
+
+    return _TURNS_CITED.sub(put, reply)
+
+
 _ON_DATE = re.compile(rf"^\s*(?:on|in)\s+(?P<date>{_DATE.pattern})\s*[.!]?\s*$", re.IGNORECASE)
 
 

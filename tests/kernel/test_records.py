@@ -12,6 +12,7 @@ from llmos.kernel.records import (
     misattributed,
     misdated,
     redated,
+    turns_dated,
     unheard,
     unowned,
 )
@@ -274,3 +275,16 @@ def test_a_record_shown_twice_is_one_and_its_time_word_dates_the_reply() -> None
     assert redated("She made the limited edition line last week.", wrong) == (
         "She made the limited edition line in the week of 12 June 2023."
     )
+
+
+def test_a_when_answered_with_turn_numbers_is_answered_with_their_days() -> None:
+    shown = (
+        "[turn 358, 23 July 2023, 18:46] user: [6:46 pm on 23 July, 2023] Gina: I met Shia "
+        "Labeouf!\n[turn 359, 23 July 2023, 18:47] user: [6:47 pm on 23 July, 2023] Jon: Wow!\n"
+    )
+    question = "When did Gina mention Shia Labeouf?"
+    assert turns_dated(question, "She did in turn 359 and turn 358.", shown) == (
+        "She did on 23 July 2023."
+    )
+    assert turns_dated(question, "In turn 12.", shown) == "In turn 12.", "no such page shown"
+    assert turns_dated("What did Gina say in turn 358?", "In turn 358.", shown) == "In turn 358."
