@@ -181,15 +181,11 @@ def test_relevant_pages_come_back_before_the_request(system: System, shell_proc:
     assert "4512" not in conv.turns[-1].request, "the turn's own text has no recalled copy"
 
 
-def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
-    system: System, shell_proc: Process
-) -> None:
-    """A question the kernel answered by searching memory (and its guess) is kept in recall,
-    but a later request is shown the record it came from, not the earlier answer."""
-    backend, kernel, pager, conv = locker_told(system, shell_proc)
+def locker_asked(kernel: Kernel, proc: Process, conv: Conversation) -> None:
+    """A question about the locker, answered by searching memory with a wrong guess (9999)."""
     talk(
         kernel,
-        shell_proc,
+        proc,
         conv,
         "what is the code of my gym locker at the club?",
         [
@@ -197,6 +193,15 @@ def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
             {"call": "reply", "text": "Your gym locker code at the club is 9999."},
         ],
     )
+
+
+def test_a_question_answered_from_memory_is_not_paged_in_for_the_next(
+    system: System, shell_proc: Process
+) -> None:
+    """A question the kernel answered by searching memory (and its guess) is kept in recall,
+    but a later request is shown the record it came from, not the earlier answer."""
+    backend, kernel, pager, conv = locker_told(system, shell_proc)
+    locker_asked(kernel, shell_proc, conv)
     talk(kernel, shell_proc, conv, "what is 2 plus 2?", [{"call": "reply", "text": "4"}])
     for n in range(4, 32):
         request, reply = filler(n)
@@ -221,16 +226,7 @@ def test_what_the_conversation_was_told_is_every_page_but_memory_said_again(
     paged in (what a question's premise is checked against), without the questions answered
     from memory; a page stored later is read in on the next call."""
     _, kernel, pager, conv = locker_told(system, shell_proc)
-    talk(
-        kernel,
-        shell_proc,
-        conv,
-        "what is the code of my gym locker at the club?",
-        [
-            {"call": "mem.search", "query": "gym locker code"},
-            {"call": "reply", "text": "Your gym locker code at the club is 9999."},
-        ],
-    )
+    locker_asked(kernel, shell_proc, conv)
     for n in range(3, 24):
         request, reply = filler(n)
         talk(kernel, shell_proc, conv, request, [reply])
