@@ -242,7 +242,10 @@ def run_conversation(
     """Tell the facts, talk of other things for `filler_turns` turns, then ask about each fact;
     measure the pager's retrieval and the model's answers."""
     start = time.perf_counter()
-    talk = Talk.open(system, real, workspace, "conversation")
+    # Deterministic, as `run_recall` is: the extracted summary always (which summary was
+    # written flipped with the measured speed, and the pages with it: 148 page-outs one run,
+    # 153 the next, and a different answer), and every page indexed before a question.
+    talk = Talk.open(system, real, workspace, "conversation", summary_seconds=0.0)
     kernel, process, pager, conversation = talk.kernel, talk.process, talk.pager, talk.talk
     limit = pager.budget(kernel).limit
     for fact in facts:
@@ -255,6 +258,7 @@ def run_conversation(
     found = in_prompt = correct = 0
     answers: list[dict[str, Any]] = []
     for fact in facts:
+        memory.flush(300)
         hits = memory.search(fact.question, k=5, collections=("recall",), session=pager.session_id)
         turns = [h.record.meta.get("turn") for h in hits]
         found += planted[fact.answer] in turns
