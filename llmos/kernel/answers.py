@@ -123,10 +123,32 @@ def says_nothing(question: str, reply: str) -> bool:
     return bool(said) and all(_asked(w, asked) for w in said)
 
 
+_YES_NO_QUESTION = re.compile(
+    r"^\s*(?:do|does|did|is|are|was|were|has|have|had|can|could|will|would|should)\b",
+    re.IGNORECASE,
+)
+_YES_NO = re.compile(r"^\s*(yes|no)\b[,.;:!]?\s*", re.IGNORECASE)
+
+
+def yes_or_no(question: str, reply: str) -> str:
+    """`reply` to a yes-or-no question as "Yes." or "No." when what follows only says the
+    question back ("Yes, Jon and Gina both participated in dance competitions." asked "Did
+    Jon and Gina both participate in dance competitions?"); `reply` itself when it adds
+    something ("No, it closed in May.") or opens with neither."""
+    found = _YES_NO.match(reply)
+    if not found or not _YES_NO_QUESTION.match(question):
+        return reply
+    rest = _words(reply[found.end() :])
+    if rest and not all(_asked(w, _words(question)) for w in rest):
+        return reply
+    return found.group(1).capitalize() + "."
+
+
 def concise(question: str, reply: str) -> str:
     """An answer from memory as the fact asked for: the reply's first sentence without where
-    it says it comes from and without its restatement of the question."""
-    sentence = first_sentence(reply)
+    it says it comes from and without its restatement of the question (a yes or no alone when
+    the rest only says the question back)."""
+    sentence = yes_or_no(question, first_sentence(reply))
     rest = LEAD_IN.sub("", sentence, count=1)
     if rest != sentence and any(c.isalnum() for c in rest):
         sentence = rest[0].upper() + rest[1:]

@@ -107,3 +107,34 @@ def test_an_answer_from_memory_is_its_first_sentence() -> None:
 )
 def test_the_question_said_back_says_nothing(question: str, reply: str, nothing: bool) -> None:
     assert says_nothing(question, reply) is nothing
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "answer"),
+    [
+        (
+            "Did Jon and Gina both participate in dance competitions?",
+            "Yes, Jon and Gina both participated in dance competitions.",
+            "Yes.",
+        ),
+        (
+            "Do Jon and Gina start businesses out of what they love?",
+            "Yes, they start businesses out of what they love.",
+            "Yes.",
+        ),
+        (
+            "Was the cabin's wifi password larch-7731?",
+            "yes, the wifi password of the cabin was larch-7731.",
+            "Yes.",
+        ),
+        # what adds to the yes or no stays
+        ("Is Gina's store open?", "No, it closed in May.", "No, it closed in May."),
+        # a reply that opens with neither, or a question that asks what, is left as it is
+        ("Did Jon go to Rome?", "Yesterday he went.", "Yesterday he went."),
+        ("What did Jon say?", "No, thanks.", "No, thanks."),
+    ],
+)
+def test_a_yes_or_no_that_only_says_the_question_back_is_yes_or_no(
+    question: str, reply: str, answer: str
+) -> None:
+    assert concise(question, reply) == answer
