@@ -99,6 +99,39 @@ def without_restatement(question: str, reply: str) -> str:
     return rest[0].upper() + rest[1:]
 
 
+TAIL_OPENS = frozenset(re.findall(r"\w+", "about in at from for of to with on into by"))
+"""Words that open a phrase an answer may end by saying the question back ("Excited about
+the opening night of his dance studio." asked "How does Jon feel about the opening night of
+his dance studio?")."""
+
+
+TAIL_AFTER_AT_MOST = 3
+"""The most words (glue aside) an answer may hold before a tail said back is cut: after a
+longer one the question's words are its own ("Because she wanted to sell unique pieces of
+clothing." asked why Gina started her clothing store)."""
+
+
+def without_tail(question: str, reply: str) -> str:
+    """`reply` less a last phrase that only says the question back: from the first word in
+    TAIL_OPENS after which every word is the question's or glue, when what comes before it
+    holds a word the question does not and at most TAIL_AFTER_AT_MOST words ("Trophy from a
+    dance contest." asked "What did Gina receive from a dance contest?" is "Trophy.");
+    `reply` itself otherwise."""
+    asked = _words(question)
+    tokens = list(_TOKEN.finditer(reply))
+    keys = [_key(t.group(0)) for t in tokens]
+    for i in range(1, len(tokens)):
+        if keys[i] not in TAIL_OPENS or tokens[i - 1].group(0)[-1] in ",;:":
+            continue
+        tail = [k for k in keys[i:] if k not in GLUE and k]
+        head = [k for k in keys[:i] if k not in GLUE and k]
+        if tail and all(_asked(k, asked) for k in tail):
+            if any(not _asked(k, asked) for k in head) and len(head) <= TAIL_AFTER_AT_MOST:
+                return reply[: tokens[i - 1].end()].rstrip(",;:") + "."
+            return reply
+    return reply
+
+
 LEAD_IN = re.compile(
     r"^\s*(?:(?:based on|according to|from) [^,.]{1,60},\s*|"
     r"(?:[A-Z]\w+ )?(?:mentioned|mentions|said|says|stated|states|told \w+|tells \w+) that\s+)",
@@ -146,10 +179,10 @@ def yes_or_no(question: str, reply: str) -> str:
 
 def concise(question: str, reply: str) -> str:
     """An answer from memory as the fact asked for: the reply's first sentence without where
-    it says it comes from and without its restatement of the question (a yes or no alone when
-    the rest only says the question back)."""
+    it says it comes from and without its restatement of the question, at its head or its
+    tail (a yes or no alone when the rest only says the question back)."""
     sentence = yes_or_no(question, first_sentence(reply))
     rest = LEAD_IN.sub("", sentence, count=1)
     if rest != sentence and any(c.isalnum() for c in rest):
         sentence = rest[0].upper() + rest[1:]
-    return without_restatement(question, sentence)
+    return without_tail(question, without_restatement(question, sentence))

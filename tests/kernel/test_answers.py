@@ -138,3 +138,38 @@ def test_a_yes_or_no_that_only_says_the_question_back_is_yes_or_no(
     question: str, reply: str, answer: str
 ) -> None:
     assert concise(question, reply) == answer
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "answer"),
+    [
+        ("What did Gina receive from a dance contest?", "Trophy from a dance contest.", "Trophy."),
+        (
+            "How does Jon feel about the opening night of his dance studio?",
+            "Jon feels excited about the opening night of his dance studio.",
+            "Excited.",
+        ),
+        # a tail holding a word the question does not is the answer's
+        (
+            "Where is Gina's fashion internship?",
+            "At an international company in the fashion department.",
+            "At an international company in the fashion department.",
+        ),
+        # after a longer answer the question's words are its own
+        (
+            "Why did Gina decide to start her own clothing store?",
+            "Because she wanted to sell unique pieces of clothing.",
+            "Because she wanted to sell unique pieces of clothing.",
+        ),
+        # nothing but the question is left as it is (says_nothing decides)
+        (
+            "What did Gina receive from the contest?",
+            "Gina received it from the contest.",
+            "Gina received it from the contest.",
+        ),
+    ],
+)
+def test_a_tail_that_only_says_the_question_back_is_cut(
+    question: str, reply: str, answer: str
+) -> None:
+    assert concise(question, reply) == answer
