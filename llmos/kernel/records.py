@@ -494,10 +494,12 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
 
 
 _TURNS_CITED = re.compile(
-    r"\b(?:(?:in|on|at|from)\s+)?turns?\s+(\d+)(?:(?:\s*,|\s+and|\s+or)\s+(?:turn\s+)?\d+)*",
+    r"(?:\b(?:in|on|at|from)\s+)?(?:\[turn\s+(?P<h>\d+),[^\]\n]*\]|\bturns?\s+(?P<t>\d+)"
+    r"(?:(?:\s*,|\s+and|\s+or)\s+(?:turn\s+)?\d+)*)",
     re.IGNORECASE,
 )
-"""A reply naming pages by their turn ("in turn 359 and turn 358"): a person never saw them."""
+"""A reply naming pages by their turn ("in turn 359 and turn 358") or copying a page's header
+("on [turn 68, 4 February 2023, 10:43]"): a person never saw them."""
 
 
 def turns_dated(question: str, reply: str, shown: str) -> str:
@@ -508,8 +510,11 @@ def turns_dated(question: str, reply: str, shown: str) -> str:
         return reply
 
     def put(found: re.Match[str]) -> str:
-        page = re.search(rf"\[turn {found.group(1)}, ([^,\]\n]+)", shown)
-        return f"on {page.group(1).strip()}" if page and _DATE.search(page.group(1)) else found[0]
+        page = re.search(rf"\[turn {found.group('h') or found.group('t')}, ([^,\]\n]+)", shown)
+        if not page or not _DATE.search(page.group(1)):
+            return found[0]
+        on = "On" if found[0][:1].isupper() else "on"
+        return f"{on} {page.group(1).strip()}"
 
     return _TURNS_CITED.sub(put, reply)
 

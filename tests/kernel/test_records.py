@@ -288,3 +288,10 @@ def test_a_when_answered_with_turn_numbers_is_answered_with_their_days() -> None
     )
     assert turns_dated(question, "In turn 12.", shown) == "In turn 12.", "no such page shown"
     assert turns_dated("What did Gina say in turn 358?", "In turn 358.", shown) == "In turn 358."
+    # a page's header copied whole is its day
+    assert turns_dated(question, "She said it on [turn 358, 23 July 2023, 18:46]", shown) == (
+        "She said it on 23 July 2023"
+    )
+    assert turns_dated(question, "In [turn 359, 23 July 2023, 18:47].", shown) == (
+        "On 23 July 2023."
+    )
