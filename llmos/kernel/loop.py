@@ -30,6 +30,7 @@ from llmos.kernel.prompt import (
     extra_specs,
     extras_prompt,
     result_message,
+    shown_result,
     signature,
     summary_block,
     system_prompt,
@@ -678,7 +679,7 @@ def _escape_controls_in_strings(text: str) -> str:
 
 def compact_result(result: SyscallResult) -> str:
     """A result as the kernel sees it: compact JSON, long values cut with a marker."""
-    data = result.model_dump(mode="json", exclude_none=True)
+    data = shown_result(result.model_dump(mode="json", exclude_none=True))
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + f"... [cut: {len(text)} chars in all]"

@@ -210,6 +210,32 @@ def result_message(result_json: str) -> str:
     return f"RESULT: {result_json}"
 
 
+def shown_result(data: dict[str, Any]) -> dict[str, Any]:
+    """A result's data as the kernel is shown it: a mem.search hit on a page of the conversation
+    shows the page as a recalled one does (`pager.recall_text`: a turn that was only talk shows
+    what the person said, not the kernel's reply to it, which a small model copied as its
+    answer), with its id and without what only a caller wants (where and when it was stored,
+    its score: about 35 tokens a hit, and a second date beside the page's own). Any other
+    result as it is."""
+    value = data.get("value")
+    if data.get("call") != "mem.search" or not isinstance(value, dict):
+        return data
+    hits = value.get("hits")
+    if not isinstance(hits, list):
+        return data
+    return {**data, "value": {**value, "hits": [_shown_hit(h) for h in hits]}}
+
+
+def _shown_hit(hit: Any) -> Any:
+    if not isinstance(hit, dict) or hit.get("collection") != "recall":
+        return hit
+    text = str(hit.get("text", ""))
+    lines = text.split("\n")
+    if all(line.startswith(("reply: ", "(said on ")) for line in lines[1:]):
+        text = "\n".join(line for line in lines if not line.startswith("reply: "))
+    return {"id": hit.get("id"), "text": text}
+
+
 def summary_block(summary: str, paged_out: int) -> str:
     """How the running summary of paged-out turns opens the conversation."""
     return f"SUMMARY of turns 1-{paged_out} (paged out to memory):\n{summary}"

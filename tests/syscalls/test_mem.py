@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,51 @@ def test_an_earlier_answer_is_not_found_the_record_it_came_from_is(
     found = _ok(system, shell, call="mem.search", query="what is my cat called?", k=5)
     ids = [h["id"] for h in found["hits"]]
     assert told.id in ids and answered.id not in ids
+
+
+def test_the_kernel_sees_a_found_page_as_a_recalled_one(system: System, shell: Process) -> None:
+    """A page of talk found by mem.search is shown to the kernel as the pager shows it when
+    recalled (what was said, not the kernel's "Noted."), with its id and without where and
+    when it was stored or its score; a kept fact keeps all of it; the caller gets all."""
+    from llmos.kernel.loop import compact_result
+    from llmos.memory.store import NewRecord
+
+    (page,) = system.memory.store_many(
+        [
+            NewRecord(
+                "[turn 3, 8 May 2023, 13:56] user: [1:56 pm on 8 May, 2023] Gina: I got my "
+                "tattoo yesterday.\nreply: Noted.\n(said on 8 May 2023: yesterday = 7 May 2023)",
+                meta={"turn": 3},
+            )
+        ],
+        "recall",
+    )
+    _ok(system, shell, call="mem.store", text="My sister's tattoo is a rose.")
+    system.memory.flush(60)
+    result = system.dispatch(shell, {"call": "mem.search", "query": "tattoo", "k": 5})
+    assert result.ok
+    found = {h["collection"]: h for h in result.value["hits"]}
+    assert set(found) == {"recall", "archival"} and "Noted." in found["recall"]["text"]
+    shown = json.loads(compact_result(result))["value"]["hits"]
+    page_hit = next(h for h in shown if h["id"] == page.id)
+    assert page_hit == {
+        "id": page.id,
+        "text": "[turn 3, 8 May 2023, 13:56] user: [1:56 pm on 8 May, 2023] Gina: I got my "
+        "tattoo yesterday.\n(said on 8 May 2023: yesterday = 7 May 2023)",
+    }
+    fact = next(h for h in shown if h["id"] != page.id)
+    assert fact == found["archival"]
+
+
+def test_a_found_page_of_a_turn_that_did_something_keeps_its_reply() -> None:
+    from llmos.kernel.prompt import shown_result
+
+    text = (
+        "[turn 4, 8 May 2023, 14:00] user: copy a.txt to b.txt\nreply: Copied.\n"
+        '→ {"call": "fs.copy"}'
+    )
+    hit = {"id": "r4", "text": text, "tags": [], "stored": "x", "collection": "recall", "score": 1}
+    data = {"ok": True, "call": "mem.search", "value": {"hits": [hit]}}
+    assert shown_result(data)["value"]["hits"] == [{"id": "r4", "text": text}]
+    other = {"ok": True, "call": "fs.read", "value": {"hits": [hit]}}
+    assert shown_result(other) == other
