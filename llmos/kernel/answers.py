@@ -177,11 +177,29 @@ def yes_or_no(question: str, reply: str) -> str:
     return found.group(1).capitalize() + "."
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of `text` as `first_sentence` cuts them, in order."""
+    out: list[str] = []
+    rest = text.strip()
+    while rest:
+        sentence = first_sentence(rest)
+        out.append(sentence)
+        rest = rest[len(sentence) :].strip()
+    return out
+
+
 def concise(question: str, reply: str) -> str:
-    """An answer from memory as the fact asked for: the reply's first sentence without where
-    it says it comes from and without its restatement of the question, at its head or its
-    tail (a yes or no alone when the rest only says the question back)."""
-    sentence = yes_or_no(question, first_sentence(reply))
+    """An answer from memory as the fact asked for: the reply's first sentence that says
+    something (`says_nothing`: "Jon went to a fair to get more exposure. It was on 24 April
+    2023." asked when he went is its second), without where it says it comes from and without
+    its restatement of the question, at its head or its tail (a yes or no alone when the rest
+    only says the question back). The first sentence when none says anything."""
+    facts = [_concise_one(question, s) for s in sentences(reply)] or [reply]
+    return next((f for f in facts if not says_nothing(question, f)), facts[0])
+
+
+def _concise_one(question: str, sentence: str) -> str:
+    sentence = yes_or_no(question, sentence)
     rest = LEAD_IN.sub("", sentence, count=1)
     if rest != sentence and any(c.isalnum() for c in rest):
         sentence = rest[0].upper() + rest[1:]
