@@ -418,17 +418,16 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
     date the record holding the reply's words gives: what its relative time words meant
     ("Lost my job yesterday", said on 20 January, means 19 January) or the day it was said.
     The 1.5B model, shown the right page, gave another page's date ("3 April 2023") in most
-    such replies. None when the question does not ask when, the reply names no date or says
-    it does not know, no one record holds the most of its words (two or more, names aside), or
-    its date is one the record gives."""
+    such replies; a reply giving no date at all (`wrong` empty) gets the record's too. None
+    when the question does not ask when, the reply says it does not know, no one record holds
+    the most of its words (two or more, names aside), or its date is one the record gives."""
     if not _WHEN_QUESTION.search(question) or says_not_known(reply):
         return None
     dates = list(_DATE.finditer(reply))
     # A reply giving a time word instead ("She made it last week.") is dated as well, by
     # what the word meant in the record it came from.
     relative = None if dates else RELATIVE.search(reply)
-    if not dates and relative is None:
-        return None
+    # One giving neither ("Gina teamed up with a local artist.") is dated by the record too.
     # One record shown twice (a recalled page with what its time words meant, and in a
     # search's result) is one record, not two that tie.
     once: dict[tuple[str, ...], re.Match[str]] = {}
@@ -495,7 +494,7 @@ def misdated(question: str, reply: str, shown: str) -> Misdated | None:
 
 _TURNS_CITED = re.compile(
     r"(?:\b(?:in|on|at|from)\s+)?(?:\[turn\s+(?P<h>\d+),[^\]\n]*\]|\bturns?\s+(?P<t>\d+)"
-    r"(?:(?:\s*,|\s+and|\s+or)\s+(?:turn\s+)?\d+)*)",
+    rf"(?:,\s*(?:{_DATE.pattern}))?(?:(?:\s*,|\s+and|\s+or)\s+(?:turn\s+)?\d+)*)",
     re.IGNORECASE,
 )
 """A reply naming pages by their turn ("in turn 359 and turn 358") or copying a page's header
@@ -536,8 +535,11 @@ def bare_date(question: str, fact: str) -> str:
 def redated(reply: str, wrong: Misdated) -> str:
     """`reply` with each date it gives (and a time of day after it) made the record's date
     ("in May 2023", not "on May 2023", when the record gives only the month); or with the time
-    word it gave instead made the date ("last week" is "in the week of 12 June 2023")."""
+    word it gave instead made the date ("last week" is "in the week of 12 June 2023"); a reply
+    that gave none is the date ("On 8 February 2023.")."""
     month = not wrong.right[0].isdigit()
+    if not wrong.wrong:
+        return f"{'In' if month else 'On'} {wrong.right}."
     if not _DATE.fullmatch(wrong.wrong):
         said = ("in " if month else "on ") + wrong.right
         return re.sub(rf"\b{re.escape(wrong.wrong)}\b", said, reply, count=1)

@@ -111,6 +111,17 @@ DATED = (
             "In April 2023.",
             "In May 2023.",
         ),
+        # no date given at all: the record's
+        (
+            "When did Jon lose his job as a banker?",
+            "He lost his banker job.",
+            "On 19 January 2023.",
+        ),
+        (
+            "When did Gina launch an ad campaign?",
+            "She launched an ad campaign.",
+            "On 29 January 2023.",
+        ),
     ],
 )
 def test_a_date_the_record_does_not_give_is_the_records_date(
@@ -130,7 +141,8 @@ def test_a_date_the_record_does_not_give_is_the_records_date(
         ("When did Jon expand his social media presence?", "In April 2023."),  # a month holds it
         ("What did Jon lose?", "His job, on 3 April 2023."),  # not a "when" question
         ("When did Jon lose his job?", "I was not told that."),
-        ("When did Jon lose his job?", "He lost it after the fair."),  # no date to check
+        # no date, and no one record holds its words
+        ("When did Gina open her store?", "She opened it after the fair."),
         ("When did Gina open her store?", "On 3 April 2023."),  # no page holds these words
         # a time word the record holding its words does not say: nothing dates it
         ("When did Gina launch an ad campaign?", "She launched the ad campaign last week."),
@@ -291,6 +303,9 @@ def test_a_when_answered_with_turn_numbers_is_answered_with_their_days() -> None
     # a page's header copied whole is its day
     assert turns_dated(question, "She said it on [turn 358, 23 July 2023, 18:46]", shown) == (
         "She said it on 23 July 2023"
+    )
+    assert turns_dated(question, "She did in turn 358, 23 July 2023, 18:46.", shown) == (
+        "She did on 23 July 2023."
     )
     assert turns_dated(question, "In [turn 359, 23 July 2023, 18:47].", shown) == (
         "On 23 July 2023."
