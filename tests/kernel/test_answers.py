@@ -173,3 +173,16 @@ def test_a_tail_that_only_says_the_question_back_is_cut(
     question: str, reply: str, answer: str
 ) -> None:
     assert concise(question, reply) == answer
+
+
+def test_the_answer_is_the_first_sentence_that_says_something() -> None:
+    question = "What advice does Gina give to Jon about running a successful business?"
+    reply = (
+        "Gina gave Jon advice about running a successful business. She suggested building "
+        "relationships with customers. Stay positive!"
+    )
+    assert concise(question, reply) == "She suggested building relationships with customers."
+    # when none says anything, the first (which says_nothing then finds empty)
+    said_back = "Gina gave Jon advice about running a business. It was about a business."
+    assert concise(question, said_back) == "Gina gave Jon advice about running a business."
+    assert concise("What is my locker code?", "It is 4512. You told me.") == "It is 4512."
