@@ -149,11 +149,13 @@ def says_nothing(question: str, reply: str) -> bool:
     does not (glue aside): the question said back as an answer ("Jon took a temporary job to
     cover expenses." asked "What temporary job did Jon take to cover expenses?"), which tells
     nothing. A yes-or-no question said back is an answer ("Jon likes it." is yes)."""
-    if not _WH.search(question):
-        return False
+    return bool(_WH.search(question)) and bool(_words(reply)) and _says_back(question, reply)
+
+
+def _says_back(question: str, text: str) -> bool:
+    """Whether every word of `text` (glue aside) is one of the question's; true of none."""
     asked = _words(question)
-    said = _words(reply)
-    return bool(said) and all(_asked(w, asked) for w in said)
+    return all(_asked(w, asked) for w in _words(text))
 
 
 _YES_NO_QUESTION = re.compile(
@@ -171,8 +173,7 @@ def yes_or_no(question: str, reply: str) -> str:
     found = _YES_NO.match(reply)
     if not found or not _YES_NO_QUESTION.match(question):
         return reply
-    rest = _words(reply[found.end() :])
-    if rest and not all(_asked(w, _words(question)) for w in rest):
+    if not _says_back(question, reply[found.end() :]):
         return reply
     return found.group(1).capitalize() + "."
 
