@@ -29,7 +29,13 @@ from llmos.errors import ErrorCode, LlmosError
 from llmos.kernel.backend import context_of, count_tokens, decode_speed, text_tokens
 from llmos.kernel.examples import asks_only, is_question
 from llmos.kernel.loop import Conversation, Turn
-from llmos.kernel.prompt import MEMORY_HEAD, memory_block, memory_pages
+from llmos.kernel.prompt import (
+    MEMORY_HEAD,
+    PAGE_REPLY,
+    PAGE_SAID_ON,
+    memory_block,
+    memory_pages,
+)
 from llmos.limits import (
     CONTEXT_HIGH,
     CONTEXT_LOW,
@@ -83,7 +89,7 @@ def page_text(turn: Turn) -> str:
     matches), then its steps."""
     lines = [f"[turn {turn.number}, {said_when(turn.started)}] user: {turn.request}"]
     if turn.reply:
-        lines.append(f"reply: {turn.reply}")
+        lines.append(f"{PAGE_REPLY}{turn.reply}")
     meant = time_words(f"{turn.request}\n{turn.reply}", turn.started)
     if meant:
         lines.append(meant)
@@ -162,7 +168,7 @@ def time_words(text: str, moment: float) -> str:
     last Saturday = 20 May 2023)"), or "" when it has none."""
     said = dt.date.fromtimestamp(moment)
     dates = resolved(text, said)
-    return f"(said on {said.day} {said:%B %Y}: {'; '.join(dates)})" if dates else ""
+    return f"{PAGE_SAID_ON}{said.day} {said:%B %Y}: {'; '.join(dates)})" if dates else ""
 
 
 def _copies(summary: str, system: str) -> bool:

@@ -226,13 +226,20 @@ def shown_result(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "value": {**value, "hits": [_shown_hit(h) for h in hits]}}
 
 
+PAGE_REPLY = "reply: "
+"""How the line of a page holding the kernel's reply opens (the pager writes pages)."""
+
+PAGE_SAID_ON = "(said on "
+"""How the line of a page saying what its relative time words meant opens."""
+
+
 def _shown_hit(hit: Any) -> Any:
     if not isinstance(hit, dict) or hit.get("collection") != "recall":
         return hit
     text = str(hit.get("text", ""))
     lines = text.split("\n")
-    if all(line.startswith(("reply: ", "(said on ")) for line in lines[1:]):
-        text = "\n".join(line for line in lines if not line.startswith("reply: "))
+    if all(line.startswith((PAGE_REPLY, PAGE_SAID_ON)) for line in lines[1:]):
+        text = "\n".join(line for line in lines if not line.startswith(PAGE_REPLY))
     return {"id": hit.get("id"), "text": text}
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llmos.kernel.checks import says_not_known
+from llmos.kernel.prompt import PAGE_SAID_ON
 from llmos.memory.when import MONTHS, RELATIVE, WEEKDAYS, resolved
 from llmos.text import SENTENCE, stem
 
@@ -321,7 +322,7 @@ time of day after it ("at 4:04 pm", ", 14:32") taken as part of it."""
 _WHEN_QUESTION = re.compile(
     r"^\s*(?:when\b|(?:on |in )?(?:what|which) (?:date|day|month|year|week)\b)", re.IGNORECASE
 )
-_RESOLVED = re.compile(r"\(said on [^:\n]{4,40}: ([^)\n]+)\)")
+_RESOLVED = re.compile(re.escape(PAGE_SAID_ON) + r"[^:\n]{4,40}: ([^)\n]+)\)")
 """The line a page gives its relative time words: "(said on 20 January 2023: yesterday = 19
 January 2023)"."""
 
